@@ -1,0 +1,323 @@
+"""Retrieval models built from one backbone and one PET method: the bi-encoder and the cross-encoder.
+
+Both share everything PET-related (:class:`PetModel`): loading the backbone, applying the method, counting
+parameters, and the save format. A saved directory holds
+
+- ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method and its
+  config, and the task options (pooling, similarity, lengths). It explains the directory by itself, and lets
+  ``transformers.AutoModel`` (and so Pyserini) load it once :mod:`petir_pyserini` is installed;
+- ``petir_state.safetensors``: only the trained tensors (PET modules and task head);
+- the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+import petir
+from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
+from petir.errors import ModelMismatchError, PetirError
+from petir.pet import apply_pet, count_parameters, make_config
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "petir_state.safetensors"
+MODEL_TYPE = "petir"
+
+
+class PetModel(nn.Module):
+    """A frozen backbone with one PET method applied, plus the task's own head (if any)."""
+
+    task: ClassVar[str]
+    _tasks: ClassVar[dict[str, type[PetModel]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        PetModel._tasks[cls.task] = cls
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        method: str = "connected",
+        pet_options: dict[str, Any] | None = None,
+        *,
+        _loaded: tuple[nn.Module, Any] | None = None,
+    ):
+        super().__init__()
+        self.backbone = portable_name(backbone)
+        self.encoder, self.tokenizer = _loaded or load_backbone(backbone)
+        self.backbone_fingerprint = fingerprint(self.encoder)
+        self.backbone_parameters = count_parameters(self.encoder)[1]
+        self.method = method
+        self.pet_config = make_config(method, pet_options)
+        apply_pet(self.encoder, method, self.pet_config)
+
+    # -- what is trained -------------------------------------------------------------------------------------
+    def parameter_report(self) -> dict[str, float]:
+        """Trainable parameters (PET modules + task head) and their share of the backbone, in percent."""
+        trainable = count_parameters(self)[0]
+        return {
+            "trainable": trainable,
+            "backbone": self.backbone_parameters,
+            "percent": 100.0 * trainable / self.backbone_parameters,
+        }
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = {name for name, p in self.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise PetirError(
+                f"saved state does not fit {self.method} on this backbone: "
+                f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+            )
+        parameters = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, tensor in state.items():
+                parameters[name].copy_(tensor)
+
+    # -- task options (saved in config.json) -----------------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    # -- save / load -----------------------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": MODEL_TYPE,
+            "petir_version": petir.__version__,
+            "task": self.task,
+            "backbone": self.backbone,
+            "backbone_fingerprint": self.backbone_fingerprint,
+            "pet_method": self.method,
+            "pet_config": self.pet_config.to_dict(),
+            "parameters": self.parameter_report(),
+            **self.options(),
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model atomically: a crash mid-save leaves the previous directory intact."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            state = {name: t.to("cpu").contiguous() for name, t in self.trainable_state_dict().items()}
+            save_file(state, staging / STATE_FILE, metadata={"petir_method": self.method})
+            (staging / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+            self.tokenizer.save_pretrained(staging)
+            replace_directory(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    @staticmethod
+    def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+        path = Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
+        config = json.loads(path.read_text())
+        if config.get("model_type") != MODEL_TYPE:
+            raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
+        return config
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        backbone: str | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        _loaded: tuple[nn.Module, Any] | None = None,
+    ) -> PetModel:
+        """Load a saved model; ``backbone`` overrides where the backbone weights are read from (its fingerprint
+        must still match the one the state was trained on)."""
+        config = cls.read_config(directory)
+        task_class = PetModel._tasks.get(config["task"])
+        if task_class is None or not issubclass(task_class, cls):
+            raise PetirError(f"{directory} holds a {config['task']} model, not a {cls.task or 'petir'} model")
+        source = backbone or config["backbone"]
+        loaded = _loaded or load_backbone(source)
+        found = fingerprint(loaded[0])
+        if found != config["backbone_fingerprint"]:
+            raise ModelMismatchError(
+                f"{directory} was trained on backbone {config['backbone']!r} (fingerprint "
+                f"{config['backbone_fingerprint']}), but {source!r} has fingerprint {found}; "
+                "load it onto the backbone it was trained on"
+            )
+        options = {key: config[key] for key in task_class.option_names if key in config}
+        model = task_class(source, config["pet_method"], config["pet_config"], _loaded=loaded, **options)
+        model.backbone = config["backbone"]
+        model.load_trainable_state_dict(load_file(Path(directory) / STATE_FILE))
+        return model.to(device).eval()
+
+    # -- shared plumbing -------------------------------------------------------------------------------------
+    option_names: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:
+        features = self.tokenizer(
+            list(texts),
+            list(pairs) if pairs is not None else None,
+            max_length=max_length,
+            truncation="only_second" if pairs is not None else True,
+            padding=True,
+            return_tensors="pt",
+        )
+        return {name: tensor.to(self.device) for name, tensor in features.items()}
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target`` so that ``target`` is at all times either the old or the new directory."""
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(target, backup)
+        os.replace(source, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
+POOLINGS = ("mean", "cls")
+SIMILARITIES = ("cosine", "dot")
+
+
+class BiEncoder(PetModel):
+    """A shared query/passage encoder: pooled token states, L2-normalised for cosine similarity.
+
+    Trained with a contrastive loss over in-batch and hard negatives.
+    """
+
+    task = "bi-encoder"
+    option_names = ("pooling", "similarity", "query_max_length", "passage_max_length", "temperature")
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        method: str = "connected",
+        pet_options: dict[str, Any] | None = None,
+        *,
+        pooling: str = "mean",
+        similarity: str = "cosine",
+        query_max_length: int = 64,
+        passage_max_length: int = 256,
+        temperature: float | None = None,
+        _loaded: tuple[nn.Module, Any] | None = None,
+    ):
+        if pooling not in POOLINGS:
+            raise PetirError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+        if similarity not in SIMILARITIES:
+            raise PetirError(f"unknown similarity {similarity!r}; choose from {', '.join(SIMILARITIES)}")
+        super().__init__(backbone, method, pet_options, _loaded=_loaded)
+        self.pooling = pooling
+        self.similarity = similarity
+        self.query_max_length = query_max_length
+        self.passage_max_length = passage_max_length
+        # Cosine scores live in [-1, 1]: a temperature of 0.05 (scale 20, as all-MiniLM-L6-v2 was trained with)
+        # gives the softmax enough range; dot products are unbounded and need none.
+        self.temperature = temperature if temperature is not None else (0.05 if similarity == "cosine" else 1.0)
+
+    def options(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.option_names}
+
+    def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns: float tensor [batch, hidden], L2-normalised when similarity is cosine."""
+        states = self.encoder(**features).last_hidden_state
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            mask = features["attention_mask"].unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, dim=-1) if self.similarity == "cosine" else pooled
+
+    def loss(self, batch: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Contrastive loss: each query against every passage in the batch (its positive, its hard negatives and
+        all other queries' passages). Passages come grouped per query, positive first."""
+        queries = self.embed(batch["queries"])
+        passages = self.embed(batch["passages"])
+        group = passages.shape[0] // queries.shape[0]
+        scores = queries @ passages.T / self.temperature
+        labels = torch.arange(queries.shape[0], device=scores.device) * group
+        return F.cross_entropy(scores, labels)
+
+    @torch.inference_mode()
+    def encode(
+        self, texts: Sequence[str], kind: str = "passage", batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """Returns: float32 array [len(texts), hidden]; ``kind`` ("query" or "passage") picks the max length."""
+        max_length = self.query_max_length if kind == "query" else self.passage_max_length
+        chunks = []
+        for start in tqdm(range(0, len(texts), batch_size), desc=f"encoding {kind}s", disable=not progress):
+            features = self.tokenize(texts[start : start + batch_size], max_length)
+            chunks.append(self.embed(features).float().cpu().numpy())
+        hidden = self.encoder.config.hidden_size
+        return np.concatenate(chunks) if chunks else np.zeros((0, hidden), dtype=np.float32)
+
+
+class CrossEncoder(PetModel):
+    """A monoBERT-style re-ranker: ``[CLS] query [SEP] passage [SEP]`` -> a relevance score from the [CLS] state.
+
+    The score head is task-specific and always trained (counted with the trainable parameters).
+    """
+
+    task = "cross-encoder"
+    option_names = ("max_length",)
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        method: str = "connected",
+        pet_options: dict[str, Any] | None = None,
+        *,
+        max_length: int = 256,
+        _loaded: tuple[nn.Module, Any] | None = None,
+    ):
+        super().__init__(backbone, method, pet_options, _loaded=_loaded)
+        self.max_length = max_length
+        hidden = self.encoder.config.hidden_size
+        self.head = nn.Sequential(nn.Dropout(self.encoder.config.hidden_dropout_prob), nn.Linear(hidden, 1))
+
+    def options(self) -> dict[str, Any]:
+        return {"max_length": self.max_length}
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns: float tensor [batch] of relevance scores (logits)."""
+        return self.head(self.encoder(**features).last_hidden_state[:, 0]).squeeze(-1)
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Listwise softmax cross-entropy over each query's group (positive first), or pointwise BCE."""
+        scores = self(batch["pairs"]).view(-1, batch["group_size"])
+        if batch.get("loss", "listwise") == "pointwise":
+            labels = torch.zeros_like(scores)
+            labels[:, 0] = 1.0
+            return F.binary_cross_entropy_with_logits(scores, labels)
+        return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+
+    @torch.inference_mode()
+    def score(
+        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """Returns: float32 array [len(queries)] of scores for the aligned (query, passage) pairs."""
+        scores = []
+        for start in tqdm(range(0, len(queries), batch_size), desc="re-ranking", disable=not progress):
+            end = start + batch_size
+            features = self.tokenize(queries[start:end], self.max_length, pairs=passages[start:end])
+            scores.append(self(features).float().cpu().numpy())
+        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

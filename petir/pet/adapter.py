@@ -1,0 +1,31 @@
+"""Bottleneck adapters (Houlsby et al., 2019), serial: ``h + up(f(down(h)))`` after each sublayer projection.
+
+Each adapter sits between frozen layers: the "scattered" baseline that the connected method links up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from petir.pet.base import Bottleneck, PetConfig, PetMethod, freeze, wrap_sublayer_outputs
+
+
+@dataclass
+class AdapterConfig(PetConfig):
+    """``bottleneck``: adapter width r; ``positions``: sublayers that get an adapter ("attention", "ffn")."""
+
+    bottleneck: int = 16
+    activation: str = "relu"
+    positions: tuple[str, ...] = ("attention", "ffn")
+
+
+def apply_adapter(model: nn.Module, config: AdapterConfig) -> None:
+    freeze(model)
+    wrap_sublayer_outputs(
+        model, config.positions, lambda hidden: Bottleneck(hidden, config.bottleneck, config.activation)
+    )
+
+
+METHOD = PetMethod("adapter", AdapterConfig, apply_adapter, "Houlsby bottleneck adapters, serial (scattered)")

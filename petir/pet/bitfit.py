@@ -1,0 +1,27 @@
+"""BitFit (Ben Zaken et al., 2022): train only the bias terms of the backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from petir.pet.base import PetConfig, PetMethod, freeze
+
+
+@dataclass
+class BitFitConfig(PetConfig):
+    """``layer_norm``: also train LayerNorm gains (BitFit proper trains biases only)."""
+
+    layer_norm: bool = False
+
+
+def apply_bitfit(model: nn.Module, config: BitFitConfig) -> None:
+    freeze(model)
+    for name, parameter in model.named_parameters():
+        is_layer_norm = "LayerNorm" in name or "layer_norm" in name
+        if name.endswith(".bias") or (config.layer_norm and is_layer_norm):
+            parameter.requires_grad_(True)
+
+
+METHOD = PetMethod("bitfit", BitFitConfig, apply_bitfit, "BitFit: bias terms only")

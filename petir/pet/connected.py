@@ -1,0 +1,197 @@
+"""Connected PET, "inside and aside" (Ma et al., CIKM 2022): link the scattered modules into one trainable pathway.
+
+Scattered adapters each sit between frozen layers, so the gradient reaching a low module has crossed every frozen
+layer above it. Here the inside modules (bottleneck adapters at the same sublayer positions as
+:mod:`petir.pet.adapter`) are joined by aside links that run alongside the frozen layers, so every module has a
+short, fully trainable path to the output. Sites are numbered k = 1..K bottom to top; ``h_k`` is the sublayer's
+projected output (adapter input), ``x_k`` the sublayer's final output. Topologies (equations in docs/methods.md):
+
+- ``bottleneck``: ``z_k = f(D_k h_k) + C_k z_{k-1}``, ``a_k = U_k z_k``   (link in bottleneck space, C_k: r x r)
+- ``hidden``:     ``a_k = U_k f(D_k h_k + E_k a_{k-1})``                 (link in hidden space, E_k: d -> r)
+- ``side``:       ``s_k = f(D_k x_k) + C_k s_{k-1}``, output ``x_K + U s_K`` (a side path read out at the top; it
+  never feeds back into the frozen layers, so training needs no backpropagation through the backbone)
+
+All up-projections start at zero, so every topology starts as the unchanged backbone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from petir.errors import PetirError
+from petir.pet.base import (
+    Bottleneck,
+    PetConfig,
+    PetMethod,
+    activation,
+    freeze,
+    sublayer_outputs,
+    wrap_sublayer_outputs,
+)
+
+TOPOLOGIES = ("bottleneck", "hidden", "side")
+LINK_INITS = ("identity", "zero")
+
+
+@dataclass
+class ConnectedConfig(PetConfig):
+    """``topology``: how the modules are linked (bottleneck | hidden | side); ``bottleneck``: module width r;
+    ``positions``: sublayers that get a module; ``link_init``: initial r x r links (identity: the pathway is
+    open from the first step; zero: it must be learned)."""
+
+    topology: str = "bottleneck"
+    bottleneck: int = 16
+    activation: str = "relu"
+    positions: tuple[str, ...] = ("attention", "ffn")
+    link_init: str = "identity"
+
+
+class Chain:
+    """Carries the previous site's state up the stack during one forward pass.
+
+    Sites run bottom to top, the first site never reads the state and the last one clears it, so no reset hook
+    is needed and no tensor outlives the forward pass.
+    """
+
+    def __init__(self) -> None:
+        self.state: torch.Tensor | None = None
+
+
+class _Site(nn.Module):
+    """Shared bookkeeping for a module that reads and writes the chain."""
+
+    def _setup_chain(self, chain: Chain, index: int, count: int) -> None:
+        self.chain = chain
+        self.is_first = index == 0
+        self.is_last = index == count - 1
+
+    def _pass_on(self, state: torch.Tensor) -> None:
+        self.chain.state = None if self.is_last else state
+
+
+def _link(size_in: int, size_out: int, init: str) -> nn.Linear:
+    link = nn.Linear(size_in, size_out, bias=False)
+    if init == "identity" and size_in == size_out:
+        nn.init.eye_(link.weight)
+    else:
+        nn.init.zeros_(link.weight)
+    return link
+
+
+class BottleneckLinkedModule(Bottleneck, _Site):
+    """Inside module whose bottleneck state is passed to the next module: ``z_k = f(D_k h) + C_k z_{k-1}``."""
+
+    def __init__(self, hidden_size: int, config: ConnectedConfig, chain: Chain, index: int, count: int):
+        super().__init__(hidden_size, config.bottleneck, config.activation)
+        self._setup_chain(chain, index, count)
+        self.link = None if self.is_first else _link(config.bottleneck, config.bottleneck, config.link_init)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.act(self.down(h))
+        if self.link is not None:
+            z = z + self.link(self.chain.state)
+        self._pass_on(z)
+        return self.up(z)
+
+
+class HiddenLinkedModule(Bottleneck, _Site):
+    """Inside module that also reads the previous module's output: ``a_k = U_k f(D_k h + E_k a_{k-1})``."""
+
+    def __init__(self, hidden_size: int, config: ConnectedConfig, chain: Chain, index: int, count: int):
+        super().__init__(hidden_size, config.bottleneck, config.activation)
+        self._setup_chain(chain, index, count)
+        self.link = None if self.is_first else nn.Linear(hidden_size, config.bottleneck, bias=False)
+        if self.link is not None:
+            nn.init.normal_(self.link.weight, std=0.02)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        pre = self.down(h)
+        if self.link is not None:
+            pre = pre + self.link(self.chain.state)
+        a = self.up(self.act(pre))
+        self._pass_on(a)
+        return a
+
+
+class SideTap(nn.Module):
+    """Reads a frozen sublayer's output into the side path: ``s_k = f(D_k x_k) + C_k s_{k-1}``.
+
+    The readout at the top, not the last tap, consumes the state.
+    """
+
+    def __init__(self, hidden_size: int, config: ConnectedConfig, chain: Chain, index: int):
+        super().__init__()
+        self.chain = chain
+        self.down = nn.Linear(hidden_size, config.bottleneck)
+        nn.init.normal_(self.down.weight, std=0.02)
+        nn.init.zeros_(self.down.bias)
+        self.act = activation(config.activation)
+        self.link = None if index == 0 else _link(config.bottleneck, config.bottleneck, config.link_init)
+
+    def forward(self, x: torch.Tensor) -> None:
+        s = self.act(self.down(x))
+        if self.link is not None:
+            s = s + self.link(self.chain.state)
+        self.chain.state = s
+
+
+class SublayerOutputWithTap(nn.Module):
+    """A frozen sublayer output, unchanged, whose result is also fed to a side tap."""
+
+    def __init__(self, frozen: nn.Module, tap: SideTap):
+        super().__init__()
+        self.frozen = frozen
+        self.tap = tap
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        output = self.frozen(hidden_states, input_tensor)
+        self.tap(output)
+        return output
+
+
+class EncoderWithSideReadout(nn.Module):
+    """The frozen encoder stack with the side path's top state projected back and added to its output."""
+
+    def __init__(self, frozen: nn.Module, hidden_size: int, bottleneck: int, chain: Chain):
+        super().__init__()
+        self.frozen = frozen
+        self.chain = chain
+        self.readout = nn.Linear(bottleneck, hidden_size)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+
+    def forward(self, *args, **kwargs):
+        output = self.frozen(*args, **kwargs)
+        state, self.chain.state = self.chain.state, None
+        output.last_hidden_state = output.last_hidden_state + self.readout(state)
+        return output
+
+
+def apply_connected(model: nn.Module, config: ConnectedConfig) -> None:
+    if config.topology not in TOPOLOGIES:
+        raise PetirError(f"unknown topology {config.topology!r}; choose from {', '.join(TOPOLOGIES)}")
+    if config.link_init not in LINK_INITS:
+        raise PetirError(f"unknown link_init {config.link_init!r}; choose from {', '.join(LINK_INITS)}")
+    freeze(model)
+    chain = Chain()
+    hidden_size = model.config.hidden_size
+    sites = list(sublayer_outputs(model, config.positions))
+    if config.topology == "side":
+        for index, (parent, attribute) in enumerate(sites):
+            tap = SideTap(hidden_size, config, chain, index)
+            setattr(parent, attribute, SublayerOutputWithTap(getattr(parent, attribute), tap))
+        model.encoder = EncoderWithSideReadout(model.encoder, hidden_size, config.bottleneck, chain)
+        return
+    module_class = BottleneckLinkedModule if config.topology == "bottleneck" else HiddenLinkedModule
+    indices = iter(range(len(sites)))
+    wrap_sublayer_outputs(
+        model, config.positions, lambda hidden: module_class(hidden, config, chain, next(indices), len(sites))
+    )
+
+
+METHOD = PetMethod(
+    "connected", ConnectedConfig, apply_connected, "connected inside+aside modules (IAA); topology: bottleneck|hidden|side"
+)

@@ -1,0 +1,22 @@
+"""Full fine-tuning: every backbone weight is trained. The reference the PET methods are measured against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from petir.pet.base import PetConfig, PetMethod
+
+
+@dataclass
+class FullConfig(PetConfig):
+    """Full fine-tuning has no options."""
+
+
+def apply_full(model: nn.Module, config: FullConfig) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+
+
+METHOD = PetMethod("full", FullConfig, apply_full, "full fine-tuning (reference): all weights trained")

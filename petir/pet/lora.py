@@ -1,0 +1,42 @@
+"""LoRA (Hu et al., 2022) through PEFT: low-rank updates ``W + (alpha/r) B A`` on the attention projections.
+
+PEFT does the layer surgery; petir only chooses the targets and keeps the registry, save format and
+fingerprinting uniform with the other methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import peft
+from torch import nn
+
+from petir.pet.base import PetConfig, PetMethod, encoder_layers, freeze
+
+
+@dataclass
+class LoraConfig(PetConfig):
+    """``r``: rank; ``alpha``: scaling numerator; ``target_modules``: linear layers (by name) that get updates."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("query", "value")
+
+
+def apply_lora(model: nn.Module, config: LoraConfig) -> None:
+    encoder_layers(model)  # refuse non-BERT-family backbones with petir's own message
+    freeze(model)
+    peft_config = peft.LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+    )
+    peft.inject_adapter_in_model(peft_config, model)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_("lora_" in name)
+
+
+METHOD = PetMethod("lora", LoraConfig, apply_lora, "LoRA: low-rank updates of the attention projections (PEFT)")
