@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 import petir
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.errors import ModelMismatchError, PetirError
+from petir.data import Corpus, Queries, Run
 from petir.pet import apply_pet, count_parameters, make_config
+from petir.sampling import Group
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "petir_state.safetensors"
@@ -92,8 +94,10 @@ class PetModel(nn.Module):
                 parameters[name].copy_(tensor)
 
     # -- task options (saved in config.json) -----------------------------------------------------------------
+    option_names: ClassVar[tuple[str, ...]] = ()
+
     def options(self) -> dict[str, Any]:
-        return {}
+        return {name: getattr(self, name) for name in self.option_names}
 
     # -- save / load -----------------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -161,12 +165,37 @@ class PetModel(nn.Module):
         options = {key: config[key] for key in task_class.option_names if key in config}
         model = task_class(source, config["pet_method"], config["pet_config"], _loaded=loaded, **options)
         model.backbone = config["backbone"]
-        model.load_trainable_state_dict(load_file(Path(directory) / STATE_FILE))
+        model.restore(directory)
         return model.to(device).eval()
 
-    # -- shared plumbing -------------------------------------------------------------------------------------
-    option_names: ClassVar[tuple[str, ...]] = ()
+    def restore(self, directory: str | os.PathLike) -> None:
+        """Load the trained tensors saved in ``directory`` into this model, which must be built the same way."""
+        config = self.read_config(directory)
+        same = (
+            config["task"] == self.task
+            and config["backbone_fingerprint"] == self.backbone_fingerprint
+            and config["pet_method"] == self.method
+            and make_config(self.method, config["pet_config"]) == self.pet_config
+            and all(config.get(name) == value for name, value in self.options().items())
+        )
+        if not same:
+            raise PetirError(f"{directory} was saved from a differently configured model than this one")
+        self.load_trainable_state_dict(load_file(Path(directory) / STATE_FILE))
 
+    # -- training and ranking, per task ----------------------------------------------------------------------
+    def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
+        """Tokenise training groups (query, [positive, negatives...]) into a batch for :meth:`forward`."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The training loss of a collated batch (a forward so that DistributedDataParallel can wrap it)."""
+        raise NotImplementedError
+
+    def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
+        """Score each query's candidate passages; returns the run (per query, best first)."""
+        raise NotImplementedError
+
+    # -- shared plumbing -------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -196,6 +225,7 @@ def replace_directory(source: Path, target: Path) -> None:
 
 
 POOLINGS = ("mean", "cls")
+CROSS_ENCODER_LOSSES = ("listwise", "pointwise")
 SIMILARITIES = ("cosine", "dot")
 
 
@@ -234,9 +264,6 @@ class BiEncoder(PetModel):
         # gives the softmax enough range; dot products are unbounded and need none.
         self.temperature = temperature if temperature is not None else (0.05 if similarity == "cosine" else 1.0)
 
-    def options(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.option_names}
-
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns: float tensor [batch, hidden], L2-normalised when similarity is cosine."""
         states = self.encoder(**features).last_hidden_state
@@ -247,7 +274,14 @@ class BiEncoder(PetModel):
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, dim=-1) if self.similarity == "cosine" else pooled
 
-    def loss(self, batch: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+    def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
+        passages = [passage for _, group in groups for passage in group]
+        return {
+            "queries": self.tokenize([query for query, _ in groups], self.query_max_length),
+            "passages": self.tokenize(passages, self.passage_max_length),
+        }
+
+    def forward(self, batch: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
         """Contrastive loss: each query against every passage in the batch (its positive, its hard negatives and
         all other queries' passages). Passages come grouped per query, positive first."""
         queries = self.embed(batch["queries"])
@@ -259,16 +293,34 @@ class BiEncoder(PetModel):
 
     @torch.inference_mode()
     def encode(
-        self, texts: Sequence[str], kind: str = "passage", batch_size: int = 32, progress: bool = False
+        self,
+        texts: Sequence[str],
+        kind: str = "passage",
+        batch_size: int = 32,
+        progress: bool = False,
+        max_length: int | None = None,
     ) -> np.ndarray:
-        """Returns: float32 array [len(texts), hidden]; ``kind`` ("query" or "passage") picks the max length."""
-        max_length = self.query_max_length if kind == "query" else self.passage_max_length
+        """Returns: float32 array [len(texts), hidden]. ``kind`` ("query" or "passage") picks the trained max
+        length in tokens unless ``max_length`` overrides it."""
+        max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
         chunks = []
         for start in tqdm(range(0, len(texts), batch_size), desc=f"encoding {kind}s", disable=not progress):
             features = self.tokenize(texts[start : start + batch_size], max_length)
             chunks.append(self.embed(features).float().cpu().numpy())
         hidden = self.encoder.config.hidden_size
         return np.concatenate(chunks) if chunks else np.zeros((0, hidden), dtype=np.float32)
+
+    def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
+        docids = sorted({docid for pool in pools.values() for docid in pool})
+        row = {docid: i for i, docid in enumerate(docids)}
+        passages = self.encode([corpus[docid].contents for docid in docids], "passage", batch_size)
+        qids = list(pools)
+        query_vectors = self.encode([queries[qid] for qid in qids], "query", batch_size)
+        run = {}
+        for qid, vector in zip(qids, query_vectors):
+            scores = passages[[row[docid] for docid in pools[qid]]] @ vector
+            run[qid] = sorted(zip(pools[qid], scores.tolist()), key=lambda hit: -hit[1])
+        return run
 
 
 class CrossEncoder(PetModel):
@@ -278,7 +330,7 @@ class CrossEncoder(PetModel):
     """
 
     task = "cross-encoder"
-    option_names = ("max_length",)
+    option_names = ("max_length", "loss")
 
     def __init__(
         self,
@@ -287,24 +339,30 @@ class CrossEncoder(PetModel):
         pet_options: dict[str, Any] | None = None,
         *,
         max_length: int = 256,
+        loss: str = "listwise",
         _loaded: tuple[nn.Module, Any] | None = None,
     ):
+        if loss not in CROSS_ENCODER_LOSSES:
+            raise PetirError(f"unknown loss {loss!r}; choose from {', '.join(CROSS_ENCODER_LOSSES)}")
         super().__init__(backbone, method, pet_options, _loaded=_loaded)
         self.max_length = max_length
+        self.loss = loss
         hidden = self.encoder.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(self.encoder.config.hidden_dropout_prob), nn.Linear(hidden, 1))
 
-    def options(self) -> dict[str, Any]:
-        return {"max_length": self.max_length}
-
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    def scores(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns: float tensor [batch] of relevance scores (logits)."""
         return self.head(self.encoder(**features).last_hidden_state[:, 0]).squeeze(-1)
 
-    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+    def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
+        queries = [query for query, group in groups for _ in group]
+        passages = [passage for _, group in groups for passage in group]
+        return {"pairs": self.tokenize(queries, self.max_length, pairs=passages), "group_size": len(groups[0][1])}
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Listwise softmax cross-entropy over each query's group (positive first), or pointwise BCE."""
-        scores = self(batch["pairs"]).view(-1, batch["group_size"])
-        if batch.get("loss", "listwise") == "pointwise":
+        scores = self.scores(batch["pairs"]).view(-1, batch["group_size"])
+        if self.loss == "pointwise":
             labels = torch.zeros_like(scores)
             labels[:, 0] = 1.0
             return F.binary_cross_entropy_with_logits(scores, labels)
@@ -319,5 +377,15 @@ class CrossEncoder(PetModel):
         for start in tqdm(range(0, len(queries), batch_size), desc="re-ranking", disable=not progress):
             end = start + batch_size
             features = self.tokenize(queries[start:end], self.max_length, pairs=passages[start:end])
-            scores.append(self(features).float().cpu().numpy())
+            scores.append(self.scores(features).float().cpu().numpy())
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+
+    def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
+        pairs = [(qid, docid) for qid, pool in pools.items() for docid in pool]
+        scores = self.score(
+            [queries[qid] for qid, _ in pairs], [corpus[docid].contents for _, docid in pairs], batch_size
+        )
+        run: Run = {qid: [] for qid in pools}
+        for (qid, docid), score in zip(pairs, scores.tolist()):
+            run[qid].append((docid, score))
+        return {qid: sorted(hits, key=lambda hit: -hit[1]) for qid, hits in run.items()}

@@ -23,3 +23,31 @@ def shared_data() -> Path:
     if root is None:
         pytest.skip("real datasets not found: set PETIR_DATA or place them in <repo>/../shared/data")
     return root
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789"] + [
+    "the", "cat", "dog", "sat", "on", "mat", "a", "protein", "cell", "gene", "cancer", "risk", "increase", "study",
+]
+
+
+def make_tiny_backbone(directory: Path, seed: int = 0, layers: int = 2) -> Path:
+    """A randomly initialised BERT (hidden 32, ``layers`` layers) with a small word-piece vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
+    BertTokenizerFast(str(directory / "vocab.txt")).save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """Directory of a tiny random BERT backbone, shared by the whole test session (read-only)."""
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))

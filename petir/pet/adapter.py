@@ -28,4 +28,4 @@ def apply_adapter(model: nn.Module, config: AdapterConfig) -> None:
     )
 
 
-METHOD = PetMethod("adapter", AdapterConfig, apply_adapter, "Houlsby bottleneck adapters, serial (scattered)")
+METHOD = PetMethod("adapter", AdapterConfig, apply_adapter, "Houlsby bottleneck adapters, serial (scattered)", learning_rate=1e-3)

@@ -57,12 +57,15 @@ def _coerce(hint: Any, value: Any) -> Any:
 
 @dataclass(frozen=True)
 class PetMethod:
-    """A registry entry: the method's name, its config class and the function that applies it."""
+    """A registry entry: the method's name, its config class, the function that applies it, and the learning
+    rate it trains well with (PET modules start from zero or random values and need far larger steps than
+    pretrained weights)."""
 
     name: str
     config_class: type[PetConfig]
     apply: Callable[[nn.Module, Any], None]
     summary: str
+    learning_rate: float
 
 
 def freeze(model: nn.Module) -> None:
@@ -155,9 +158,10 @@ def wrap_sublayer_outputs(
     model: nn.Module, positions: tuple[str, ...], make_module: Callable[[int], nn.Module]
 ) -> list[nn.Module]:
     """Insert ``make_module(hidden_size)`` at each sublayer output; returns the inserted modules, bottom to top."""
+    sites = list(sublayer_outputs(model, positions))
     hidden_size = model.config.hidden_size
     inserted = []
-    for parent, attribute in list(sublayer_outputs(model, positions)):
+    for parent, attribute in sites:
         module = make_module(hidden_size)
         setattr(parent, attribute, SublayerOutputWithModule(getattr(parent, attribute), module))
         inserted.append(module)

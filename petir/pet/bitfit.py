@@ -24,4 +24,4 @@ def apply_bitfit(model: nn.Module, config: BitFitConfig) -> None:
             parameter.requires_grad_(True)
 
 
-METHOD = PetMethod("bitfit", BitFitConfig, apply_bitfit, "BitFit: bias terms only")
+METHOD = PetMethod("bitfit", BitFitConfig, apply_bitfit, "BitFit: bias terms only", learning_rate=1e-3)

@@ -177,8 +177,8 @@ def apply_connected(model: nn.Module, config: ConnectedConfig) -> None:
         raise PetirError(f"unknown link_init {config.link_init!r}; choose from {', '.join(LINK_INITS)}")
     freeze(model)
     chain = Chain()
-    hidden_size = model.config.hidden_size
     sites = list(sublayer_outputs(model, config.positions))
+    hidden_size = model.config.hidden_size
     if config.topology == "side":
         for index, (parent, attribute) in enumerate(sites):
             tap = SideTap(hidden_size, config, chain, index)
@@ -193,5 +193,4 @@ def apply_connected(model: nn.Module, config: ConnectedConfig) -> None:
 
 
 METHOD = PetMethod(
-    "connected", ConnectedConfig, apply_connected, "connected inside+aside modules (IAA); topology: bottleneck|hidden|side"
-)
+    "connected", ConnectedConfig, apply_connected, "connected inside+aside modules (IAA); topology: bottleneck|hidden|side", learning_rate=1e-3)

@@ -71,4 +71,4 @@ def apply_prefix(model: nn.Module, config: PrefixConfig) -> None:
         layer.attention.self = PrefixSelfAttention(layer.attention.self, config.num_prefix, config.init_std)
 
 
-METHOD = PetMethod("prefix", PrefixConfig, apply_prefix, "prefix-tuning / P-tuning v2 deep prompts")
+METHOD = PetMethod("prefix", PrefixConfig, apply_prefix, "prefix-tuning / P-tuning v2 deep prompts", learning_rate=5e-3)

@@ -1,0 +1,79 @@
+"""The start-up hook behind ``petir_pyserini.pth``: act when Pyserini is imported, and not before.
+
+A meta-path finder wraps the loaders of two modules:
+
+- ``pyserini`` (before it runs): choose a JDK >= 21, because Pyserini starts its JVM while being imported;
+- ``pyserini.encode`` (after it runs): register petir's encoders (:func:`petir_pyserini.register`).
+
+Nothing heavier than ``importlib`` is imported at interpreter start.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import os
+import sys
+from collections.abc import Callable
+from types import ModuleType
+
+
+def _choose_java(module: ModuleType) -> None:
+    from petir.errors import PetirError
+    from petir.java import ensure_java
+
+    try:
+        ensure_java()
+    except PetirError as error:  # Pyserini will fail with its own error next; say why first
+        print(f"petir: {error}", file=sys.stderr)
+
+
+def _register(module: ModuleType) -> None:
+    from petir_pyserini import register
+
+    register()
+
+
+#: module name -> (run before the module's code, run after it)
+_ACTIONS: dict[str, tuple[Callable[[ModuleType], None] | None, Callable[[ModuleType], None] | None]] = {
+    "pyserini": (_choose_java, None),
+    "pyserini.encode": (None, _register),
+}
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, name: str):
+        self._loader = loader
+        self._before, self._after = _ACTIONS[name]
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        if self._before:
+            self._before(module)
+        self._loader.exec_module(module)
+        if self._after:
+            self._after(module)
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in _ACTIONS:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _Loader(spec.loader, fullname)
+                return spec
+        return None
+
+
+_enabled = os.environ.get("PETIR_PYSERINI_HOOK", "1") != "0"
+if _enabled and not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _Finder())

@@ -1,0 +1,116 @@
+"""Bi-encoder and cross-encoder: save only what was trained, load it back exactly, refuse the wrong backbone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_tiny_backbone
+from petir.errors import ModelMismatchError, PetirError
+from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel
+from petir.pet import count_parameters
+
+TEXTS = ["the cat sat on the mat", "a dog", "protein cell gene"]
+GROUPS = [("the cat", ["cat sat on the mat", "dog"]), ("cancer risk", ["cancer risk increase", "a mat"])]
+
+
+def perturb(model: PetModel) -> None:
+    """Give every trainable tensor non-default values, as training would."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "prefix", "connected", "bitfit", "full"])
+def test_bi_encoder_round_trip_stores_only_trained_tensors(tiny_backbone, tmp_path, method):
+    model = BiEncoder(str(tiny_backbone), method, pooling="mean", similarity="cosine")
+    perturb(model)
+    model.save(tmp_path / "model")
+    state = load_file(tmp_path / "model" / STATE_FILE)
+    assert sum(t.numel() for t in state.values()) == count_parameters(model)[0]
+    loaded = PetModel.load(tmp_path / "model")
+    assert isinstance(loaded, BiEncoder)
+    np.testing.assert_allclose(loaded.encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
+
+
+def test_saved_config_explains_the_directory(tiny_backbone, tmp_path):
+    model = BiEncoder(str(tiny_backbone), "connected", {"topology": "side", "bottleneck": "8"}, pooling="cls")
+    config = json.loads((model.save(tmp_path / "m") / "config.json").read_text())
+    assert config["model_type"] == "petir" and config["task"] == "bi-encoder"
+    assert config["pet_method"] == "connected"
+    assert config["pet_config"]["topology"] == "side" and config["pet_config"]["bottleneck"] == 8
+    assert config["pooling"] == "cls" and config["similarity"] == "cosine"
+    assert config["backbone"] == str(tiny_backbone) and len(config["backbone_fingerprint"]) == 16
+    assert 0 < config["parameters"]["percent"] < 100
+
+
+def test_loading_onto_a_different_backbone_is_refused(tiny_backbone, tmp_path):
+    model = BiEncoder(str(tiny_backbone), "adapter")
+    model.save(tmp_path / "model")
+    other = make_tiny_backbone(tmp_path / "other-bert", seed=7)
+    with pytest.raises(ModelMismatchError, match=r"was trained on backbone .* but .*other-bert.* has fingerprint"):
+        PetModel.load(tmp_path / "model", backbone=str(other))
+    copy = make_tiny_backbone(tmp_path / "same-bert", seed=0)  # same weights in another directory: accepted
+    PetModel.load(tmp_path / "model", backbone=str(copy))
+
+
+def test_a_cross_encoder_directory_is_not_a_bi_encoder(tiny_backbone, tmp_path):
+    CrossEncoder(str(tiny_backbone), "lora").save(tmp_path / "reranker")
+    with pytest.raises(PetirError, match="holds a cross-encoder model, not a bi-encoder model"):
+        BiEncoder.load(tmp_path / "reranker")
+    with pytest.raises(PetirError, match="not a petir model directory"):
+        PetModel.load(tmp_path)
+
+
+def test_cross_encoder_round_trip_includes_its_head(tiny_backbone, tmp_path):
+    model = CrossEncoder(str(tiny_backbone), "connected", max_length=64)
+    perturb(model)
+    assert "head.1.weight" in model.trainable_state_dict()
+    model.save(tmp_path / "reranker")
+    loaded = CrossEncoder.load(tmp_path / "reranker")
+    queries, passages = ["the cat", "gene"], ["cat sat on the mat", "protein cell"]
+    np.testing.assert_allclose(loaded.score(queries, passages), model.eval().score(queries, passages), atol=1e-6)
+
+
+@pytest.mark.parametrize("task", [BiEncoder, CrossEncoder])
+def test_training_loss_is_finite_and_reaches_every_trainable_tensor(tiny_backbone, task):
+    model = task(str(tiny_backbone), "connected")
+    perturb(model)  # zero-initialised up-projections would block gradients of the modules below them
+    model.train()
+    model(model.collate(GROUPS)).backward()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_rank_orders_each_pool_by_score(tiny_backbone):
+    from petir.data import Document
+
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(TEXTS)}
+    for model in (BiEncoder(str(tiny_backbone), "adapter"), CrossEncoder(str(tiny_backbone), "adapter")):
+        run = model.eval().rank({"q1": "the cat", "q2": "gene"}, {"q1": ["d0", "d1", "d2"], "q2": ["d2"]}, corpus)
+        assert sorted(d for d, _ in run["q1"]) == ["d0", "d1", "d2"] and [d for d, _ in run["q2"]] == ["d2"]
+        scores = [s for _, s in run["q1"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_a_crash_during_save_keeps_the_previous_model(tiny_backbone, tmp_path, monkeypatch):
+    model = BiEncoder(str(tiny_backbone), "adapter")
+    model.save(tmp_path / "model")
+    before = (tmp_path / "model" / STATE_FILE).read_bytes()
+    perturb(model)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model.tokenizer, "save_pretrained", crash)
+    with pytest.raises(OSError):
+        model.save(tmp_path / "model")
+    assert (tmp_path / "model" / STATE_FILE).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

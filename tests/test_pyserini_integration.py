@@ -1,0 +1,135 @@
+"""A petir model through the stock Pyserini CLIs: encode -> Faiss index -> search -> trec_eval.
+
+These tests run Pyserini in subprocesses, as a user would; they rely on petir being installed (``pip install
+-e .``), which puts the ``petir_pyserini.pth`` start-up hook in site-packages.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from petir.data import Document, read_run, write_pyserini_collection, write_qrels, write_topics
+from petir.models import BiEncoder
+
+TOPICS = {"q1": "the cat sat", "q2": "cancer risk increase", "q3": "protein gene cell"}
+DOCS = [
+    "the cat sat on the mat", "a dog sat", "cancer risk study", "risk increase in cancer", "protein and gene",
+    "cell protein study", "the mat", "a cat and a dog", "gene risk", "study on cell",
+]
+
+
+def hook_installed() -> bool:
+    return (Path(sysconfig.get_paths()["purelib"]) / "petir_pyserini.pth").exists()
+
+
+pytestmark = pytest.mark.skipif(not hook_installed(), reason="petir is not pip-installed (no petir_pyserini.pth)")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_backbone, tmp_path_factory) -> Path:
+    """A trained-looking connected bi-encoder saved as a petir directory."""
+    model = BiEncoder(str(tiny_backbone), "connected", {"topology": "bottleneck", "bottleneck": "8"})
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.2)
+    return model.save(tmp_path_factory.mktemp("export") / "connected-model")
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("collection")
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(DOCS)}
+    write_pyserini_collection(corpus, root / "docs")
+    write_topics(TOPICS, root / "topics.tsv")
+    write_qrels({"q1": {"d0": 1}, "q2": {"d3": 2, "d2": 1}, "q3": {"d4": 1}}, root / "qrels.txt")
+    return root
+
+
+def pyserini(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a stock Pyserini CLI in a fresh interpreter with no JAVA_HOME: the hook must pick Java itself."""
+    env = {key: value for key, value in os.environ.items() if key != "JAVA_HOME"}
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, tmp_path):
+    index = tmp_path / "faiss-index"
+    pyserini(
+        "pyserini.encode",
+        "input", "--corpus", str(collection / "docs"),
+        "output", "--embeddings", str(index), "--to-faiss",
+        "encoder", "--encoder", str(exported), "--dimension", "32", "--device", "cpu", "--batch-size", "4",
+        cwd=tmp_path,
+    )
+    run_file = tmp_path / "run.trec"
+    pyserini(
+        "pyserini.search.faiss",
+        "--index", str(index), "--topics", str(collection / "topics.tsv"), "--encoder", str(exported),
+        "--device", "cpu", "--output", str(run_file), "--hits", "10",
+        cwd=tmp_path,
+    )
+    run = read_run(run_file)
+    model = BiEncoder.load(exported)
+    passages = model.encode(DOCS)
+    for qid, text in TOPICS.items():
+        expected = passages @ model.encode([text], "query")[0]
+        docids = [docid for docid, _ in run[qid]]
+        scores = np.array([score for _, score in run[qid]])
+        np.testing.assert_allclose(scores, expected[[int(d[1:]) for d in docids]], atol=1e-4)
+        assert docids[0] == f"d{int(np.argmax(expected))}"
+
+
+def test_python_api_with_faiss_searcher(exported, collection, tmp_path):
+    """``FaissSearcher(index, PetirQueryEncoder(DIR))`` in a fresh interpreter gives the CLI's hits."""
+    index = tmp_path / "faiss-index"
+    pyserini(
+        "pyserini.encode",
+        "input", "--corpus", str(collection / "docs"),
+        "output", "--embeddings", str(index), "--to-faiss",
+        "encoder", "--encoder", str(exported), "--dimension", "32", "--device", "cpu",
+        cwd=tmp_path,
+    )
+    script = (
+        "from pyserini.search.faiss import FaissSearcher\n"
+        "from petir_pyserini import PetirQueryEncoder\n"
+        f"searcher = FaissSearcher({str(index)!r}, PetirQueryEncoder({str(exported)!r}))\n"
+        "hits = searcher.search('cancer risk increase', k=3)\n"
+        "print(' '.join(hit.docid for hit in hits))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = BiEncoder.load(exported)
+    expected = model.encode(DOCS) @ model.encode(["cancer risk increase"], "query")[0]
+    assert result.stdout.split()[-3:] == [f"d{i}" for i in np.argsort(-expected)[:3]]
+
+
+def test_auto_and_petir_encoder_classes_agree(exported):
+    """Pyserini's AutoDocumentEncoder (any pooling flag) and PetirDocumentEncoder give the trained embedding."""
+    script = (
+        "import numpy as np\n"
+        "from pyserini.encode import AutoDocumentEncoder, document_encoder_class_map\n"
+        "from petir_pyserini import PetirDocumentEncoder\n"
+        f"path = {str(exported)!r}\n"
+        "texts = ['the cat sat on the mat', 'a dog']\n"
+        "ours = PetirDocumentEncoder(path).encode(texts)\n"
+        "for pooling in ('cls', 'mean'):\n"
+        "    auto = AutoDocumentEncoder(path, device='cpu', pooling=pooling, l2_norm=True).encode(texts)\n"
+        "    assert np.abs(auto - ours).max() < 1e-5, (pooling, np.abs(auto - ours).max())\n"
+        "assert document_encoder_class_map['petir'] is PetirDocumentEncoder\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
