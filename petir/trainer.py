@@ -1,0 +1,307 @@
+"""The one training loop, for every task and PET method.
+
+It knows nothing about retrieval: a :class:`~petir.models.PetModel` turns sampled groups into a batch
+(``collate``) and a batch into a loss (``forward``); an optional ``evaluate`` callable gives dev metrics.
+
+What it guarantees:
+
+- progress on a tqdm bar; loss, learning rate and dev metrics as JSON lines in ``metrics.jsonl``;
+- checkpoints written atomically (a crash mid-write keeps the previous one), also on Ctrl-C or SIGTERM;
+- ``resume=True`` continues exactly: batches depend only on (seed, step) and the optimizer, scheduler and RNG
+  states are restored, so an interrupted and resumed run ends with the same weights as an uninterrupted one;
+- CPU, one GPU, or several GPUs / CPU processes launched with ``torchrun`` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from petir.cli import resolve_device
+from petir.errors import PetirError
+from petir.models import PetModel, replace_directory
+from petir.sampling import GroupSampler
+
+CHECKPOINT_DIR = "checkpoint"
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``batch_size`` is queries per micro-batch and rank; the effective batch is
+    ``batch_size * grad_accumulation * world_size``."""
+
+    output_dir: Path
+    steps: int
+    learning_rate: float
+    batch_size: int = 16
+    grad_accumulation: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    eval_every: int = 0
+    save_every: int = 100
+    log_every: int = 10
+    seed: int = 42
+    device: str = "auto"
+    bf16: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in summary.json (data, task options...)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch; call before building the model so PET modules initialise reproducibly."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: GPU memory allocated by torch on CUDA, resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: PetModel,
+        sampler: GroupSampler,
+        config: TrainConfig,
+        evaluate: Callable[[PetModel], dict[str, float]] | None = None,
+    ):
+        self.config = config
+        self.output = Path(config.output_dir)
+        self.sampler = sampler
+        self.evaluate = evaluate
+        self.rank, self.world_size, local_rank = _init_distributed()
+        device = resolve_device(config.device)
+        if device == "cuda" and self.world_size > 1:
+            device = f"cuda:{local_rank}"
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.trained = self.model
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.trained = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(config.warmup_ratio * config.steps), config.steps
+        )
+        self.step = 0
+        self.elapsed = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        """Train to ``config.steps``; returns the summary also written to ``summary.json``."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._load_checkpoint()
+        elif (self.output / CHECKPOINT_DIR).exists():
+            raise PetirError(f"{self.output} already holds a run; pass --resume to continue it or pick a new --output")
+        self._truncate_log()
+        self.model.train()
+        started = time.perf_counter() - self.elapsed
+        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if self.is_main else None
+        bar = tqdm(total=self.config.steps, initial=self.step, desc="training", disable=not self.is_main)
+        window: list[float] = []
+        try:
+            while self.step < self.config.steps:
+                window.append(self._optimizer_step())
+                self.step += 1
+                self.elapsed = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{window[-1]:.4f}")
+                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                    self._log(loss=float(np.mean(window)), lr=self.scheduler.get_last_lr()[0])
+                    window = []
+                if self.config.eval_every and self.step % self.config.eval_every == 0:
+                    self._evaluate()
+                if self.step % self.config.save_every == 0:
+                    self._save_checkpoint()
+        except KeyboardInterrupt:
+            self._save_checkpoint()
+            raise PetirError(
+                f"interrupted at step {self.step}; checkpoint saved in {self.output / CHECKPOINT_DIR}, "
+                "run the same command with --resume to continue"
+            ) from None
+        finally:
+            bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+        final_dev = None
+        if self.evaluate is not None and not (self.config.eval_every and self.step % self.config.eval_every == 0):
+            final_dev = self._evaluate()
+        return self._finish(final_dev)
+
+    def _optimizer_step(self) -> float:
+        accumulation = self.config.grad_accumulation
+        losses = []
+        for micro in range(accumulation):
+            index = (self.step * accumulation + micro) * self.world_size + self.rank
+            batch = self.model.collate(self.sampler.groups(index))
+            sync = micro == accumulation - 1 or self.world_size == 1
+            with _maybe_no_sync(self.trained, sync), self._autocast():
+                loss = self.trained(batch) / accumulation
+            loss.backward()
+            losses.append(loss.item())
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(sum(losses))
+
+    def _autocast(self):
+        enabled = self.config.bf16 and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _evaluate(self) -> dict[str, float] | None:
+        metrics = None
+        if self.is_main and self.evaluate is not None:
+            self.model.eval()
+            metrics = self.evaluate(self.model)
+            self.model.train()
+            self._log(dev=metrics)
+        _barrier(self.world_size)
+        return metrics
+
+    def _finish(self, final_dev: dict[str, float] | None) -> dict[str, Any]:
+        summary = {
+            "steps": self.step,
+            "wall_time_s": round(self.elapsed, 2),
+            "peak_memory_mb": round(peak_memory_mb(self.device), 1),
+            "device": str(self.device),
+            "world_size": self.world_size,
+            "parameters": self.model.parameter_report(),
+            "final_dev": final_dev or self._last_dev(),
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
+        }
+        if self.is_main:
+            self.model.save(self.output / MODEL_DIR)
+            _write_json(self.output / SUMMARY_FILE, summary)
+        _barrier(self.world_size)
+        return summary
+
+    # -- logging -----------------------------------------------------------------------------------------------
+    def _log(self, **record: Any) -> None:
+        if self.is_main:
+            with open(self.output / METRICS_FILE, "a") as log:
+                log.write(json.dumps({"step": self.step, "elapsed_s": round(self.elapsed, 2), **record}) + "\n")
+
+    def _truncate_log(self) -> None:
+        """Drop log records written after the checkpoint we resume from (or all, on a fresh start)."""
+        path = self.output / METRICS_FILE
+        if not self.is_main or not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def _last_dev(self) -> dict[str, float] | None:
+        path = self.output / METRICS_FILE
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        devs = [record["dev"] for record in records if "dev" in record]
+        return devs[-1] if devs else None
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        if not self.is_main:
+            return
+        target = self.output / CHECKPOINT_DIR
+        staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=self.output))
+        try:
+            self.model.save(staging / MODEL_DIR)
+            state = {
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(),
+            }
+            torch.save(state, staging / TRAINER_STATE)
+            replace_directory(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _load_checkpoint(self) -> None:
+        directory = self.output / CHECKPOINT_DIR
+        if not (directory / TRAINER_STATE).exists():
+            raise PetirError(f"--resume: no checkpoint in {directory}; start without --resume")
+        self.model.restore(directory / MODEL_DIR)
+        state = torch.load(directory / TRAINER_STATE, map_location=self.device, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.step, self.elapsed = state["step"], state["elapsed"]
+
+
+def _write_json(path: Path, value: Any) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(staging, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
+
+
+def _maybe_no_sync(module: torch.nn.Module, sync: bool):
+    from contextlib import nullcontext
+
+    return nullcontext() if sync else module.no_sync()
