@@ -1,0 +1,129 @@
+"""The trainer: logs, checkpoints, exact resume after an interruption, and seeded determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from petir.data import Document
+from petir.errors import PetirError
+from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.sampling import GroupSampler, TrainingQuery, from_triples
+from petir.trainer import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, TrainConfig, Trainer, set_seed
+
+WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()
+CORPUS = {f"d{i}": Document(f"d{i}", "", " ".join(WORDS[i % 14 : i % 14 + 3])) for i in range(24)}
+QUERIES = [TrainingQuery(f"q{i}", " ".join(WORDS[i : i + 2]), (f"d{i}",), (f"d{i + 1}", f"d{i + 2}")) for i in range(12)]
+
+
+def make_trainer(backbone: Path, output: Path, steps: int = 6, task=BiEncoder, **overrides) -> Trainer:
+    set_seed(11)
+    model = task(str(backbone), "connected", {"bottleneck": "4"})
+    config = TrainConfig(output_dir=output, steps=steps, learning_rate=1e-2, batch_size=4, save_every=2, log_every=1)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    sampler = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=1, seed=3)
+    return Trainer(model, sampler, config, evaluate=lambda m: {"ndcg@10": 0.5})
+
+
+def trained_state(output: Path) -> dict[str, torch.Tensor]:
+    return PetModel.load(output / MODEL_DIR).trainable_state_dict()
+
+
+def test_sampler_batches_depend_only_on_seed_and_index():
+    a = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=2, seed=3)
+    b = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=2, seed=3)
+    assert [b.groups(i) for i in (5, 0, 2)] == [a.groups(i) for i in (5, 0, 2)]
+    assert a.groups(0) != GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=2, seed=4).groups(0)
+    epoch = [query for i in range(3) for query, _ in a.groups(i)]  # 12 queries / 4 per batch: one epoch
+    assert sorted(epoch) == sorted(q.text for q in QUERIES)
+    for query, passages in a.groups(1):
+        source = next(q for q in QUERIES if q.text == query)
+        assert passages[0] == CORPUS[source.positives[0]].contents and len(passages) == 3
+
+
+def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
+    summary = make_trainer(tiny_backbone, tmp_path, eval_every=3).train()
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records if "dev" in r] == [3, 6]
+    assert summary["steps"] == 6 and summary["final_dev"] == {"ndcg@10": 0.5}
+    assert json.loads((tmp_path / SUMMARY_FILE).read_text())["parameters"]["trainable"] > 0
+    assert isinstance(PetModel.load(tmp_path / MODEL_DIR), BiEncoder)
+
+
+@pytest.mark.parametrize("task", [BiEncoder, CrossEncoder])
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, tmp_path, task):
+    make_trainer(tiny_backbone, tmp_path / "straight", task=task).train()
+
+    interrupted = make_trainer(tiny_backbone, tmp_path / "resumed", task=task)
+    original_step = interrupted._optimizer_step
+    calls = []
+
+    def step_then_interrupt():
+        if len(calls) == 3:  # Ctrl-C during the 4th step: the checkpoint keeps step 3
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original_step()
+
+    interrupted._optimizer_step = step_then_interrupt
+    with pytest.raises(PetirError, match="interrupted at step 3; checkpoint saved .* --resume"):
+        interrupted.train()
+    with pytest.raises(PetirError, match="already holds a run; pass --resume"):
+        make_trainer(tiny_backbone, tmp_path / "resumed", task=task).train()
+    make_trainer(tiny_backbone, tmp_path / "resumed", task=task).train(resume=True)
+
+    straight, resumed = trained_state(tmp_path / "straight"), trained_state(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()]
+    assert [s for s in steps] == sorted(steps) and steps.count(3) == 1  # no duplicated log records
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_backbone, tmp_path):
+    with pytest.raises(PetirError, match="no checkpoint in"):
+        make_trainer(tiny_backbone, tmp_path).train(resume=True)
+
+
+def test_gradient_accumulation_draws_consecutive_micro_batches(tiny_backbone, tmp_path):
+    trainer = make_trainer(tiny_backbone, tmp_path, steps=2, grad_accumulation=3)
+    drawn = []
+    groups = trainer.sampler.groups
+    trainer.sampler.groups = lambda index: drawn.append(index) or groups(index)
+    trainer.train()
+    assert drawn == [0, 1, 2, 3, 4, 5]
+
+
+def test_triples_become_training_queries():
+    queries, corpus = from_triples([("q a", "pos a", "neg 1"), ("q a", "pos a", "neg 2"), ("q b", "pos b", "neg 1")])
+    assert [(q.text, len(q.positives), len(q.negatives)) for q in queries] == [("q a", 1, 2), ("q b", 1, 1)]
+    assert {doc.text for doc in corpus.values()} == {"pos a", "pos b", "neg 1", "neg 2"}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
+def test_two_process_torchrun_training_on_cpu(tiny_backbone, tmp_path):
+    """Distributed data parallel with the gloo backend: both ranks step together, rank 0 writes the run."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from pathlib import Path\n"
+        "from test_trainer import make_trainer\n"
+        f"make_trainer(Path({str(tiny_backbone)!r}), Path({str(tmp_path / 'ddp')!r}), steps=2, device='cpu').train()\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / SUMMARY_FILE).read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert (tmp_path / "ddp" / CHECKPOINT_DIR).exists()
