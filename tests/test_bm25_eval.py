@@ -1,0 +1,195 @@
+"""BM25 (petir.bm25) and evaluation (petir.evaluate): hand-computed metrics, trec_eval parity, and the published
+Pyserini BM25 numbers on SciFact (slow)."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import shutil
+import time
+
+import pytest
+
+from petir import bm25, data
+from petir.errors import DataError, PetirError
+from petir.evaluate import evaluate_run, trec_eval
+
+
+# --- evaluate_run on cases small enough to compute by hand -----------------------------------------------------------
+
+
+def test_ndcg_uses_graded_gains_and_ideal_from_qrels():
+    qrels = {"q": {"a": 2, "b": 1, "c": 0, "d": 1}}
+    run = {"q": [("c", 3.0), ("a", 2.0), ("b", 1.0), ("x", 0.5)]}  # d (rel 1) is not retrieved
+    dcg = 0 + 2 / math.log2(3) + 1 / math.log2(4) + 0
+    ideal = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
+    scores = evaluate_run(qrels, run, k_ndcg=10, k_recall=(2, 100))
+    assert scores["ndcg@10"] == pytest.approx(dcg / ideal)
+    assert scores["mrr@10"] == pytest.approx(1 / 2)
+    assert scores["recall@2"] == pytest.approx(1 / 3)  # a of {a, b, d}
+    assert scores["recall@100"] == pytest.approx(2 / 3)
+
+
+def test_ndcg_cutoff_counts_only_top_k():
+    qrels = {"q": {"a": 1, "b": 1}}
+    run = {"q": [("x", 3.0), ("a", 2.0), ("b", 1.0)]}
+    assert evaluate_run(qrels, run, k_ndcg=2)["ndcg@2"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+
+
+def test_mrr_is_cut_at_10():
+    qrels = {"q10": {"rel": 1}, "q11": {"rel": 1}}
+    ranked = [(f"n{i:02d}", 100.0 - i) for i in range(9)]  # nine non-relevant docs first
+    run = {"q10": ranked + [("rel", 50.0)],
+           "q11": ranked + [("n99", 60.0), ("rel", 50.0)]}
+    scores = evaluate_run(qrels, run)
+    assert scores["mrr@10"] == pytest.approx((1 / 10 + 0) / 2)
+    assert scores["recall@100"] == pytest.approx(1.0)
+
+
+def test_ranking_by_score_then_docid_descending_like_trec_eval():
+    # File order and ties must not matter: trec_eval sorts by score, then docid, both descending.
+    qrels = {"q": {"b": 1}}
+    assert evaluate_run(qrels, {"q": [("b", 1.0), ("c", 1.0)]})["mrr@10"] == pytest.approx(1 / 2)
+    assert evaluate_run(qrels, {"q": [("a", 1.0), ("b", 1.0)]})["mrr@10"] == pytest.approx(1.0)
+    assert evaluate_run(qrels, {"q": [("c", 0.1), ("b", 0.9)]})["mrr@10"] == pytest.approx(1.0)
+
+
+def test_which_queries_are_averaged():
+    qrels = {"hit": {"a": 1}, "missing_from_run": {"b": 1}, "only_nonrelevant": {"c": 0}}
+    run = {"hit": [("a", 1.0)], "only_nonrelevant": [("c", 1.0)], "unjudged": [("a", 1.0)]}
+    # trec_eval -c: every qrels query counts (missing or without relevant docs: 0); unjudged run queries don't.
+    assert evaluate_run(qrels, run) == pytest.approx(
+        {"ndcg@10": 1 / 3, "mrr@10": 1 / 3, "recall@100": 1 / 3, "recall@1000": 1 / 3})
+
+
+def test_empty_qrels_is_an_error():
+    with pytest.raises(PetirError, match="empty qrels"):
+        evaluate_run({}, {"q": [("a", 1.0)]})
+
+
+# --- hard negatives, qid spelling, argument errors (no Java) ----------------------------------------------------------
+
+
+def test_mine_hard_negatives_skips_relevant_and_unjudged():
+    run = {"q1": [("d1", 9.0), ("d2", 8.0), ("d3", 7.0), ("d4", 6.0)],
+           "q2": [("d5", 1.0), ("d6", 2.0)],
+           "q3": [("d1", 1.0)]}
+    qrels = {"q1": {"d2": 1, "d3": 0}, "q2": {"d9": 2}, "q3": {"d1": 0}}
+    assert bm25.mine_hard_negatives(run, qrels, depth=3) == {"q1": ["d1", "d3"], "q2": ["d6", "d5"]}
+    with pytest.raises(PetirError, match="at least 1"):
+        bm25.mine_hard_negatives(run, qrels, depth=0)
+
+
+def test_restore_qids_puts_leading_zeros_back(tmp_path):
+    run_file = tmp_path / "run.txt"
+    run_file.write_text("7 Q0 d1 1 2.0 Anserini\n12 Q0 d2 1 1.0 Anserini\nq-x Q0 d1 1 1.0 Anserini\n")
+    bm25._restore_qids(run_file, ["007", "12", "q-x"])
+    assert run_file.read_text().splitlines()[0] == "007 Q0 d1 1 2.0 Anserini"
+    assert run_file.read_text().splitlines()[1:] == ["12 Q0 d2 1 1.0 Anserini", "q-x Q0 d1 1 1.0 Anserini"]
+    with pytest.raises(DataError, match="same query"):
+        bm25._restore_qids(run_file, ["007", "7"])
+
+
+def test_index_and_search_refuse_bad_paths(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not a directory of .jsonl files"):
+        bm25.build_lucene_index(tmp_path / "empty", tmp_path / "index")
+    (tmp_path / "not-an-index").mkdir()
+    (tmp_path / "coll").mkdir()
+    (tmp_path / "coll" / "docs.jsonl").write_text('{"id": "d", "contents": "x"}\n')
+    with pytest.raises(PetirError, match="holds no Lucene index"):
+        bm25.build_lucene_index(tmp_path / "coll", tmp_path / "not-an-index")
+    with pytest.raises(PetirError, match="not a Lucene index"):
+        bm25.bm25_search(tmp_path / "not-an-index", tmp_path / "topics.tsv", tmp_path / "run.txt")
+
+
+@pytest.fixture
+def restore_java_env(monkeypatch):
+    """ensure_java edits JAVA_HOME and PATH of this process; undo that after the test."""
+    for name in ("JAVA_HOME", "PATH"):
+        original = os.environ.get(name)
+        monkeypatch.setenv(name, "")  # records the original value, or its absence, to restore afterwards
+        if original is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, original)
+
+
+def test_subprocess_failure_reports_last_stderr_line(restore_java_env):
+    from petir.java import run_pyserini
+
+    with pytest.raises(PetirError) as error:
+        run_pyserini("petir.no_such_module", ["--x"], what="a test step")
+    assert str(error.value).startswith("a test step failed (python -m petir.no_such_module exited with status 1)")
+    assert str(error.value).endswith("No module named petir.no_such_module")
+
+
+# --- against the real trec_eval (Java, subprocesses) -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_evaluate_run_agrees_with_trec_eval_on_edge_cases(tmp_path, restore_java_env):
+    # Graded qrels, a judged query without relevant docs, a judged query missing from the run, an unjudged run
+    # query, ties, and a file order that disagrees with the scores.
+    qrels = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"d4": 0}, "q3": {"d5": 1},
+             "q5": {f"r{i}": 1 for i in range(3)}}
+    run = {"q1": [("d1", 0.5), ("d3", 1.0), ("d2", 1.0)], "q2": [("d4", 1.0)], "q4": [("d1", 1.0)],
+           "q5": [(f"z{i:02d}", 1.0) for i in range(12)] + [("r0", 1.0), ("r1", 0.1), ("r2", 0.05)]}
+    data.write_qrels(qrels, tmp_path / "qrels.txt")
+    with open(tmp_path / "run.txt", "w") as f:  # written by hand: write_run would sort the file by score
+        for qid, hits in run.items():
+            for rank, (docid, score) in enumerate(hits, 1):
+                f.write(f"{qid} Q0 {docid} {rank} {score} test\n")
+
+    reference = trec_eval(tmp_path / "qrels.txt", tmp_path / "run.txt",
+                          metrics=("ndcg_cut.10", "recip_rank", "recall.2", "recall.14"))
+    ours = evaluate_run(qrels, data.read_run(tmp_path / "run.txt"), k_recall=(2, 14))
+    assert ours == pytest.approx(reference, abs=1e-4)
+    # q1: d3 before d2 (tie, docid descending); q5: r0 ties with the z's but sorts after them, at rank 13.
+    assert reference["mrr@10"] == pytest.approx(1 / 2 / 4, abs=1e-4)
+
+
+# --- the published BM25 numbers on SciFact ----------------------------------------------------------------------------
+
+# Pyserini 2CR, BEIR "bm25-flat" on scifact (pyserini/2cr/beir.yaml): nDCG@10 0.6789, R@100 0.9253, R@1000 0.9767.
+SCIFACT_BM25 = {"ndcg@10": 0.6789, "recall@100": 0.9253, "recall@1000": 0.9767}
+
+
+@pytest.mark.slow
+def test_bm25_scifact_reproduces_pyserini(shared_data, tmp_path, restore_java_env):
+    scifact = shared_data / "scifact"
+    topics_gz = scifact / "anserini" / "topics.beir-v1.0.0-scifact.test.tsv.gz"
+    qrels_path = scifact / "anserini" / "qrels.beir-v1.0.0-scifact.test.txt"
+    if not (topics_gz.is_file() and qrels_path.is_file() and (scifact / "corpus.jsonl.gz").is_file()):
+        pytest.skip(f"SciFact with Anserini topics/qrels not found under {scifact}")
+    data.write_pyserini_collection(data.read_corpus(scifact), tmp_path / "collection")
+    topics = tmp_path / "topics.scifact.test.tsv"
+    with gzip.open(topics_gz, "rb") as src, open(topics, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+    start = time.perf_counter()
+    index = bm25.build_lucene_index(tmp_path / "collection", tmp_path / "index")
+    built = time.perf_counter()
+    assert bm25.build_lucene_index(tmp_path / "collection", index) == index  # complete index: kept as is
+    checked = time.perf_counter()
+    run_path = bm25.bm25_search(index, topics, tmp_path / "run.bm25.txt", hits=1000, remove_query=True)
+    searched = time.perf_counter()
+    reference = trec_eval(qrels_path, run_path)
+    evaluated = time.perf_counter()
+    print(f"\nSciFact BM25: index build {built - start:.1f}s, reuse check {checked - built:.3f}s, "
+          f"search (300 queries x 1000 hits) {searched - checked:.1f}s, trec_eval {evaluated - searched:.1f}s; "
+          f"{reference}")
+
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary leftovers
+    for metric, published in SCIFACT_BM25.items():
+        assert reference[metric] == pytest.approx(published, abs=5e-4), metric
+    qrels = data.read_qrels(qrels_path)
+    run = data.read_run(run_path)
+    assert len(run) == 300
+    assert evaluate_run(qrels, run) == pytest.approx(reference, abs=1e-4)
+
+    negatives = bm25.mine_hard_negatives(run, qrels, depth=20)
+    assert len(negatives) == 300
+    assert all(not set(docs) & data.relevant(qrels, qid) for qid, docs in negatives.items())
+    assert sum(len(docs) for docs in negatives.values()) > 300 * 18  # SciFact: about 1.1 relevant docs per query
