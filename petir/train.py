@@ -1,0 +1,239 @@
+"""Train a PET retriever (bi-encoder) or re-ranker (cross-encoder): ``python -m petir.train --help``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from petir import cli
+from petir.backbone import DEFAULT_BACKBONE
+from petir.data import (
+    Corpus,
+    Qrels,
+    Queries,
+    check_qrels,
+    load_beir,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    read_triples,
+    relevant,
+    split_dev,
+)
+from petir.errors import PetirError
+from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.pet import METHODS, get_method
+from petir.sampling import GroupSampler, TrainingQuery, from_triples, training_queries
+from petir.trainer import TrainConfig, Trainer, set_seed
+
+TASKS: dict[str, type[PetModel]] = {"retrieval": BiEncoder, "rerank": CrossEncoder}
+
+EXAMPLES = """
+examples:
+  # connected PET retriever on SciFact (BEIR layout), 100 training queries held out as dev set
+  python -m petir.train --data ../shared/data/scifact --method connected --pet topology=bottleneck \\
+      --steps 300 --eval-every 50 --output runs/scifact-connected
+
+  # LoRA re-ranker from MS MARCO-style files
+  python -m petir.train --task rerank --corpus collection.tsv --queries queries.train.tsv \\
+      --qrels qrels.train.tsv --method lora --pet r=16 --output runs/msmarco-lora-reranker
+
+The trained model is written to OUTPUT/model: a directory that Pyserini's encode/search CLIs and
+petir.rerank load directly (see docs/retrieval.md).
+"""
+
+
+def _method_help() -> str:
+    lines = ["PET methods (--method) and their options (--pet KEY=VALUE, repeatable):"]
+    for method in METHODS.values():
+        fields = dataclasses.fields(method.config_class)
+        options = ", ".join(f"{f.name}={_default(f)}" for f in fields) or "no options"
+        lines.append(f"  {method.name:<10} {method.summary}; default lr {method.learning_rate:g}")
+        lines.append(f"  {'':<10} {options}")
+    return "\n".join(lines)
+
+
+def _default(field: dataclasses.Field) -> str:
+    value = field.default
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m petir.train",
+        description=__doc__,
+        epilog=_method_help() + "\n" + EXAMPLES,
+        formatter_class=cli.HelpFormatter,
+    )
+    data = parser.add_argument_group("training data (a BEIR directory, or files)")
+    data.add_argument("--data", help="BEIR dataset directory (corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv)")
+    data.add_argument("--split", default="train", help="qrels split of --data to train on")
+    data.add_argument("--corpus", help="corpus file (BEIR/Pyserini jsonl or MS MARCO collection tsv)")
+    data.add_argument("--queries", help="queries file (BEIR jsonl or 'qid<TAB>text' tsv)")
+    data.add_argument("--qrels", help="training qrels (BEIR tsv or TREC)")
+    data.add_argument("--triples", help="MS MARCO text triples 'query<TAB>positive<TAB>negative' (no BM25 mining)")
+    data.add_argument("--dev-qrels", help="dev qrels (queries from the same queries file)")
+    data.add_argument("--dev-queries", type=int, default=100, help="without --dev-qrels: training queries held out")
+    data.add_argument("--dev-depth", type=int, default=20, help="dev pools: BM25 top-k plus the judged passages")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--task", choices=TASKS, default="retrieval", help="bi-encoder retriever or cross-encoder")
+    model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
+    model.add_argument("--method", choices=METHODS, default="connected", help="PET method (see below)")
+    model.add_argument("--pet", action="append", default=[], metavar="KEY=VALUE", help="PET method option")
+    model.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="retrieval: token pooling")
+    model.add_argument("--similarity", choices=("cosine", "dot"), default="cosine", help="retrieval: score")
+    model.add_argument("--query-max-length", type=int, default=64, help="retrieval: query tokens")
+    model.add_argument("--passage-max-length", type=int, default=256, help="retrieval: passage tokens")
+    model.add_argument("--max-length", type=int, default=256, help="rerank: query+passage tokens")
+    model.add_argument("--loss", choices=("listwise", "pointwise"), default="listwise", help="rerank: loss")
+
+    train = parser.add_argument_group("optimisation")
+    train.add_argument("--steps", type=int, default=300, help="optimizer steps")
+    train.add_argument("--batch-size", type=int, default=16, help="queries per micro-batch (per process)")
+    train.add_argument("--negatives", type=int, default=1, help="hard negatives per query (BM25, not relevant)")
+    train.add_argument("--negative-depth", type=int, default=30, help="BM25 depth negatives are drawn from")
+    train.add_argument("--grad-accumulation", type=int, default=1, help="micro-batches per optimizer step")
+    train.add_argument("--lr", type=float, help="learning rate (default: the method's, listed below)")
+    train.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up share of the steps")
+    train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    train.add_argument("--eval-every", type=int, default=50, help="dev evaluation interval in steps (0: at end)")
+    train.add_argument("--save-every", type=int, default=100, help="checkpoint interval in steps")
+    train.add_argument("--seed", type=int, default=42, help="seed for initialisation, sampling and dropout")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    train.add_argument("--output", required=True, type=Path, help="run directory (model, checkpoint, logs)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    return parser
+
+
+def parse_pet_options(pairs: Sequence[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PetirError(f"--pet expects KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
+@dataclasses.dataclass
+class TrainingData:
+    corpus: Corpus
+    corpus_path: Path
+    queries: Queries
+    train: list[TrainingQuery]
+    dev_qrels: Qrels
+
+
+def load_training_data(args: argparse.Namespace) -> TrainingData:
+    """Read the inputs, mine BM25 hard negatives and set a dev split aside."""
+    if args.triples:
+        return _from_triples(args)
+    corpus_path, queries, train_qrels = _read_inputs(args)
+    corpus = read_corpus(corpus_path)
+    check_qrels(train_qrels, corpus, queries, args.qrels or f"{args.data} qrels/{args.split}.tsv")
+    if args.dev_qrels:
+        dev_qrels = read_qrels(args.dev_qrels)
+        check_qrels(dev_qrels, corpus, queries, args.dev_qrels)
+    elif args.dev_queries > 0:
+        train_qrels, dev_qrels = split_dev(train_qrels, args.dev_queries, seed=0)
+    else:
+        dev_qrels = {}
+    from petir.bm25 import mine_hard_negatives
+    from petir.workspace import Workspace
+
+    judged = {qid: queries[qid] for qid in train_qrels if relevant(train_qrels, qid)}
+    run = Workspace(corpus_path, corpus).bm25(judged, hits=args.negative_depth)
+    negatives = mine_hard_negatives(run, train_qrels, args.negative_depth)
+    return TrainingData(corpus, corpus_path, queries, training_queries(queries, train_qrels, negatives), dev_qrels)
+
+
+def _read_inputs(args: argparse.Namespace) -> tuple[Path, Queries, Qrels]:
+    if args.data:
+        dataset = load_beir(args.data, args.split)
+        corpus_path = next(p for p in (Path(args.data) / "corpus.jsonl", Path(args.data) / "corpus.jsonl.gz") if p.exists())
+        return corpus_path, read_queries(Path(args.data) / "queries.jsonl"), dataset.qrels
+    missing = [flag for flag in ("corpus", "queries", "qrels") if not getattr(args, flag)]
+    if missing:
+        raise PetirError(f"give --data DIR, or --corpus, --queries and --qrels (missing: --{', --'.join(missing)})")
+    return Path(args.corpus), read_queries(args.queries), read_qrels(args.qrels)
+
+
+def _from_triples(args: argparse.Namespace) -> TrainingData:
+    train, corpus = from_triples(read_triples(args.triples))
+    if args.dev_qrels:
+        raise PetirError("--dev-qrels needs --corpus/--queries; with --triples use --dev-queries 0")
+    return TrainingData(corpus, Path(args.triples), {q.qid: q.text for q in train}, train, {})
+
+
+def dev_evaluator(data: TrainingData, depth: int):
+    """Dev metric: nDCG@10 and MRR@10 over fixed pools (BM25 top-``depth`` plus judged passages)."""
+    from petir.evaluate import evaluate_run
+    from petir.workspace import Workspace
+
+    queries = {qid: data.queries[qid] for qid in data.dev_qrels if relevant(data.dev_qrels, qid)}
+    run = Workspace(data.corpus_path, data.corpus).bm25(queries, hits=depth)
+    pools = {
+        qid: list(dict.fromkeys([docid for docid, _ in run.get(qid, [])] + sorted(data.dev_qrels[qid])))
+        for qid in queries
+    }
+
+    def evaluate(model: PetModel) -> dict[str, float]:
+        metrics = evaluate_run(data.dev_qrels, model.rank(queries, pools, data.corpus))
+        return {name: round(metrics[name], 4) for name in ("ndcg@10", "mrr@10")}
+
+    return evaluate
+
+
+def task_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.task == "retrieval":
+        return {
+            "pooling": args.pooling,
+            "similarity": args.similarity,
+            "query_max_length": args.query_max_length,
+            "passage_max_length": args.passage_max_length,
+        }
+    return {"max_length": args.max_length, "loss": args.loss}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    data = load_training_data(args)
+    set_seed(args.seed)
+    model = TASKS[args.task](args.backbone, args.method, parse_pet_options(args.pet), **task_options(args))
+    report = model.parameter_report()
+    print(
+        f"petir: {args.task} | {args.method} {json.dumps(model.pet_config.to_dict())} | "
+        f"trainable {report['trainable']:,} of {report['backbone']:,} ({report['percent']:.3f}%) | "
+        f"{len(data.train)} training queries, {len(data.dev_qrels)} dev queries"
+    )
+    config = TrainConfig(
+        output_dir=args.output,
+        steps=args.steps,
+        learning_rate=args.lr or get_method(args.method).learning_rate,
+        batch_size=args.batch_size,
+        grad_accumulation=args.grad_accumulation,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        device=args.device,
+        bf16=args.bf16,
+        extra={"argv": list(argv) if argv is not None else sys.argv[1:], "task": args.task},
+    )
+    sampler = GroupSampler(data.train, data.corpus, args.batch_size, args.negatives, args.seed)
+    evaluate = dev_evaluator(data, args.dev_depth) if data.dev_qrels else None
+    summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume)
+    print(f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}")
+    return summary
+
+
+if __name__ == "__main__":
+    cli.run(main)
