@@ -407,3 +407,62 @@ def split_dev(qrels: Qrels, size: int, seed: int) -> tuple[Qrels, Qrels]:
     train = {q: dict(j) for q, j in qrels.items() if q not in dev_ids}
     dev = {q: dict(j) for q, j in qrels.items() if q in dev_ids}
     return train, dev
+
+
+# --- finding datasets -----------------------------------------------------------------------------------------------
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+
+
+def corpus_file(directory: PathLike) -> Path:
+    """The corpus file of a BEIR directory (``corpus.jsonl`` or ``corpus.jsonl.gz``)."""
+    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    raise DataError(f"{directory}: no corpus.jsonl or corpus.jsonl.gz")
+
+
+def cache_root() -> Path:
+    """Where petir keeps downloads and derived artifacts: ``$PETIR_CACHE``, else ``~/.cache/petir``."""
+    return Path(os.environ.get("PETIR_CACHE", Path.home() / ".cache" / "petir"))
+
+
+def resolve_beir(spec: PathLike) -> Path:
+    """A BEIR dataset directory for ``spec``: an existing directory as given; a dataset name (``scifact``) found in
+    ``$PETIR_DATA``, ``../shared/data`` or petir's cache; else the official BEIR zip downloaded into the cache."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    if path.name != str(spec):
+        raise DataError(f"{spec}: no such dataset directory")
+    roots = [Path(os.environ["PETIR_DATA"])] if "PETIR_DATA" in os.environ else []
+    roots += [Path("..") / "shared" / "data", cache_root() / "datasets"]
+    for root in roots:
+        if (root / path.name / "queries.jsonl").exists():
+            return root / path.name
+    return _download_beir(path.name, cache_root() / "datasets")
+
+
+def _download_beir(name: str, root: Path) -> Path:
+    import shutil
+    import tempfile
+    import urllib.error
+    import urllib.request
+    import zipfile
+
+    url = BEIR_URL.format(name=name)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as staging:
+        archive = Path(staging) / f"{name}.zip"
+        print(f"petir: downloading {url}")
+        try:
+            urllib.request.urlretrieve(url, archive)
+        except (urllib.error.URLError, OSError) as error:
+            raise DataError(f"cannot download BEIR dataset {name!r} from {url} ({error}); "
+                            "pass the path of a local copy instead") from None
+        with zipfile.ZipFile(archive) as bundle:
+            bundle.extractall(staging)
+        if not (Path(staging) / name / "queries.jsonl").exists():
+            raise DataError(f"{url} did not contain {name}/queries.jsonl")
+        shutil.move(str(Path(staging) / name), root / name)
+    return root / name

@@ -12,6 +12,7 @@ parameters, and the save format. A saved directory holds
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -65,6 +66,7 @@ class PetModel(nn.Module):
         self.method = method
         self.pet_config = make_config(method, pet_options)
         apply_pet(self.encoder, method, self.pet_config)
+        _own_trainable_parameters(self.encoder)
 
     # -- what is trained -------------------------------------------------------------------------------------
     def parameter_report(self) -> dict[str, float]:
@@ -210,6 +212,38 @@ class PetModel(nn.Module):
             return_tensors="pt",
         )
         return {name: tensor.to(self.device) for name, tensor in features.items()}
+
+
+def _own_trainable_parameters(module: nn.Module) -> None:
+    """Give every trainable parameter its own storage, so training or loading a state never writes into frozen
+    weights that other models may share (see :class:`SharedBackbone`)."""
+    for submodule in module.modules():
+        for name, parameter in list(submodule._parameters.items()):
+            if parameter is not None and parameter.requires_grad:
+                submodule._parameters[name] = nn.Parameter(parameter.detach().clone())
+
+
+class SharedBackbone:
+    """One frozen backbone in memory serving many trained PET models: the practical point of PET.
+
+    Each :meth:`load` builds a model whose frozen weights are the backbone's own tensors (not copies); only the
+    PET modules and heads are per task. Switching task means calling another model, with no reload::
+
+        shared = SharedBackbone("sentence-transformers/all-MiniLM-L6-v2")
+        rerankers = {name: shared.load(path) for name, path in [("scifact", ...), ("trec-covid", ...)]}
+    """
+
+    def __init__(self, backbone: str = DEFAULT_BACKBONE):
+        self.name = backbone
+        self.encoder, self.tokenizer = load_backbone(backbone)
+        for parameter in self.encoder.parameters():
+            parameter.requires_grad_(False)
+
+    def load(self, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PetModel:
+        """Load a saved petir model onto this backbone (its fingerprint must match)."""
+        shared = {id(tensor): tensor for tensor in (*self.encoder.parameters(), *self.encoder.buffers())}
+        shell = copy.deepcopy(self.encoder, memo=shared)
+        return PetModel.load(directory, backbone=self.name, device=device, _loaded=(shell, self.tokenizer))
 
 
 def replace_directory(source: Path, target: Path) -> None:

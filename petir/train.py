@@ -17,12 +17,14 @@ from petir.data import (
     Qrels,
     Queries,
     check_qrels,
+    corpus_file,
     load_beir,
     read_corpus,
     read_qrels,
     read_queries,
     read_triples,
     relevant,
+    resolve_beir,
     split_dev,
 )
 from petir.errors import PetirError
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=cli.HelpFormatter,
     )
     data = parser.add_argument_group("training data (a BEIR directory, or files)")
-    data.add_argument("--data", help="BEIR dataset directory (corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv)")
+    data.add_argument("--data", help="BEIR dataset: a directory (corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv) "
+                      "or a name (scifact) looked up in $PETIR_DATA, ../shared/data, the cache, else downloaded")
     data.add_argument("--split", default="train", help="qrels split of --data to train on")
     data.add_argument("--corpus", help="corpus file (BEIR/Pyserini jsonl or MS MARCO collection tsv)")
     data.add_argument("--queries", help="queries file (BEIR jsonl or 'qid<TAB>text' tsv)")
@@ -156,9 +159,9 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
 
 def _read_inputs(args: argparse.Namespace) -> tuple[Path, Queries, Qrels]:
     if args.data:
-        dataset = load_beir(args.data, args.split)
-        corpus_path = next(p for p in (Path(args.data) / "corpus.jsonl", Path(args.data) / "corpus.jsonl.gz") if p.exists())
-        return corpus_path, read_queries(Path(args.data) / "queries.jsonl"), dataset.qrels
+        directory = resolve_beir(args.data)
+        dataset = load_beir(directory, args.split)
+        return corpus_file(directory), read_queries(directory / "queries.jsonl"), dataset.qrels
     missing = [flag for flag in ("corpus", "queries", "qrels") if not getattr(args, flag)]
     if missing:
         raise PetirError(f"give --data DIR, or --corpus, --queries and --qrels (missing: --{', --'.join(missing)})")

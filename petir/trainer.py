@@ -111,7 +111,8 @@ class Trainer:
             self.optimizer, int(config.warmup_ratio * config.steps), config.steps
         )
         self.step = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # training time in seconds, dev evaluation excluded
+        self._eval_seconds = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -126,8 +127,11 @@ class Trainer:
         elif (self.output / CHECKPOINT_DIR).exists():
             raise PetirError(f"{self.output} already holds a run; pass --resume to continue it or pick a new --output")
         self._truncate_log()
+        if self.step == 0 and self.config.eval_every:
+            self._evaluate()  # the starting point of the dev curve
         self.model.train()
         started = time.perf_counter() - self.elapsed
+        self._eval_seconds = 0.0
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if self.is_main else None
         bar = tqdm(total=self.config.steps, initial=self.step, desc="training", disable=not self.is_main)
         window: list[float] = []
@@ -135,7 +139,7 @@ class Trainer:
             while self.step < self.config.steps:
                 window.append(self._optimizer_step())
                 self.step += 1
-                self.elapsed = time.perf_counter() - started
+                self.elapsed = time.perf_counter() - started - self._eval_seconds
                 bar.update(1)
                 bar.set_postfix(loss=f"{window[-1]:.4f}")
                 if self.step % self.config.log_every == 0 or self.step == self.config.steps:
@@ -185,9 +189,11 @@ class Trainer:
     def _evaluate(self) -> dict[str, float] | None:
         metrics = None
         if self.is_main and self.evaluate is not None:
+            started = time.perf_counter()
             self.model.eval()
             metrics = self.evaluate(self.model)
             self.model.train()
+            self._eval_seconds += time.perf_counter() - started
             self._log(dev=metrics)
         _barrier(self.world_size)
         return metrics

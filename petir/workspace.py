@@ -13,11 +13,7 @@ import os
 from pathlib import Path
 
 from petir.bm25 import bm25_search, build_lucene_index
-from petir.data import Corpus, Queries, Run, read_run, write_pyserini_collection, write_topics
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PETIR_CACHE", Path.home() / ".cache" / "petir"))
+from petir.data import Corpus, Queries, Run, cache_root, read_run, write_pyserini_collection, write_topics
 
 
 class Workspace:

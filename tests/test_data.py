@@ -310,3 +310,34 @@ def test_real_scifact_counts(shared_data):
     # The Anserini TREC copy of the test qrels is the same judgments.
     assert read_qrels(root / "anserini" / "qrels.beir-v1.0.0-scifact.test.txt") == test.qrels
     assert len(read_queries(root / "anserini" / "topics.beir-v1.0.0-scifact.test.tsv.gz")) == 300
+
+
+def test_resolve_beir_finds_local_copies_then_downloads_into_the_cache(tmp_path, monkeypatch):
+    import zipfile
+
+    from petir import data
+
+    source = tmp_path / "src" / "tinybeir"
+    (source / "qrels").mkdir(parents=True)
+    (source / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "a passage"}\n')
+    (source / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (source / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with zipfile.ZipFile(tmp_path / "tinybeir.zip", "w") as bundle:
+        for file in source.rglob("*"):
+            bundle.write(file, file.relative_to(source.parent))
+    monkeypatch.setattr(data, "BEIR_URL", tmp_path.as_uri() + "/{name}.zip")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PETIR_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert data.resolve_beir(source) == source  # a directory is used as given
+    downloaded = data.resolve_beir("tinybeir")
+    assert downloaded == tmp_path / "cache" / "datasets" / "tinybeir"
+    assert data.load_beir(downloaded).qrels == {"q1": {"d1": 1}}
+    (tmp_path / "tinybeir.zip").unlink()
+    assert data.resolve_beir("tinybeir") == downloaded  # the cached copy, no second download
+    monkeypatch.setenv("PETIR_DATA", str(tmp_path / "src"))
+    assert data.resolve_beir("tinybeir") == source
+    with pytest.raises(DataError, match="cannot download BEIR dataset 'nosuch'"):
+        data.resolve_beir("nosuch")
+    with pytest.raises(DataError, match="no such dataset directory"):
+        data.resolve_beir(tmp_path / "missing" / "dir")

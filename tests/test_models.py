@@ -114,3 +114,27 @@ def test_a_crash_during_save_keeps_the_previous_model(tiny_backbone, tmp_path, m
         model.save(tmp_path / "model")
     assert (tmp_path / "model" / STATE_FILE).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_one_backbone_serves_many_tasks_without_copies(tiny_backbone, tmp_path):
+    """Several PET models on one frozen backbone: frozen tensors are shared, switching needs no reload, and a
+    model that trains backbone weights (BitFit, full) gets private copies instead of overwriting the shared ones."""
+    from petir.models import SharedBackbone
+
+    saved = {}
+    for name, method in [("adapter", "adapter"), ("lora", "lora"), ("bitfit", "bitfit"), ("full", "full")]:
+        model = CrossEncoder(str(tiny_backbone), method, max_length=64)
+        perturb(model)
+        saved[name] = (model.save(tmp_path / name), model.eval())
+    shared = SharedBackbone(str(tiny_backbone))
+    models = {name: shared.load(path) for name, (path, _) in saved.items()}
+
+    def storage(model: PetModel, suffix: str) -> int:
+        return next(p.data_ptr() for n, p in model.encoder.named_parameters() if n.endswith(suffix))
+
+    word_embeddings = {storage(m, "word_embeddings.weight") for m in (models["adapter"], models["lora"])}
+    assert word_embeddings == {shared.encoder.embeddings.word_embeddings.weight.data_ptr()}
+    assert storage(models["full"], "word_embeddings.weight") not in word_embeddings  # trained: private
+    queries, passages = ["the cat", "gene"], ["cat sat on the mat", "protein cell"]
+    for name, (_, original) in saved.items():  # every task still answers as when it was trained
+        np.testing.assert_allclose(models[name].score(queries, passages), original.score(queries, passages), atol=1e-6)

@@ -52,7 +52,7 @@ def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
     summary = make_trainer(tiny_backbone, tmp_path, eval_every=3).train()
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
-    assert [r["step"] for r in records if "dev" in r] == [3, 6]
+    assert [r["step"] for r in records if "dev" in r] == [0, 3, 6]
     assert summary["steps"] == 6 and summary["final_dev"] == {"ndcg@10": 0.5}
     assert json.loads((tmp_path / SUMMARY_FILE).read_text())["parameters"]["trainable"] > 0
     assert isinstance(PetModel.load(tmp_path / MODEL_DIR), BiEncoder)

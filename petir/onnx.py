@@ -1,0 +1,372 @@
+"""ONNX export of saved petir models, and onnxruntime twins of :class:`BiEncoder` and :class:`CrossEncoder`.
+
+Export a saved model directory (any PET method, either task)::
+
+    python -m petir.onnx MODEL_DIR                    # writes MODEL_DIR/onnx/{model.onnx,onnx_config.json}
+
+The graph takes the tokenizer's inputs (``input_ids``, ``attention_mask`` and, for BERT-style tokenizers,
+``token_type_ids``; int64 [batch, length], both axes dynamic) and returns exactly what the torch model's inference
+function returns: ``embeddings`` float32 [batch, hidden] (:meth:`BiEncoder.embed`, L2-normalised when the similarity
+is cosine) or ``scores`` float32 [batch] (:meth:`CrossEncoder.scores`). The PET modules are traced into the graph
+like any other layer, so the exporter knows nothing about PET methods.
+
+Then swap the torch model for its twin, which has the same ``encode``/``score`` signatures::
+
+    model = load_inference_model(MODEL_DIR, backend="onnx")     # OnnxBiEncoder or OnnxCrossEncoder
+    vectors = model.encode(texts, "query")
+
+Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). It needs only the ``onnx``
+package next to torch, and traces the Python-level state the connected method passes between layers (its ``Chain``)
+as ordinary tensor data flow. The torch.export-based exporter (torch's default since 2.9) would also need
+``onnxscript`` and ``onnx-ir``, and gains nothing for these static, control-flow-free encoder graphs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import petir
+from petir.cli import HelpFormatter, resolve_device, run
+from petir.errors import PetirError
+from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, replace_directory
+
+ONNX_DIR = "onnx"
+ONNX_FILE = "model.onnx"
+ONNX_CONFIG_FILE = "onnx_config.json"
+ONNX_FORMAT = "petir-onnx"
+DEFAULT_OPSET = 17  # the first opset with a native LayerNormalization; onnxruntime >= 1.14 runs it
+#: Exports whose outputs differ more than this from the torch model on the check batch are refused (float32 runs
+#: agree to ~1e-6; anything near this bound means an operator was exported wrongly, not rounding).
+PARITY_TOLERANCE = 1e-3
+
+#: What the graph computes for each task: the model's inference function and the name of its output.
+GRAPH_OUTPUTS: dict[type[PetModel], tuple[Callable[[PetModel, dict[str, torch.Tensor]], torch.Tensor], str]] = {
+    BiEncoder: (BiEncoder.embed, "embeddings"),
+    CrossEncoder: (CrossEncoder.scores, "scores"),
+}
+
+#: Texts for the traced example and the parity check: unequal lengths, so padding is in the traced graph.
+_CHECK_QUERIES = ["the cat sat on the mat with a protein", "gene", "cancer risk increase in a cell study"]
+_CHECK_PASSAGES = ["a dog sat", "protein cell gene study on the mat and the cat", "risk"]
+
+
+# -- export ----------------------------------------------------------------------------------------------------
+class _InferenceGraph(nn.Module):
+    """The model's inference function with the tokenizer's inputs as positional arguments, as tracing needs."""
+
+    def __init__(self, model: PetModel, input_names: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.function = _graph_output(model)[0]
+        self.input_names = list(input_names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.function(self.model, dict(zip(self.input_names, inputs)))
+
+
+def _graph_output(model: PetModel) -> tuple[Callable, str]:
+    for task_class, output in GRAPH_OUTPUTS.items():
+        if isinstance(model, task_class):
+            return output
+    raise PetirError(f"no ONNX graph is defined for {model.task} models; tasks: "
+                     f"{', '.join(c.task for c in GRAPH_OUTPUTS)}")
+
+
+def _check_features(model: PetModel) -> dict[str, torch.Tensor]:
+    """A padded batch in the model's own tokenisation (pairs for a cross-encoder)."""
+    if isinstance(model, CrossEncoder):
+        return model.tokenize(_CHECK_QUERIES, model.max_length, pairs=_CHECK_PASSAGES)
+    return model.tokenize(_CHECK_PASSAGES, model.passage_max_length)
+
+
+def export(
+    model_dir: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    opset: int = DEFAULT_OPSET,
+    backbone: str | None = None,
+) -> tuple[Path, float]:
+    """Export the saved model in ``model_dir`` to ``output`` (default ``MODEL_DIR/onnx``), replacing it atomically.
+
+    ``backbone`` overrides where the backbone weights are read from, as in :meth:`PetModel.load`.
+
+    Returns: (output directory, max |onnxruntime - torch| over a padded check batch, in output units).
+    """
+    model_dir = Path(model_dir)
+    config = PetModel.read_config(model_dir)
+    target = Path(output) if output is not None else model_dir / ONNX_DIR
+    model = PetModel.load(model_dir, backbone=backbone, device="cpu")
+    function, output_name = _graph_output(model)
+    features = _check_features(model)
+    input_names = list(features)
+    graph = _InferenceGraph(model, input_names).eval()
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+        dynamic_axes[output_name] = {0: "batch"}
+        with warnings.catch_warnings():
+            # The TorchScript exporter warns that it is deprecated, and that advanced indexing would be wrong for
+            # negative indices (transformers' padding mask indexes with aranges, never negative); tracing warns
+            # about Python booleans it freezes, and transformers turns its data-dependent shortcuts (skipping an
+            # all-ones mask) off while tracing. The parity check below is the real test of the graph.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing")
+            with torch.no_grad():
+                torch.onnx.export(
+                    graph,
+                    tuple(features.values()),
+                    str(staging / ONNX_FILE),
+                    dynamo=False,
+                    input_names=input_names,
+                    output_names=[output_name],
+                    dynamic_axes=dynamic_axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
+        with torch.inference_mode():
+            expected = function(model, features).float().numpy()
+        session = _session(staging / ONNX_FILE, "cpu")
+        found = session.run(None, {name: tensor.numpy() for name, tensor in features.items()})[0]
+        difference = float(np.abs(found - expected).max())
+        if not difference <= PARITY_TOLERANCE:
+            raise PetirError(f"the ONNX export of {model_dir} differs from the torch model by {difference:.2e} "
+                             f"(> {PARITY_TOLERANCE:g}) on a check batch; try another --opset")
+        onnx_config = {
+            "format": ONNX_FORMAT,
+            "petir_version": petir.__version__,
+            "torch_version": torch.__version__,
+            "exporter": "torchscript",
+            "task": model.task,
+            "opset": opset,
+            "inputs": input_names,
+            "output": output_name,
+            "parity_max_abs_diff": difference,
+            "state_sha256": _state_digest(model_dir),
+            "petir_config": config,
+        }
+        (staging / ONNX_CONFIG_FILE).write_text(json.dumps(onnx_config, indent=2) + "\n")
+        replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, difference
+
+
+def _state_digest(model_dir: Path) -> str:
+    """SHA-256 of the trained tensors, so a re-trained model is never served by an older export."""
+    digest = hashlib.sha256()
+    with open(model_dir / STATE_FILE, "rb") as state:
+        for block in iter(lambda: state.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# -- onnxruntime inference -------------------------------------------------------------------------------------
+def _session(path: Path, device: str | None):
+    """An onnxruntime session with full graph optimisation and torch's thread count; CUDA when ``device`` asks
+    for it ("auto" takes CUDA only where onnxruntime has the CUDA provider)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device in (None, "auto"):
+        device = "cuda" if has_cuda else "cpu"
+    if device.startswith("cuda"):
+        if not has_cuda:
+            raise PetirError(f"device {device} asked for CUDA, but this onnxruntime has no CUDAExecutionProvider "
+                             "(install onnxruntime-gpu) ; use device cpu")
+        index = int(device.partition(":")[2] or 0)
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+    elif device != "cpu":
+        raise PetirError(f"the onnx backend runs on cpu or cuda[:N], not {device!r}")
+    return onnxruntime.InferenceSession(str(path), options, providers=providers)
+
+
+class OnnxModel:
+    """A petir model exported to ONNX, run by onnxruntime; tokenises exactly as the torch model does."""
+
+    task: ClassVar[str]
+    _tasks: ClassVar[dict[str, type[OnnxModel]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        OnnxModel._tasks[cls.task] = cls
+
+    def __init__(self, config: dict[str, Any], onnx_config: dict[str, Any], tokenizer: Any, session: Any):
+        self.config = config
+        self.onnx_config = onnx_config
+        self.tokenizer = tokenizer
+        self.session = session
+        self.input_names = onnx_config["inputs"]
+
+    @classmethod
+    def load(
+        cls, model_dir: str | os.PathLike, onnx_dir: str | os.PathLike | None = None, device: str = "cpu"
+    ) -> OnnxModel:
+        """Load the export in ``onnx_dir`` (default ``MODEL_DIR/onnx``) with the tokenizer and options of the
+        petir model in ``model_dir``."""
+        from transformers import AutoTokenizer, PretrainedConfig
+
+        model_dir = Path(model_dir)
+        config = PetModel.read_config(model_dir)
+        onnx_dir = Path(onnx_dir) if onnx_dir is not None else model_dir / ONNX_DIR
+        if not (onnx_dir / ONNX_FILE).is_file() or not (onnx_dir / ONNX_CONFIG_FILE).is_file():
+            raise PetirError(f"no ONNX export in {onnx_dir}; run `python -m petir.onnx {model_dir}` first")
+        onnx_config = json.loads((onnx_dir / ONNX_CONFIG_FILE).read_text())
+        if onnx_config.get("format") != ONNX_FORMAT:
+            raise PetirError(f"{onnx_dir / ONNX_CONFIG_FILE} is not a petir ONNX export")
+        if onnx_config["state_sha256"] != _state_digest(model_dir) or onnx_config["petir_config"] != config:
+            raise PetirError(f"the ONNX export in {onnx_dir} is from an older version of {model_dir}; "
+                             f"re-run `python -m petir.onnx {model_dir}`")
+        task_class = OnnxModel._tasks.get(config["task"])
+        if task_class is None or not issubclass(task_class, cls):
+            raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task or 'petir'} model")
+        # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
+        # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, config=PretrainedConfig())
+        session = _session(onnx_dir / ONNX_FILE, device)
+        return task_class(config, onnx_config, tokenizer, session)
+
+    def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:
+        """The graph's inputs (int64 [batch, length]); same tokenizer call as :meth:`PetModel.tokenize`."""
+        features = self.tokenizer(
+            list(texts),
+            list(pairs) if pairs is not None else None,
+            max_length=max_length,
+            truncation="only_second" if pairs is not None else True,
+            padding=True,
+            return_tensors="np",
+        )
+        return {name: features[name].astype(np.int64) for name in self.input_names}
+
+    def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, features)[0].astype(np.float32, copy=False)
+
+
+class OnnxBiEncoder(OnnxModel):
+    """The ONNX twin of :class:`BiEncoder`: ``encode`` returns the same vectors (to float32 rounding)."""
+
+    task = BiEncoder.task
+
+    def __init__(self, config, onnx_config, tokenizer, session):
+        super().__init__(config, onnx_config, tokenizer, session)
+        self.query_max_length = config["query_max_length"]
+        self.passage_max_length = config["passage_max_length"]
+        self.similarity = config["similarity"]
+        self.dimension = session.get_outputs()[0].shape[1]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        kind: str = "passage",
+        batch_size: int = 32,
+        progress: bool = False,
+        max_length: int | None = None,
+    ) -> np.ndarray:
+        """Returns: float32 array [len(texts), hidden], L2-normalised when the similarity is cosine. ``kind``
+        ("query" or "passage") picks the trained max length in tokens unless ``max_length`` overrides it."""
+        max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
+        chunks = [
+            self.run(self.tokenize(texts[start : start + batch_size], max_length))
+            for start in tqdm(range(0, len(texts), batch_size), desc=f"encoding {kind}s", disable=not progress)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dimension), dtype=np.float32)
+
+
+class OnnxCrossEncoder(OnnxModel):
+    """The ONNX twin of :class:`CrossEncoder`: ``score`` returns the same scores (to float32 rounding)."""
+
+    task = CrossEncoder.task
+
+    def __init__(self, config, onnx_config, tokenizer, session):
+        super().__init__(config, onnx_config, tokenizer, session)
+        self.max_length = config["max_length"]
+
+    def score(
+        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """Returns: float32 array [len(queries)] of scores (logits) for the aligned (query, passage) pairs."""
+        scores = [
+            self.run(self.tokenize(queries[start : start + batch_size], self.max_length,
+                                   pairs=passages[start : start + batch_size]))
+            for start in tqdm(range(0, len(queries), batch_size), desc="re-ranking", disable=not progress)
+        ]
+        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+
+
+def _load_torch(model_dir: str | os.PathLike, device: str) -> PetModel:
+    return PetModel.load(model_dir, device=resolve_device(device))
+
+
+def _load_onnx(model_dir: str | os.PathLike, device: str) -> OnnxModel:
+    return OnnxModel.load(model_dir, device=device)
+
+
+#: Inference backends: how each one loads a saved model directory.
+BACKENDS: dict[str, Callable[[str | os.PathLike, str], PetModel | OnnxModel]] = {
+    "torch": _load_torch,
+    "onnx": _load_onnx,
+}
+
+
+def load_inference_model(
+    model_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu"
+) -> PetModel | OnnxModel:
+    """The saved model as a :class:`BiEncoder`/:class:`CrossEncoder` (backend "torch") or its ONNX twin
+    (backend "onnx", which needs ``python -m petir.onnx MODEL_DIR`` first); both have the same ``encode`` or
+    ``score`` signature."""
+    if backend not in BACKENDS:
+        raise PetirError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    return BACKENDS[backend](model_dir, device)
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m petir.onnx",
+        description="Export a saved petir model (bi-encoder or cross-encoder, any PET method) to ONNX for "
+        "onnxruntime inference, and check it against the torch model on a padded batch.\n\n"
+        "example:\n  python -m petir.onnx runs/scifact-connected\n"
+        "  # then: petir.onnx.load_inference_model('runs/scifact-connected', backend='onnx')",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("model_dir", help="a saved petir model directory (config.json + petir_state.safetensors)")
+    # No default shown for --output and --backbone: theirs depend on MODEL_DIR.
+    parser.add_argument("--output", default=argparse.SUPPRESS,
+                        help="output directory (default: MODEL_DIR/onnx, where the loaders look)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version, 14 to 20")
+    parser.add_argument("--backbone", default=argparse.SUPPRESS,
+                        help="read the backbone weights from here instead of from the backbone recorded in "
+                        "MODEL_DIR/config.json (its fingerprint must match)")
+    args = parser.parse_args(argv)
+    if not 14 <= args.opset <= 20:
+        # 14 is the first opset with the scaled-dot-product attention pieces the exporter emits; 20 is the
+        # TorchScript exporter's newest.
+        parser.error(f"--opset must be between 14 and 20, got {args.opset}")
+    target, difference = export(
+        args.model_dir, getattr(args, "output", None), args.opset, getattr(args, "backbone", None)
+    )
+    print(f"wrote {target / ONNX_FILE} (opset {args.opset}); max |onnxruntime - torch| on a padded check batch: "
+          f"{difference:.2e}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,319 @@
+"""Reproduce the study at CPU scale: every PET method against full fine-tuning, per stage, with one command.
+
+    python -m petir.reproduce retrieval --data ../shared/data/scifact --output runs/scifact-study
+
+Each step runs the documented command line as a subprocess (they are written to OUTPUT/commands.sh as they run)
+and is skipped when its result exists, so an interrupted study continues where it stopped:
+
+- retrieval: ``petir.train`` -> ``pyserini.encode`` (Faiss index) -> ``pyserini.search.faiss`` -> trec_eval,
+  plus the BM25 and zero-shot backbone baselines through the same stock Pyserini commands.
+
+Results: OUTPUT/results-STAGE.{csv,md} (one row per method and seed, then mean and spread per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from petir import cli
+from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
+from petir.data import corpus_file, load_beir, resolve_beir, write_qrels, write_topics
+from petir.errors import PetirError
+from petir.evaluate import trec_eval
+from petir.models import STATE_FILE
+from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE
+from petir.workspace import Workspace
+
+#: The study's methods: name -> (PET method, options). Budgets are comparable (0.3-1% of the backbone); the
+#: connected variants use the adapter's inside modules, so adapter vs connected-* isolates the aside links.
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "full": ("full", {}),
+    "bitfit": ("bitfit", {}),
+    "lora": ("lora", {}),
+    "adapter": ("adapter", {}),
+    "prefix": ("prefix", {}),
+    "connected-bottleneck": ("connected", {"topology": "bottleneck"}),
+    "connected-hidden": ("connected", {"topology": "hidden"}),
+    "connected-side": ("connected", {"topology": "side"}),
+}
+MAIN_VARIANTS = ("full", "adapter", "connected-bottleneck", "connected-side")
+METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
+
+
+@dataclass
+class StudySettings:
+    data: Path
+    output: Path
+    backbone: str
+    steps: int
+    batch_size: int
+    eval_every: int
+    train_passage_length: int
+    dev_queries: int
+    dev_depth: int
+    hits: int
+    dry_run: bool
+
+
+class Study:
+    def __init__(self, settings: StudySettings):
+        self.s = settings
+        self.dataset = load_beir(settings.data, "test")
+        self.workspace = Workspace(corpus_file(settings.data), self.dataset.corpus)
+        self.root = settings.output
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.topics = self.root / "test-topics.tsv"
+        self.qrels = self.root / "test-qrels.txt"
+        if not self.topics.exists():
+            write_topics(self.dataset.queries, self.topics)
+            write_qrels(self.dataset.qrels, self.qrels)
+
+    # -- running commands --------------------------------------------------------------------------------------
+    def run(self, *argv: str) -> None:
+        """Run ``python -m ...`` as documented; the command is appended to commands.sh first."""
+        line = "python -m " + " ".join(shlex.quote(str(a)) for a in argv)
+        with open(self.root / "commands.sh", "a") as log:
+            log.write(line + "\n")
+        print(f"+ {line}", flush=True)
+        if self.s.dry_run:
+            return
+        result = subprocess.run([sys.executable, "-m", *map(str, argv)])
+        if result.returncode != 0:
+            raise PetirError(f"step failed (exit {result.returncode}): {line}")
+
+    # -- retrieval ---------------------------------------------------------------------------------------------
+    def train(self, stage: str, variant: str, seed: int, task_args: Sequence[str] = ()) -> Path:
+        run_dir = self.root / stage / variant / f"seed{seed}"
+        if (run_dir / SUMMARY_FILE).exists():
+            return run_dir
+        method, options = VARIANTS[variant]
+        argv = [
+            "petir.train", "--data", self.s.data, "--task", stage, "--backbone", self.s.backbone,
+            "--method", method, *[a for key, value in options.items() for a in ("--pet", f"{key}={value}")],
+            "--steps", self.s.steps, "--batch-size", self.s.batch_size, "--eval-every", self.s.eval_every,
+            "--dev-queries", self.s.dev_queries, "--dev-depth", self.s.dev_depth, "--seed", seed,
+            "--output", run_dir, *task_args,
+        ]
+        if (run_dir / "checkpoint").exists():
+            argv.append("--resume")
+        self.run(*argv)
+        return run_dir
+
+    def produce(self, output: Path, *argv: str) -> Path:
+        """Run a command that writes ``output`` (given as the placeholder ``OUTPUT`` in ``argv``) into a partial
+        path first and rename it when the command succeeds, so an interrupted command is redone, not trusted."""
+        if output.exists():
+            return output
+        partial = output.with_name(output.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+        self.run(*[partial if arg == "OUTPUT" else arg for arg in argv])
+        if not self.s.dry_run:
+            partial.rename(output)
+        return output
+
+    def dense_run(self, encoder: str, directory: Path, encoder_flags: Sequence[str] = ()) -> Path:
+        """Encode the corpus with the stock ``pyserini.encode`` and search with ``pyserini.search.faiss``."""
+        index = self.produce(
+            directory / "faiss-index",
+            "pyserini.encode", "input", "--corpus", self.workspace.collection,
+            "output", "--embeddings", "OUTPUT", "--to-faiss",
+            "encoder", "--encoder", encoder, *encoder_flags, "--dimension", self._dimension(),
+            "--device", "cpu", "--batch-size", "32", "--max-length", "256",
+        )
+        return self.produce(
+            directory / "test.run.trec",
+            "pyserini.search.faiss", "--index", index, "--topics", self.topics, "--encoder", encoder,
+            *encoder_flags, "--output", "OUTPUT", "--hits", self.s.hits, "--device", "cpu",
+            "--batch-size", "64", "--threads", "2",
+        )
+
+    def _dimension(self) -> int:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(resolve_backbone(self.s.backbone)).hidden_size
+
+    def evaluate(self, run_file: Path, directory: Path) -> dict[str, float]:
+        path = directory / "test-metrics.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        if self.s.dry_run:
+            return {}
+        metrics = trec_eval(self.qrels, run_file)
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
+
+    def retrieval(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
+        rows = [self._bm25_row(), self._zero_shot_row()]
+        for variant in variants:
+            for seed in seeds if variant in seed_variants else seeds[:1]:
+                run_dir = self.train("retrieval", variant, seed, ["--passage-max-length", self.s.train_passage_length])
+                run_file = self.dense_run(str(run_dir / MODEL_DIR), run_dir)
+                rows.append(self._row(variant, seed, run_dir, self.evaluate(run_file, run_dir)))
+        return rows
+
+    def bm25_run(self) -> Path:
+        directory = self.root / "retrieval" / "bm25"
+        directory.mkdir(parents=True, exist_ok=True)
+        return self.produce(
+            directory / "test.run.trec",
+            "pyserini.search.lucene", "--index", self.workspace.lucene_index, "--topics", self.topics,
+            "--output", "OUTPUT", "--bm25", "--hits", self.s.hits, "--threads", "2", "--batch-size", "64",
+        )
+
+    def _bm25_row(self) -> dict[str, Any]:
+        run_file = self.bm25_run()
+        return {"method": "bm25", "seed": "", **self.evaluate(run_file, run_file.parent)}
+
+    def _zero_shot_row(self) -> dict[str, Any]:
+        directory = self.root / "retrieval" / "zero-shot"
+        directory.mkdir(parents=True, exist_ok=True)
+        flags = ["--pooling", "mean", "--l2-norm"]
+        run_file = self.dense_run(resolve_backbone(self.s.backbone), directory, flags)
+        return {"method": "zero-shot", "seed": "", **self.evaluate(run_file, directory)}
+
+    # -- one result row ----------------------------------------------------------------------------------------
+    def _row(self, variant: str, seed: int, run_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+        if self.s.dry_run:
+            return {"method": variant, "seed": seed}
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        curve = dev_curve(run_dir / METRICS_FILE)
+        return {
+            "method": variant,
+            "seed": seed,
+            **metrics,
+            "trainable": summary["parameters"]["trainable"],
+            "trainable_%": summary["parameters"]["percent"],
+            "state_mb": (run_dir / MODEL_DIR / STATE_FILE).stat().st_size / 2**20,
+            "train_s": summary["wall_time_s"],
+            "peak_mem_mb": summary["peak_memory_mb"],
+            "steps_to_95%": steps_to_fraction(curve, 0.95),
+            "steps_to_95%_gain": steps_to_fraction(curve, 0.95, of_gain=True),
+            "dev_ndcg@10": curve[-1][1] if curve else None,
+        }
+
+
+def dev_curve(metrics_file: Path, metric: str = "ndcg@10") -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    return [(r["step"], r["dev"][metric]) for r in records if "dev" in r]
+
+
+def steps_to_fraction(curve: list[tuple[int, float]], fraction: float, of_gain: bool = False) -> int | None:
+    """First step whose dev metric reaches ``fraction`` of the final value (``of_gain``: of the gain over step 0).
+
+    With a backbone that is already a good retriever, the step-0 value alone can exceed 95% of the final one, which
+    makes the plain criterion 0 for every method; the gain version measures how fast the improvement arrives.
+    """
+    if not curve:
+        return None
+    start, final = curve[0][1], curve[-1][1]
+    target = start + fraction * (final - start) if of_gain else fraction * final
+    if of_gain and final <= start:
+        return None
+    return next(step for step, value in curve if value >= target)
+
+
+NUMERIC = (*METRICS, "trainable_%", "state_mb", "train_s", "peak_mem_mb", "steps_to_95%", "steps_to_95%_gain")
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method: the mean over seeds, with the standard deviation where there are several seeds."""
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    table = []
+    for method in methods:
+        group = [row for row in rows if row["method"] == method]
+        merged: dict[str, Any] = {"method": method, "seeds": len([r for r in group if r["seed"] != ""]) or ""}
+        for key in (*NUMERIC, "trainable"):
+            values = [row[key] for row in group if row.get(key) is not None]
+            if values:
+                merged[key] = statistics.fmean(values)
+                if len(values) > 1:
+                    merged[f"{key}_std"] = statistics.stdev(values)
+        table.append(merged)
+    return table
+
+
+def write_tables(rows: list[dict[str, Any]], path_stem: Path) -> None:
+    """``STEM.csv`` with every run, ``STEM.md`` with the per-method summary (mean ± std over seeds)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path_stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    headers = ["method", "seeds", "nDCG@10", "MRR@10", "R@100", "R@1000", "trainable (%)", "state (MB)",
+               "train time (s)", "peak mem (MB)", "steps to 95%", "steps to 95% of gain"]
+    keys = ["method", "seeds", *METRICS, "trainable_%", "state_mb", "train_s", "peak_mem_mb", "steps_to_95%",
+            "steps_to_95%_gain"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in aggregate(rows):
+        lines.append("| " + " | ".join(_cell(row, key) for key in keys) + " |")
+    path_stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None or value == "":
+        return "–"
+    if not isinstance(value, float):
+        return str(value)
+    digits = 4 if key in METRICS else (3 if key == "trainable_%" else 1)
+    text = f"{value:.{digits}f}"
+    std = row.get(f"{key}_std")
+    return f"{text} ± {std:.{digits}f}" if std is not None else text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m petir.reproduce", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("stage", choices=("retrieval",), help="which stage of the study to run")
+    parser.add_argument("--data", default="scifact",
+                        help="BEIR dataset with train and test qrels: a directory, or a name looked up in "
+                        "$PETIR_DATA, ../shared/data and the cache, else downloaded")
+    parser.add_argument("--output", type=Path, required=True, help="study directory (runs, tables, plots)")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
+    parser.add_argument("--methods", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds")
+    parser.add_argument("--seed-methods", default=",".join(MAIN_VARIANTS),
+                        help="methods run with every seed (the others with the first seed only)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps per run")
+    parser.add_argument("--batch-size", type=int, default=16, help="queries per training batch")
+    parser.add_argument("--eval-every", type=int, default=15, help="dev evaluation interval (convergence curves)")
+    parser.add_argument("--train-passage-length", type=int, default=128, help="passage tokens in training")
+    parser.add_argument("--dev-queries", type=int, default=50, help="training queries held out as dev set")
+    parser.add_argument("--dev-depth", type=int, default=10, help="dev pool: BM25 top-k plus judged passages")
+    parser.add_argument("--hits", type=int, default=1000, help="retrieval depth of the test runs")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    variants = [v.strip() for v in args.methods.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise PetirError(f"unknown method {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    settings = StudySettings(
+        data=resolve_beir(args.data), output=args.output, backbone=args.backbone, steps=args.steps, batch_size=args.batch_size,
+        eval_every=args.eval_every, train_passage_length=args.train_passage_length, dev_queries=args.dev_queries,
+        dev_depth=args.dev_depth, hits=args.hits, dry_run=args.dry_run,
+    )
+    study = Study(settings)
+    rows = study.retrieval(variants, seeds, args.seed_methods.split(","))
+    if not args.dry_run:
+        write_tables(rows, args.output / "results-retrieval")
+        print((args.output / "results-retrieval.md").read_text())
+
+
+if __name__ == "__main__":
+    cli.run(main)

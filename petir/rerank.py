@@ -1,0 +1,175 @@
+"""Re-rank a Pyserini run with a petir cross-encoder: ``python -m petir.rerank --help``.
+
+The top ``--depth`` passages of each query are re-scored; the rest keep their original order below them, so
+every (query, passage) of the input appears exactly once in the output. Scores already computed are kept in
+``OUTPUT.partial.jsonl`` as the run goes, so an interrupted re-ranking continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from petir import cli
+from petir.data import Document, Run, read_corpus, read_queries, read_run, write_run
+from petir.errors import DataError, PetirError
+
+EXAMPLES = """
+example (BM25 top-100 from Pyserini, then a connected-PET re-ranker):
+  python -m pyserini.search.lucene --index IDX --topics topics.tsv --output bm25.trec --bm25 --hits 100
+  python -m petir.rerank --run bm25.trec --topics topics.tsv --index IDX \\
+      --model runs/scifact-reranker/model --output reranked.trec
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m petir.rerank", description=__doc__, epilog=EXAMPLES, formatter_class=cli.HelpFormatter
+    )
+    parser.add_argument("--run", required=True, type=Path, help="input TREC run ('qid Q0 docid rank score tag')")
+    parser.add_argument("--topics", required=True, type=Path, help="queries: 'qid<TAB>text' tsv or BEIR jsonl")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--index", type=Path, help="Pyserini Lucene index built with --storeRaw (passage text)")
+    source.add_argument("--corpus", type=Path, help="corpus file (BEIR/Pyserini jsonl or MS MARCO tsv)")
+    parser.add_argument("--model", required=True, type=Path, help="petir cross-encoder directory")
+    parser.add_argument("--output", required=True, type=Path, help="output TREC run")
+    parser.add_argument("--depth", type=int, default=100, help="passages re-scored per query")
+    parser.add_argument("--batch-size", type=int, default=32, help="query-passage pairs per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`")
+    parser.add_argument("--tag", default="petir", help="run tag written in the last column")
+    return parser
+
+
+def passage_lookup(index: Path | None, corpus: Path | None) -> Callable[[str], str | None]:
+    """docid -> passage text (``Document.contents``), from a Lucene index's stored raw documents or a corpus file."""
+    if corpus is not None:
+        documents = read_corpus(corpus)
+        return lambda docid: documents[docid].contents if docid in documents else None
+    if not (index / "segments.gen").exists() and not any(index.glob("segments_*")):
+        raise PetirError(f"{index} is not a Lucene index (no segments file)")
+    from petir.java import ensure_java
+
+    ensure_java()
+    from pyserini.search.lucene import LuceneSearcher
+
+    searcher = LuceneSearcher(str(index))
+
+    def lookup(docid: str) -> str | None:
+        document = searcher.doc(docid)
+        if document is None:
+            return None
+        raw = document.raw()
+        if raw is None:
+            raise PetirError(f"{index} stores no raw documents; rebuild it with --storeRaw or pass --corpus")
+        return _raw_contents(docid, raw)
+
+    return lookup
+
+
+def _raw_contents(docid: str, raw: str) -> str:
+    """Passage text from a stored raw document: Pyserini JSON ({"contents"} or BEIR {"title", "text"}) or text."""
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError:
+        return " ".join(raw.split())
+    if "text" in record:
+        return Document(docid, record.get("title") or "", record["text"]).contents
+    return " ".join(str(record.get("contents", "")).split())
+
+
+def rerank(
+    run: Run,
+    queries: dict[str, str],
+    passage: Callable[[str], str | None],
+    score: Callable[[list[str], list[str]], Sequence[float]],
+    depth: int,
+    partial: Path,
+) -> Run:
+    """Re-score the top ``depth`` of each query; the tail keeps its order, scored below every re-scored passage."""
+    missing = [qid for qid in run if qid not in queries]
+    if missing:
+        raise DataError(f"{len(missing)} queries of the run are not in the topics (e.g. {missing[0]!r})")
+    done = _read_partial(partial)
+    total = sum(min(depth, len(hits)) for qid, hits in run.items() if qid not in done)
+    bar = tqdm(total=total, desc="re-ranking", unit="pair")
+    with open(partial, "a") as log:
+        for qid, hits in run.items():
+            head = [docid for docid, _ in hits[:depth]]
+            if qid not in done:
+                texts = []
+                for docid in head:
+                    text = passage(docid)
+                    if text is None:
+                        raise DataError(f"docid {docid!r} (query {qid!r}) is not in the index or corpus")
+                    texts.append(text)
+                done[qid] = [float(s) for s in score([queries[qid]] * len(texts), texts)]
+                log.write(json.dumps({"qid": qid, "scores": done[qid]}) + "\n")
+                log.flush()
+                bar.update(len(head))
+    bar.close()
+    reranked: Run = {}
+    for qid, hits in run.items():
+        scored = sorted(zip([d for d, _ in hits[:depth]], done[qid]), key=lambda hit: -hit[1])
+        floor = min((s for _, s in scored), default=0.0)
+        tail = [(docid, floor - 1.0 - i) for i, (docid, _) in enumerate(hits[depth:])]
+        reranked[qid] = scored + tail
+    return reranked
+
+
+def _read_partial(path: Path) -> dict[str, list[float]]:
+    if not path.exists():
+        return {}
+    scores = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by the interruption: score that query again
+        scores[record["qid"]] = record["scores"]
+    return scores
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.depth < 1:
+        raise PetirError("--depth must be at least 1")
+    run = read_run(args.run)
+    queries = read_queries(args.topics)
+    passage = passage_lookup(args.index, args.corpus)
+    from petir.onnx import load_inference_model
+
+    model = load_inference_model(args.model, backend=args.backend, device=cli.resolve_device(args.device))
+    if getattr(model, "task", "cross-encoder") != "cross-encoder":
+        raise PetirError(f"{args.model} is a {model.task} model; petir.rerank needs a cross-encoder")
+    partial = args.output.with_name(args.output.name + ".partial.jsonl")
+    key = {"run": str(args.run.resolve()), "model": str(args.model.resolve()), "depth": args.depth}
+    _check_partial_key(partial, key)
+    reranked = rerank(
+        run, queries, passage, lambda q, p: model.score(q, p, batch_size=args.batch_size), args.depth, partial
+    )
+    write_run(reranked, args.output, args.tag)
+    os.remove(partial)
+    partial.with_suffix(".key").unlink(missing_ok=True)
+    print(f"petir: re-ranked {len(reranked)} queries (top {args.depth}) -> {args.output}")
+
+
+def _check_partial_key(partial: Path, key: dict) -> None:
+    """Reuse partial scores only if they come from the same run, model and depth; else start over."""
+    key_file = partial.with_suffix(".key")
+    if partial.exists() and (not key_file.exists() or json.loads(key_file.read_text()) != key):
+        partial.unlink()
+    if partial.exists():
+        print(f"petir: continuing from {partial}")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(json.dumps(key))
+
+
+if __name__ == "__main__":
+    cli.run(main)
