@@ -33,7 +33,12 @@ class Document:
     @property
     def contents(self) -> str:
         """THE passage text used everywhere (training, encoding, Lucene index): title + text on one line."""
-        return " ".join(f"{self.title} {self.text}".split())
+        return normalize_text(f"{self.title} {self.text}")
+
+
+def normalize_text(text: str) -> str:
+    """One line, single spaces: how petir feeds every query and passage to a model."""
+    return " ".join(text.split())
 
 
 Corpus: TypeAlias = dict[str, Document]  # insertion-ordered, as in the file
@@ -176,7 +181,7 @@ def read_queries(path: PathLike) -> Queries:
             qid = qid.strip()
             if not tab or not qid:
                 raise DataError(f"{where}: topics line must be 'qid<TAB>text', got {_clip(record)}")
-        text = " ".join(text.split())
+        text = normalize_text(text)
         if not text:
             raise DataError(f"{where}: query {qid!r} has empty text")
         if qid in queries:
@@ -327,7 +332,7 @@ def write_topics(queries: Queries, path: PathLike) -> None:
 
     def lines() -> Iterator[str]:
         for qid, text in queries.items():
-            text = " ".join(text.split())
+            text = normalize_text(text)
             if not text:
                 raise DataError(f"query {qid!r} has empty text; it cannot be written to {path}")
             yield f"{qid}\t{text}\n"

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -203,15 +203,34 @@ class PetModel(nn.Module):
         return next(self.parameters()).device
 
     def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:
-        features = self.tokenizer(
-            list(texts),
-            list(pairs) if pairs is not None else None,
-            max_length=max_length,
-            truncation="only_second" if pairs is not None else True,
-            padding=True,
-            return_tensors="pt",
-        )
+        features = tokenize(self.tokenizer, texts, max_length, pairs)
         return {name: tensor.to(self.device) for name, tensor in features.items()}
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None,
+             return_tensors: str = "pt") -> Any:
+    """The one tokenizer call of petir (torch models and their ONNX twins): padded to the batch's longest text,
+    truncated to ``max_length`` tokens; for (query, passage) pairs only the passage is truncated."""
+    return tokenizer(
+        list(texts),
+        list(pairs) if pairs is not None else None,
+        max_length=max_length,
+        truncation="only_second" if pairs is not None else True,
+        padding=True,
+        return_tensors=return_tensors,
+    )
+
+
+def in_batches(
+    compute: Callable[[slice], np.ndarray], count: int, batch_size: int, desc: str, progress: bool,
+    empty_shape: tuple[int, ...],
+) -> np.ndarray:
+    """Concatenate ``compute(batch slice)`` over ``count`` items, with a progress bar when asked."""
+    chunks = [
+        compute(slice(start, start + batch_size))
+        for start in tqdm(range(0, count, batch_size), desc=desc, disable=not progress)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros(empty_shape, dtype=np.float32)
 
 
 def _own_trainable_parameters(module: nn.Module) -> None:
@@ -337,12 +356,10 @@ class BiEncoder(PetModel):
         """Returns: float32 array [len(texts), hidden]. ``kind`` ("query" or "passage") picks the trained max
         length in tokens unless ``max_length`` overrides it."""
         max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
-        chunks = []
-        for start in tqdm(range(0, len(texts), batch_size), desc=f"encoding {kind}s", disable=not progress):
-            features = self.tokenize(texts[start : start + batch_size], max_length)
-            chunks.append(self.embed(features).float().cpu().numpy())
-        hidden = self.encoder.config.hidden_size
-        return np.concatenate(chunks) if chunks else np.zeros((0, hidden), dtype=np.float32)
+        return in_batches(
+            lambda batch: self.embed(self.tokenize(texts[batch], max_length)).float().cpu().numpy(),
+            len(texts), batch_size, f"encoding {kind}s", progress, (0, self.encoder.config.hidden_size),
+        )
 
     def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
         docids = sorted({docid for pool in pools.values() for docid in pool})
@@ -407,12 +424,11 @@ class CrossEncoder(PetModel):
         self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
     ) -> np.ndarray:
         """Returns: float32 array [len(queries)] of scores for the aligned (query, passage) pairs."""
-        scores = []
-        for start in tqdm(range(0, len(queries), batch_size), desc="re-ranking", disable=not progress):
-            end = start + batch_size
-            features = self.tokenize(queries[start:end], self.max_length, pairs=passages[start:end])
-            scores.append(self.scores(features).float().cpu().numpy())
-        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+        return in_batches(
+            lambda batch: self.scores(self.tokenize(queries[batch], self.max_length, passages[batch]))
+            .float().cpu().numpy(),
+            len(queries), batch_size, "re-ranking", progress, (0,),
+        )
 
     def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
         pairs = [(qid, docid) for qid, pool in pools.items() for docid in pool]

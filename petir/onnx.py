@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -37,18 +38,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import petir
 from petir.cli import HelpFormatter, resolve_device, run
 from petir.errors import PetirError
-from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, replace_directory
+from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, in_batches, replace_directory, tokenize
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
 ONNX_CONFIG_FILE = "onnx_config.json"
 ONNX_FORMAT = "petir-onnx"
-DEFAULT_OPSET = 17  # the first opset with a native LayerNormalization; onnxruntime >= 1.14 runs it
+DEFAULT_OPSET = 17  # the first opset with a LayerNormalization operator (one node, not seven)
 #: Exports whose outputs differ more than this from the torch model on the check batch are refused (float32 runs
 #: agree to ~1e-6; anything near this bound means an operator was exported wrongly, not rounding).
 PARITY_TOLERANCE = 1e-3
@@ -105,6 +105,8 @@ def export(
 
     Returns: (output directory, max |onnxruntime - torch| over a padded check batch, in output units).
     """
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter imports it only after tracing the model
+        raise PetirError("ONNX export needs the onnx package next to torch: pip install 'onnx>=1.16'")
     model_dir = Path(model_dir)
     config = PetModel.read_config(model_dir)
     target = Path(output) if output is not None else model_dir / ONNX_DIR
@@ -177,14 +179,17 @@ def _state_digest(model_dir: Path) -> str:
 
 
 # -- onnxruntime inference -------------------------------------------------------------------------------------
-def _session(path: Path, device: str | None):
+def _session(path: Path, device: str | None, session_config: dict[str, str] | None = None):
     """An onnxruntime session with full graph optimisation and torch's thread count; CUDA when ``device`` asks
-    for it ("auto" takes CUDA only where onnxruntime has the CUDA provider)."""
+    for it ("auto" takes CUDA only where onnxruntime has the CUDA provider). ``session_config``: onnxruntime
+    session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()
+    for key, value in (session_config or {}).items():
+        options.add_session_config_entry(key, value)
     has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     providers: list[Any] = ["CPUExecutionProvider"]
     if device in (None, "auto"):
@@ -192,7 +197,7 @@ def _session(path: Path, device: str | None):
     if device.startswith("cuda"):
         if not has_cuda:
             raise PetirError(f"device {device} asked for CUDA, but this onnxruntime has no CUDAExecutionProvider "
-                             "(install onnxruntime-gpu) ; use device cpu")
+                             "(install onnxruntime-gpu); use device cpu")
         index = int(device.partition(":")[2] or 0)
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     elif device != "cpu":
@@ -203,7 +208,7 @@ def _session(path: Path, device: str | None):
 class OnnxModel:
     """A petir model exported to ONNX, run by onnxruntime; tokenises exactly as the torch model does."""
 
-    task: ClassVar[str]
+    task: ClassVar[str] = ""
     _tasks: ClassVar[dict[str, type[OnnxModel]]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -219,10 +224,14 @@ class OnnxModel:
 
     @classmethod
     def load(
-        cls, model_dir: str | os.PathLike, onnx_dir: str | os.PathLike | None = None, device: str = "cpu"
+        cls,
+        model_dir: str | os.PathLike,
+        onnx_dir: str | os.PathLike | None = None,
+        device: str = "cpu",
+        session_config: dict[str, str] | None = None,
     ) -> OnnxModel:
         """Load the export in ``onnx_dir`` (default ``MODEL_DIR/onnx``) with the tokenizer and options of the
-        petir model in ``model_dir``."""
+        petir model in ``model_dir``; ``session_config`` holds extra onnxruntime session config entries."""
         from transformers import AutoTokenizer, PretrainedConfig
 
         model_dir = Path(model_dir)
@@ -242,19 +251,12 @@ class OnnxModel:
         # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
         # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
         tokenizer = AutoTokenizer.from_pretrained(model_dir, config=PretrainedConfig())
-        session = _session(onnx_dir / ONNX_FILE, device)
+        session = _session(onnx_dir / ONNX_FILE, device, session_config)
         return task_class(config, onnx_config, tokenizer, session)
 
     def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:
-        """The graph's inputs (int64 [batch, length]); same tokenizer call as :meth:`PetModel.tokenize`."""
-        features = self.tokenizer(
-            list(texts),
-            list(pairs) if pairs is not None else None,
-            max_length=max_length,
-            truncation="only_second" if pairs is not None else True,
-            padding=True,
-            return_tensors="np",
-        )
+        """The graph's inputs (int64 [batch, length]), tokenised exactly as the torch model does."""
+        features = tokenize(self.tokenizer, texts, max_length, pairs, return_tensors="np")
         return {name: features[name].astype(np.int64) for name in self.input_names}
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
@@ -284,11 +286,10 @@ class OnnxBiEncoder(OnnxModel):
         """Returns: float32 array [len(texts), hidden], L2-normalised when the similarity is cosine. ``kind``
         ("query" or "passage") picks the trained max length in tokens unless ``max_length`` overrides it."""
         max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
-        chunks = [
-            self.run(self.tokenize(texts[start : start + batch_size], max_length))
-            for start in tqdm(range(0, len(texts), batch_size), desc=f"encoding {kind}s", disable=not progress)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.dimension), dtype=np.float32)
+        return in_batches(
+            lambda batch: self.run(self.tokenize(texts[batch], max_length)),
+            len(texts), batch_size, f"encoding {kind}s", progress, (0, self.dimension),
+        )
 
 
 class OnnxCrossEncoder(OnnxModel):
@@ -304,12 +305,10 @@ class OnnxCrossEncoder(OnnxModel):
         self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
     ) -> np.ndarray:
         """Returns: float32 array [len(queries)] of scores (logits) for the aligned (query, passage) pairs."""
-        scores = [
-            self.run(self.tokenize(queries[start : start + batch_size], self.max_length,
-                                   pairs=passages[start : start + batch_size]))
-            for start in tqdm(range(0, len(queries), batch_size), desc="re-ranking", disable=not progress)
-        ]
-        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+        return in_batches(
+            lambda batch: self.run(self.tokenize(queries[batch], self.max_length, passages[batch])),
+            len(queries), batch_size, "re-ranking", progress, (0,),
+        )
 
 
 def _load_torch(model_dir: str | os.PathLike, device: str) -> PetModel:

@@ -6,9 +6,12 @@ Each step runs the documented command line as a subprocess (they are written to 
 and is skipped when its result exists, so an interrupted study continues where it stopped:
 
 - retrieval: ``petir.train`` -> ``pyserini.encode`` (Faiss index) -> ``pyserini.search.faiss`` -> trec_eval,
-  plus the BM25 and zero-shot backbone baselines through the same stock Pyserini commands.
+  plus the BM25 and zero-shot backbone baselines through the same stock Pyserini commands;
+- rerank: ``petir.train --task rerank`` -> ``petir.rerank`` of the BM25 run (every seed) and of the best dense run
+  of the retrieval stage (first seed) -> trec_eval.
 
-Results: OUTPUT/results-STAGE.{csv,md} (one row per method and seed, then mean and spread per method).
+Results: OUTPUT/results-STAGE.{csv,md} (every run; then mean ± standard deviation over seeds per method) and
+OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps, scattered vs connected).
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class StudySettings:
     dev_queries: int
     dev_depth: int
     hits: int
+    rerank_batch_size: int
+    rerank_negatives: int
+    rerank_max_length: int
+    rerank_depth: int
     dry_run: bool
 
 
@@ -93,7 +100,7 @@ class Study:
             raise PetirError(f"step failed (exit {result.returncode}): {line}")
 
     # -- retrieval ---------------------------------------------------------------------------------------------
-    def train(self, stage: str, variant: str, seed: int, task_args: Sequence[str] = ()) -> Path:
+    def train(self, stage: str, variant: str, seed: int, batch_size: int, task_args: Sequence[str]) -> Path:
         run_dir = self.root / stage / variant / f"seed{seed}"
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
@@ -101,7 +108,7 @@ class Study:
         argv = [
             "petir.train", "--data", self.s.data, "--task", stage, "--backbone", self.s.backbone,
             "--method", method, *[a for key, value in options.items() for a in ("--pet", f"{key}={value}")],
-            "--steps", self.s.steps, "--batch-size", self.s.batch_size, "--eval-every", self.s.eval_every,
+            "--steps", self.s.steps, "--batch-size", batch_size, "--eval-every", self.s.eval_every,
             "--dev-queries", self.s.dev_queries, "--dev-depth", self.s.dev_depth, "--seed", seed,
             "--output", run_dir, *task_args,
         ]
@@ -143,8 +150,9 @@ class Study:
 
         return AutoConfig.from_pretrained(resolve_backbone(self.s.backbone)).hidden_size
 
-    def evaluate(self, run_file: Path, directory: Path) -> dict[str, float]:
-        path = directory / "test-metrics.json"
+    def evaluate(self, run_file: Path) -> dict[str, float]:
+        """trec_eval of a test run, cached beside it."""
+        path = run_file.with_name(run_file.name + ".metrics.json")
         if path.exists():
             return json.loads(path.read_text())
         if self.s.dry_run:
@@ -157,9 +165,47 @@ class Study:
         rows = [self._bm25_row(), self._zero_shot_row()]
         for variant in variants:
             for seed in seeds if variant in seed_variants else seeds[:1]:
-                run_dir = self.train("retrieval", variant, seed, ["--passage-max-length", self.s.train_passage_length])
+                task_args = ["--passage-max-length", self.s.train_passage_length]
+                run_dir = self.train("retrieval", variant, seed, self.s.batch_size, task_args)
                 run_file = self.dense_run(str(run_dir / MODEL_DIR), run_dir)
-                rows.append(self._row(variant, seed, run_dir, self.evaluate(run_file, run_dir)))
+                rows.append(self._row(variant, seed, run_dir, self.evaluate(run_file)))
+        return rows
+
+    def best_dense_run(self) -> tuple[str, Path] | None:
+        """The retrieval stage's best trained dense run (first seed, by nDCG@10), if that stage has run."""
+        candidates = []
+        for run_file in (self.root / "retrieval").glob("*/seed*/test.run.trec"):
+            if run_file.with_name(run_file.name + ".metrics.json").exists():
+                candidates.append((self.evaluate(run_file)["ndcg@10"], run_file.parent.parent.name, run_file))
+        if not candidates:
+            return None
+        _, variant, run_file = max(candidates)
+        return f"dense-{variant}", run_file
+
+    def rerank(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
+        first_stages = {"bm25": self.bm25_run()}
+        dense = self.best_dense_run()
+        if dense is not None:
+            first_stages[dense[0]] = dense[1]
+        rows = [
+            {"method": "no re-ranking", "first_stage": stage, "seed": "", **self.evaluate(run_file)}
+            for stage, run_file in first_stages.items()
+        ]
+        task_args = ["--max-length", self.s.rerank_max_length, "--negatives", self.s.rerank_negatives]
+        for variant in variants:
+            for seed in seeds if variant in seed_variants else seeds[:1]:
+                run_dir = self.train("rerank", variant, seed, self.s.rerank_batch_size, task_args)
+                for stage, run_file in first_stages.items():
+                    if stage != "bm25" and seed != seeds[0]:
+                        continue  # seeds are compared on the BM25 run only (CPU time)
+                    reranked = self.produce(
+                        run_dir / f"test.rerank-{stage}.trec",
+                        "petir.rerank", "--run", run_file, "--topics", self.topics,
+                        "--index", self.workspace.lucene_index, "--model", run_dir / MODEL_DIR,
+                        "--output", "OUTPUT", "--depth", self.s.rerank_depth, "--device", "cpu",
+                    )
+                    row = self._row(variant, seed, run_dir, self.evaluate(reranked))
+                    rows.append({**row, "first_stage": stage})
         return rows
 
     def bm25_run(self) -> Path:
@@ -172,15 +218,14 @@ class Study:
         )
 
     def _bm25_row(self) -> dict[str, Any]:
-        run_file = self.bm25_run()
-        return {"method": "bm25", "seed": "", **self.evaluate(run_file, run_file.parent)}
+        return {"method": "bm25", "seed": "", **self.evaluate(self.bm25_run())}
 
     def _zero_shot_row(self) -> dict[str, Any]:
         directory = self.root / "retrieval" / "zero-shot"
         directory.mkdir(parents=True, exist_ok=True)
         flags = ["--pooling", "mean", "--l2-norm"]
         run_file = self.dense_run(resolve_backbone(self.s.backbone), directory, flags)
-        return {"method": "zero-shot", "seed": "", **self.evaluate(run_file, directory)}
+        return {"method": "zero-shot", "seed": "", **self.evaluate(run_file)}
 
     # -- one result row ----------------------------------------------------------------------------------------
     def _row(self, variant: str, seed: int, run_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
@@ -227,12 +272,14 @@ NUMERIC = (*METRICS, "trainable_%", "state_mb", "train_s", "peak_mem_mb", "steps
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method: the mean over seeds, with the standard deviation where there are several seeds."""
-    methods = list(dict.fromkeys(row["method"] for row in rows))
+    """One row per method (and first stage): the mean over seeds, with the standard deviation where there are
+    several seeds."""
+    keys = list(dict.fromkeys((row["method"], row.get("first_stage", "")) for row in rows))
     table = []
-    for method in methods:
-        group = [row for row in rows if row["method"] == method]
-        merged: dict[str, Any] = {"method": method, "seeds": len([r for r in group if r["seed"] != ""]) or ""}
+    for method, first_stage in keys:
+        group = [row for row in rows if (row["method"], row.get("first_stage", "")) == (method, first_stage)]
+        merged: dict[str, Any] = {"method": method, "first_stage": first_stage,
+                                  "seeds": len([r for r in group if r["seed"] != ""]) or ""}
         for key in (*NUMERIC, "trainable"):
             values = [row[key] for row in group if row.get(key) is not None]
             if values:
@@ -243,6 +290,14 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
+COLUMNS = {  # Markdown header -> row key
+    "method": "method", "first stage": "first_stage", "seeds": "seeds", "nDCG@10": "ndcg@10", "MRR@10": "mrr@10",
+    "R@100": "recall@100", "R@1000": "recall@1000", "trainable (%)": "trainable_%", "state (MB)": "state_mb",
+    "train time (s)": "train_s", "peak mem (MB)": "peak_mem_mb", "steps to 95%": "steps_to_95%",
+    "steps to 95% of gain": "steps_to_95%_gain",
+}
+
+
 def write_tables(rows: list[dict[str, Any]], path_stem: Path) -> None:
     """``STEM.csv`` with every run, ``STEM.md`` with the per-method summary (mean ± std over seeds)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -250,13 +305,11 @@ def write_tables(rows: list[dict[str, Any]], path_stem: Path) -> None:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         writer.writerows(rows)
-    headers = ["method", "seeds", "nDCG@10", "MRR@10", "R@100", "R@1000", "trainable (%)", "state (MB)",
-               "train time (s)", "peak mem (MB)", "steps to 95%", "steps to 95% of gain"]
-    keys = ["method", "seeds", *METRICS, "trainable_%", "state_mb", "train_s", "peak_mem_mb", "steps_to_95%",
-            "steps_to_95%_gain"]
+    table = aggregate(rows)
+    headers = [h for h, key in COLUMNS.items() if key != "first_stage" or any(r["first_stage"] for r in table)]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in aggregate(rows):
-        lines.append("| " + " | ".join(_cell(row, key) for key in keys) + " |")
+    for row in table:
+        lines.append("| " + " | ".join(_cell(row, COLUMNS[header]) for header in headers) + " |")
     path_stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -272,10 +325,51 @@ def _cell(row: dict[str, Any], key: str) -> str:
     return f"{text} ± {std:.{digits}f}" if std is not None else text
 
 
+def loss_curve(metrics_file: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
+def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
+    """Dev nDCG@10 and training loss against steps; mean over seeds with the min-max band. Connected variants are
+    drawn solid, scattered ones dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for variant in variants:
+        files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
+        if not files:
+            continue
+        style = "-" if variant.startswith("connected") or variant == "full" else "--"
+        for axis, read in ((dev_axis, dev_curve), (loss_axis, loss_curve)):
+            curves = [read(path) for path in files]
+            length = min(len(curve) for curve in curves)
+            if length == 0:
+                continue
+            steps = [step for step, _ in curves[0][:length]]
+            values = np.array([[value for _, value in curve[:length]] for curve in curves])
+            label = f"{variant} ({len(files)} seed{'s' if len(files) > 1 else ''})"
+            line, = axis.plot(steps, values.mean(0), style, label=label)
+            if len(files) > 1:
+                axis.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    dev_axis.set(title=f"{stage}: dev nDCG@10", xlabel="step", ylabel="nDCG@10")
+    loss_axis.set(title=f"{stage}: training loss", xlabel="step", ylabel="loss (mean per logged window)")
+    dev_axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = root / f"convergence-{stage}.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m petir.reproduce", description=__doc__,
                                      formatter_class=cli.HelpFormatter)
-    parser.add_argument("stage", choices=("retrieval",), help="which stage of the study to run")
+    parser.add_argument("stage", choices=("retrieval", "rerank", "all"), help="which stage of the study to run")
     parser.add_argument("--data", default="scifact",
                         help="BEIR dataset with train and test qrels: a directory, or a name looked up in "
                         "$PETIR_DATA, ../shared/data and the cache, else downloaded")
@@ -292,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dev-queries", type=int, default=50, help="training queries held out as dev set")
     parser.add_argument("--dev-depth", type=int, default=10, help="dev pool: BM25 top-k plus judged passages")
     parser.add_argument("--hits", type=int, default=1000, help="retrieval depth of the test runs")
+    parser.add_argument("--rerank-batch-size", type=int, default=8, help="rerank: queries per training batch")
+    parser.add_argument("--rerank-negatives", type=int, default=3, help="rerank: BM25 negatives per query")
+    parser.add_argument("--rerank-max-length", type=int, default=128, help="rerank: query+passage tokens")
+    parser.add_argument("--rerank-depth", type=int, default=100, help="rerank: passages re-scored per query")
     parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     return parser
 
@@ -304,15 +402,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise PetirError(f"unknown method {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     settings = StudySettings(
-        data=resolve_beir(args.data), output=args.output, backbone=args.backbone, steps=args.steps, batch_size=args.batch_size,
-        eval_every=args.eval_every, train_passage_length=args.train_passage_length, dev_queries=args.dev_queries,
-        dev_depth=args.dev_depth, hits=args.hits, dry_run=args.dry_run,
+        data=resolve_beir(args.data), output=args.output, backbone=args.backbone, steps=args.steps,
+        batch_size=args.batch_size, eval_every=args.eval_every, train_passage_length=args.train_passage_length,
+        dev_queries=args.dev_queries, dev_depth=args.dev_depth, hits=args.hits,
+        rerank_batch_size=args.rerank_batch_size, rerank_negatives=args.rerank_negatives,
+        rerank_max_length=args.rerank_max_length, rerank_depth=args.rerank_depth, dry_run=args.dry_run,
     )
     study = Study(settings)
-    rows = study.retrieval(variants, seeds, args.seed_methods.split(","))
-    if not args.dry_run:
-        write_tables(rows, args.output / "results-retrieval")
-        print((args.output / "results-retrieval.md").read_text())
+    stages = ("retrieval", "rerank") if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        run_stage = study.retrieval if stage == "retrieval" else study.rerank
+        rows = run_stage(variants, seeds, args.seed_methods.split(","))
+        if not args.dry_run:
+            write_tables(rows, args.output / f"results-{stage}")
+            plot_convergence(args.output, stage, variants)
+            print((args.output / f"results-{stage}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from petir import cli
-from petir.data import Document, Run, read_corpus, read_queries, read_run, write_run
+from petir.data import Document, Run, normalize_text, read_corpus, read_queries, read_run, write_run
 from petir.errors import DataError, PetirError
 
 EXAMPLES = """
@@ -78,10 +78,10 @@ def _raw_contents(docid: str, raw: str) -> str:
     try:
         record = json.loads(raw)
     except json.JSONDecodeError:
-        return " ".join(raw.split())
+        return normalize_text(raw)
     if "text" in record:
         return Document(docid, record.get("title") or "", record["text"]).contents
-    return " ".join(str(record.get("contents", "")).split())
+    return normalize_text(str(record.get("contents", "")))
 
 
 def rerank(

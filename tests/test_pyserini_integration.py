@@ -133,3 +133,27 @@ def test_auto_and_petir_encoder_classes_agree(exported):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_sharded_encoding_and_merge_give_the_unsharded_index(exported, collection, tmp_path):
+    """The documented sharding path: two `--shard-id` encodes, Pyserini's merge, then the usual search."""
+    for shard in ("0", "1"):
+        pyserini(
+            "pyserini.encode",
+            "input", "--corpus", str(collection / "docs"), "--shard-id", shard, "--shard-num", "2",
+            "output", "--embeddings", str(tmp_path / f"shard-{shard}"), "--to-faiss",
+            "encoder", "--encoder", str(exported), "--dimension", "32", "--device", "cpu",
+            cwd=tmp_path,
+        )
+    pyserini("pyserini.encode.merge_faiss_index", "--dimension", "32", "--input", str(tmp_path / "shard-*"),
+             "--output", str(tmp_path / "merged"), cwd=tmp_path)
+    run_file = tmp_path / "run.trec"
+    pyserini(
+        "pyserini.search.faiss", "--index", str(tmp_path / "merged"), "--topics", str(collection / "topics.tsv"),
+        "--encoder", str(exported), "--device", "cpu", "--output", str(run_file), "--hits", "10", cwd=tmp_path,
+    )
+    run = read_run(run_file)
+    assert sorted(d for d, _ in run["q1"]) == sorted(f"d{i}" for i in range(len(DOCS)))
+    model = BiEncoder.load(exported)
+    expected = model.encode(DOCS) @ model.encode([TOPICS["q2"]], "query")[0]
+    assert run["q2"][0][0] == f"d{int(np.argmax(expected))}"

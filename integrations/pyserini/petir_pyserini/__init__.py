@@ -28,10 +28,12 @@ __all__ = ["PetirDocumentEncoder", "PetirQueryEncoder", "register"]
 
 def register() -> None:
     """Make ``transformers.AutoModel`` load petir directories and add petir to Pyserini's encoder maps."""
-    from petir_pyserini import _encoders, _hf
+    import importlib
+
+    from petir_pyserini import _hf
 
     _hf.register_auto_classes()
-    _encoders.register_encoder_classes()
+    importlib.import_module("petir_pyserini._encoders")  # registers its classes on import
 
 
 def __getattr__(name: str) -> Any:

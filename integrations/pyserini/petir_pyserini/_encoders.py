@@ -10,14 +10,13 @@ import numpy as np
 from pyserini.encode import DocumentEncoder, QueryEncoder, document_encoder_class_map, query_encoder_class_map
 
 from petir.cli import resolve_device
+from petir.data import Document, normalize_text
+from petir.errors import PetirError
 from petir.models import BiEncoder
+from petir.onnx import load_inference_model
 
 #: Pyserini picks an encoder class by the first keyword of its maps found in the encoder path.
 KEYWORD = "petir"
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.split())
 
 
 class PetirDocumentEncoder(DocumentEncoder):
@@ -28,15 +27,17 @@ class PetirDocumentEncoder(DocumentEncoder):
 
     def encode(self, texts, titles=None, max_length: int | None = None, **_ignored) -> np.ndarray:
         """Returns: float32 array [len(texts), hidden]; titles are joined to texts as ``"title text"``."""
-        if titles is not None:
-            texts = [f"{title or ''} {text}" for title, text in zip(titles, texts)]
-        return self.model.encode(
-            [_normalise(text) for text in texts], "passage", batch_size=len(texts), max_length=max_length
-        )
+        titles = titles if titles is not None else [""] * len(texts)
+        passages = [Document("", title or "", text).contents for title, text in zip(titles, texts)]
+        return self.model.encode(passages, "passage", batch_size=len(texts), max_length=max_length)
 
 
 class PetirQueryEncoder(QueryEncoder):
-    """Query encoder for ``FaissSearcher`` and ``python -m pyserini.search.faiss``."""
+    """Query encoder for ``FaissSearcher`` and ``python -m pyserini.search.faiss``.
+
+    ``backend="onnx"`` encodes queries with onnxruntime from the export that ``python -m petir.onnx ENCODER_DIR``
+    wrote (same vectors to float32 rounding, no torch forward at search time).
+    """
 
     def __init__(
         self,
@@ -44,24 +45,28 @@ class PetirQueryEncoder(QueryEncoder):
         tokenizer_name: str | None = None,
         encoded_query_dir: str | None = None,
         device: str = "cpu",
+        backend: str = "torch",
         **_ignored,
     ):
         super().__init__(encoded_query_dir)
         if encoder_dir:
-            self.model = BiEncoder.load(encoder_dir, device=resolve_device(device))
+            self.model = load_inference_model(encoder_dir, backend, device)
+            if self.model.task != BiEncoder.task:
+                raise PetirError(f"{encoder_dir} holds a {self.model.task} model; query encoding needs a bi-encoder")
             self.has_model = True
 
     def encode(self, query: str, **_ignored) -> np.ndarray:
         """Returns: float32 array [hidden]."""
         if not self.has_model:
             return super().encode(query)
-        return self.model.encode([_normalise(query)], "query")[0]
+        return self.model.encode([normalize_text(query)], "query")[0]
 
     def encode_batch(self, queries: list[str]) -> np.ndarray:
         """Returns: float32 array [len(queries), hidden]; FaissSearcher.batch_search uses it when present."""
-        return self.model.encode([_normalise(query) for query in queries], "query")
+        return self.model.encode([normalize_text(query) for query in queries], "query")
 
 
-def register_encoder_classes() -> None:
-    document_encoder_class_map.setdefault(KEYWORD, PetirDocumentEncoder)
-    query_encoder_class_map.setdefault(KEYWORD, PetirQueryEncoder)
+# Importing this module registers its classes (also when the import started inside pyserini.encode's own import,
+# where the start-up hook's register() finds this module half-initialised).
+document_encoder_class_map.setdefault(KEYWORD, PetirDocumentEncoder)
+query_encoder_class_map.setdefault(KEYWORD, PetirQueryEncoder)
