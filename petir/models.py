@@ -61,6 +61,7 @@ class PetModel(nn.Module):
         super().__init__()
         self.backbone = portable_name(backbone)
         self.encoder, self.tokenizer = _loaded or load_backbone(backbone)
+        self.length_limit = _length_limit(self.encoder, self.tokenizer)
         self.backbone_fingerprint = fingerprint(self.encoder)
         self.backbone_parameters = count_parameters(self.encoder)[1]
         self.method = method
@@ -203,8 +204,15 @@ class PetModel(nn.Module):
         return next(self.parameters()).device
 
     def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:
-        features = tokenize(self.tokenizer, texts, max_length, pairs)
+        features = tokenize(self.tokenizer, texts, min(max_length, self.length_limit), pairs)
         return {name: tensor.to(self.device) for name, tensor in features.items()}
+
+
+def _length_limit(encoder: nn.Module, tokenizer: Any) -> int:
+    """The most tokens the backbone takes: its position embeddings, or the tokenizer's limit if smaller."""
+    limit = getattr(encoder.config, "max_position_embeddings", 512)
+    declared = getattr(tokenizer, "model_max_length", limit)
+    return min(limit, declared) if declared < 10**6 else limit  # tokenizers without a limit declare 1e30
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None,
@@ -311,8 +319,8 @@ class BiEncoder(PetModel):
         super().__init__(backbone, method, pet_options, _loaded=_loaded)
         self.pooling = pooling
         self.similarity = similarity
-        self.query_max_length = query_max_length
-        self.passage_max_length = passage_max_length
+        self.query_max_length = min(query_max_length, self.length_limit)
+        self.passage_max_length = min(passage_max_length, self.length_limit)
         # Cosine scores live in [-1, 1]: a temperature of 0.05 (scale 20, as all-MiniLM-L6-v2 was trained with)
         # gives the softmax enough range; dot products are unbounded and need none.
         self.temperature = temperature if temperature is not None else (0.05 if similarity == "cosine" else 1.0)
@@ -396,7 +404,7 @@ class CrossEncoder(PetModel):
         if loss not in CROSS_ENCODER_LOSSES:
             raise PetirError(f"unknown loss {loss!r}; choose from {', '.join(CROSS_ENCODER_LOSSES)}")
         super().__init__(backbone, method, pet_options, _loaded=_loaded)
-        self.max_length = max_length
+        self.max_length = min(max_length, self.length_limit)
         self.loss = loss
         hidden = self.encoder.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(self.encoder.config.hidden_dropout_prob), nn.Linear(hidden, 1))

@@ -29,7 +29,7 @@ from petir.data import (
 )
 from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
-from petir.pet import METHODS, get_method
+from petir.pet import METHODS, get_method, make_config
 from petir.sampling import GroupSampler, TrainingQuery, from_triples, training_queries
 from petir.trainer import TrainConfig, Trainer, set_seed
 
@@ -145,6 +145,9 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
         dev_qrels = read_qrels(args.dev_qrels)
         check_qrels(dev_qrels, corpus, queries, args.dev_qrels)
     elif args.dev_queries > 0:
+        if args.dev_queries >= len(train_qrels):
+            raise PetirError(f"--dev-queries {args.dev_queries} leaves no training query (the qrels have "
+                             f"{len(train_qrels)}); lower it, or pass --dev-qrels")
         train_qrels, dev_qrels = split_dev(train_qrels, args.dev_queries, seed=0)
     else:
         dev_qrels = {}
@@ -207,9 +210,11 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    pet_options = parse_pet_options(args.pet)
+    make_config(args.method, pet_options)  # a bad --pet option fails before any data is read
     data = load_training_data(args)
     set_seed(args.seed)
-    model = TASKS[args.task](args.backbone, args.method, parse_pet_options(args.pet), **task_options(args))
+    model = TASKS[args.task](args.backbone, args.method, pet_options, **task_options(args))
     report = model.parameter_report()
     print(
         f"petir: {args.task} | {args.method} {json.dumps(model.pet_config.to_dict())} | "

@@ -1,0 +1,110 @@
+"""The command lines as a user meets them: --help, one-line errors on bad input, and small real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from petir import cli
+from petir.models import PetModel
+from petir.train import main as train_main
+
+CLIS = ["petir.train", "petir.rerank", "petir.onnx", "petir.reproduce", "petir.java"]
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_every_cli_has_help(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "usage: python -m " + module in result.stdout, result.stderr[-2000:]
+
+
+def test_train_help_lists_every_method_with_its_options():
+    result = subprocess.run([sys.executable, "-m", "petir.train", "--help"], capture_output=True, text=True)
+    for text in ("connected", "topology=bottleneck", "lora", "r=8", "prefix", "num_prefix=16", "default lr 2e-05"):
+        assert text in result.stdout
+
+
+def run_train(argv: list[str]) -> str | None:
+    """petir.train as its CLI runs it; returns the one-line error message, or None on success."""
+    try:
+        cli.run(train_main, argv)
+    except SystemExit as exit_:
+        return str(exit_.code)
+    return None
+
+
+@pytest.fixture
+def beir(tmp_path) -> Path:
+    """A small valid BEIR directory."""
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    docs = [("d1", "the cat sat"), ("d2", "a dog"), ("d3", "cancer risk"), ("d4", "gene protein"), ("d5", "mat")]
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in docs))
+    queries = [("q1", "cat"), ("q2", "dog"), ("q3", "risk"), ("q4", "gene")]
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\nq4\td4\t1\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: r.joinpath("corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": \n'),
+         r"corpus.jsonl:2: .*JSON"),
+        (lambda r: r.joinpath("qrels", "train.tsv").write_text("q1\td1\t1\nq2\td99\t1\n"),
+         r"1 judged docids are not in the corpus .*'d99'"),
+        (lambda r: r.joinpath("queries.jsonl").write_text('{"_id": "q1", "text": "cat"}\n{"_id": "q2", "text": "  "}\n'),
+         r"queries.jsonl:2: .*empty"),
+        (lambda r: r.joinpath("qrels", "train.tsv").unlink(), r"no 'train' split"),
+    ],
+    ids=["malformed-jsonl", "unknown-docid-in-qrels", "empty-query", "missing-split"],
+)
+def test_train_reports_bad_input_in_one_line(beir, tmp_path, damage, message):
+    damage(beir)
+    error = run_train(["--data", str(beir), "--output", str(tmp_path / "run"), "--steps", "1"])
+    assert error is not None and "\n" not in error and ": error: " in error, error
+    assert __import__("re").search(message, error), error
+
+
+def test_train_reports_bad_flags_in_one_line(beir, tmp_path):
+    error = run_train(["--data", str(beir), "--output", str(tmp_path / "r"), "--pet", "rank=4", "--method", "lora"])
+    assert error is not None and "LoraConfig has no option rank" in error and "\n" not in error
+    error = run_train(["--corpus", str(beir / "corpus.jsonl"), "--output", str(tmp_path / "r")])
+    assert error is not None and "missing: --queries, --qrels" in error
+    error = run_train(["--data", str(beir), "--output", str(tmp_path / "r")])
+    assert error is not None and "--dev-queries 100 leaves no training query (the qrels have 4)" in error
+
+
+def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
+    triples = tmp_path / "triples.tsv"
+    rows = [("cat on a mat", "the cat sat on the mat", "a dog"), ("cancer risk", "cancer risk increase", "a mat"),
+            ("gene", "protein gene cell", "the cat"), ("dog", "a dog sat", "gene study")]
+    triples.write_text("".join("\t".join(row) + "\n" for row in rows))
+    error = run_train(["--triples", str(triples), "--dev-queries", "0", "--backbone", str(tiny_backbone),
+                       "--method", "adapter", "--steps", "3", "--batch-size", "2", "--output", str(tmp_path / "run"),
+                       "--device", "cpu"])
+    assert error is None, error
+    assert PetModel.load(tmp_path / "run" / "model").method == "adapter"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["parameters"]["percent"] < 100
+
+
+@pytest.mark.slow
+def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_backbone, tmp_path, monkeypatch):
+    """MS MARCO-style inputs (TREC topics tsv, the DL19 passage sample), BM25 mining and a held-out dev set."""
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    mini = shared_data / "msmarco-passage" / "dl19-mini"
+    error = run_train([
+        "--corpus", str(mini / "corpus.jsonl.gz"), "--queries", str(shared_data / "msmarco-passage" / "topics.dl19-passage.txt"),
+        "--qrels", str(mini / "qrels" / "test.tsv"), "--dev-queries", "5", "--dev-depth", "5",
+        "--backbone", str(tiny_backbone), "--method", "connected", "--steps", "4", "--batch-size", "4",
+        "--eval-every", "2", "--output", str(tmp_path / "run"), "--device", "cpu",
+    ])
+    assert error is None, error
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "dev" in r] == [0, 2, 4]
+    assert all(0 <= r["dev"]["ndcg@10"] <= 1 for r in records if "dev" in r)
