@@ -28,8 +28,7 @@ def _is_lucene_index(directory: Path) -> bool:
     return directory.is_dir() and any(directory.glob("segments_*"))
 
 
-def build_lucene_index(collection_dir: PathLike, index_dir: PathLike, threads: int = 2,
-                       store_raw: bool = True) -> Path:
+def build_lucene_index(collection_dir: PathLike, index_dir: PathLike, threads: int = 2, store_raw: bool = True) -> Path:
     """Index a Pyserini JsonCollection (a directory of {"id", "contents"} JSONL files, see
     :func:`petir.data.write_pyserini_collection`) with Lucene for BM25.
 
@@ -47,19 +46,33 @@ def build_lucene_index(collection_dir: PathLike, index_dir: PathLike, threads: i
     if index_dir.exists():
         raise PetirError(f"{index_dir} exists but holds no Lucene index; remove it or choose another --index path")
     if not collection_dir.is_dir() or not any(collection_dir.glob("*.json*")):
-        raise DataError(f"{collection_dir}: not a directory of .jsonl files; write one with "
-                        f"petir.data.write_pyserini_collection")
+        raise DataError(
+            f"{collection_dir}: not a directory of .jsonl files; write one with petir.data.write_pyserini_collection"
+        )
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.building-", dir=index_dir.parent))
     try:
-        args = ["--collection", "JsonCollection", "--input", collection_dir, "--index", building,
-                "--generator", "DefaultLuceneDocumentGenerator", "--threads", threads,
-                "--storePositions", "--storeDocvectors"] + (["--storeRaw"] if store_raw else [])
+        args = [
+            "--collection",
+            "JsonCollection",
+            "--input",
+            collection_dir,
+            "--index",
+            building,
+            "--generator",
+            "DefaultLuceneDocumentGenerator",
+            "--threads",
+            threads,
+            "--storePositions",
+            "--storeDocvectors",
+        ] + (["--storeRaw"] if store_raw else [])
         run_pyserini("pyserini.index.lucene", args, what=f"indexing {collection_dir}")
         # Anserini logs a bad input (e.g. an unreadable file) and still exits 0, so check what it left behind.
         if not _is_lucene_index(building):
-            raise PetirError(f"indexing {collection_dir} produced no Lucene index; check that its .jsonl files "
-                             f"hold {{\"id\", \"contents\"}} records")
+            raise PetirError(
+                f"indexing {collection_dir} produced no Lucene index; check that its .jsonl files "
+                f'hold {{"id", "contents"}} records'
+            )
         os.replace(building, index_dir)
     finally:
         if building.exists():
@@ -72,8 +85,15 @@ def _topic_ids(topics_tsv: Path) -> list[str]:
         return [line.split("\t", 1)[0].strip() for line in f if line.strip()]
 
 
-def bm25_search(index_dir: PathLike, topics_tsv: PathLike, output_run: PathLike, hits: int = 1000, threads: int = 2,
-                batch_size: int = 128, remove_query: bool = False) -> Path:
+def bm25_search(
+    index_dir: PathLike,
+    topics_tsv: PathLike,
+    output_run: PathLike,
+    hits: int = 1000,
+    threads: int = 2,
+    batch_size: int = 128,
+    remove_query: bool = False,
+) -> Path:
     """Search ``index_dir`` with BM25 (Anserini defaults k1=0.9, b=0.4) for each "qid<TAB>text" line of
     ``topics_tsv``, writing a TREC run (``qid Q0 docid rank score Anserini``, ``hits`` per query) to ``output_run``.
 
@@ -93,10 +113,24 @@ def bm25_search(index_dir: PathLike, topics_tsv: PathLike, output_run: PathLike,
     output_run.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_run.with_name(f".{output_run.name}.{os.getpid()}.tmp")
     try:
-        args = ["--index", index_dir, "--topics", topics_tsv, "--output", tmp, "--output-format", "trec",
-                "--bm25", "--hits", hits, "--threads", threads,
-                # batch mode also for threads=1: Pyserini compares docids with str(qid) only there (--remove-query)
-                "--batch-size", max(batch_size, 2)] + (["--remove-query"] if remove_query else [])
+        args = [
+            "--index",
+            index_dir,
+            "--topics",
+            topics_tsv,
+            "--output",
+            tmp,
+            "--output-format",
+            "trec",
+            "--bm25",
+            "--hits",
+            hits,
+            "--threads",
+            threads,
+            # batch mode also for threads=1: Pyserini compares docids with str(qid) only there (--remove-query)
+            "--batch-size",
+            max(batch_size, 2),
+        ] + (["--remove-query"] if remove_query else [])
         run_pyserini("pyserini.search.lucene", args, what=f"BM25 search of {index_dir}")
         _restore_qids(tmp, qids)
         os.replace(tmp, output_run)
@@ -112,8 +146,10 @@ def _restore_qids(run_file: Path, qids: list[str]) -> None:
         return
     clashes = sorted(set(renamed) & set(qids))
     if clashes:
-        raise DataError(f"topics hold both {renamed[clashes[0]]!r} and {clashes[0]!r}, which Pyserini reads as the "
-                        f"same query; give the queries distinct ids")
+        raise DataError(
+            f"topics hold both {renamed[clashes[0]]!r} and {clashes[0]!r}, which Pyserini reads as the "
+            f"same query; give the queries distinct ids"
+        )
     with open(run_file, encoding="utf-8") as f:
         lines = f.readlines()
     with open(run_file, "w", encoding="utf-8") as f:

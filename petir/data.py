@@ -151,8 +151,9 @@ def read_corpus(path: PathLike) -> Corpus:
             elif "contents" in record:
                 doc = Document(doc_id, "", _json_str(record, "contents", where))
             else:
-                raise DataError(f"{where}: corpus record needs 'text' (BEIR) or 'contents' (Pyserini), "
-                                f"got keys {sorted(record)}")
+                raise DataError(
+                    f"{where}: corpus record needs 'text' (BEIR) or 'contents' (Pyserini), got keys {sorted(record)}"
+                )
         else:
             doc_id, tab, text = record.partition("\t")
             if not tab or not doc_id.strip():
@@ -210,16 +211,19 @@ def read_qrels(path: PathLike) -> Qrels:
         elif len(cols) == 3:
             qid, docid, rel_text = cols
         else:
-            raise DataError(f"{path}:{lineno}: qrels line must be 'qid 0 docid rel' or 'qid docid rel', "
-                            f"got {_clip(line)}")
+            raise DataError(
+                f"{path}:{lineno}: qrels line must be 'qid 0 docid rel' or 'qid docid rel', got {_clip(line)}"
+            )
         try:
             rel = int(rel_text)
         except ValueError:
             raise DataError(f"{path}:{lineno}: relevance must be an integer, got {rel_text!r}") from None
         judged = qrels.setdefault(qid, {})
         if judged.get(docid, rel) != rel:
-            raise DataError(f"{path}:{lineno}: ({qid!r}, {docid!r}) judged twice with different relevance "
-                            f"({judged[docid]} and {rel})")
+            raise DataError(
+                f"{path}:{lineno}: ({qid!r}, {docid!r}) judged twice with different relevance "
+                f"({judged[docid]} and {rel})"
+            )
         judged[docid] = rel
     if not qrels:
         raise DataError(f"{path}: no judgments in this qrels file")
@@ -233,15 +237,19 @@ def read_run(path: PathLike) -> Run:
     for lineno, line in _lines(path):
         cols = line.split()
         if len(cols) != 6:
-            raise DataError(f"{path}:{lineno}: run line must be 'qid Q0 docid rank score tag' (6 columns), "
-                            f"got {len(cols)}: {_clip(line)}")
+            raise DataError(
+                f"{path}:{lineno}: run line must be 'qid Q0 docid rank score tag' (6 columns), "
+                f"got {len(cols)}: {_clip(line)}"
+            )
         qid, _, docid, rank, score_text, _ = cols
         try:
             int(rank)
             score = float(score_text)
         except ValueError:
-            raise DataError(f"{path}:{lineno}: rank must be an integer and score a number, "
-                            f"got rank {rank!r} and score {score_text!r}") from None
+            raise DataError(
+                f"{path}:{lineno}: rank must be an integer and score a number, "
+                f"got rank {rank!r} and score {score_text!r}"
+            ) from None
         if math.isnan(score):
             raise DataError(f"{path}:{lineno}: score is NaN")
         if (qid, docid) in seen:
@@ -260,8 +268,10 @@ def read_triples(path: PathLike) -> list[tuple[str, str, str]]:
     for lineno, line in _lines(path):
         cols = line.split("\t")
         if len(cols) != 3 or not all(c.strip() for c in cols):
-            raise DataError(f"{path}:{lineno}: triples line must be 3 non-empty tab-separated columns "
-                            f"(query, positive, negative), got {len(cols)}: {_clip(line)}")
+            raise DataError(
+                f"{path}:{lineno}: triples line must be 3 non-empty tab-separated columns "
+                f"(query, positive, negative), got {len(cols)}: {_clip(line)}"
+            )
         triples.append((cols[0], cols[1], cols[2]))
     if not triples:
         raise DataError(f"{path}: empty triples file")
@@ -280,9 +290,10 @@ def _write_atomic(path: PathLike, lines: Iterable[str]) -> Path:
     gz = path.suffix == ".gz"
     try:
         # mtime=0 keeps gzipped outputs byte-identical across runs.
-        with open(tmp, "wb") as raw, (
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else contextlib.nullcontext(raw)
-        ) as out:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else contextlib.nullcontext(raw) as out,
+        ):
             for line in lines:
                 out.write(line.encode("utf-8"))
         os.replace(tmp, path)
@@ -319,8 +330,10 @@ def write_pyserini_collection(corpus: Corpus, directory: PathLike) -> Path:
     if directory.is_dir():
         others = sorted(p.name for p in directory.iterdir() if p.name != COLLECTION_FILE)
         if others:
-            raise DataError(f"{directory}: holds other files ({', '.join(others[:3])}); Pyserini would index them "
-                            f"too, so write the collection to an empty directory")
+            raise DataError(
+                f"{directory}: holds other files ({', '.join(others[:3])}); Pyserini would index them "
+                f"too, so write the collection to an empty directory"
+            )
     return _write_atomic(
         directory / COLLECTION_FILE,
         (json.dumps({"id": doc.id, "contents": doc.contents}) + "\n" for doc in corpus.values()),
@@ -361,13 +374,17 @@ def check_qrels(qrels: Qrels, corpus: Corpus | None, queries: Queries | None, so
     if corpus is not None:
         missing = {d for judged in qrels.values() for d in judged if d not in corpus}
         if missing:
-            raise DataError(f"{source}: {len(missing)} judged docids are not in the corpus "
-                            f"(e.g. {_examples(missing)}); is this the right corpus?")
+            raise DataError(
+                f"{source}: {len(missing)} judged docids are not in the corpus "
+                f"(e.g. {_examples(missing)}); is this the right corpus?"
+            )
     if queries is not None:
         missing = {q for q in qrels if q not in queries}
         if missing:
-            raise DataError(f"{source}: {len(missing)} judged queries have no query text "
-                            f"(e.g. {_examples(missing)}); are these the right queries?")
+            raise DataError(
+                f"{source}: {len(missing)} judged queries have no query text "
+                f"(e.g. {_examples(missing)}); are these the right queries?"
+            )
 
 
 def relevant(qrels: Qrels, qid: str) -> set[str]:
@@ -390,8 +407,9 @@ def load_beir(directory: PathLike, split: str = "test") -> Dataset:
     qrels_path = directory / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         splits = sorted(p.stem for p in (directory / "qrels").glob("*.tsv"))
-        raise DataError(f"{qrels_path}: no {split!r} split in {directory}; "
-                        f"splits present: {', '.join(splits) or 'none'}")
+        raise DataError(
+            f"{qrels_path}: no {split!r} split in {directory}; splits present: {', '.join(splits) or 'none'}"
+        )
     corpus = read_corpus(directory)
     all_queries = read_queries(directory / "queries.jsonl")
     qrels = read_qrels(qrels_path)
@@ -404,8 +422,10 @@ def split_dev(qrels: Qrels, size: int, seed: int) -> tuple[Qrels, Qrels]:
     """Hold out ``size`` queries of the train qrels as a dev split (BEIR SciFact has none): a seeded shuffle of the
     sorted qids picks them, so the split depends only on (qids, size, seed). Returns ``(train, dev)``."""
     if not 0 < size < len(qrels):
-        raise DataError(f"dev split size must be between 1 and {len(qrels) - 1} (the train qrels have "
-                        f"{len(qrels)} queries), got {size}")
+        raise DataError(
+            f"dev split size must be between 1 and {len(qrels) - 1} (the train qrels have "
+            f"{len(qrels)} queries), got {size}"
+        )
     qids = sorted(qrels)
     random.Random(seed).shuffle(qids)
     dev_ids = set(qids[:size])
@@ -463,8 +483,9 @@ def _download_beir(name: str, root: Path) -> Path:
         try:
             urllib.request.urlretrieve(url, archive)
         except (urllib.error.URLError, OSError) as error:
-            raise DataError(f"cannot download BEIR dataset {name!r} from {url} ({error}); "
-                            "pass the path of a local copy instead") from None
+            raise DataError(
+                f"cannot download BEIR dataset {name!r} from {url} ({error}); pass the path of a local copy instead"
+            ) from None
         with zipfile.ZipFile(archive) as bundle:
             bundle.extractall(staging)
         if not (Path(staging) / name / "queries.jsonl").exists():

@@ -72,22 +72,31 @@ def trec_eval(qrels_path: PathLike, run_path: PathLike, metrics: Sequence[str] =
             name, _, params = measure.partition(".")
             cutoffs.setdefault(name, []).extend(p for p in params.split(",") if p)
     if cutoffs:
-        groups.append(["-c"] + [arg for name, params in cutoffs.items()
-                                for arg in ("-m", f"{name}.{','.join(params)}" if params else name)])
+        groups.append(
+            ["-c"]
+            + [
+                arg
+                for name, params in cutoffs.items()
+                for arg in ("-m", f"{name}.{','.join(params)}" if params else name)
+            ]
+        )
     if "recip_rank" in metrics:
         groups.append(["-c", "-M", str(MRR_DEPTH), "-m", "recip_rank"])
     results: dict[str, float] = {}
     for options in groups:
-        process = run_pyserini("pyserini.eval.trec_eval", [*options, qrels_path, run_path],
-                               what=f"trec_eval of {run_path}")
+        process = run_pyserini(
+            "pyserini.eval.trec_eval", [*options, qrels_path, run_path], what=f"trec_eval of {run_path}"
+        )
         for line in process.stdout.splitlines():
             match = _OUTPUT_LINE.match(line.strip())
             if match and match.group(1) != "runid":
                 results[_key(match.group(1))] = float(match.group(2))
     missing = [m for m in metrics if any(key not in results for key in _keys(m))]
     if missing:
-        raise PetirError(f"trec_eval printed no value for {', '.join(missing)}; check the measure names "
-                         f"(e.g. ndcg_cut.10, recall.100, recip_rank)")
+        raise PetirError(
+            f"trec_eval printed no value for {', '.join(missing)}; check the measure names "
+            f"(e.g. ndcg_cut.10, recall.100, recip_rank)"
+        )
     return results
 
 
@@ -100,8 +109,9 @@ def _dcg(gains: Sequence[float]) -> float:
     return sum(g / math.log2(rank + 1) for rank, g in enumerate(gains, 1) if g > 0)
 
 
-def evaluate_run(qrels: Qrels, run: Run, k_ndcg: int = 10, k_mrr: int = 10,
-                 k_recall: Sequence[int] = (100, 1000)) -> dict[str, float]:
+def evaluate_run(
+    qrels: Qrels, run: Run, k_ndcg: int = 10, k_mrr: int = 10, k_recall: Sequence[int] = (100, 1000)
+) -> dict[str, float]:
     """nDCG@k_ndcg, MRR@k_mrr and recall@k for each k in ``k_recall``, averaged over the queries in ``qrels``, with
     the conventions of ``trec_eval -c`` (module docstring). Pure Python, no Java; SciFact's 300 queries x 1000 hits
     take about 0.2 s.

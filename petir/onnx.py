@@ -75,15 +75,16 @@ class _InferenceGraph(nn.Module):
         self.input_names = list(input_names)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.function(self.model, dict(zip(self.input_names, inputs)))
+        return self.function(self.model, dict(zip(self.input_names, inputs, strict=True)))
 
 
 def _graph_output(model: PetModel) -> tuple[Callable, str]:
     for task_class, output in GRAPH_OUTPUTS.items():
         if isinstance(model, task_class):
             return output
-    raise PetirError(f"no ONNX graph is defined for {model.task} models; tasks: "
-                     f"{', '.join(c.task for c in GRAPH_OUTPUTS)}")
+    raise PetirError(
+        f"no ONNX graph is defined for {model.task} models; tasks: {', '.join(c.task for c in GRAPH_OUTPUTS)}"
+    )
 
 
 def _check_features(model: PetModel) -> dict[str, torch.Tensor]:
@@ -147,8 +148,10 @@ def export(
         found = session.run(None, {name: tensor.numpy() for name, tensor in features.items()})[0]
         difference = float(np.abs(found - expected).max())
         if not difference <= PARITY_TOLERANCE:
-            raise PetirError(f"the ONNX export of {model_dir} differs from the torch model by {difference:.2e} "
-                             f"(> {PARITY_TOLERANCE:g}) on a check batch; try another --opset")
+            raise PetirError(
+                f"the ONNX export of {model_dir} differs from the torch model by {difference:.2e} "
+                f"(> {PARITY_TOLERANCE:g}) on a check batch; try another --opset"
+            )
         onnx_config = {
             "format": ONNX_FORMAT,
             "petir_version": petir.__version__,
@@ -196,8 +199,10 @@ def _session(path: Path, device: str | None, session_config: dict[str, str] | No
         device = "cuda" if has_cuda else "cpu"
     if device.startswith("cuda"):
         if not has_cuda:
-            raise PetirError(f"device {device} asked for CUDA, but this onnxruntime has no CUDAExecutionProvider "
-                             "(install onnxruntime-gpu); use device cpu")
+            raise PetirError(
+                f"device {device} asked for CUDA, but this onnxruntime has no CUDAExecutionProvider "
+                "(install onnxruntime-gpu); use device cpu"
+            )
         index = int(device.partition(":")[2] or 0)
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     elif device != "cpu":
@@ -243,8 +248,10 @@ class OnnxModel:
         if onnx_config.get("format") != ONNX_FORMAT:
             raise PetirError(f"{onnx_dir / ONNX_CONFIG_FILE} is not a petir ONNX export")
         if onnx_config["state_sha256"] != _state_digest(model_dir) or onnx_config["petir_config"] != config:
-            raise PetirError(f"the ONNX export in {onnx_dir} is from an older version of {model_dir}; "
-                             f"re-run `python -m petir.onnx {model_dir}`")
+            raise PetirError(
+                f"the ONNX export in {onnx_dir} is from an older version of {model_dir}; "
+                f"re-run `python -m petir.onnx {model_dir}`"
+            )
         task_class = OnnxModel._tasks.get(config["task"])
         if task_class is None or not issubclass(task_class, cls):
             raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task or 'petir'} model")
@@ -288,7 +295,11 @@ class OnnxBiEncoder(OnnxModel):
         max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
         return in_batches(
             lambda batch: self.run(self.tokenize(texts[batch], max_length)),
-            len(texts), batch_size, f"encoding {kind}s", progress, (0, self.dimension),
+            len(texts),
+            batch_size,
+            f"encoding {kind}s",
+            progress,
+            (0, self.dimension),
         )
 
 
@@ -307,7 +318,11 @@ class OnnxCrossEncoder(OnnxModel):
         """Returns: float32 array [len(queries)] of scores (logits) for the aligned (query, passage) pairs."""
         return in_batches(
             lambda batch: self.run(self.tokenize(queries[batch], self.max_length, passages[batch])),
-            len(queries), batch_size, "re-ranking", progress, (0,),
+            len(queries),
+            batch_size,
+            "re-ranking",
+            progress,
+            (0,),
         )
 
 
@@ -349,12 +364,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("model_dir", help="a saved petir model directory (config.json + petir_state.safetensors)")
     # No default shown for --output and --backbone: theirs depend on MODEL_DIR.
-    parser.add_argument("--output", default=argparse.SUPPRESS,
-                        help="output directory (default: MODEL_DIR/onnx, where the loaders look)")
+    parser.add_argument(
+        "--output", default=argparse.SUPPRESS, help="output directory (default: MODEL_DIR/onnx, where the loaders look)"
+    )
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version, 14 to 20")
-    parser.add_argument("--backbone", default=argparse.SUPPRESS,
-                        help="read the backbone weights from here instead of from the backbone recorded in "
-                        "MODEL_DIR/config.json (its fingerprint must match)")
+    parser.add_argument(
+        "--backbone",
+        default=argparse.SUPPRESS,
+        help="read the backbone weights from here instead of from the backbone recorded in "
+        "MODEL_DIR/config.json (its fingerprint must match)",
+    )
     args = parser.parse_args(argv)
     if not 14 <= args.opset <= 20:
         # 14 is the first opset with the scaled-dot-product attention pieces the exporter emits; 20 is the
@@ -363,8 +382,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     target, difference = export(
         args.model_dir, getattr(args, "output", None), args.opset, getattr(args, "backbone", None)
     )
-    print(f"wrote {target / ONNX_FILE} (opset {args.opset}); max |onnxruntime - torch| on a padded check batch: "
-          f"{difference:.2e}")
+    print(
+        f"wrote {target / ONNX_FILE} (opset {args.opset}); max |onnxruntime - torch| on a padded check batch: "
+        f"{difference:.2e}"
+    )
 
 
 if __name__ == "__main__":

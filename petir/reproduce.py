@@ -106,11 +106,31 @@ class Study:
             return run_dir
         method, options = VARIANTS[variant]
         argv = [
-            "petir.train", "--data", self.s.data, "--task", stage, "--backbone", self.s.backbone,
-            "--method", method, *[a for key, value in options.items() for a in ("--pet", f"{key}={value}")],
-            "--steps", self.s.steps, "--batch-size", batch_size, "--eval-every", self.s.eval_every,
-            "--dev-queries", self.s.dev_queries, "--dev-depth", self.s.dev_depth, "--seed", seed,
-            "--output", run_dir, *task_args,
+            "petir.train",
+            "--data",
+            self.s.data,
+            "--task",
+            stage,
+            "--backbone",
+            self.s.backbone,
+            "--method",
+            method,
+            *[a for key, value in options.items() for a in ("--pet", f"{key}={value}")],
+            "--steps",
+            self.s.steps,
+            "--batch-size",
+            batch_size,
+            "--eval-every",
+            self.s.eval_every,
+            "--dev-queries",
+            self.s.dev_queries,
+            "--dev-depth",
+            self.s.dev_depth,
+            "--seed",
+            seed,
+            "--output",
+            run_dir,
+            *task_args,
         ]
         if (run_dir / "checkpoint").exists():
             argv.append("--resume")
@@ -133,16 +153,47 @@ class Study:
         """Encode the corpus with the stock ``pyserini.encode`` and search with ``pyserini.search.faiss``."""
         index = self.produce(
             directory / "faiss-index",
-            "pyserini.encode", "input", "--corpus", self.workspace.collection,
-            "output", "--embeddings", "OUTPUT", "--to-faiss",
-            "encoder", "--encoder", encoder, *encoder_flags, "--dimension", self._dimension(),
-            "--device", "cpu", "--batch-size", "32", "--max-length", "256",
+            "pyserini.encode",
+            "input",
+            "--corpus",
+            self.workspace.collection,
+            "output",
+            "--embeddings",
+            "OUTPUT",
+            "--to-faiss",
+            "encoder",
+            "--encoder",
+            encoder,
+            *encoder_flags,
+            "--dimension",
+            self._dimension(),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "32",
+            "--max-length",
+            "256",
         )
         return self.produce(
             directory / "test.run.trec",
-            "pyserini.search.faiss", "--index", index, "--topics", self.topics, "--encoder", encoder,
-            *encoder_flags, "--output", "OUTPUT", "--hits", self.s.hits, "--device", "cpu",
-            "--batch-size", "64", "--threads", "2",
+            "pyserini.search.faiss",
+            "--index",
+            index,
+            "--topics",
+            self.topics,
+            "--encoder",
+            encoder,
+            *encoder_flags,
+            "--output",
+            "OUTPUT",
+            "--hits",
+            self.s.hits,
+            "--device",
+            "cpu",
+            "--batch-size",
+            "64",
+            "--threads",
+            "2",
         )
 
     def _dimension(self) -> int:
@@ -200,9 +251,21 @@ class Study:
                         continue  # seeds are compared on the BM25 run only (CPU time)
                     reranked = self.produce(
                         run_dir / f"test.rerank-{stage}.trec",
-                        "petir.rerank", "--run", run_file, "--topics", self.topics,
-                        "--index", self.workspace.lucene_index, "--model", run_dir / MODEL_DIR,
-                        "--output", "OUTPUT", "--depth", self.s.rerank_depth, "--device", "cpu",
+                        "petir.rerank",
+                        "--run",
+                        run_file,
+                        "--topics",
+                        self.topics,
+                        "--index",
+                        self.workspace.lucene_index,
+                        "--model",
+                        run_dir / MODEL_DIR,
+                        "--output",
+                        "OUTPUT",
+                        "--depth",
+                        self.s.rerank_depth,
+                        "--device",
+                        "cpu",
                     )
                     row = self._row(variant, seed, run_dir, self.evaluate(reranked))
                     rows.append({**row, "first_stage": stage})
@@ -213,8 +276,20 @@ class Study:
         directory.mkdir(parents=True, exist_ok=True)
         return self.produce(
             directory / "test.run.trec",
-            "pyserini.search.lucene", "--index", self.workspace.lucene_index, "--topics", self.topics,
-            "--output", "OUTPUT", "--bm25", "--hits", self.s.hits, "--threads", "2", "--batch-size", "64",
+            "pyserini.search.lucene",
+            "--index",
+            self.workspace.lucene_index,
+            "--topics",
+            self.topics,
+            "--output",
+            "OUTPUT",
+            "--bm25",
+            "--hits",
+            self.s.hits,
+            "--threads",
+            "2",
+            "--batch-size",
+            "64",
         )
 
     def _bm25_row(self) -> dict[str, Any]:
@@ -278,8 +353,11 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for method, first_stage in keys:
         group = [row for row in rows if (row["method"], row.get("first_stage", "")) == (method, first_stage)]
-        merged: dict[str, Any] = {"method": method, "first_stage": first_stage,
-                                  "seeds": len([r for r in group if r["seed"] != ""]) or ""}
+        merged: dict[str, Any] = {
+            "method": method,
+            "first_stage": first_stage,
+            "seeds": len([r for r in group if r["seed"] != ""]) or "",
+        }
         for key in (*NUMERIC, "trainable"):
             values = [row[key] for row in group if row.get(key) is not None]
             if values:
@@ -291,9 +369,18 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 COLUMNS = {  # Markdown header -> row key
-    "method": "method", "first stage": "first_stage", "seeds": "seeds", "nDCG@10": "ndcg@10", "MRR@10": "mrr@10",
-    "R@100": "recall@100", "R@1000": "recall@1000", "trainable (%)": "trainable_%", "state (MB)": "state_mb",
-    "train time (s)": "train_s", "peak mem (MB)": "peak_mem_mb", "steps to 95%": "steps_to_95%",
+    "method": "method",
+    "first stage": "first_stage",
+    "seeds": "seeds",
+    "nDCG@10": "ndcg@10",
+    "MRR@10": "mrr@10",
+    "R@100": "recall@100",
+    "R@1000": "recall@1000",
+    "trainable (%)": "trainable_%",
+    "state (MB)": "state_mb",
+    "train time (s)": "train_s",
+    "peak mem (MB)": "peak_mem_mb",
+    "steps to 95%": "steps_to_95%",
     "steps to 95% of gain": "steps_to_95%_gain",
 }
 
@@ -353,7 +440,7 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
             steps = [step for step, _ in curves[0][:length]]
             values = np.array([[value for _, value in curve[:length]] for curve in curves])
             label = f"{variant} ({len(files)} seed{'s' if len(files) > 1 else ''})"
-            line, = axis.plot(steps, values.mean(0), style, label=label)
+            (line,) = axis.plot(steps, values.mean(0), style, label=label)
             if len(files) > 1:
                 axis.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
     dev_axis.set(title=f"{stage}: dev nDCG@10", xlabel="step", ylabel="nDCG@10")
@@ -367,18 +454,25 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m petir.reproduce", description=__doc__,
-                                     formatter_class=cli.HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m petir.reproduce", description=__doc__, formatter_class=cli.HelpFormatter
+    )
     parser.add_argument("stage", choices=("retrieval", "rerank", "all"), help="which stage of the study to run")
-    parser.add_argument("--data", default="scifact",
-                        help="BEIR dataset with train and test qrels: a directory, or a name looked up in "
-                        "$PETIR_DATA, ../shared/data and the cache, else downloaded")
+    parser.add_argument(
+        "--data",
+        default="scifact",
+        help="BEIR dataset with train and test qrels: a directory, or a name looked up in "
+        "$PETIR_DATA, ../shared/data and the cache, else downloaded",
+    )
     parser.add_argument("--output", type=Path, required=True, help="study directory (runs, tables, plots)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
     parser.add_argument("--methods", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
-    parser.add_argument("--seed-methods", default=",".join(MAIN_VARIANTS),
-                        help="methods run with every seed (the others with the first seed only)")
+    parser.add_argument(
+        "--seed-methods",
+        default=",".join(MAIN_VARIANTS),
+        help="methods run with every seed (the others with the first seed only)",
+    )
     parser.add_argument("--steps", type=int, default=150, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=16, help="queries per training batch")
     parser.add_argument("--eval-every", type=int, default=15, help="dev evaluation interval (convergence curves)")
@@ -402,11 +496,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise PetirError(f"unknown method {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     settings = StudySettings(
-        data=resolve_beir(args.data), output=args.output, backbone=args.backbone, steps=args.steps,
-        batch_size=args.batch_size, eval_every=args.eval_every, train_passage_length=args.train_passage_length,
-        dev_queries=args.dev_queries, dev_depth=args.dev_depth, hits=args.hits,
-        rerank_batch_size=args.rerank_batch_size, rerank_negatives=args.rerank_negatives,
-        rerank_max_length=args.rerank_max_length, rerank_depth=args.rerank_depth, dry_run=args.dry_run,
+        data=resolve_beir(args.data),
+        output=args.output,
+        backbone=args.backbone,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        train_passage_length=args.train_passage_length,
+        dev_queries=args.dev_queries,
+        dev_depth=args.dev_depth,
+        hits=args.hits,
+        rerank_batch_size=args.rerank_batch_size,
+        rerank_negatives=args.rerank_negatives,
+        rerank_max_length=args.rerank_max_length,
+        rerank_depth=args.rerank_depth,
+        dry_run=args.dry_run,
     )
     study = Study(settings)
     stages = ("retrieval", "rerank") if args.stage == "all" else (args.stage,)

@@ -41,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--depth", type=int, default=100, help="passages re-scored per query")
     parser.add_argument("--batch-size", type=int, default=32, help="query-passage pairs per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                        help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`",
+    )
     parser.add_argument("--tag", default="petir", help="run tag written in the last column")
     return parser
 
@@ -116,7 +120,7 @@ def rerank(
     bar.close()
     reranked: Run = {}
     for qid, hits in run.items():
-        scored = sorted(zip([d for d, _ in hits[:depth]], done[qid]), key=lambda hit: -hit[1])
+        scored = sorted(zip([d for d, _ in hits[:depth]], done[qid], strict=True), key=lambda hit: -hit[1])
         floor = min((s for _, s in scored), default=0.0)
         tail = [(docid, floor - 1.0 - i) for i, (docid, _) in enumerate(hits[depth:])]
         reranked[qid] = scored + tail

@@ -73,8 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=cli.HelpFormatter,
     )
     data = parser.add_argument_group("training data (a BEIR directory, or files)")
-    data.add_argument("--data", help="BEIR dataset: a directory (corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv) "
-                      "or a name (scifact) looked up in $PETIR_DATA, ../shared/data, the cache, else downloaded")
+    data.add_argument(
+        "--data",
+        help="BEIR dataset: a directory (corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv) "
+        "or a name (scifact) looked up in $PETIR_DATA, ../shared/data, the cache, else downloaded",
+    )
     data.add_argument("--split", default="train", help="qrels split of --data to train on")
     data.add_argument("--corpus", help="corpus file (BEIR/Pyserini jsonl or MS MARCO collection tsv)")
     data.add_argument("--queries", help="queries file (BEIR jsonl or 'qid<TAB>text' tsv)")
@@ -146,8 +149,10 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
         check_qrels(dev_qrels, corpus, queries, args.dev_qrels)
     elif args.dev_queries > 0:
         if args.dev_queries >= len(train_qrels):
-            raise PetirError(f"--dev-queries {args.dev_queries} leaves no training query (the qrels have "
-                             f"{len(train_qrels)}); lower it, or pass --dev-qrels")
+            raise PetirError(
+                f"--dev-queries {args.dev_queries} leaves no training query (the qrels have "
+                f"{len(train_qrels)}); lower it, or pass --dev-qrels"
+            )
         train_qrels, dev_qrels = split_dev(train_qrels, args.dev_queries, seed=0)
     else:
         dev_qrels = {}

@@ -18,8 +18,8 @@ import json
 import os
 import random
 import resource
-import signal
 import shutil
+import signal
 import sys
 import tempfile
 import time

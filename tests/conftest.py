@@ -26,7 +26,20 @@ def shared_data() -> Path:
 
 
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789"] + [
-    "the", "cat", "dog", "sat", "on", "mat", "a", "protein", "cell", "gene", "cancer", "risk", "increase", "study",
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "a",
+    "protein",
+    "cell",
+    "gene",
+    "cancer",
+    "risk",
+    "increase",
+    "study",
 ]
 
 
@@ -40,8 +53,12 @@ def make_tiny_backbone(directory: Path, seed: int = 0, layers: int = 2) -> Path:
     BertTokenizerFast(str(directory / "vocab.txt")).save_pretrained(directory)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(directory)
     return directory

@@ -15,7 +15,6 @@ from petir import bm25, data
 from petir.errors import DataError, PetirError
 from petir.evaluate import evaluate_run, trec_eval
 
-
 # --- evaluate_run on cases small enough to compute by hand -----------------------------------------------------------
 
 
@@ -40,8 +39,7 @@ def test_ndcg_cutoff_counts_only_top_k():
 def test_mrr_is_cut_at_10():
     qrels = {"q10": {"rel": 1}, "q11": {"rel": 1}}
     ranked = [(f"n{i:02d}", 100.0 - i) for i in range(9)]  # nine non-relevant docs first
-    run = {"q10": ranked + [("rel", 50.0)],
-           "q11": ranked + [("n99", 60.0), ("rel", 50.0)]}
+    run = {"q10": ranked + [("rel", 50.0)], "q11": ranked + [("n99", 60.0), ("rel", 50.0)]}
     scores = evaluate_run(qrels, run)
     assert scores["mrr@10"] == pytest.approx((1 / 10 + 0) / 2)
     assert scores["recall@100"] == pytest.approx(1.0)
@@ -60,7 +58,8 @@ def test_which_queries_are_averaged():
     run = {"hit": [("a", 1.0)], "only_nonrelevant": [("c", 1.0)], "unjudged": [("a", 1.0)]}
     # trec_eval -c: every qrels query counts (missing or without relevant docs: 0); unjudged run queries don't.
     assert evaluate_run(qrels, run) == pytest.approx(
-        {"ndcg@10": 1 / 3, "mrr@10": 1 / 3, "recall@100": 1 / 3, "recall@1000": 1 / 3})
+        {"ndcg@10": 1 / 3, "mrr@10": 1 / 3, "recall@100": 1 / 3, "recall@1000": 1 / 3}
+    )
 
 
 def test_empty_qrels_is_an_error():
@@ -72,9 +71,11 @@ def test_empty_qrels_is_an_error():
 
 
 def test_mine_hard_negatives_skips_relevant_and_unjudged():
-    run = {"q1": [("d1", 9.0), ("d2", 8.0), ("d3", 7.0), ("d4", 6.0)],
-           "q2": [("d5", 1.0), ("d6", 2.0)],
-           "q3": [("d1", 1.0)]}
+    run = {
+        "q1": [("d1", 9.0), ("d2", 8.0), ("d3", 7.0), ("d4", 6.0)],
+        "q2": [("d5", 1.0), ("d6", 2.0)],
+        "q3": [("d1", 1.0)],
+    }
     qrels = {"q1": {"d2": 1, "d3": 0}, "q2": {"d9": 2}, "q3": {"d1": 0}}
     assert bm25.mine_hard_negatives(run, qrels, depth=3) == {"q1": ["d1", "d3"], "q2": ["d6", "d5"]}
     with pytest.raises(PetirError, match="at least 1"):
@@ -132,18 +133,22 @@ def test_subprocess_failure_reports_last_stderr_line(restore_java_env):
 def test_evaluate_run_agrees_with_trec_eval_on_edge_cases(tmp_path, restore_java_env):
     # Graded qrels, a judged query without relevant docs, a judged query missing from the run, an unjudged run
     # query, ties, and a file order that disagrees with the scores.
-    qrels = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"d4": 0}, "q3": {"d5": 1},
-             "q5": {f"r{i}": 1 for i in range(3)}}
-    run = {"q1": [("d1", 0.5), ("d3", 1.0), ("d2", 1.0)], "q2": [("d4", 1.0)], "q4": [("d1", 1.0)],
-           "q5": [(f"z{i:02d}", 1.0) for i in range(12)] + [("r0", 1.0), ("r1", 0.1), ("r2", 0.05)]}
+    qrels = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"d4": 0}, "q3": {"d5": 1}, "q5": {f"r{i}": 1 for i in range(3)}}
+    run = {
+        "q1": [("d1", 0.5), ("d3", 1.0), ("d2", 1.0)],
+        "q2": [("d4", 1.0)],
+        "q4": [("d1", 1.0)],
+        "q5": [(f"z{i:02d}", 1.0) for i in range(12)] + [("r0", 1.0), ("r1", 0.1), ("r2", 0.05)],
+    }
     data.write_qrels(qrels, tmp_path / "qrels.txt")
     with open(tmp_path / "run.txt", "w") as f:  # written by hand: write_run would sort the file by score
         for qid, hits in run.items():
             for rank, (docid, score) in enumerate(hits, 1):
                 f.write(f"{qid} Q0 {docid} {rank} {score} test\n")
 
-    reference = trec_eval(tmp_path / "qrels.txt", tmp_path / "run.txt",
-                          metrics=("ndcg_cut.10", "recip_rank", "recall.2", "recall.14"))
+    reference = trec_eval(
+        tmp_path / "qrels.txt", tmp_path / "run.txt", metrics=("ndcg_cut.10", "recip_rank", "recall.2", "recall.14")
+    )
     ours = evaluate_run(qrels, data.read_run(tmp_path / "run.txt"), k_recall=(2, 14))
     assert ours == pytest.approx(reference, abs=1e-4)
     # q1: d3 before d2 (tie, docid descending); q5: r0 ties with the z's but sorts after them, at rank 13.
@@ -177,9 +182,11 @@ def test_bm25_scifact_reproduces_pyserini(shared_data, tmp_path, restore_java_en
     searched = time.perf_counter()
     reference = trec_eval(qrels_path, run_path)
     evaluated = time.perf_counter()
-    print(f"\nSciFact BM25: index build {built - start:.1f}s, reuse check {checked - built:.3f}s, "
-          f"search (300 queries x 1000 hits) {searched - checked:.1f}s, trec_eval {evaluated - searched:.1f}s; "
-          f"{reference}")
+    print(
+        f"\nSciFact BM25: index build {built - start:.1f}s, reuse check {checked - built:.3f}s, "
+        f"search (300 queries x 1000 hits) {searched - checked:.1f}s, trec_eval {evaluated - searched:.1f}s; "
+        f"{reference}"
+    )
 
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary leftovers
     for metric, published in SCIFACT_BM25.items():

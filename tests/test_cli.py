@@ -46,19 +46,29 @@ def beir(tmp_path) -> Path:
     (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in docs))
     queries = [("q1", "cat"), ("q2", "dog"), ("q3", "risk"), ("q4", "gene")]
     (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
-    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\nq4\td4\t1\n")
+    (root / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\nq4\td4\t1\n"
+    )
     return root
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda r: r.joinpath("corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": \n'),
-         r"corpus.jsonl:2: .*JSON"),
-        (lambda r: r.joinpath("qrels", "train.tsv").write_text("q1\td1\t1\nq2\td99\t1\n"),
-         r"1 judged docids are not in the corpus .*'d99'"),
-        (lambda r: r.joinpath("queries.jsonl").write_text('{"_id": "q1", "text": "cat"}\n{"_id": "q2", "text": "  "}\n'),
-         r"queries.jsonl:2: .*empty"),
+        (
+            lambda r: r.joinpath("corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": \n'),
+            r"corpus.jsonl:2: .*JSON",
+        ),
+        (
+            lambda r: r.joinpath("qrels", "train.tsv").write_text("q1\td1\t1\nq2\td99\t1\n"),
+            r"1 judged docids are not in the corpus .*'d99'",
+        ),
+        (
+            lambda r: r.joinpath("queries.jsonl").write_text(
+                '{"_id": "q1", "text": "cat"}\n{"_id": "q2", "text": "  "}\n'
+            ),
+            r"queries.jsonl:2: .*empty",
+        ),
         (lambda r: r.joinpath("qrels", "train.tsv").unlink(), r"no 'train' split"),
     ],
     ids=["malformed-jsonl", "unknown-docid-in-qrels", "empty-query", "missing-split"],
@@ -81,12 +91,33 @@ def test_train_reports_bad_flags_in_one_line(beir, tmp_path):
 
 def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
     triples = tmp_path / "triples.tsv"
-    rows = [("cat on a mat", "the cat sat on the mat", "a dog"), ("cancer risk", "cancer risk increase", "a mat"),
-            ("gene", "protein gene cell", "the cat"), ("dog", "a dog sat", "gene study")]
+    rows = [
+        ("cat on a mat", "the cat sat on the mat", "a dog"),
+        ("cancer risk", "cancer risk increase", "a mat"),
+        ("gene", "protein gene cell", "the cat"),
+        ("dog", "a dog sat", "gene study"),
+    ]
     triples.write_text("".join("\t".join(row) + "\n" for row in rows))
-    error = run_train(["--triples", str(triples), "--dev-queries", "0", "--backbone", str(tiny_backbone),
-                       "--method", "adapter", "--steps", "3", "--batch-size", "2", "--output", str(tmp_path / "run"),
-                       "--device", "cpu"])
+    error = run_train(
+        [
+            "--triples",
+            str(triples),
+            "--dev-queries",
+            "0",
+            "--backbone",
+            str(tiny_backbone),
+            "--method",
+            "adapter",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--output",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert error is None, error
     assert PetModel.load(tmp_path / "run" / "model").method == "adapter"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -98,12 +129,34 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
     """MS MARCO-style inputs (TREC topics tsv, the DL19 passage sample), BM25 mining and a held-out dev set."""
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
     mini = shared_data / "msmarco-passage" / "dl19-mini"
-    error = run_train([
-        "--corpus", str(mini / "corpus.jsonl.gz"), "--queries", str(shared_data / "msmarco-passage" / "topics.dl19-passage.txt"),
-        "--qrels", str(mini / "qrels" / "test.tsv"), "--dev-queries", "5", "--dev-depth", "5",
-        "--backbone", str(tiny_backbone), "--method", "connected", "--steps", "4", "--batch-size", "4",
-        "--eval-every", "2", "--output", str(tmp_path / "run"), "--device", "cpu",
-    ])
+    error = run_train(
+        [
+            "--corpus",
+            str(mini / "corpus.jsonl.gz"),
+            "--queries",
+            str(shared_data / "msmarco-passage" / "topics.dl19-passage.txt"),
+            "--qrels",
+            str(mini / "qrels" / "test.tsv"),
+            "--dev-queries",
+            "5",
+            "--dev-depth",
+            "5",
+            "--backbone",
+            str(tiny_backbone),
+            "--method",
+            "connected",
+            "--steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--eval-every",
+            "2",
+            "--output",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert error is None, error
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev" in r] == [0, 2, 4]

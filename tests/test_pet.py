@@ -28,8 +28,13 @@ IDS = [f"{name}-{options.get('topology', '')}".rstrip("-") for name, options in 
 def tiny_bert(layers: int = 2, hidden: int = 32) -> BertModel:
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=50, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-        intermediate_size=2 * hidden, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=50,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     return BertModel(config, add_pooling_layer=False).eval()
 
@@ -84,7 +89,9 @@ def test_padding_does_not_leak_into_real_tokens(name, options):
     torch.testing.assert_close(alone.last_hidden_state[0], full[1, :5], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "options"), [v for v in VARIANTS if v[0] != "prefix"], ids=[i for i in IDS if i != "prefix"])
+@pytest.mark.parametrize(
+    ("name", "options"), [v for v in VARIANTS if v[0] != "prefix"], ids=[i for i in IDS if i != "prefix"]
+)
 def test_inserted_modules_start_as_the_unchanged_backbone(name, options):
     base = tiny_bert()
     model = with_method(base, name, options)
@@ -102,8 +109,10 @@ def test_trainable_counts_match_the_architecture():
         ("lora", (("r", r),)): layers * 2 * (2 * hidden * r),  # query and value: A (r x d) and B (d x r)
         ("adapter", (("bottleneck", r),)): layers * 2 * bottleneck,
         ("prefix", (("num_prefix", r),)): layers * 2 * r * hidden,
-        ("connected", (("bottleneck", r), ("topology", "bottleneck"))): layers * 2 * bottleneck + (2 * layers - 1) * r * r,
-        ("connected", (("bottleneck", r), ("topology", "hidden"))): layers * 2 * bottleneck + (2 * layers - 1) * hidden * r,
+        ("connected", (("bottleneck", r), ("topology", "bottleneck"))): layers * 2 * bottleneck
+        + (2 * layers - 1) * r * r,
+        ("connected", (("bottleneck", r), ("topology", "hidden"))): layers * 2 * bottleneck
+        + (2 * layers - 1) * hidden * r,
         ("connected", (("bottleneck", r), ("topology", "side"))): 2 * layers * (hidden * r + r)
         + (2 * layers - 1) * r * r
         + (r * hidden + hidden),

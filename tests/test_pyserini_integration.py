@@ -21,8 +21,16 @@ from petir.models import BiEncoder
 
 TOPICS = {"q1": "the cat sat", "q2": "cancer risk increase", "q3": "protein gene cell"}
 DOCS = [
-    "the cat sat on the mat", "a dog sat", "cancer risk study", "risk increase in cancer", "protein and gene",
-    "cell protein study", "the mat", "a cat and a dog", "gene risk", "study on cell",
+    "the cat sat on the mat",
+    "a dog sat",
+    "cancer risk study",
+    "risk increase in cancer",
+    "protein and gene",
+    "cell protein study",
+    "the mat",
+    "a cat and a dog",
+    "gene risk",
+    "study on cell",
 ]
 
 
@@ -69,16 +77,39 @@ def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, tm
     index = tmp_path / "faiss-index"
     pyserini(
         "pyserini.encode",
-        "input", "--corpus", str(collection / "docs"),
-        "output", "--embeddings", str(index), "--to-faiss",
-        "encoder", "--encoder", str(exported), "--dimension", "32", "--device", "cpu", "--batch-size", "4",
+        "input",
+        "--corpus",
+        str(collection / "docs"),
+        "output",
+        "--embeddings",
+        str(index),
+        "--to-faiss",
+        "encoder",
+        "--encoder",
+        str(exported),
+        "--dimension",
+        "32",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
         cwd=tmp_path,
     )
     run_file = tmp_path / "run.trec"
     pyserini(
         "pyserini.search.faiss",
-        "--index", str(index), "--topics", str(collection / "topics.tsv"), "--encoder", str(exported),
-        "--device", "cpu", "--output", str(run_file), "--hits", "10",
+        "--index",
+        str(index),
+        "--topics",
+        str(collection / "topics.tsv"),
+        "--encoder",
+        str(exported),
+        "--device",
+        "cpu",
+        "--output",
+        str(run_file),
+        "--hits",
+        "10",
         cwd=tmp_path,
     )
     run = read_run(run_file)
@@ -97,9 +128,20 @@ def test_python_api_with_faiss_searcher(exported, collection, tmp_path):
     index = tmp_path / "faiss-index"
     pyserini(
         "pyserini.encode",
-        "input", "--corpus", str(collection / "docs"),
-        "output", "--embeddings", str(index), "--to-faiss",
-        "encoder", "--encoder", str(exported), "--dimension", "32", "--device", "cpu",
+        "input",
+        "--corpus",
+        str(collection / "docs"),
+        "output",
+        "--embeddings",
+        str(index),
+        "--to-faiss",
+        "encoder",
+        "--encoder",
+        str(exported),
+        "--dimension",
+        "32",
+        "--device",
+        "cpu",
         cwd=tmp_path,
     )
     script = (
@@ -140,17 +182,52 @@ def test_sharded_encoding_and_merge_give_the_unsharded_index(exported, collectio
     for shard in ("0", "1"):
         pyserini(
             "pyserini.encode",
-            "input", "--corpus", str(collection / "docs"), "--shard-id", shard, "--shard-num", "2",
-            "output", "--embeddings", str(tmp_path / f"shard-{shard}"), "--to-faiss",
-            "encoder", "--encoder", str(exported), "--dimension", "32", "--device", "cpu",
+            "input",
+            "--corpus",
+            str(collection / "docs"),
+            "--shard-id",
+            shard,
+            "--shard-num",
+            "2",
+            "output",
+            "--embeddings",
+            str(tmp_path / f"shard-{shard}"),
+            "--to-faiss",
+            "encoder",
+            "--encoder",
+            str(exported),
+            "--dimension",
+            "32",
+            "--device",
+            "cpu",
             cwd=tmp_path,
         )
-    pyserini("pyserini.encode.merge_faiss_index", "--dimension", "32", "--input", str(tmp_path / "shard-*"),
-             "--output", str(tmp_path / "merged"), cwd=tmp_path)
+    pyserini(
+        "pyserini.encode.merge_faiss_index",
+        "--dimension",
+        "32",
+        "--input",
+        str(tmp_path / "shard-*"),
+        "--output",
+        str(tmp_path / "merged"),
+        cwd=tmp_path,
+    )
     run_file = tmp_path / "run.trec"
     pyserini(
-        "pyserini.search.faiss", "--index", str(tmp_path / "merged"), "--topics", str(collection / "topics.tsv"),
-        "--encoder", str(exported), "--device", "cpu", "--output", str(run_file), "--hits", "10", cwd=tmp_path,
+        "pyserini.search.faiss",
+        "--index",
+        str(tmp_path / "merged"),
+        "--topics",
+        str(collection / "topics.tsv"),
+        "--encoder",
+        str(exported),
+        "--device",
+        "cpu",
+        "--output",
+        str(run_file),
+        "--hits",
+        "10",
+        cwd=tmp_path,
     )
     run = read_run(run_file)
     assert sorted(d for d, _ in run["q1"]) == sorted(f"d{i}" for i in range(len(DOCS)))

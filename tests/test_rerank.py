@@ -84,8 +84,13 @@ def files(tiny_backbone, tmp_path_factory) -> dict[str, Path]:
     write_pyserini_collection(CORPUS, root / "collection")
     write_topics(QUERIES, root / "topics.tsv")
     write_run(RUN, root / "bm25.trec", "bm25")
-    return {"model": root / "reranker", "corpus": root / "collection" / "docs.jsonl", "topics": root / "topics.tsv",
-            "run": root / "bm25.trec", "root": root}
+    return {
+        "model": root / "reranker",
+        "corpus": root / "collection" / "docs.jsonl",
+        "topics": root / "topics.tsv",
+        "run": root / "bm25.trec",
+        "root": root,
+    }
 
 
 def run_cli(argv: list[str]) -> str | None:
@@ -99,8 +104,22 @@ def run_cli(argv: list[str]) -> str | None:
 
 def test_cli_writes_a_valid_run_with_every_pair_and_the_tag(files, tmp_path):
     out = tmp_path / "reranked.trec"
-    argv = ["--run", str(files["run"]), "--topics", str(files["topics"]), "--corpus", str(files["corpus"]),
-            "--model", str(files["model"]), "--output", str(out), "--depth", "3", "--tag", "petir-test"]
+    argv = [
+        "--run",
+        str(files["run"]),
+        "--topics",
+        str(files["topics"]),
+        "--corpus",
+        str(files["corpus"]),
+        "--model",
+        str(files["model"]),
+        "--output",
+        str(out),
+        "--depth",
+        "3",
+        "--tag",
+        "petir-test",
+    ]
     assert run_cli(argv) is None
     reranked, original = read_run(out), read_run(files["run"])
     assert {q: sorted(d for d, _ in h) for q, h in reranked.items()} == {
@@ -130,8 +149,20 @@ def test_cli_writes_a_valid_run_with_every_pair_and_the_tag(files, tmp_path):
 def test_bad_inputs_end_with_one_line_errors(files, tmp_path, mutate, message):
     bad = {**files, "run": tmp_path / "bm25.trec"}
     mutate(bad)
-    error = run_cli(["--run", str(bad["run"]), "--topics", str(files["topics"]), "--corpus", str(files["corpus"]),
-                     "--model", str(files["model"]), "--output", str(tmp_path / "out.trec")])
+    error = run_cli(
+        [
+            "--run",
+            str(bad["run"]),
+            "--topics",
+            str(files["topics"]),
+            "--corpus",
+            str(files["corpus"]),
+            "--model",
+            str(files["model"]),
+            "--output",
+            str(tmp_path / "out.trec"),
+        ]
+    )
     assert error is not None and "\n" not in error and ": error: " in error
     assert __import__("re").search(message, error), error
 
@@ -141,11 +172,25 @@ def test_cli_reads_passages_from_a_lucene_index(files, tmp_path):
 
     index = build_lucene_index(files["root"] / "collection", tmp_path / "lucene")
     out = tmp_path / "from-index.trec"
-    argv = ["--run", str(files["run"]), "--topics", str(files["topics"]), "--index", str(index),
-            "--model", str(files["model"]), "--output", str(out), "--depth", "3"]
+    argv = [
+        "--run",
+        str(files["run"]),
+        "--topics",
+        str(files["topics"]),
+        "--index",
+        str(index),
+        "--model",
+        str(files["model"]),
+        "--output",
+        str(out),
+        "--depth",
+        "3",
+    ]
     result = subprocess.run([sys.executable, "-m", "petir.rerank", *argv], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     via_corpus = tmp_path / "from-corpus.trec"
-    assert run_cli([*argv[:4], "--corpus", str(files["corpus"]), *argv[6:8], "--output", str(via_corpus),
-                    "--depth", "3"]) is None
+    assert (
+        run_cli([*argv[:4], "--corpus", str(files["corpus"]), *argv[6:8], "--output", str(via_corpus), "--depth", "3"])
+        is None
+    )
     assert read_run(out) == read_run(via_corpus)

@@ -19,7 +19,9 @@ from petir.trainer import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE,
 
 WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()
 CORPUS = {f"d{i}": Document(f"d{i}", "", " ".join(WORDS[i % 14 : i % 14 + 3])) for i in range(24)}
-QUERIES = [TrainingQuery(f"q{i}", " ".join(WORDS[i : i + 2]), (f"d{i}",), (f"d{i + 1}", f"d{i + 2}")) for i in range(12)]
+QUERIES = [
+    TrainingQuery(f"q{i}", " ".join(WORDS[i : i + 2]), (f"d{i}",), (f"d{i + 1}", f"d{i + 2}")) for i in range(12)
+]
 
 
 def make_trainer(backbone: Path, output: Path, steps: int = 6, task=BiEncoder, **overrides) -> Trainer:
@@ -121,7 +123,10 @@ def test_two_process_torchrun_training_on_cpu(tiny_backbone, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / SUMMARY_FILE).read_text())

@@ -28,4 +28,6 @@ def apply_adapter(model: nn.Module, config: AdapterConfig) -> None:
     )
 
 
-METHOD = PetMethod("adapter", AdapterConfig, apply_adapter, "Houlsby bottleneck adapters, serial (scattered)", learning_rate=1e-3)
+METHOD = PetMethod(
+    "adapter", AdapterConfig, apply_adapter, "Houlsby bottleneck adapters, serial (scattered)", learning_rate=1e-3
+)

@@ -193,4 +193,9 @@ def apply_connected(model: nn.Module, config: ConnectedConfig) -> None:
 
 
 METHOD = PetMethod(
-    "connected", ConnectedConfig, apply_connected, "connected inside+aside modules (IAA); topology: bottleneck|hidden|side", learning_rate=1e-3)
+    "connected",
+    ConnectedConfig,
+    apply_connected,
+    "connected inside+aside modules (IAA); topology: bottleneck|hidden|side",
+    learning_rate=1e-3,
+)

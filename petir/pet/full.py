@@ -19,4 +19,6 @@ def apply_full(model: nn.Module, config: FullConfig) -> None:
         parameter.requires_grad_(True)
 
 
-METHOD = PetMethod("full", FullConfig, apply_full, "full fine-tuning (reference): all weights trained", learning_rate=2e-5)
+METHOD = PetMethod(
+    "full", FullConfig, apply_full, "full fine-tuning (reference): all weights trained", learning_rate=2e-5
+)

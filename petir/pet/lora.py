@@ -39,4 +39,6 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> None:
         parameter.requires_grad_("lora_" in name)
 
 
-METHOD = PetMethod("lora", LoraConfig, apply_lora, "LoRA: low-rank updates of the attention projections (PEFT)", learning_rate=5e-4)
+METHOD = PetMethod(
+    "lora", LoraConfig, apply_lora, "LoRA: low-rank updates of the attention projections (PEFT)", learning_rate=5e-4
+)

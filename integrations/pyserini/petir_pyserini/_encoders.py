@@ -28,7 +28,7 @@ class PetirDocumentEncoder(DocumentEncoder):
     def encode(self, texts, titles=None, max_length: int | None = None, **_ignored) -> np.ndarray:
         """Returns: float32 array [len(texts), hidden]; titles are joined to texts as ``"title text"``."""
         titles = titles if titles is not None else [""] * len(texts)
-        passages = [Document("", title or "", text).contents for title, text in zip(titles, texts)]
+        passages = [Document("", title or "", text).contents for title, text in zip(titles, texts, strict=True)]
         return self.model.encode(passages, "passage", batch_size=len(texts), max_length=max_length)
 
 
