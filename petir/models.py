@@ -234,7 +234,61 @@ def tokenize(
     )
 
 
-def in_batches(
+class TextEncoder:
+    """``encode`` for a bi-encoder and its ONNX twin: batching, max lengths and progress in one place.
+
+    Subclasses set ``query_max_length``, ``passage_max_length`` and ``dimension`` and implement ``_embed_batch``.
+    """
+
+    query_max_length: int
+    passage_max_length: int
+    dimension: int
+
+    def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        kind: str = "passage",
+        batch_size: int = 32,
+        progress: bool = False,
+        max_length: int | None = None,
+    ) -> np.ndarray:
+        """Returns: float32 array [len(texts), hidden], L2-normalised when the similarity is cosine. ``kind``
+        ("query" or "passage") picks the trained max length in tokens unless ``max_length`` overrides it."""
+        max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
+        return _in_batches(
+            lambda batch: self._embed_batch(texts[batch], max_length),
+            len(texts),
+            batch_size,
+            f"encoding {kind}s",
+            progress,
+            (0, self.dimension),
+        )
+
+
+class PairScorer:
+    """``score`` for a cross-encoder and its ONNX twin. Subclasses implement ``_score_batch``."""
+
+    def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(
+        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """Returns: float32 array [len(queries)] of scores (logits) for the aligned (query, passage) pairs."""
+        return _in_batches(
+            lambda batch: self._score_batch(queries[batch], passages[batch]),
+            len(queries),
+            batch_size,
+            "re-ranking",
+            progress,
+            (0,),
+        )
+
+
+def _in_batches(
     compute: Callable[[slice], np.ndarray],
     count: int,
     batch_size: int,
@@ -242,7 +296,6 @@ def in_batches(
     progress: bool,
     empty_shape: tuple[int, ...],
 ) -> np.ndarray:
-    """Concatenate ``compute(batch slice)`` over ``count`` items, with a progress bar when asked."""
     chunks = [
         compute(slice(start, start + batch_size))
         for start in tqdm(range(0, count, batch_size), desc=desc, disable=not progress)
@@ -299,7 +352,7 @@ CROSS_ENCODER_LOSSES = ("listwise", "pointwise")
 SIMILARITIES = ("cosine", "dot")
 
 
-class BiEncoder(PetModel):
+class BiEncoder(PetModel, TextEncoder):
     """A shared query/passage encoder: pooled token states, L2-normalised for cosine similarity.
 
     Trained with a contrastive loss over in-batch and hard negatives.
@@ -361,26 +414,13 @@ class BiEncoder(PetModel):
         labels = torch.arange(queries.shape[0], device=scores.device) * group
         return F.cross_entropy(scores, labels)
 
+    @property
+    def dimension(self) -> int:
+        return self.encoder.config.hidden_size
+
     @torch.inference_mode()
-    def encode(
-        self,
-        texts: Sequence[str],
-        kind: str = "passage",
-        batch_size: int = 32,
-        progress: bool = False,
-        max_length: int | None = None,
-    ) -> np.ndarray:
-        """Returns: float32 array [len(texts), hidden]. ``kind`` ("query" or "passage") picks the trained max
-        length in tokens unless ``max_length`` overrides it."""
-        max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
-        return in_batches(
-            lambda batch: self.embed(self.tokenize(texts[batch], max_length)).float().cpu().numpy(),
-            len(texts),
-            batch_size,
-            f"encoding {kind}s",
-            progress,
-            (0, self.encoder.config.hidden_size),
-        )
+    def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        return self.embed(self.tokenize(texts, max_length)).float().cpu().numpy()
 
     def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
         docids = sorted({docid for pool in pools.values() for docid in pool})
@@ -395,7 +435,7 @@ class BiEncoder(PetModel):
         return run
 
 
-class CrossEncoder(PetModel):
+class CrossEncoder(PetModel, PairScorer):
     """A monoBERT-style re-ranker: ``[CLS] query [SEP] passage [SEP]`` -> a relevance score from the [CLS] state.
 
     The score head is task-specific and always trained (counted with the trainable parameters).
@@ -441,20 +481,8 @@ class CrossEncoder(PetModel):
         return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
 
     @torch.inference_mode()
-    def score(
-        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray:
-        """Returns: float32 array [len(queries)] of scores for the aligned (query, passage) pairs."""
-        return in_batches(
-            lambda batch: (
-                self.scores(self.tokenize(queries[batch], self.max_length, passages[batch])).float().cpu().numpy()
-            ),
-            len(queries),
-            batch_size,
-            "re-ranking",
-            progress,
-            (0,),
-        )
+    def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        return self.scores(self.tokenize(queries, self.max_length, passages)).float().cpu().numpy()
 
     def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
         pairs = [(qid, docid) for qid, pool in pools.items() for docid in pool]

@@ -42,7 +42,16 @@ from torch import nn
 import petir
 from petir.cli import HelpFormatter, resolve_device, run
 from petir.errors import PetirError
-from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, in_batches, replace_directory, tokenize
+from petir.models import (
+    STATE_FILE,
+    BiEncoder,
+    CrossEncoder,
+    PairScorer,
+    PetModel,
+    TextEncoder,
+    replace_directory,
+    tokenize,
+)
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -270,7 +279,7 @@ class OnnxModel:
         return self.session.run(None, features)[0].astype(np.float32, copy=False)
 
 
-class OnnxBiEncoder(OnnxModel):
+class OnnxBiEncoder(OnnxModel, TextEncoder):
     """The ONNX twin of :class:`BiEncoder`: ``encode`` returns the same vectors (to float32 rounding)."""
 
     task = BiEncoder.task
@@ -282,28 +291,11 @@ class OnnxBiEncoder(OnnxModel):
         self.similarity = config["similarity"]
         self.dimension = session.get_outputs()[0].shape[1]
 
-    def encode(
-        self,
-        texts: Sequence[str],
-        kind: str = "passage",
-        batch_size: int = 32,
-        progress: bool = False,
-        max_length: int | None = None,
-    ) -> np.ndarray:
-        """Returns: float32 array [len(texts), hidden], L2-normalised when the similarity is cosine. ``kind``
-        ("query" or "passage") picks the trained max length in tokens unless ``max_length`` overrides it."""
-        max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
-        return in_batches(
-            lambda batch: self.run(self.tokenize(texts[batch], max_length)),
-            len(texts),
-            batch_size,
-            f"encoding {kind}s",
-            progress,
-            (0, self.dimension),
-        )
+    def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        return self.run(self.tokenize(texts, max_length))
 
 
-class OnnxCrossEncoder(OnnxModel):
+class OnnxCrossEncoder(OnnxModel, PairScorer):
     """The ONNX twin of :class:`CrossEncoder`: ``score`` returns the same scores (to float32 rounding)."""
 
     task = CrossEncoder.task
@@ -312,18 +304,8 @@ class OnnxCrossEncoder(OnnxModel):
         super().__init__(config, onnx_config, tokenizer, session)
         self.max_length = config["max_length"]
 
-    def score(
-        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray:
-        """Returns: float32 array [len(queries)] of scores (logits) for the aligned (query, passage) pairs."""
-        return in_batches(
-            lambda batch: self.run(self.tokenize(queries[batch], self.max_length, passages[batch])),
-            len(queries),
-            batch_size,
-            "re-ranking",
-            progress,
-            (0,),
-        )
+    def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        return self.run(self.tokenize(queries, self.max_length, passages))
 
 
 def _load_torch(model_dir: str | os.PathLike, device: str) -> PetModel:

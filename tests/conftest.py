@@ -68,3 +68,33 @@ def make_tiny_backbone(directory: Path, seed: int = 0, layers: int = 2) -> Path:
 def tiny_backbone(tmp_path_factory) -> Path:
     """Directory of a tiny random BERT backbone, shared by the whole test session (read-only)."""
     return make_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def flags(**options) -> list[str]:
+    """``flags(run=path, depth=3)`` -> ``["--run", "path", "--depth", "3"]``: CLI arguments from keywords."""
+    return [item for name, value in options.items() for item in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def run_cli(main, argv: list[str]) -> str | None:
+    """Run a petir CLI ``main`` the way ``python -m`` does; returns its one-line error, or None on success."""
+    from petir import cli
+
+    try:
+        cli.run(main, argv)
+    except SystemExit as exit_:
+        return str(exit_.code)
+    return None
+
+
+#: Every PET method and connected topology, as (method, options), with readable test ids.
+PET_VARIANTS = [
+    ("full", {}),
+    ("bitfit", {}),
+    ("lora", {}),
+    ("adapter", {}),
+    ("prefix", {}),
+    ("connected", {"topology": "bottleneck"}),
+    ("connected", {"topology": "hidden"}),
+    ("connected", {"topology": "side"}),
+]
+PET_IDS = [f"{name}-{options['topology']}" if options else name for name, options in PET_VARIANTS]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from petir import cli
+from conftest import flags, run_cli
 from petir.models import PetModel
 from petir.train import main as train_main
 
@@ -29,12 +29,7 @@ def test_train_help_lists_every_method_with_its_options():
 
 
 def run_train(argv: list[str]) -> str | None:
-    """petir.train as its CLI runs it; returns the one-line error message, or None on success."""
-    try:
-        cli.run(train_main, argv)
-    except SystemExit as exit_:
-        return str(exit_.code)
-    return None
+    return run_cli(train_main, argv)
 
 
 @pytest.fixture
@@ -98,26 +93,8 @@ def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
         ("dog", "a dog sat", "gene study"),
     ]
     triples.write_text("".join("\t".join(row) + "\n" for row in rows))
-    error = run_train(
-        [
-            "--triples",
-            str(triples),
-            "--dev-queries",
-            "0",
-            "--backbone",
-            str(tiny_backbone),
-            "--method",
-            "adapter",
-            "--steps",
-            "3",
-            "--batch-size",
-            "2",
-            "--output",
-            str(tmp_path / "run"),
-            "--device",
-            "cpu",
-        ]
-    )
+    tiny = flags(backbone=tiny_backbone, steps=3, batch_size=2, device="cpu")
+    error = run_train([*flags(triples=triples, dev_queries=0, method="adapter", output=tmp_path / "run"), *tiny])
     assert error is None, error
     assert PetModel.load(tmp_path / "run" / "model").method == "adapter"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -129,34 +106,14 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
     """MS MARCO-style inputs (TREC topics tsv, the DL19 passage sample), BM25 mining and a held-out dev set."""
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
     mini = shared_data / "msmarco-passage" / "dl19-mini"
-    error = run_train(
-        [
-            "--corpus",
-            str(mini / "corpus.jsonl.gz"),
-            "--queries",
-            str(shared_data / "msmarco-passage" / "topics.dl19-passage.txt"),
-            "--qrels",
-            str(mini / "qrels" / "test.tsv"),
-            "--dev-queries",
-            "5",
-            "--dev-depth",
-            "5",
-            "--backbone",
-            str(tiny_backbone),
-            "--method",
-            "connected",
-            "--steps",
-            "4",
-            "--batch-size",
-            "4",
-            "--eval-every",
-            "2",
-            "--output",
-            str(tmp_path / "run"),
-            "--device",
-            "cpu",
-        ]
+    inputs = flags(
+        corpus=mini / "corpus.jsonl.gz",
+        queries=shared_data / "msmarco-passage" / "topics.dl19-passage.txt",
+        qrels=mini / "qrels" / "test.tsv",
     )
+    tiny = flags(backbone=tiny_backbone, method="connected", steps=4, batch_size=4, device="cpu")
+    dev = flags(dev_queries=5, dev_depth=5, eval_every=2, output=tmp_path / "run")
+    error = run_train([*inputs, *tiny, *dev])
     assert error is None, error
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev" in r] == [0, 2, 4]

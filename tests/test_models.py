@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_backbone
 from safetensors.torch import load_file
 
+from conftest import make_tiny_backbone
 from petir.errors import ModelMismatchError, PetirError
 from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel
 from petir.pet import count_parameters

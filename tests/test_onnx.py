@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PET_IDS, PET_VARIANTS
 from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
 from petir.onnx import (
@@ -21,18 +22,6 @@ from petir.onnx import (
     load_inference_model,
     main,
 )
-
-VARIANTS = [
-    ("full", {}),
-    ("bitfit", {}),
-    ("lora", {}),
-    ("adapter", {}),
-    ("prefix", {}),
-    ("connected", {"topology": "bottleneck"}),
-    ("connected", {"topology": "hidden"}),
-    ("connected", {"topology": "side"}),
-]
-IDS = [f"{name}-{options['topology']}" if options else name for name, options in VARIANTS]
 
 # Unequal lengths (padding inside a batch), and lengths and batch sizes other than the traced example's.
 QUERIES = ["the cat", "cancer risk increase in a protein study on the cell", "gene", "a dog sat on the mat", "x"]
@@ -63,7 +52,7 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max())
 
 
-@pytest.mark.parametrize(("method", "options"), VARIANTS, ids=IDS)
+@pytest.mark.parametrize(("method", "options"), PET_VARIANTS, ids=PET_IDS)
 def test_bi_encoder_export_matches_torch(tiny_backbone, tmp_path, method, options):
     model_dir = saved_model(BiEncoder, tiny_backbone, tmp_path / "model", method, options)
     _, check = export(model_dir)
@@ -84,7 +73,7 @@ def test_bi_encoder_export_matches_torch(tiny_backbone, tmp_path, method, option
     assert onnx_model.encode([]).shape == (0, 32)
 
 
-@pytest.mark.parametrize(("method", "options"), VARIANTS, ids=IDS)
+@pytest.mark.parametrize(("method", "options"), PET_VARIANTS, ids=PET_IDS)
 def test_cross_encoder_export_matches_torch(tiny_backbone, tmp_path, method, options):
     model_dir = saved_model(CrossEncoder, tiny_backbone, tmp_path / "model", method, options)
     export(model_dir)

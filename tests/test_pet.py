@@ -8,21 +8,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
+from conftest import PET_IDS, PET_VARIANTS
 from petir.errors import PetirError
 from petir.pet import METHODS, apply_pet, count_parameters, make_config
 from petir.pet.connected import BottleneckLinkedModule
-
-VARIANTS = [
-    ("full", {}),
-    ("bitfit", {}),
-    ("lora", {}),
-    ("adapter", {}),
-    ("prefix", {}),
-    ("connected", {"topology": "bottleneck"}),
-    ("connected", {"topology": "hidden"}),
-    ("connected", {"topology": "side"}),
-]
-IDS = [f"{name}-{options.get('topology', '')}".rstrip("-") for name, options in VARIANTS]
 
 
 def tiny_bert(layers: int = 2, hidden: int = 32) -> BertModel:
@@ -68,7 +57,7 @@ def test_registry_lists_every_method():
     assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "connected"}
 
 
-@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=IDS)
+@pytest.mark.parametrize(("name", "options"), PET_VARIANTS, ids=PET_IDS)
 def test_frozen_weights_stay_unchanged_and_trainable_ones_move(name, options):
     base = tiny_bert()
     model = with_method(base, name, options)
@@ -79,7 +68,7 @@ def test_frozen_weights_stay_unchanged_and_trainable_ones_move(name, options):
         assert changed == p.requires_grad, f"{n}: requires_grad={p.requires_grad} but changed={changed}"
 
 
-@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=IDS)
+@pytest.mark.parametrize(("name", "options"), PET_VARIANTS, ids=PET_IDS)
 def test_padding_does_not_leak_into_real_tokens(name, options):
     model = with_method(tiny_bert(), name, options)
     train_one_step(model)  # make every module non-trivial
@@ -90,7 +79,7 @@ def test_padding_does_not_leak_into_real_tokens(name, options):
 
 
 @pytest.mark.parametrize(
-    ("name", "options"), [v for v in VARIANTS if v[0] != "prefix"], ids=[i for i in IDS if i != "prefix"]
+    ("name", "options"), [v for v in PET_VARIANTS if v[0] != "prefix"], ids=[i for i in PET_IDS if i != "prefix"]
 )
 def test_inserted_modules_start_as_the_unchanged_backbone(name, options):
     base = tiny_bert()

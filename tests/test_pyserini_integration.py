@@ -73,46 +73,31 @@ def pyserini(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, tmp_path):
-    index = tmp_path / "faiss-index"
+def encode(exported: Path, collection: Path, output: Path, *input_flags: str) -> Path:
+    """``python -m pyserini.encode`` of the test collection into a Faiss index."""
+    corpus = ["input", "--corpus", str(collection / "docs"), *input_flags]
+    encoder = ["encoder", "--encoder", str(exported), "--dimension", "32", "--device", "cpu", "--batch-size", "4"]
     pyserini(
-        "pyserini.encode",
-        "input",
-        "--corpus",
-        str(collection / "docs"),
-        "output",
-        "--embeddings",
-        str(index),
-        "--to-faiss",
-        "encoder",
-        "--encoder",
-        str(exported),
-        "--dimension",
-        "32",
-        "--device",
-        "cpu",
-        "--batch-size",
-        "4",
-        cwd=tmp_path,
+        "pyserini.encode", *corpus, "output", "--embeddings", str(output), "--to-faiss", *encoder, cwd=output.parent
     )
-    run_file = tmp_path / "run.trec"
-    pyserini(
-        "pyserini.search.faiss",
-        "--index",
-        str(index),
-        "--topics",
-        str(collection / "topics.tsv"),
-        "--encoder",
-        str(exported),
-        "--device",
-        "cpu",
-        "--output",
-        str(run_file),
-        "--hits",
-        "10",
-        cwd=tmp_path,
-    )
-    run = read_run(run_file)
+    return output
+
+
+def search(index: Path, exported: Path, collection: Path, output: Path) -> dict:
+    """``python -m pyserini.search.faiss`` of the test topics; returns the run."""
+    topics = ["--topics", str(collection / "topics.tsv"), "--hits", "10"]
+    flags = ["--index", str(index), "--encoder", str(exported), "--device", "cpu", "--output", str(output)]
+    pyserini("pyserini.search.faiss", *flags, *topics, cwd=output.parent)
+    return read_run(output)
+
+
+@pytest.fixture(scope="module")
+def dense_index(exported, collection, tmp_path_factory) -> Path:
+    return encode(exported, collection, tmp_path_factory.mktemp("dense") / "faiss-index")
+
+
+def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, dense_index, tmp_path):
+    run = search(dense_index, exported, collection, tmp_path / "run.trec")
     model = BiEncoder.load(exported)
     passages = model.encode(DOCS)
     for qid, text in TOPICS.items():
@@ -123,31 +108,12 @@ def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, tm
         assert docids[0] == f"d{int(np.argmax(expected))}"
 
 
-def test_python_api_with_faiss_searcher(exported, collection, tmp_path):
-    """``FaissSearcher(index, PetirQueryEncoder(DIR))`` in a fresh interpreter gives the CLI's hits."""
-    index = tmp_path / "faiss-index"
-    pyserini(
-        "pyserini.encode",
-        "input",
-        "--corpus",
-        str(collection / "docs"),
-        "output",
-        "--embeddings",
-        str(index),
-        "--to-faiss",
-        "encoder",
-        "--encoder",
-        str(exported),
-        "--dimension",
-        "32",
-        "--device",
-        "cpu",
-        cwd=tmp_path,
-    )
+def test_python_api_with_faiss_searcher(exported, dense_index, tmp_path):
+    """``FaissSearcher(index, PetirQueryEncoder(DIR))`` in a fresh interpreter gives petir's own ranking."""
     script = (
         "from pyserini.search.faiss import FaissSearcher\n"
         "from petir_pyserini import PetirQueryEncoder\n"
-        f"searcher = FaissSearcher({str(index)!r}, PetirQueryEncoder({str(exported)!r}))\n"
+        f"searcher = FaissSearcher({str(dense_index)!r}, PetirQueryEncoder({str(exported)!r}))\n"
         "hits = searcher.search('cancer risk increase', k=3)\n"
         "print(' '.join(hit.docid for hit in hits))\n"
     )
@@ -177,60 +143,11 @@ def test_auto_and_petir_encoder_classes_agree(exported):
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
-def test_sharded_encoding_and_merge_give_the_unsharded_index(exported, collection, tmp_path):
-    """The documented sharding path: two `--shard-id` encodes, Pyserini's merge, then the usual search."""
+def test_sharded_encoding_and_merge_give_the_unsharded_index(exported, collection, dense_index, tmp_path):
+    """The documented sharding path: two ``--shard-id`` encodes, Pyserini's merge, then the usual search."""
     for shard in ("0", "1"):
-        pyserini(
-            "pyserini.encode",
-            "input",
-            "--corpus",
-            str(collection / "docs"),
-            "--shard-id",
-            shard,
-            "--shard-num",
-            "2",
-            "output",
-            "--embeddings",
-            str(tmp_path / f"shard-{shard}"),
-            "--to-faiss",
-            "encoder",
-            "--encoder",
-            str(exported),
-            "--dimension",
-            "32",
-            "--device",
-            "cpu",
-            cwd=tmp_path,
-        )
-    pyserini(
-        "pyserini.encode.merge_faiss_index",
-        "--dimension",
-        "32",
-        "--input",
-        str(tmp_path / "shard-*"),
-        "--output",
-        str(tmp_path / "merged"),
-        cwd=tmp_path,
-    )
-    run_file = tmp_path / "run.trec"
-    pyserini(
-        "pyserini.search.faiss",
-        "--index",
-        str(tmp_path / "merged"),
-        "--topics",
-        str(collection / "topics.tsv"),
-        "--encoder",
-        str(exported),
-        "--device",
-        "cpu",
-        "--output",
-        str(run_file),
-        "--hits",
-        "10",
-        cwd=tmp_path,
-    )
-    run = read_run(run_file)
-    assert sorted(d for d, _ in run["q1"]) == sorted(f"d{i}" for i in range(len(DOCS)))
-    model = BiEncoder.load(exported)
-    expected = model.encode(DOCS) @ model.encode([TOPICS["q2"]], "query")[0]
-    assert run["q2"][0][0] == f"d{int(np.argmax(expected))}"
+        encode(exported, collection, tmp_path / f"shard-{shard}", "--shard-id", shard, "--shard-num", "2")
+    merge = ["--dimension", "32", "--input", str(tmp_path / "shard-*"), "--output", str(tmp_path / "merged")]
+    pyserini("pyserini.encode.merge_faiss_index", *merge, cwd=tmp_path)
+    merged = search(tmp_path / "merged", exported, collection, tmp_path / "merged.trec")
+    assert merged == search(dense_index, exported, collection, tmp_path / "unsharded.trec")

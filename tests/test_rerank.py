@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from petir import cli
+from conftest import flags, run_cli
 from petir.data import Document, read_run, write_pyserini_collection, write_run, write_topics
 from petir.errors import DataError
 from petir.models import CrossEncoder
@@ -93,34 +93,11 @@ def files(tiny_backbone, tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def run_cli(argv: list[str]) -> str | None:
-    """Run petir.rerank as the CLI does; returns the one-line error, or None on success."""
-    try:
-        cli.run(main, argv)
-    except SystemExit as exit_:
-        return str(exit_.code)
-    return None
-
-
 def test_cli_writes_a_valid_run_with_every_pair_and_the_tag(files, tmp_path):
     out = tmp_path / "reranked.trec"
-    argv = [
-        "--run",
-        str(files["run"]),
-        "--topics",
-        str(files["topics"]),
-        "--corpus",
-        str(files["corpus"]),
-        "--model",
-        str(files["model"]),
-        "--output",
-        str(out),
-        "--depth",
-        "3",
-        "--tag",
-        "petir-test",
-    ]
-    assert run_cli(argv) is None
+    common = flags(run=files["run"], topics=files["topics"], model=files["model"], depth=3)
+    argv = [*common, *flags(corpus=files["corpus"], output=out, tag="petir-test")]
+    assert run_cli(main, argv) is None
     reranked, original = read_run(out), read_run(files["run"])
     assert {q: sorted(d for d, _ in h) for q, h in reranked.items()} == {
         q: sorted(d for d, _ in h) for q, h in original.items()
@@ -149,20 +126,8 @@ def test_cli_writes_a_valid_run_with_every_pair_and_the_tag(files, tmp_path):
 def test_bad_inputs_end_with_one_line_errors(files, tmp_path, mutate, message):
     bad = {**files, "run": tmp_path / "bm25.trec"}
     mutate(bad)
-    error = run_cli(
-        [
-            "--run",
-            str(bad["run"]),
-            "--topics",
-            str(files["topics"]),
-            "--corpus",
-            str(files["corpus"]),
-            "--model",
-            str(files["model"]),
-            "--output",
-            str(tmp_path / "out.trec"),
-        ]
-    )
+    argv = flags(run=bad["run"], topics=files["topics"], corpus=files["corpus"], model=files["model"])
+    error = run_cli(main, [*argv, *flags(output=tmp_path / "out.trec")])
     assert error is not None and "\n" not in error and ": error: " in error
     assert __import__("re").search(message, error), error
 
@@ -172,25 +137,10 @@ def test_cli_reads_passages_from_a_lucene_index(files, tmp_path):
 
     index = build_lucene_index(files["root"] / "collection", tmp_path / "lucene")
     out = tmp_path / "from-index.trec"
-    argv = [
-        "--run",
-        str(files["run"]),
-        "--topics",
-        str(files["topics"]),
-        "--index",
-        str(index),
-        "--model",
-        str(files["model"]),
-        "--output",
-        str(out),
-        "--depth",
-        "3",
-    ]
+    common = flags(run=files["run"], topics=files["topics"], model=files["model"], depth=3)
+    argv = [*common, *flags(index=index, output=out)]
     result = subprocess.run([sys.executable, "-m", "petir.rerank", *argv], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     via_corpus = tmp_path / "from-corpus.trec"
-    assert (
-        run_cli([*argv[:4], "--corpus", str(files["corpus"]), *argv[6:8], "--output", str(via_corpus), "--depth", "3"])
-        is None
-    )
+    assert run_cli(main, [*common, *flags(corpus=files["corpus"], output=via_corpus)]) is None
     assert read_run(out) == read_run(via_corpus)
