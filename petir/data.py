@@ -8,7 +8,6 @@ handled once. Readers accept plain or ``.gz`` files, CRLF line endings and blank
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import IO, TypeAlias
 
 from petir.errors import DataError
+from petir.files import write_lines_atomic
 
 PathLike: TypeAlias = str | os.PathLike[str]
 
@@ -281,28 +281,6 @@ def read_triples(path: PathLike) -> list[tuple[str, str, str]]:
 # --- writing ------------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: PathLike, lines: Iterable[str]) -> Path:
-    """Write ``lines`` (each ending in "\\n") to ``path`` through a temporary file; gzip if the name ends in .gz."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its 0600 mode would survive os.replace and hide outputs from other users.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    gz = path.suffix == ".gz"
-    try:
-        # mtime=0 keeps gzipped outputs byte-identical across runs.
-        with (
-            open(tmp, "wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else contextlib.nullcontext(raw) as out,
-        ):
-            for line in lines:
-                out.write(line.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_run(run: Run, path: PathLike, tag: str) -> None:
     """Write a TREC run: each query sorted by score (descending, ties keep the given order), ranks from 1.
 
@@ -317,7 +295,7 @@ def write_run(run: Run, path: PathLike, tag: str) -> None:
             for rank, (docid, score) in enumerate(ranked, 1):
                 yield f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n"
 
-    _write_atomic(path, lines())
+    write_lines_atomic(path, lines())
 
 
 def write_pyserini_collection(corpus: Corpus, directory: PathLike) -> Path:
@@ -334,7 +312,7 @@ def write_pyserini_collection(corpus: Corpus, directory: PathLike) -> Path:
                 f"{directory}: holds other files ({', '.join(others[:3])}); Pyserini would index them "
                 f"too, so write the collection to an empty directory"
             )
-    return _write_atomic(
+    return write_lines_atomic(
         directory / COLLECTION_FILE,
         (json.dumps({"id": doc.id, "contents": doc.contents}) + "\n" for doc in corpus.values()),
     )
@@ -350,12 +328,14 @@ def write_topics(queries: Queries, path: PathLike) -> None:
                 raise DataError(f"query {qid!r} has empty text; it cannot be written to {path}")
             yield f"{qid}\t{text}\n"
 
-    _write_atomic(path, lines())
+    write_lines_atomic(path, lines())
 
 
 def write_qrels(qrels: Qrels, path: PathLike) -> None:
     """Write TREC qrels, "qid 0 docid rel", for trec_eval."""
-    _write_atomic(path, (f"{qid} 0 {docid} {rel}\n" for qid, judged in qrels.items() for docid, rel in judged.items()))
+    write_lines_atomic(
+        path, (f"{qid} 0 {docid} {rel}\n" for qid, judged in qrels.items() for docid, rel in judged.items())
+    )
 
 
 # --- checking and datasets ----------------------------------------------------------------------------------------

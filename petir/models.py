@@ -15,8 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +30,7 @@ import petir
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.data import Corpus, Queries, Run
 from petir.errors import ModelMismatchError, PetirError
+from petir.files import staged_directory
 from petir.pet import apply_pet, count_parameters, make_config
 from petir.sampling import Group
 
@@ -118,18 +117,12 @@ class PetModel(nn.Module):
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model atomically: a crash mid-save leaves the previous directory intact."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with staged_directory(directory) as staging:
             state = {name: t.to("cpu").contiguous() for name, t in self.trainable_state_dict().items()}
             save_file(state, staging / STATE_FILE, metadata={"petir_method": self.method})
             (staging / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
             self.tokenizer.save_pretrained(staging)
-            replace_directory(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return Path(directory)
 
     @staticmethod
     def read_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -333,18 +326,6 @@ class SharedBackbone:
         shared = {id(tensor): tensor for tensor in (*self.encoder.parameters(), *self.encoder.buffers())}
         shell = copy.deepcopy(self.encoder, memo=shared)
         return PetModel.load(directory, backbone=self.name, device=device, _loaded=(shell, self.tokenizer))
-
-
-def replace_directory(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target`` so that ``target`` is at all times either the old or the new directory."""
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(target, backup)
-        os.replace(source, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(source, target)
 
 
 POOLINGS = ("mean", "cls")

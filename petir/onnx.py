@@ -28,8 +28,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +40,7 @@ from torch import nn
 import petir
 from petir.cli import HelpFormatter, resolve_device, run
 from petir.errors import PetirError
+from petir.files import staged_directory
 from petir.models import (
     STATE_FILE,
     BiEncoder,
@@ -49,7 +48,6 @@ from petir.models import (
     PairScorer,
     PetModel,
     TextEncoder,
-    replace_directory,
     tokenize,
 )
 
@@ -126,9 +124,7 @@ def export(
     input_names = list(features)
     graph = _InferenceGraph(model, input_names).eval()
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_directory(target) as staging:
         dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
         dynamic_axes[output_name] = {0: "batch"}
         with warnings.catch_warnings():
@@ -175,9 +171,6 @@ def export(
             "petir_config": config,
         }
         (staging / ONNX_CONFIG_FILE).write_text(json.dumps(onnx_config, indent=2) + "\n")
-        replace_directory(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target, difference
 
 
@@ -340,8 +333,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m petir.onnx",
         description="Export a saved petir model (bi-encoder or cross-encoder, any PET method) to ONNX for "
         "onnxruntime inference, and check it against the torch model on a padded batch.\n\n"
-        "example:\n  python -m petir.onnx runs/scifact-connected\n"
-        "  # then: petir.onnx.load_inference_model('runs/scifact-connected', backend='onnx')",
+        "example:\n  python -m petir.onnx runs/scifact-reranker/model\n"
+        "  # then: python -m petir.rerank ... --model runs/scifact-reranker/model --backend onnx",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("model_dir", help="a saved petir model directory (config.json + petir_state.safetensors)")

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     passage = passage_lookup(args.index, args.corpus)
     from petir.onnx import load_inference_model
 
-    model = load_inference_model(args.model, backend=args.backend, device=cli.resolve_device(args.device))
+    model = load_inference_model(args.model, backend=args.backend, device=args.device)
     if getattr(model, "task", "cross-encoder") != "cross-encoder":
         raise PetirError(f"{args.model} is a {model.task} model; petir.rerank needs a cross-encoder")
     partial = args.output.with_name(args.output.name + ".partial.jsonl")

@@ -22,6 +22,7 @@ from petir.data import (
     read_corpus,
     read_qrels,
     read_queries,
+    read_run,
     read_triples,
     relevant,
     resolve_beir,
@@ -31,7 +32,7 @@ from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
 from petir.pet import METHODS, get_method, make_config
 from petir.sampling import GroupSampler, TrainingQuery, from_triples, training_queries
-from petir.trainer import TrainConfig, Trainer, set_seed
+from petir.trainer import TrainConfig, Trainer, main_process_first, set_seed
 
 TASKS: dict[str, type[PetModel]] = {"retrieval": BiEncoder, "rerank": CrossEncoder}
 
@@ -46,7 +47,7 @@ examples:
       --qrels qrels.train.tsv --method lora --pet r=16 --output runs/msmarco-lora-reranker
 
 The trained model is written to OUTPUT/model: a directory that Pyserini's encode/search CLIs and
-petir.rerank load directly (see docs/retrieval.md).
+petir.rerank load directly (see docs/pyserini.md and docs/training.md).
 """
 
 
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--queries", help="queries file (BEIR jsonl or 'qid<TAB>text' tsv)")
     data.add_argument("--qrels", help="training qrels (BEIR tsv or TREC)")
     data.add_argument("--triples", help="MS MARCO text triples 'query<TAB>positive<TAB>negative' (no BM25 mining)")
+    data.add_argument(
+        "--negatives-run",
+        help="TREC run of the training queries to draw hard negatives from "
+        "(e.g. Pyserini BM25 on a prebuilt index) instead of petir's own BM25 search",
+    )
     data.add_argument("--dev-qrels", help="dev qrels (queries from the same queries file)")
     data.add_argument("--dev-queries", type=int, default=100, help="without --dev-qrels: training queries held out")
     data.add_argument("--dev-depth", type=int, default=20, help="dev pools: BM25 top-k plus the judged passages")
@@ -103,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=300, help="optimizer steps")
     train.add_argument("--batch-size", type=int, default=16, help="queries per micro-batch (per process)")
     train.add_argument("--negatives", type=int, default=1, help="hard negatives per query (BM25, not relevant)")
-    train.add_argument("--negative-depth", type=int, default=30, help="BM25 depth negatives are drawn from")
+    train.add_argument("--negative-depth", type=int, default=30, help="run depth hard negatives are drawn from")
     train.add_argument("--grad-accumulation", type=int, default=1, help="micro-batches per optimizer step")
     train.add_argument("--lr", type=float, help="learning rate (default: the method's, listed below)")
     train.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up share of the steps")
@@ -112,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save-every", type=int, default=100, help="checkpoint interval in steps")
     train.add_argument("--seed", type=int, default=42, help="seed for initialisation, sampling and dropout")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA, or CPUs with bf16 support)")
     train.add_argument("--output", required=True, type=Path, help="run directory (model, checkpoint, logs)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     return parser
@@ -131,14 +137,14 @@ def parse_pet_options(pairs: Sequence[str]) -> dict[str, str]:
 @dataclasses.dataclass
 class TrainingData:
     corpus: Corpus
-    corpus_path: Path
     queries: Queries
     train: list[TrainingQuery]
     dev_qrels: Qrels
+    dev_pools: dict[str, list[str]]  # candidate passages ranked for the dev metric
 
 
 def load_training_data(args: argparse.Namespace) -> TrainingData:
-    """Read the inputs, mine BM25 hard negatives and set a dev split aside."""
+    """Read the inputs, mine hard negatives (BM25, or a given run) and set a dev split with its pools aside."""
     if args.triples:
         return _from_triples(args)
     corpus_path, queries, train_qrels = _read_inputs(args)
@@ -148,21 +154,32 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
         dev_qrels = read_qrels(args.dev_qrels)
         check_qrels(dev_qrels, corpus, queries, args.dev_qrels)
     elif args.dev_queries > 0:
-        if args.dev_queries >= len(train_qrels):
-            raise PetirError(
-                f"--dev-queries {args.dev_queries} leaves no training query (the qrels have "
-                f"{len(train_qrels)}); lower it, or pass --dev-qrels"
-            )
+        _check_dev_size(args.dev_queries, len(train_qrels))
         train_qrels, dev_qrels = split_dev(train_qrels, args.dev_queries, seed=0)
     else:
         dev_qrels = {}
     from petir.bm25 import mine_hard_negatives
     from petir.workspace import Workspace
 
+    workspace = Workspace(corpus_path, corpus)
     judged = {qid: queries[qid] for qid in train_qrels if relevant(train_qrels, qid)}
-    run = Workspace(corpus_path, corpus).bm25(judged, hits=args.negative_depth)
+    run = read_run(args.negatives_run) if args.negatives_run else workspace.bm25(judged, hits=args.negative_depth)
     negatives = mine_hard_negatives(run, train_qrels, args.negative_depth)
-    return TrainingData(corpus, corpus_path, queries, training_queries(queries, train_qrels, negatives), dev_qrels)
+    dev_queries = {qid: queries[qid] for qid in dev_qrels if relevant(dev_qrels, qid)}
+    dev_run = workspace.bm25(dev_queries, hits=args.dev_depth) if dev_queries else {}
+    dev_pools = {
+        qid: list(dict.fromkeys([docid for docid, _ in dev_run.get(qid, [])] + sorted(dev_qrels[qid])))
+        for qid in dev_queries
+    }
+    return TrainingData(corpus, queries, training_queries(queries, train_qrels, negatives), dev_qrels, dev_pools)
+
+
+def _check_dev_size(dev_queries: int, available: int) -> None:
+    if dev_queries >= available:
+        raise PetirError(
+            f"--dev-queries {dev_queries} leaves no training query (there are {available}); lower it"
+            " (0: no dev set), or pass --dev-qrels"
+        )
 
 
 def _read_inputs(args: argparse.Namespace) -> tuple[Path, Queries, Qrels]:
@@ -177,29 +194,55 @@ def _read_inputs(args: argparse.Namespace) -> tuple[Path, Queries, Qrels]:
 
 
 def _from_triples(args: argparse.Namespace) -> TrainingData:
+    """Triples bring their own negatives; a dev split holds out whole queries, ranked among their own passages."""
     train, corpus = from_triples(read_triples(args.triples))
-    if args.dev_qrels:
-        raise PetirError("--dev-qrels needs --corpus/--queries; with --triples use --dev-queries 0")
-    return TrainingData(corpus, Path(args.triples), {q.qid: q.text for q in train}, train, {})
+    dev: list[TrainingQuery] = []
+    if args.dev_queries > 0:
+        _check_dev_size(args.dev_queries, len(train))
+        held_out = set(split_dev({q.qid: {} for q in train}, args.dev_queries, seed=0)[1])
+        dev = [q for q in train if q.qid in held_out]
+        train = [q for q in train if q.qid not in held_out]
+    return TrainingData(
+        corpus=corpus,
+        queries={q.qid: q.text for q in (*train, *dev)},
+        train=train,
+        dev_qrels={q.qid: dict.fromkeys(q.positives, 1) for q in dev},
+        dev_pools={q.qid: [*q.positives, *q.negatives] for q in dev},
+    )
 
 
-def dev_evaluator(data: TrainingData, depth: int):
-    """Dev metric: nDCG@10 and MRR@10 over fixed pools (BM25 top-``depth`` plus judged passages)."""
+def dev_evaluator(data: TrainingData):
+    """Dev metric: nDCG@10 and MRR@10 of the model's ranking of each dev query's pool."""
     from petir.evaluate import evaluate_run
-    from petir.workspace import Workspace
 
-    queries = {qid: data.queries[qid] for qid in data.dev_qrels if relevant(data.dev_qrels, qid)}
-    run = Workspace(data.corpus_path, data.corpus).bm25(queries, hits=depth)
-    pools = {
-        qid: list(dict.fromkeys([docid for docid, _ in run.get(qid, [])] + sorted(data.dev_qrels[qid])))
-        for qid in queries
-    }
+    queries = {qid: data.queries[qid] for qid in data.dev_pools}
 
     def evaluate(model: PetModel) -> dict[str, float]:
-        metrics = evaluate_run(data.dev_qrels, model.rank(queries, pools, data.corpus))
+        metrics = evaluate_run(data.dev_qrels, model.rank(queries, data.dev_pools, data.corpus))
         return {name: round(metrics[name], 4) for name in ("ndcg@10", "mrr@10")}
 
     return evaluate
+
+
+#: Flags that only one task reads: giving one to the other task is an error, not silently ignored.
+TASK_FLAGS = {
+    "retrieval": ("pooling", "similarity", "query_max_length", "passage_max_length"),
+    "rerank": ("max_length", "loss"),
+}
+#: Flags that --triples makes meaningless (the triples bring passages and negatives).
+NOT_WITH_TRIPLES = ("data", "corpus", "queries", "qrels", "dev_qrels", "negatives_run", "negative_depth", "dev_depth")
+
+
+def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = {name for name, value in vars(args).items() if value != parser.get_default(name)}
+    for task, names in TASK_FLAGS.items():
+        wrong = sorted(given & set(names)) if task != args.task else []
+        if wrong:
+            raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {task} only")
+    if args.triples:
+        wrong = sorted(given & set(NOT_WITH_TRIPLES))
+        if wrong:
+            raise PetirError(f"--{wrong[0].replace('_', '-')} cannot be combined with --triples")
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,10 +257,13 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_flags(parser, args)
     pet_options = parse_pet_options(args.pet)
     make_config(args.method, pet_options)  # a bad --pet option fails before any data is read
-    data = load_training_data(args)
+    with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
+        data = load_training_data(args)
     set_seed(args.seed)
     model = TASKS[args.task](args.backbone, args.method, pet_options, **task_options(args))
     report = model.parameter_report()
@@ -229,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = TrainConfig(
         output_dir=args.output,
         steps=args.steps,
-        learning_rate=args.lr or get_method(args.method).learning_rate,
+        learning_rate=args.lr if args.lr is not None else get_method(args.method).learning_rate,
         batch_size=args.batch_size,
         grad_accumulation=args.grad_accumulation,
         warmup_ratio=args.warmup_ratio,
@@ -242,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         extra={"argv": list(argv) if argv is not None else sys.argv[1:], "task": args.task},
     )
     sampler = GroupSampler(data.train, data.corpus, args.batch_size, args.negatives, args.seed)
-    evaluate = dev_evaluator(data, args.dev_depth) if data.dev_qrels else None
+    evaluate = dev_evaluator(data) if data.dev_pools else None
     summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume)
     print(f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}")
     return summary

@@ -18,12 +18,12 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import sys
-import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from petir.cli import resolve_device
 from petir.errors import PetirError
-from petir.models import PetModel, replace_directory
+from petir.files import staged_directory
+from petir.models import PetModel
 from petir.sampling import GroupSampler
 
 CHECKPOINT_DIR = "checkpoint"
@@ -95,10 +96,10 @@ class Trainer:
         self.output = Path(config.output_dir)
         self.sampler = sampler
         self.evaluate = evaluate
-        self.rank, self.world_size, local_rank = _init_distributed()
+        self.rank, self.world_size, local_rank = init_distributed(config.device)
         device = resolve_device(config.device)
-        if device == "cuda" and self.world_size > 1:
-            device = f"cuda:{local_rank}"
+        if device.startswith("cuda") and self.world_size > 1:
+            device = f"cuda:{local_rank}"  # one GPU per process, whichever cuda device was named
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.trained = self.model
@@ -132,33 +133,36 @@ class Trainer:
         self.model.train()
         started = time.perf_counter() - self.elapsed
         self._eval_seconds = 0.0
-        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if self.is_main else None
         bar = tqdm(total=self.config.steps, initial=self.step, desc="training", disable=not self.is_main)
         window: list[float] = []
-        try:
-            while self.step < self.config.steps:
-                window.append(self._optimizer_step())
-                self.step += 1
-                self.elapsed = time.perf_counter() - started - self._eval_seconds
-                bar.update(1)
-                bar.set_postfix(loss=f"{window[-1]:.4f}")
-                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                    self._log(loss=float(np.mean(window)), lr=self.scheduler.get_last_lr()[0])
-                    window = []
-                if self.config.eval_every and self.step % self.config.eval_every == 0:
-                    self._evaluate()
-                if self.step % self.config.save_every == 0:
-                    self._save_checkpoint()
-        except KeyboardInterrupt:
-            self._save_checkpoint()
-            raise PetirError(
-                f"interrupted at step {self.step}; checkpoint saved in {self.output / CHECKPOINT_DIR}, "
-                "run the same command with --resume to continue"
-            ) from None
-        finally:
-            bar.close()
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+        with _StopRequest() as stop:
+            try:
+                while self.step < self.config.steps:
+                    window.append(self._optimizer_step())
+                    self.step += 1
+                    self.elapsed = time.perf_counter() - started - self._eval_seconds
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{window[-1]:.4f}")
+                    if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                        self._log(loss=float(np.mean(window)), lr=self.scheduler.get_last_lr()[0])
+                        window = []
+                    if self.config.eval_every and self.step % self.config.eval_every == 0:
+                        self._evaluate()
+                    if self._agree(stop.requested):
+                        self._save_checkpoint()
+                        raise PetirError(
+                            f"interrupted at step {self.step}; checkpoint saved in {self.output / CHECKPOINT_DIR}, "
+                            "run the same command with --resume to continue"
+                        )
+                    if self.step % self.config.save_every == 0:
+                        self._save_checkpoint()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now, mid-step, without a checkpoint
+                raise PetirError(
+                    f"stopped during step {self.step + 1} without a checkpoint; --resume continues from the last "
+                    f"one in {self.output / CHECKPOINT_DIR}, if any"
+                ) from None
+            finally:
+                bar.close()
         final_dev = None
         if self.evaluate is not None and not (self.config.eval_every and self.step % self.config.eval_every == 0):
             final_dev = self._evaluate()
@@ -183,8 +187,15 @@ class Trainer:
         return float(sum(losses))
 
     def _autocast(self):
-        enabled = self.config.bf16 and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (a stop request reaches ranks at different steps)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     def _evaluate(self) -> dict[str, float] | None:
         metrics = None
@@ -237,23 +248,26 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
-        if not self.is_main:
-            return
-        target = self.output / CHECKPOINT_DIR
-        staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=self.output))
-        try:
+        """Called on every rank: each rank's RNG state is gathered, rank 0 writes."""
+        rng_states = [_rng_state()]
+        if self.world_size > 1:
+            rng_states = [None] * self.world_size
+            dist.all_gather_object(rng_states, _rng_state())
+        if self.is_main:
+            self._write_checkpoint(rng_states)
+        _barrier(self.world_size)
+
+    def _write_checkpoint(self, rng_states: list[dict[str, Any]]) -> None:
+        with staged_directory(self.output / CHECKPOINT_DIR) as staging:
             self.model.save(staging / MODEL_DIR)
             state = {
                 "step": self.step,
                 "elapsed": self.elapsed,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_states,
             }
             torch.save(state, staging / TRAINER_STATE)
-            replace_directory(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def _load_checkpoint(self) -> None:
         directory = self.output / CHECKPOINT_DIR
@@ -263,7 +277,12 @@ class Trainer:
         state = torch.load(directory / TRAINER_STATE, map_location=self.device, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        if len(state["rng"]) != self.world_size:
+            raise PetirError(
+                f"--resume: the checkpoint was written by {len(state['rng'])} processes, this run has "
+                f"{self.world_size}; resume with the same number of processes"
+            )
+        _set_rng_state(state["rng"][self.rank])
         self.step, self.elapsed = state["step"], state["elapsed"]
 
 
@@ -290,16 +309,49 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class _StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current optimizer step, so the checkpoint it then
+    writes is consistent; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\npetir: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
 
 
-def _init_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); joins the process group when launched by torchrun."""
+def init_distributed(device: str = "auto") -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when launched by torchrun (NCCL for GPUs, gloo
+    for CPU processes). Idempotent."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="nccl" if resolve_device(device).startswith("cuda") else "gloo")
     return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextmanager
+def main_process_first(device: str = "auto") -> Iterator[None]:
+    """Under torchrun, rank 0 runs the block first (building shared caches), the other ranks after it."""
+    rank, world_size, _ = init_distributed(device)
+    if rank != 0:
+        _barrier(world_size)
+    yield
+    if rank == 0:
+        _barrier(world_size)
 
 
 def _barrier(world_size: int) -> None:
@@ -308,6 +360,4 @@ def _barrier(world_size: int) -> None:
 
 
 def _maybe_no_sync(module: torch.nn.Module, sync: bool):
-    from contextlib import nullcontext
-
     return nullcontext() if sync else module.no_sync()

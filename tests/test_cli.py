@@ -81,7 +81,20 @@ def test_train_reports_bad_flags_in_one_line(beir, tmp_path):
     error = run_train(["--corpus", str(beir / "corpus.jsonl"), "--output", str(tmp_path / "r")])
     assert error is not None and "missing: --queries, --qrels" in error
     error = run_train(["--data", str(beir), "--output", str(tmp_path / "r")])
-    assert error is not None and "--dev-queries 100 leaves no training query (the qrels have 4)" in error
+    assert error is not None and "--dev-queries 100 leaves no training query (there are 4)" in error
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--task", "rerank", "--pooling", "cls"], "--pooling applies to --task retrieval only"),
+        (["--loss", "pointwise"], "--loss applies to --task rerank only"),
+        (["--triples", "t.tsv"], "--data cannot be combined with --triples"),
+    ],
+)
+def test_flags_that_would_do_nothing_are_refused(beir, tmp_path, extra, message):
+    error = run_train(["--data", str(beir), "--output", str(tmp_path / "r"), *extra])
+    assert error is not None and message in error, error
 
 
 def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
@@ -93,9 +106,11 @@ def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
         ("dog", "a dog sat", "gene study"),
     ]
     triples.write_text("".join("\t".join(row) + "\n" for row in rows))
-    tiny = flags(backbone=tiny_backbone, steps=3, batch_size=2, device="cpu")
-    error = run_train([*flags(triples=triples, dev_queries=0, method="adapter", output=tmp_path / "run"), *tiny])
+    tiny = flags(backbone=tiny_backbone, steps=3, batch_size=2, device="cpu", eval_every=3)
+    error = run_train([*flags(triples=triples, dev_queries=1, method="adapter", output=tmp_path / "run"), *tiny])
     assert error is None, error
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "dev" in r] == [0, 3]  # one held-out query, ranked among its passages
     assert PetModel.load(tmp_path / "run" / "model").method == "adapter"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["parameters"]["percent"] < 100

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,13 +69,13 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, t
     original_step = interrupted._optimizer_step
     calls = []
 
-    def step_then_interrupt():
-        if len(calls) == 3:  # Ctrl-C during the 4th step: the checkpoint keeps step 3
-            raise KeyboardInterrupt
+    def step_with_ctrl_c():
         calls.append(1)
+        if len(calls) == 3:  # Ctrl-C arrives during the 3rd step: it finishes, then the run stops with a checkpoint
+            os.kill(os.getpid(), signal.SIGINT)
         return original_step()
 
-    interrupted._optimizer_step = step_then_interrupt
+    interrupted._optimizer_step = step_with_ctrl_c
     with pytest.raises(PetirError, match="interrupted at step 3; checkpoint saved .* --resume"):
         interrupted.train()
     with pytest.raises(PetirError, match="already holds a run; pass --resume"):
@@ -87,6 +88,21 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, t
         assert torch.equal(straight[name], resumed[name]), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()]
     assert [s for s in steps] == sorted(steps) and steps.count(3) == 1  # no duplicated log records
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_backbone, tmp_path):
+    trainer = make_trainer(tiny_backbone, tmp_path)
+    original_step = trainer._optimizer_step
+
+    def impatient_user():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return original_step()
+
+    trainer._optimizer_step = impatient_user
+    with pytest.raises(PetirError, match="stopped during step 1 without a checkpoint"):
+        trainer.train()
+    assert not (tmp_path / CHECKPOINT_DIR).exists()
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_backbone, tmp_path):

@@ -1,0 +1,125 @@
+"""The efficiency benchmark's measuring functions (benchmarks/efficiency.py) on a tiny random BERT."""
+
+from __future__ import annotations
+
+import importlib.util
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from petir.models import BiEncoder, CrossEncoder
+from petir.reproduce import VARIANTS
+
+QUERIES = ["the cat sat", "cancer risk increase", "protein gene cell", "a dog on the mat"]
+PASSAGES = [
+    "the cat sat on the mat",
+    "a dog sat",
+    "cancer risk study",
+    "risk increase in cancer",
+    "protein and gene",
+    "cell protein study",
+    "the mat",
+    "a cat and a dog",
+    "gene risk",
+    "study on cell",
+]
+
+
+@pytest.fixture(scope="module")
+def efficiency():
+    """benchmarks/efficiency.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("efficiency", REPO / "benchmarks" / "efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; and torch was imported before the benchmark could set
+    OMP_WAIT_POLICY=PASSIVE, so on cores shared with other jobs spinning OpenMP threads make each tiny step
+    take seconds instead of milliseconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def groups(queries: int, group_size: int) -> list[tuple[str, list[str]]]:
+    return [
+        (QUERIES[i % len(QUERIES)], [PASSAGES[(i + j) % len(PASSAGES)] for j in range(group_size)])
+        for i in range(queries)
+    ]
+
+
+@pytest.mark.parametrize("task_class, group_size", [(BiEncoder, 2), (CrossEncoder, 4)])
+def test_training_costs_rank_methods_as_expected(efficiency, tiny_backbone, task_class, group_size):
+    torch.manual_seed(0)
+    models = {name: efficiency.variant_model(task_class, str(tiny_backbone), name) for name in VARIANTS}
+    rows = efficiency.training_costs(models, groups(4, group_size), steps=2)
+
+    assert set(rows) == set(VARIANTS)
+    for name, row in rows.items():
+        assert len(row["steps"]) == 2 and row["step_seconds"] > 0, name
+        assert row["activation_bytes"] > 0, name
+        # every trainable tensor got a gradient, and AdamW keeps two moments per element (plus step counters)
+        assert row["gradient_bytes"] == row["parameter_bytes"] == 4 * row["trainable_parameters"], name
+        assert 2 * row["parameter_bytes"] <= row["optimizer_bytes"] <= 2 * row["parameter_bytes"] + 4096, name
+        assert row["total_bytes"] == sum(
+            row[key] for key in ("activation_bytes", "parameter_bytes", "gradient_bytes", "optimizer_bytes")
+        ), name
+    # The side path never feeds back into the frozen layers, so nothing below it is kept for backward.
+    assert rows["connected-side"]["activation_bytes"] < rows["adapter"]["activation_bytes"] / 2
+    assert all(rows["full"]["parameter_bytes"] > row["parameter_bytes"] for name, row in rows.items() if name != "full")
+    assert all(rows["full"]["total_bytes"] > row["total_bytes"] for name, row in rows.items() if name != "full")
+
+
+def test_training_memory_counts_saved_activations_exactly(efficiency, tiny_backbone):
+    """With only the cross-encoder head trained, backward keeps the head's input and the loss's few bytes."""
+    model = efficiency.variant_model(CrossEncoder, str(tiny_backbone), "adapter", max_length=32)
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(False)
+    model.head[0].p = 0.0  # no dropout mask
+    batch = model.collate(groups(2, 3))
+    report = efficiency.training_memory(model, efficiency.make_optimizer(model), batch)
+    pairs, length = batch["pairs"]["input_ids"].shape
+    # The head's input, the [CLS] states, is a view: the whole [pairs, length, 32] float32 output stays alive.
+    states = pairs * length * 32 * 4
+    assert states <= report["activation_bytes"] <= states + 64  # + cross-entropy's log-probabilities and targets
+    assert report["parameter_bytes"] == (32 + 1) * 4
+
+
+def test_overhead_is_the_median_paired_ratio(efficiency):
+    reference = {"batch_seconds": [[1.0, 2.0, 4.0], [1.0, 1.0, 1.0]]}
+    row = {"batch_seconds": [[1.1, 2.2, 4.4], [1.1, 1.1, 9.0]]}  # one outlier batch does not move the median
+    assert efficiency.overhead_pct(row, reference) == pytest.approx(10.0)
+
+
+def hook_installed() -> bool:
+    return (Path(sysconfig.get_paths()["purelib"]) / "petir_pyserini.pth").exists()
+
+
+@pytest.mark.skipif(not hook_installed(), reason="petir is not pip-installed (no petir_pyserini.pth)")
+def test_encoding_throughput_through_pyserini(efficiency, tiny_backbone, tmp_path):
+    directory = efficiency.variant_model(BiEncoder, str(tiny_backbone), "connected-side").save(tmp_path / "model")
+    encoders = {
+        "backbone": efficiency.pyserini_encoder(tiny_backbone, max_length=32),
+        "backbone-inference": efficiency.pyserini_encoder(tiny_backbone, max_length=32, inference_mode=True),
+        "connected-side": efficiency.pyserini_encoder(directory, max_length=32),
+    }
+    # Pyserini's class on a petir directory gives the bi-encoder's own (normalised) vectors.
+    vectors = encoders["connected-side"](PASSAGES[:3])
+    expected = BiEncoder.load(directory).encode(PASSAGES[:3], max_length=32)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+    rows = efficiency.encoding_throughput(encoders, PASSAGES, batch_size=4, repeats=2)
+    for name, row in rows.items():
+        assert row["dimension"] == 32, name
+        assert np.asarray(row["batch_seconds"]).shape == (2, 3), name  # 10 passages in batches of 4
+        assert row["passages_per_second"] == pytest.approx(len(PASSAGES) / row["seconds"])
+        assert row["passages_per_second"] > 0, name
+    assert np.isfinite(efficiency.overhead_pct(rows["connected-side"], rows["backbone-inference"]))
