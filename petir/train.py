@@ -161,14 +161,23 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
     from petir.bm25 import mine_hard_negatives
     from petir.workspace import Workspace
 
-    workspace = Workspace(corpus_path, corpus)
     judged = {qid: queries[qid] for qid in train_qrels if relevant(train_qrels, qid)}
-    run = read_run(args.negatives_run) if args.negatives_run else workspace.bm25(judged, hits=args.negative_depth)
-    negatives = mine_hard_negatives(run, train_qrels, args.negative_depth)
     dev_queries = {qid: queries[qid] for qid in dev_qrels if relevant(dev_qrels, qid)}
-    dev_run = workspace.bm25(dev_queries, hits=args.dev_depth) if dev_queries else {}
+    if args.negatives_run:
+        candidates = read_run(args.negatives_run)
+        missing = [qid for qid in dev_queries if qid not in candidates]
+        if missing:
+            raise PetirError(f"--negatives-run has no results for dev query {missing[0]!r}; include the dev queries")
+        train_run, dev_run = candidates, candidates
+    else:
+        workspace = Workspace(corpus_path, corpus)
+        train_run = workspace.bm25(judged, hits=args.negative_depth)
+        dev_run = workspace.bm25(dev_queries, hits=args.dev_depth) if dev_queries else {}
+    negatives = mine_hard_negatives(train_run, train_qrels, args.negative_depth)
     dev_pools = {
-        qid: list(dict.fromkeys([docid for docid, _ in dev_run.get(qid, [])] + sorted(dev_qrels[qid])))
+        qid: list(
+            dict.fromkeys([docid for docid, _ in dev_run.get(qid, [])[: args.dev_depth]] + sorted(dev_qrels[qid]))
+        )
         for qid in dev_queries
     }
     return TrainingData(corpus, queries, training_queries(queries, train_qrels, negatives), dev_qrels, dev_pools)

@@ -97,6 +97,26 @@ def test_flags_that_would_do_nothing_are_refused(beir, tmp_path, extra, message)
     assert error is not None and message in error, error
 
 
+def test_train_with_negatives_and_dev_pools_from_a_given_run(beir, tiny_backbone, tmp_path):
+    """--negatives-run replaces petir's own BM25 (no Java needed): negatives and dev pools come from the run."""
+    from petir.data import write_run
+
+    run = {
+        q: [(d, 1.0 / (rank + 1)) for rank, d in enumerate(["d1", "d2", "d3", "d4", "d5"])]
+        for q in "q1 q2 q3 q4".split()
+    }
+    write_run(run, tmp_path / "bm25.trec", "bm25")
+    argv = flags(data=beir, negatives_run=tmp_path / "bm25.trec", dev_queries=1, dev_depth=3, eval_every=2)
+    tiny = flags(backbone=tiny_backbone, method="lora", steps=2, batch_size=2, device="cpu", output=tmp_path / "r")
+    assert run_train([*argv, *tiny]) is None
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "dev" in r] == [0, 2]
+    (tmp_path / "partial.trec").write_text("q1 Q0 d1 1 1.0 x\n")
+    argv = flags(data=beir, negatives_run=tmp_path / "partial.trec", dev_queries=1, output=tmp_path / "r2")
+    error = run_train([*argv, *flags(backbone=tiny_backbone)])
+    assert error is not None and "--negatives-run has no results for dev query" in error
+
+
 def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
     triples = tmp_path / "triples.tsv"
     rows = [
