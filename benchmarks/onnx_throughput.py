@@ -110,24 +110,33 @@ def timed(run: Callable[[], np.ndarray], warmup: Callable[[], object], repeats: 
 
 
 def measure(
-    name: str, method: str, unit: str, n_items: int, batch_size: int, repeats: int,
-    call: Callable[[object, int, int], np.ndarray], models: dict[str, object],
+    name: str,
+    method: str,
+    unit: str,
+    n_items: int,
+    batch_size: int,
+    repeats: int,
+    call: Callable[[object, int, int], np.ndarray],
+    models: dict[str, object],
 ) -> dict:
     """Time ``call(model, n, batch_size)`` for each backend; throughput in ``unit``/s and the outputs' max abs diff."""
     row = {"workload": name, "method": method, "unit": unit, "items": n_items, "batch_size": batch_size}
     outputs = {}
     for backend, model in models.items():
         seconds, outputs[backend] = timed(
-            lambda: call(model, n_items, batch_size), lambda: call(model, min(n_items, batch_size), batch_size),
+            lambda model=model: call(model, n_items, batch_size),
+            lambda model=model: call(model, min(n_items, batch_size), batch_size),
             repeats,
         )
         row[f"{backend}_seconds"] = seconds
         row[f"{backend}_per_second"] = n_items / seconds
     row["speedup"] = row["onnx_per_second"] / row["torch_per_second"]
     row["max_abs_diff"] = float(np.abs(outputs["onnx"] - outputs["torch"]).max())
-    print(f"  {name:<28} {method:<10} torch {row['torch_per_second']:8.1f} {unit}/s   onnxruntime "
-          f"{row['onnx_per_second']:8.1f} {unit}/s   x{row['speedup']:.2f}   max|diff| {row['max_abs_diff']:.1e}",
-          flush=True)
+    print(
+        f"  {name:<28} {method:<10} torch {row['torch_per_second']:8.1f} {unit}/s   onnxruntime "
+        f"{row['onnx_per_second']:8.1f} {unit}/s   x{row['speedup']:.2f}   max|diff| {row['max_abs_diff']:.1e}",
+        flush=True,
+    )
     return row
 
 
@@ -136,8 +145,11 @@ def machine(threads: int) -> dict:
     import transformers
 
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-             if line.startswith("model name")]
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
     return {
         "cpu": names[0] if names else platform.processor(),
         "logical_cpus": os.cpu_count(),
@@ -190,7 +202,7 @@ def plot(results: dict, path: Path) -> None:
     methods = list(dict.fromkeys(row["method"] for row in rows))
     figure, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.8), squeeze=False)
     width = 0.38
-    for axis, name in zip(axes[0], workloads):
+    for axis, name in zip(axes[0], workloads, strict=True):
         subset = {row["method"]: row for row in rows if row["workload"] == name}
         x = np.arange(len(methods))
         for offset, backend, label in ((-width / 2, "torch", "torch"), (width / 2, "onnx", "onnxruntime")):
@@ -205,8 +217,12 @@ def plot(results: dict, path: Path) -> None:
         axis.set_ylabel(f"{next(iter(subset.values()))['unit']} per second")
         axis.margins(y=0.15)
     m = results["machine"]
-    figure.suptitle(f"torch vs onnxruntime, CPU ({m['threads']} threads), {results['backbone'].split('/')[-1]}",
-                    fontsize=11, x=0.02, ha="left")
+    figure.suptitle(
+        f"torch vs onnxruntime, CPU ({m['threads']} threads), {results['backbone'].split('/')[-1]}",
+        fontsize=11,
+        x=0.02,
+        ha="left",
+    )
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper right", ncol=2, fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.93))
@@ -250,8 +266,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="petir-onnx-bench-") as scratch:
         for method in args.methods.split(","):
             for task_class, call, n_items, unit, tests in (
-                (BiEncoder, encode_queries, len(queries), "queries",
-                 [("query encoding, batch 1", 1), ("query encoding, batch 32", 32)]),
+                (
+                    BiEncoder,
+                    encode_queries,
+                    len(queries),
+                    "queries",
+                    [("query encoding, batch 1", 1), ("query encoding, batch 32", 32)],
+                ),
                 (CrossEncoder, score_pairs, len(pairs), "pairs", [("re-ranking (256 tokens), batch 32", 32)]),
             ):
                 directory = as_if_trained(task_class(DEFAULT_BACKBONE, method)).save(
@@ -260,8 +281,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 start = time.perf_counter()
                 export(directory)
                 print(f"{task_class.task} {method}: exported in {time.perf_counter() - start:.0f} s", flush=True)
-                models = {"torch": PetModel.load(directory), "onnx": OnnxModel.load(
-                    directory, session_config={"session.intra_op.allow_spinning": SPINNING})}
+                models = {
+                    "torch": PetModel.load(directory),
+                    "onnx": OnnxModel.load(directory, session_config={"session.intra_op.allow_spinning": SPINNING}),
+                }
                 for name, batch_size in tests:
                     results["rows"].append(measure(name, method, unit, n_items, batch_size, args.repeats, call, models))
                 del models

@@ -98,3 +98,18 @@ PET_VARIANTS = [
     ("connected", {"topology": "side"}),
 ]
 PET_IDS = [f"{name}-{options['topology']}" if options else name for name, options in PET_VARIANTS]
+
+
+#: A handful of passages over the tiny vocabulary (ids d0..d9 where a test needs ids).
+TINY_PASSAGES = [
+    "the cat sat on the mat",
+    "a dog sat",
+    "cancer risk study",
+    "risk increase in cancer",
+    "protein and gene",
+    "cell protein study",
+    "the mat",
+    "a cat and a dog",
+    "gene risk",
+    "study on cell",
+]

@@ -10,23 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, TINY_PASSAGES
 from petir.models import BiEncoder, CrossEncoder
 from petir.reproduce import VARIANTS
 
 QUERIES = ["the cat sat", "cancer risk increase", "protein gene cell", "a dog on the mat"]
-PASSAGES = [
-    "the cat sat on the mat",
-    "a dog sat",
-    "cancer risk study",
-    "risk increase in cancer",
-    "protein and gene",
-    "cell protein study",
-    "the mat",
-    "a cat and a dog",
-    "gene risk",
-    "study on cell",
-]
+PASSAGES = TINY_PASSAGES
 
 
 @pytest.fixture(scope="module")

@@ -16,22 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_PASSAGES
 from petir.data import Document, read_run, write_pyserini_collection, write_qrels, write_topics
 from petir.models import BiEncoder
 
 TOPICS = {"q1": "the cat sat", "q2": "cancer risk increase", "q3": "protein gene cell"}
-DOCS = [
-    "the cat sat on the mat",
-    "a dog sat",
-    "cancer risk study",
-    "risk increase in cancer",
-    "protein and gene",
-    "cell protein study",
-    "the mat",
-    "a cat and a dog",
-    "gene risk",
-    "study on cell",
-]
+DOCS = TINY_PASSAGES
 
 
 def hook_installed() -> bool:
