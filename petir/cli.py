@@ -38,5 +38,10 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def flags(**options: object) -> list[str]:
+    """``flags(batch_size=8, output=path)`` -> ``["--batch-size", "8", "--output", "path"]``."""
+    return [item for name, value in options.items() for item in (f"--{name.replace('_', '-')}", str(value))]
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults and keep the hand-wrapped examples in descriptions."""

@@ -105,31 +105,13 @@ class Study:
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
         method, options = VARIANTS[variant]
+        pet = [item for key, value in options.items() for item in ("--pet", f"{key}={value}")]
         argv = [
             "petir.train",
-            "--data",
-            self.s.data,
-            "--task",
-            stage,
-            "--backbone",
-            self.s.backbone,
-            "--method",
-            method,
-            *[a for key, value in options.items() for a in ("--pet", f"{key}={value}")],
-            "--steps",
-            self.s.steps,
-            "--batch-size",
-            batch_size,
-            "--eval-every",
-            self.s.eval_every,
-            "--dev-queries",
-            self.s.dev_queries,
-            "--dev-depth",
-            self.s.dev_depth,
-            "--seed",
-            seed,
-            "--output",
-            run_dir,
+            *cli.flags(data=self.s.data, task=stage, backbone=self.s.backbone, method=method),
+            *pet,
+            *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
+            *cli.flags(dev_queries=self.s.dev_queries, dev_depth=self.s.dev_depth, output=run_dir),
             *task_args,
         ]
         if (run_dir / "checkpoint").exists():
@@ -153,47 +135,16 @@ class Study:
         """Encode the corpus with the stock ``pyserini.encode`` and search with ``pyserini.search.faiss``."""
         index = self.produce(
             directory / "faiss-index",
-            "pyserini.encode",
-            "input",
-            "--corpus",
-            self.workspace.collection,
-            "output",
-            "--embeddings",
-            "OUTPUT",
-            "--to-faiss",
-            "encoder",
-            "--encoder",
-            encoder,
-            *encoder_flags,
-            "--dimension",
-            self._dimension(),
-            "--device",
-            "cpu",
-            "--batch-size",
-            "32",
-            "--max-length",
-            "256",
+            *("pyserini.encode", "input", "--corpus", self.workspace.collection),
+            *("output", "--embeddings", "OUTPUT", "--to-faiss"),
+            *("encoder", "--encoder", encoder, *encoder_flags),
+            *cli.flags(dimension=self._dimension(), device="cpu", batch_size=32, max_length=256),
         )
         return self.produce(
             directory / "test.run.trec",
-            "pyserini.search.faiss",
-            "--index",
-            index,
-            "--topics",
-            self.topics,
-            "--encoder",
-            encoder,
+            *("pyserini.search.faiss", "--index", index, "--topics", self.topics, "--encoder", encoder),
             *encoder_flags,
-            "--output",
-            "OUTPUT",
-            "--hits",
-            self.s.hits,
-            "--device",
-            "cpu",
-            "--batch-size",
-            "64",
-            "--threads",
-            "2",
+            *cli.flags(output="OUTPUT", hits=self.s.hits, device="cpu", batch_size=64, threads=2),
         )
 
     def _dimension(self) -> int:
@@ -216,16 +167,16 @@ class Study:
         rows = [self._bm25_row(), self._zero_shot_row()]
         for variant in variants:
             for seed in seeds if variant in seed_variants else seeds[:1]:
-                task_args = ["--passage-max-length", self.s.train_passage_length]
+                task_args = cli.flags(passage_max_length=self.s.train_passage_length)
                 run_dir = self.train("retrieval", variant, seed, self.s.batch_size, task_args)
                 run_file = self.dense_run(str(run_dir / MODEL_DIR), run_dir)
                 rows.append(self._row(variant, seed, run_dir, self.evaluate(run_file)))
         return rows
 
-    def best_dense_run(self) -> tuple[str, Path] | None:
-        """The retrieval stage's best trained dense run (first seed, by nDCG@10), if that stage has run."""
+    def best_dense_run(self, seed: int) -> tuple[str, Path] | None:
+        """The retrieval stage's best trained dense run of ``seed`` (by nDCG@10), if that stage has run."""
         candidates = []
-        for run_file in (self.root / "retrieval").glob("*/seed*/test.run.trec"):
+        for run_file in (self.root / "retrieval").glob(f"*/seed{seed}/test.run.trec"):
             if run_file.with_name(run_file.name + ".metrics.json").exists():
                 candidates.append((self.evaluate(run_file)["ndcg@10"], run_file.parent.parent.name, run_file))
         if not candidates:
@@ -235,14 +186,14 @@ class Study:
 
     def rerank(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
         first_stages = {"bm25": self.bm25_run()}
-        dense = self.best_dense_run()
+        dense = self.best_dense_run(seeds[0])
         if dense is not None:
             first_stages[dense[0]] = dense[1]
         rows = [
             {"method": "no re-ranking", "first_stage": stage, "seed": "", **self.evaluate(run_file)}
             for stage, run_file in first_stages.items()
         ]
-        task_args = ["--max-length", self.s.rerank_max_length, "--negatives", self.s.rerank_negatives]
+        task_args = cli.flags(max_length=self.s.rerank_max_length, negatives=self.s.rerank_negatives)
         for variant in variants:
             for seed in seeds if variant in seed_variants else seeds[:1]:
                 run_dir = self.train("rerank", variant, seed, self.s.rerank_batch_size, task_args)
@@ -252,20 +203,8 @@ class Study:
                     reranked = self.produce(
                         run_dir / f"test.rerank-{stage}.trec",
                         "petir.rerank",
-                        "--run",
-                        run_file,
-                        "--topics",
-                        self.topics,
-                        "--index",
-                        self.workspace.lucene_index,
-                        "--model",
-                        run_dir / MODEL_DIR,
-                        "--output",
-                        "OUTPUT",
-                        "--depth",
-                        self.s.rerank_depth,
-                        "--device",
-                        "cpu",
+                        *cli.flags(run=run_file, topics=self.topics, index=self.workspace.lucene_index),
+                        *cli.flags(model=run_dir / MODEL_DIR, output="OUTPUT", depth=self.s.rerank_depth, device="cpu"),
                     )
                     row = self._row(variant, seed, run_dir, self.evaluate(reranked))
                     rows.append({**row, "first_stage": stage})
@@ -276,20 +215,8 @@ class Study:
         directory.mkdir(parents=True, exist_ok=True)
         return self.produce(
             directory / "test.run.trec",
-            "pyserini.search.lucene",
-            "--index",
-            self.workspace.lucene_index,
-            "--topics",
-            self.topics,
-            "--output",
-            "OUTPUT",
-            "--bm25",
-            "--hits",
-            self.s.hits,
-            "--threads",
-            "2",
-            "--batch-size",
-            "64",
+            *("pyserini.search.lucene", "--index", self.workspace.lucene_index, "--topics", self.topics, "--bm25"),
+            *cli.flags(output="OUTPUT", hits=self.s.hits, threads=2, batch_size=64),
         )
 
     def _bm25_row(self) -> dict[str, Any]:
