@@ -51,6 +51,15 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "connected-side": ("connected", {"topology": "side"}),
 }
 MAIN_VARIANTS = ("full", "adapter", "connected-bottleneck", "connected-side")
+
+#: Ablations of the connected modules, run on demand (``--methods connected-bottleneck-zero,...``): links that
+#: start closed, and a lower learning rate (training flags per variant in TRAIN_FLAGS).
+ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "connected-bottleneck-zero": ("connected", {"topology": "bottleneck", "link_init": "zero"}),
+    "connected-bottleneck-lr3e-4": ("connected", {"topology": "bottleneck"}),
+}
+TRAIN_FLAGS: dict[str, tuple[str, ...]] = {"connected-bottleneck-lr3e-4": ("--lr", "3e-4")}
+RUNNABLE = {**VARIANTS, **ABLATIONS}
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 
 
@@ -104,7 +113,7 @@ class Study:
         run_dir = self.root / stage / variant / f"seed{seed}"
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
-        method, options = VARIANTS[variant]
+        method, options = RUNNABLE[variant]
         pet = [item for key, value in options.items() for item in ("--pet", f"{key}={value}")]
         argv = [
             "petir.train",
@@ -113,6 +122,7 @@ class Study:
             *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
             *cli.flags(dev_queries=self.s.dev_queries, dev_depth=self.s.dev_depth, output=run_dir),
             *task_args,
+            *TRAIN_FLAGS.get(variant, ()),
         ]
         if (run_dir / "checkpoint").exists():
             argv.append("--resume")
@@ -393,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", type=Path, required=True, help="study directory (runs, tables, plots)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
-    parser.add_argument("--methods", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--methods", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(RUNNABLE)}")
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
     parser.add_argument(
         "--seed-methods",
@@ -418,9 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     variants = [v.strip() for v in args.methods.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in RUNNABLE]
     if unknown:
-        raise PetirError(f"unknown method {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+        raise PetirError(f"unknown method {unknown[0]!r}; choose from {', '.join(RUNNABLE)}")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     settings = StudySettings(
         data=resolve_beir(args.data),
