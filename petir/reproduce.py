@@ -343,7 +343,7 @@ def _cell(row: dict[str, Any], key: str) -> str:
         return "–"
     if not isinstance(value, float):
         return str(value)
-    digits = 4 if key in METRICS else (3 if key == "trainable_%" else 1)
+    digits = 4 if key in METRICS else 3 if key == "trainable_%" else 0 if key.startswith("steps") else 1
     text = f"{value:.{digits}f}"
     std = row.get(f"{key}_std")
     return f"{text} ± {std:.{digits}f}" if std is not None else text
