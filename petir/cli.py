@@ -24,7 +24,7 @@ def _prog_name() -> str:
     import __main__
 
     spec = getattr(__main__, "__spec__", None)
-    return spec.name if spec is not None else "petir"
+    return f"python -m {spec.name}" if spec is not None else "petir"
 
 
 def resolve_device(device: str | None) -> str:
