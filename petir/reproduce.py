@@ -50,13 +50,13 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "connected-hidden": ("connected", {"topology": "hidden"}),
     "connected-side": ("connected", {"topology": "side"}),
 }
-MAIN_VARIANTS = ("full", "adapter", "connected-bottleneck", "connected-side")
+MAIN_VARIANTS = ("full", "adapter", "connected-bottleneck")
 
-#: Ablations of the connected modules, run on demand (``--methods connected-bottleneck-zero,...``): links that
-#: start closed, and a lower learning rate (training flags per variant in TRAIN_FLAGS).
+#: Ablations of the connected modules, run on demand (``--methods connected-bottleneck-identity,...``): links that
+#: start open (identity), alone and with a lower learning rate (training flags per variant in TRAIN_FLAGS).
 ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "connected-bottleneck-zero": ("connected", {"topology": "bottleneck", "link_init": "zero"}),
-    "connected-bottleneck-lr3e-4": ("connected", {"topology": "bottleneck"}),
+    "connected-bottleneck-identity": ("connected", {"topology": "bottleneck", "link_init": "identity"}),
+    "connected-bottleneck-lr3e-4": ("connected", {"topology": "bottleneck", "link_init": "identity"}),
 }
 TRAIN_FLAGS: dict[str, tuple[str, ...]] = {"connected-bottleneck-lr3e-4": ("--lr", "3e-4")}
 RUNNABLE = {**VARIANTS, **ABLATIONS}

@@ -85,7 +85,7 @@ def test_training_loss_is_finite_and_reaches_every_trainable_tensor(tiny_backbon
     model.train()
     model(model.collate(GROUPS)).backward()
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
+        if parameter.requires_grad and name != "head.1.bias":  # the listwise loss ignores a shared score offset
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 

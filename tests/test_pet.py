@@ -127,7 +127,7 @@ def test_connected_links_give_the_bottom_module_a_trainable_path_to_the_output()
     module to the output: connected modules do, scattered adapters cannot."""
     base = tiny_bert(layers=3)
     outputs = {}
-    for name, options in (("connected", {"topology": "bottleneck"}), ("adapter", {})):
+    for name, options in (("connected", {"topology": "bottleneck", "link_init": "identity"}), ("adapter", {})):
         model = with_method(base, name, options)
         modules = [m for m in model.modules() if hasattr(m, "up") and hasattr(m, "down")]
         torch.nn.init.normal_(modules[-1].up.weight)
@@ -147,12 +147,25 @@ def test_side_topology_needs_no_backpropagation_through_the_backbone():
     assert flags == [False] and output.requires_grad
 
 
-def test_bottleneck_links_start_as_identity_unless_asked():
+def test_bottleneck_links_start_closed_unless_asked():
     model = with_method(tiny_bert(), "connected", {"topology": "bottleneck", "bottleneck": 4})
     links = [m.link for m in model.modules() if isinstance(m, BottleneckLinkedModule) and m.link is not None]
-    assert links and all(torch.equal(link.weight, torch.eye(4)) for link in links)
-    model = with_method(tiny_bert(), "connected", {"topology": "bottleneck", "bottleneck": 4, "link_init": "zero"})
-    assert all(not m.link.weight.any() for m in model.modules() if isinstance(m, BottleneckLinkedModule) and m.link)
+    assert links and all(not link.weight.any() for link in links)
+    model = with_method(tiny_bert(), "connected", {"topology": "bottleneck", "bottleneck": 4, "link_init": "identity"})
+    assert all(
+        torch.equal(m.link.weight, torch.eye(4))
+        for m in model.modules()
+        if isinstance(m, BottleneckLinkedModule) and m.link
+    )
+
+
+def test_closed_links_get_gradient_once_the_up_projections_have_moved():
+    """Zero-initialised links are not a dead end: the pathway opens through training."""
+    model = with_method(tiny_bert(layers=3), "connected", {"topology": "bottleneck", "bottleneck": 4})
+    sites = [m for m in model.modules() if isinstance(m, BottleneckLinkedModule)]
+    torch.nn.init.normal_(sites[-1].up.weight)  # as after a first optimizer step
+    model(**inputs()).last_hidden_state.sum().backward()
+    assert sites[-1].link.weight.grad.abs().sum() > 0
 
 
 def test_configs_coerce_cli_strings_and_refuse_unknown_options():
