@@ -280,7 +280,16 @@ def steps_to_fraction(curve: list[tuple[int, float]], fraction: float, of_gain: 
     return next(step for step, value in curve if value >= target)
 
 
-NUMERIC = (*METRICS, "trainable_%", "state_mb", "train_s", "peak_mem_mb", "steps_to_95%", "steps_to_95%_gain")
+NUMERIC = (
+    *METRICS,
+    "dev_ndcg@10",
+    "trainable_%",
+    "state_mb",
+    "train_s",
+    "peak_mem_mb",
+    "steps_to_95%",
+    "steps_to_95%_gain",
+)
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -313,6 +322,7 @@ COLUMNS = {  # Markdown header -> row key
     "MRR@10": "mrr@10",
     "R@100": "recall@100",
     "R@1000": "recall@1000",
+    "dev nDCG@10": "dev_ndcg@10",
     "trainable (%)": "trainable_%",
     "state (MB)": "state_mb",
     "train time (s)": "train_s",
@@ -343,7 +353,7 @@ def _cell(row: dict[str, Any], key: str) -> str:
         return "–"
     if not isinstance(value, float):
         return str(value)
-    digits = 4 if key in METRICS else 3 if key == "trainable_%" else 0 if key.startswith("steps") else 1
+    digits = 4 if "@" in key else 3 if key == "trainable_%" else 0 if key.startswith("steps") else 1
     text = f"{value:.{digits}f}"
     std = row.get(f"{key}_std")
     return f"{text} ± {std:.{digits}f}" if std is not None else text
