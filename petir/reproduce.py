@@ -52,13 +52,11 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
 }
 MAIN_VARIANTS = ("full", "adapter", "connected-bottleneck")
 
-#: Ablations of the connected modules, run on demand (``--methods connected-bottleneck-identity,...``): links that
-#: start open (identity), alone and with a lower learning rate (training flags per variant in TRAIN_FLAGS).
+#: Ablations of the connected modules, run on demand (``--methods connected-bottleneck-identity``): links that start
+#: open (identity), the default before this ablation (docs/reproduce-cpu.md).
 ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "connected-bottleneck-identity": ("connected", {"topology": "bottleneck", "link_init": "identity"}),
-    "connected-bottleneck-lr3e-4": ("connected", {"topology": "bottleneck", "link_init": "identity"}),
 }
-TRAIN_FLAGS: dict[str, tuple[str, ...]] = {"connected-bottleneck-lr3e-4": ("--lr", "3e-4")}
 RUNNABLE = {**VARIANTS, **ABLATIONS}
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 
@@ -122,7 +120,6 @@ class Study:
             *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
             *cli.flags(dev_queries=self.s.dev_queries, dev_depth=self.s.dev_depth, output=run_dir),
             *task_args,
-            *TRAIN_FLAGS.get(variant, ()),
         ]
         if (run_dir / "checkpoint").exists():
             argv.append("--resume")

@@ -77,9 +77,9 @@ def resolve_link_init(config: ConnectedConfig) -> str:
 
     With open links a bottleneck site's state is the sum of every lower module's, which grows with depth: in the
     study (docs/reproduce-cpu.md) identity links gave 11x larger up-projection gradients at the start and a
-    re-ranker whose loss never left ln 4, while closed ones gave the best seed-1 dev nDCG@10 at both stages. Closed links
-    still open: they get gradient as soon as the up-projections have moved. The side path's taps have no
-    up-projection of their own, so the chain is their only way to the output and must start open.
+    re-ranker whose loss never left ln 4, while closed ones gave the best seed-1 dev nDCG@10 at both stages.
+    Closed links still open: they get gradient as soon as the up-projections have moved. The side path's taps
+    have no up-projection of their own, so the chain is their only way to the output and must start open.
     """
     if config.link_init != "auto":
         return config.link_init
