@@ -1,6 +1,6 @@
 """Efficiency of the study's methods on CPU: Pyserini encoding throughput, training step time and training memory.
 
-For the default backbone (all-MiniLM-L6-v2) and every method of :data:`petir.reproduce.VARIANTS`:
+For the default backbone (all-MiniLM-L6-v2) and every named variant of :data:`petir.pet.VARIANTS` (at its 0.5 % preset):
 
 1. **Encoding through Pyserini** (passages/s). Each method's bi-encoder is saved and loaded with Pyserini's
    ``AutoDocumentEncoder``, the class stock ``python -m pyserini.encode`` uses for a petir directory (the plug-in
@@ -63,8 +63,7 @@ from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.cli import HelpFormatter
 from petir.data import load_beir, read_corpus
 from petir.models import BiEncoder, CrossEncoder, PetModel
-from petir.pet import get_method
-from petir.reproduce import VARIANTS
+from petir.pet import VARIANTS, get_method, resolve
 from petir.sampling import Group
 from petir.trainer import TrainConfig
 
@@ -118,7 +117,7 @@ def training_groups(queries: int, group_size: int) -> tuple[list[Group], str]:
 
 
 def variant_model(task_class: type[PetModel], backbone: str, variant: str, **options: Any) -> PetModel:
-    method, pet_options = VARIANTS[variant]
+    method, pet_options = resolve(variant)
     return task_class(backbone, method, pet_options, **options)
 
 

@@ -1,3 +1,4 @@
-"""petir: connected parameter-efficient tuning for dense retrieval and re-ranking, plugged into Pyserini."""
+"""petir: parameter-efficient tuning for dense retrieval and re-ranking, with the connected (IAA) modules of Ma et
+al. (CIKM 2022), plugged into Pyserini."""
 
 __version__ = "0.1.0"

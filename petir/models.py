@@ -31,7 +31,7 @@ from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portabl
 from petir.data import Corpus, Queries, Run
 from petir.errors import ModelMismatchError, PetirError
 from petir.files import staged_directory
-from petir.pet import apply_pet, count_parameters, make_config
+from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, make_config, saved_method_name
 from petir.sampling import Group
 
 CONFIG_FILE = "config.json"
@@ -52,7 +52,7 @@ class PetModel(nn.Module):
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
-        method: str = "connected",
+        method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
         *,
         _loaded: tuple[nn.Module, Any] | None = None,
@@ -159,7 +159,8 @@ class PetModel(nn.Module):
                 "load it onto the backbone it was trained on"
             )
         options = {key: config[key] for key in task_class.option_names if key in config}
-        model = task_class(source, config["pet_method"], config["pet_config"], _loaded=loaded, **options)
+        method = saved_method_name(config["pet_method"])
+        model = task_class(source, method, config["pet_config"], _loaded=loaded, **options)
         model.backbone = config["backbone"]
         model.restore(directory)
         return model.to(device).eval()
@@ -170,7 +171,7 @@ class PetModel(nn.Module):
         same = (
             config["task"] == self.task
             and config["backbone_fingerprint"] == self.backbone_fingerprint
-            and config["pet_method"] == self.method
+            and saved_method_name(config["pet_method"]) == self.method
             and make_config(self.method, config["pet_config"]) == self.pet_config
             and all(config.get(name) == value for name, value in self.options().items())
         )
@@ -345,7 +346,7 @@ class BiEncoder(PetModel, TextEncoder):
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
-        method: str = "connected",
+        method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
         *,
         pooling: str = "mean",
@@ -428,7 +429,7 @@ class CrossEncoder(PetModel, PairScorer):
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
-        method: str = "connected",
+        method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
         *,
         max_length: int = 256,

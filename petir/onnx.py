@@ -16,7 +16,7 @@ Then swap the torch model for its twin, which has the same ``encode``/``score`` 
     vectors = model.encode(texts, "query")
 
 Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). It needs only the ``onnx``
-package next to torch, and traces the Python-level state the connected method passes between layers (its ``Chain``)
+package next to torch, and traces the Python-level state the linked method passes between layers (its ``Chain``)
 as ordinary tensor data flow. The torch.export-based exporter (torch's default since 2.9) would also need
 ``onnxscript`` and ``onnx-ir``, and gains nothing for these static, control-flow-free encoder graphs.
 """

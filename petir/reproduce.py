@@ -11,7 +11,7 @@ and is skipped when its result exists, so an interrupted study continues where i
   of the retrieval stage (first seed) -> trec_eval.
 
 Results: OUTPUT/results-STAGE.{csv,md} (every run; then mean ± standard deviation over seeds per method) and
-OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps, scattered vs connected).
+OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; IAA and full solid, the rest dashed).
 """
 
 from __future__ import annotations
@@ -35,29 +35,30 @@ from petir.data import corpus_file, load_beir, resolve_beir, write_qrels, write_
 from petir.errors import PetirError
 from petir.evaluate import trec_eval
 from petir.models import STATE_FILE
+from petir.pet import VARIANTS, resolve
 from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE
 from petir.workspace import Workspace
 
-#: The study's methods: name -> (PET method, options). Budgets are comparable (0.3-1% of the backbone); the
-#: connected variants use the adapter's inside modules, so adapter vs connected-* isolates the aside links.
-VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
-    "full": ("full", {}),
-    "bitfit": ("bitfit", {}),
-    "lora": ("lora", {}),
-    "adapter": ("adapter", {}),
-    "prefix": ("prefix", {}),
-    "connected-bottleneck": ("connected", {"topology": "bottleneck"}),
-    "connected-hidden": ("connected", {"topology": "hidden"}),
-    "connected-side": ("connected", {"topology": "side"}),
-}
-MAIN_VARIANTS = ("full", "adapter", "connected-bottleneck")
-
-#: Ablations of the connected modules, run on demand (``--methods connected-bottleneck-identity``): links that start
-#: open (identity), the default before this ablation (docs/reproduce-cpu.md).
+#: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
 ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "connected-bottleneck-identity": ("connected", {"topology": "bottleneck", "link_init": "identity"}),
+    "iaa-l-near-identity": ("iaa-l", {"init": "near-identity"}),
+    "linked-bottleneck-identity": ("linked-bottleneck", {"link_init": "identity"}),
 }
-RUNNABLE = {**VARIANTS, **ABLATIONS}
+#: Run with every seed by default: the reference, the best scattered method of the first study, the paper's best.
+MAIN_VARIANTS = ("full", "adapter", "iaa-l")
+
+
+def study_entry(name: str) -> tuple[str, str | None, dict[str, str]]:
+    """``(variant, budget, options)`` of a study entry: a registry variant (``iaa-l``, at the 0.5 % preset),
+    ``VARIANT@BUDGET`` (``adapter@6.7``) or an ablation, checked against the registry."""
+    base, _, budget = name.partition("@")
+    variant, options = ABLATIONS.get(base, (base, {}))
+    if variant not in VARIANTS:
+        raise PetirError(f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} (NAME@6.7: 6.7 %)")
+    resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
+    return variant, budget or None, options
+
+
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 
 
@@ -111,11 +112,12 @@ class Study:
         run_dir = self.root / stage / variant / f"seed{seed}"
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
-        method, options = RUNNABLE[variant]
+        method, budget, options = study_entry(variant)
         pet = [item for key, value in options.items() for item in ("--pet", f"{key}={value}")]
         argv = [
             "petir.train",
             *cli.flags(data=self.s.data, task=stage, backbone=self.s.backbone, method=method),
+            *(cli.flags(budget=budget) if budget else []),
             *pet,
             *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
             *cli.flags(dev_queries=self.s.dev_queries, dev_depth=self.s.dev_depth, output=run_dir),
@@ -375,7 +377,7 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
         files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
         if not files:
             continue
-        style = "-" if variant.startswith("connected") or variant == "full" else "--"
+        style = "-" if variant.startswith("iaa") or variant == "full" else "--"
         for axis, read in ((dev_axis, dev_curve), (loss_axis, loss_curve)):
             curves = [read(path) for path in files]
             length = min(len(curve) for curve in curves)
@@ -410,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", type=Path, required=True, help="study directory (runs, tables, plots)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
-    parser.add_argument("--methods", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(RUNNABLE)}")
+    parser.add_argument(
+        "--methods",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from: {', '.join([*VARIANTS, *ABLATIONS])}; each at the 0.5 %% preset, or NAME@6.7",
+    )
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
     parser.add_argument(
         "--seed-methods",
@@ -435,9 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     variants = [v.strip() for v in args.methods.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in RUNNABLE]
-    if unknown:
-        raise PetirError(f"unknown method {unknown[0]!r}; choose from {', '.join(RUNNABLE)}")
+    for variant in variants:
+        study_entry(variant)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     settings = StudySettings(
         data=resolve_beir(args.data),

@@ -20,7 +20,7 @@ from petir.data import Document, Run, normalize_text, read_corpus, read_queries,
 from petir.errors import DataError, PetirError
 
 EXAMPLES = """
-example (BM25 top-100 from Pyserini, then a connected-PET re-ranker):
+example (BM25 top-100 from Pyserini, then an IAA-L re-ranker):
   python -m pyserini.search.lucene --index IDX --topics topics.tsv --output bm25.trec --bm25 --hits 100
   python -m petir.rerank --run bm25.trec --topics topics.tsv --index IDX \\
       --model runs/scifact-reranker/model --output reranked.trec

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from petir import cli
-from petir.backbone import DEFAULT_BACKBONE
+from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.data import (
     Corpus,
     Qrels,
@@ -30,7 +30,18 @@ from petir.data import (
 )
 from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
-from petir.pet import METHODS, get_method, make_config
+from petir.pet import (
+    BUDGETS,
+    DEFAULT_BUDGET,
+    METHODS,
+    RENAMED,
+    VARIANTS,
+    count_on_config,
+    get_method,
+    make_config,
+    resolve,
+    variant_of,
+)
 from petir.sampling import GroupSampler, TrainingQuery, from_triples, training_queries
 from petir.trainer import TrainConfig, Trainer, main_process_first, set_seed
 
@@ -38,27 +49,57 @@ TASKS: dict[str, type[PetModel]] = {"retrieval": BiEncoder, "rerank": CrossEncod
 
 EXAMPLES = """
 examples:
-  # connected PET retriever on SciFact (BEIR layout), 100 training queries held out as dev set
-  python -m petir.train --data ../shared/data/scifact --method connected --pet topology=bottleneck \\
-      --steps 300 --eval-every 50 --output runs/scifact-connected
+  # the paper's IAA-L retriever on SciFact (BEIR layout) at the paper's 0.5 % budget, 100 training queries as dev
+  python -m petir.train --data ../shared/data/scifact --method iaa-l --budget 0.5 \\
+      --steps 300 --eval-every 50 --output runs/scifact-iaa-l
 
-  # LoRA re-ranker from MS MARCO-style files
+  # LoRA re-ranker from MS MARCO-style files, at the paper's 6.7 % budget (r=200)
   python -m petir.train --task rerank --corpus collection.tsv --queries queries.train.tsv \\
-      --qrels qrels.train.tsv --method lora --pet r=16 --output runs/msmarco-lora-reranker
+      --qrels qrels.train.tsv --method lora --budget 6.7 --output runs/msmarco-lora-reranker
 
 The trained model is written to OUTPUT/model: a directory that Pyserini's encode/search CLIs and
 petir.rerank load directly (see docs/pyserini.md and docs/training.md).
 """
 
 
-def _method_help() -> str:
+def _method_help(backbone: str) -> str:
+    """Every method (where it comes from, its options, its learning rate) and every variant's budget presets with
+    their trainable share of ``backbone`` (counted on the meta device from its config alone)."""
+    backbone_config = _backbone_config(backbone)
     lines = ["PET methods (--method) and their options (--pet KEY=VALUE, repeatable):"]
     for method in METHODS.values():
         fields = dataclasses.fields(method.config_class)
         options = ", ".join(f"{f.name}={_default(f)}" for f in fields) or "no options"
-        lines.append(f"  {method.name:<10} {method.summary}; default lr {method.learning_rate:g}")
-        lines.append(f"  {'':<10} {options}")
+        lines.append(f"  {method.name:<8} {method.summary}")
+        lines.append(f"  {'':<8} from {method.reference}; default lr {method.learning_rate:g}")
+        lines.append(f"  {'':<8} options: {options}")
+    where = f"on {backbone}" if backbone_config is not None else f"(counts need {backbone}'s config)"
+    lines += [
+        "",
+        f"variants (--method NAME) and budget presets (--budget, default {DEFAULT_BUDGET}): the paper's widths for "
+        f"BERT-base; trainable {where} (bi-encoder):",
+    ]
+    for name, (method, variant) in VARIANTS.items():
+        presets = variant.budgets or {"-": {}}
+        for budget, preset in presets.items():
+            shown = ", ".join(f"{k}={v}" for k, v in {**variant.options, **preset}.items()) or "-"
+            count = ""
+            if backbone_config is not None:
+                trainable, total = count_on_config(
+                    backbone_config, method.name, make_config(*resolve(name, {}, None if budget == "-" else budget))
+                )
+                count = f"{trainable:>11,} ({100 * trainable / total:.3f} %)"
+            lines.append(f"  {name:<18} {budget:>4}  {shown:<38} {count}")
     return "\n".join(lines)
+
+
+def _backbone_config(backbone: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolve_backbone(backbone))
+    except (OSError, ValueError):
+        return None
 
 
 def _default(field: dataclasses.Field) -> str:
@@ -66,11 +107,13 @@ def _default(field: dataclasses.Field) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; its --help counts trainable parameters on the ``--backbone`` found in ``argv``."""
+    backbone = _peek(argv if argv is not None else sys.argv[1:], "--backbone", DEFAULT_BACKBONE)
     parser = argparse.ArgumentParser(
         prog="python -m petir.train",
         description=__doc__,
-        epilog=_method_help() + "\n" + EXAMPLES,
+        epilog=_method_help(backbone) + "\n" + EXAMPLES,
         formatter_class=cli.HelpFormatter,
     )
     data = parser.add_argument_group("training data (a BEIR directory, or files)")
@@ -96,7 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--task", choices=TASKS, default="retrieval", help="bi-encoder retriever or cross-encoder")
     model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
-    model.add_argument("--method", choices=METHODS, default="connected", help="PET method (see below)")
+    model.add_argument(
+        "--method",
+        choices=list(dict.fromkeys([*METHODS, *VARIANTS, *RENAMED])),  # a renamed one gets a message saying so
+        default="iaa-l",
+        metavar="METHOD",
+        help="PET method or variant (listed below); iaa-l is the paper's best",
+    )
+    model.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        help="the paper's budget preset (%% of BERT-base) for the method's widths "
+        f"(default: {DEFAULT_BUDGET} where the method has it); --pet options override it",
+    )
     model.add_argument("--pet", action="append", default=[], metavar="KEY=VALUE", help="PET method option")
     model.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="retrieval: token pooling")
     model.add_argument("--similarity", choices=("cosine", "dot"), default="cosine", help="retrieval: score")
@@ -122,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", required=True, type=Path, help="run directory (model, checkpoint, logs)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     return parser
+
+
+def _peek(argv: Sequence[str], flag: str, default: str) -> str:
+    """The value of ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``) before parsing, else ``default``."""
+    for index, item in enumerate(argv):
+        if item == flag and index + 1 < len(argv):
+            return argv[index + 1]
+        if item.startswith(flag + "="):
+            return item.split("=", 1)[1]
+    return default
 
 
 def parse_pet_options(pairs: Sequence[str]) -> dict[str, str]:
@@ -266,25 +331,25 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     check_flags(parser, args)
-    pet_options = parse_pet_options(args.pet)
-    make_config(args.method, pet_options)  # a bad --pet option fails before any data is read
+    method, pet_options = resolve(args.method, parse_pet_options(args.pet), args.budget)
+    variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
         data = load_training_data(args)
     set_seed(args.seed)
-    model = TASKS[args.task](args.backbone, args.method, pet_options, **task_options(args))
+    model = TASKS[args.task](args.backbone, method, pet_options, **task_options(args))
     report = model.parameter_report()
     print(
-        f"petir: {args.task} | {args.method} {json.dumps(model.pet_config.to_dict())} | "
+        f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "
         f"trainable {report['trainable']:,} of {report['backbone']:,} ({report['percent']:.3f}%) | "
         f"{len(data.train)} training queries, {len(data.dev_qrels)} dev queries"
     )
     config = TrainConfig(
         output_dir=args.output,
         steps=args.steps,
-        learning_rate=args.lr if args.lr is not None else get_method(args.method).learning_rate,
+        learning_rate=args.lr if args.lr is not None else get_method(method).learning_rate,
         batch_size=args.batch_size,
         grad_accumulation=args.grad_accumulation,
         warmup_ratio=args.warmup_ratio,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from petir.pet import VARIANTS, resolve
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -86,18 +88,10 @@ def run_cli(main, argv: list[str]) -> str | None:
     return None
 
 
-#: Every PET method and connected topology, as (method, options), with readable test ids.
-PET_VARIANTS = [
-    ("full", {}),
-    ("bitfit", {}),
-    ("lora", {}),
-    ("adapter", {}),
-    ("prefix", {}),
-    ("connected", {"topology": "bottleneck"}),
-    ("connected", {"topology": "hidden"}),
-    ("connected", {"topology": "side"}),
-]
-PET_IDS = [f"{name}-{options['topology']}" if options else name for name, options in PET_VARIANTS]
+#: Every named variant of every PET method in the registry, as (method, options) at its default budget, with the
+#: variant names as test ids: a method added to the registry is picked up by every property test.
+PET_VARIANTS = [resolve(name) for name in VARIANTS]
+PET_IDS = list(VARIANTS)
 
 
 #: A handful of passages over the tiny vocabulary (ids d0..d9 where a test needs ids).

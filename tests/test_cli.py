@@ -24,8 +24,30 @@ def test_every_cli_has_help(module):
 
 def test_train_help_lists_every_method_with_its_options():
     result = subprocess.run([sys.executable, "-m", "petir.train", "--help"], capture_output=True, text=True)
-    for text in ("connected", "topology=bottleneck", "lora", "r=8", "prefix", "num_prefix=16", "default lr 2e-05"):
+    for text in (
+        "iaa-l",
+        "placement=layer",
+        "Ma et al., CIKM 2022",
+        "linked-side",
+        "lora",
+        "r=16",
+        "num_prefix=32",
+        "default lr 2e-05",
+    ):
         assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--method", "connected"], "is now called 'linked'"),
+        (["--method", "bitfit", "--budget", "6.7"], "bitfit has no 6.7 % budget preset; its presets: 0.5"),
+        (["--method", "iaa-m", "--pet", "placement=layer"], "iaa-m fixes placement=model"),
+    ],
+)
+def test_method_and_budget_mistakes_are_one_line_errors(tmp_path, argv, error):
+    message = run_cli(train_main, [*argv, "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "out")])
+    assert message is not None and error in message and "\n" not in message
 
 
 def run_train(argv: list[str]) -> str | None:
@@ -146,7 +168,7 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
         queries=shared_data / "msmarco-passage" / "topics.dl19-passage.txt",
         qrels=mini / "qrels" / "test.tsv",
     )
-    tiny = flags(backbone=tiny_backbone, method="connected", steps=4, batch_size=4, device="cpu")
+    tiny = flags(backbone=tiny_backbone, method="iaa-l", steps=4, batch_size=4, device="cpu")
     dev = flags(dev_queries=5, dev_depth=5, eval_every=2, output=tmp_path / "run")
     error = run_train([*inputs, *tiny, *dev])
     assert error is None, error

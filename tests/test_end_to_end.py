@@ -1,5 +1,5 @@
-"""End to end on real data: train a connected-PET retriever on the default backbone, index and search it with the
-stock Pyserini CLIs, re-rank with a connected-PET cross-encoder, evaluate with Pyserini's trec_eval.
+"""End to end on real data: train an IAA-L retriever on the default backbone, index and search it with the
+stock Pyserini CLIs, re-rank with an IAA-L cross-encoder, evaluate with Pyserini's trec_eval.
 
 A SciFact subset (the test queries' judged abstracts plus 400 others) keeps it to a few minutes on 2 CPU cores.
 """
@@ -59,7 +59,7 @@ def test_train_index_search_rerank_evaluate(subset, tmp_path, monkeypatch):
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
     common = flags(data=subset, steps=4, batch_size=4, dev_queries=5, dev_depth=5, eval_every=2, device="cpu")
     retriever = tmp_path / "retriever"
-    assert run_cli(train_main, [*common, *flags(method="connected", passage_max_length=128, output=retriever)]) is None
+    assert run_cli(train_main, [*common, *flags(method="iaa-l", passage_max_length=128, output=retriever)]) is None
     stock(
         *("pyserini.encode", "input", "--corpus", subset / "collection"),
         *("output", "--embeddings", tmp_path / "index", "--to-faiss"),
@@ -74,7 +74,7 @@ def test_train_index_search_rerank_evaluate(subset, tmp_path, monkeypatch):
     assert dense["ndcg@10"] > 0.6 and dense["recall@100"] > 0.9, dense
 
     reranker = tmp_path / "reranker"
-    rerank_flags = flags(method="connected", task="rerank", max_length=128, negatives=3, output=reranker)
+    rerank_flags = flags(method="iaa-l", task="rerank", max_length=128, negatives=3, output=reranker)
     assert run_cli(train_main, [*common, *rerank_flags]) is None
     argv = flags(run=tmp_path / "dense.trec", topics=subset / "topics.tsv", corpus=subset / "collection" / "docs.jsonl")
     argv += flags(model=reranker / "model", output=tmp_path / "reranked.trec", depth=20)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from conftest import make_tiny_backbone
 from petir.errors import ModelMismatchError, PetirError
 from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel
-from petir.pet import count_parameters
+from petir.pet import METHODS, count_parameters
 
 TEXTS = ["the cat sat on the mat", "a dog", "protein cell gene"]
 GROUPS = [("the cat", ["cat sat on the mat", "dog"]), ("cancer risk", ["cancer risk increase", "a mat"])]
@@ -27,7 +27,7 @@ def perturb(model: PetModel) -> None:
                 parameter.add_(torch.randn_like(parameter) * 0.1)
 
 
-@pytest.mark.parametrize("method", ["lora", "adapter", "prefix", "connected", "bitfit", "full"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_bi_encoder_round_trip_stores_only_trained_tensors(tiny_backbone, tmp_path, method):
     model = BiEncoder(str(tiny_backbone), method, pooling="mean", similarity="cosine")
     perturb(model)
@@ -40,11 +40,11 @@ def test_bi_encoder_round_trip_stores_only_trained_tensors(tiny_backbone, tmp_pa
 
 
 def test_saved_config_explains_the_directory(tiny_backbone, tmp_path):
-    model = BiEncoder(str(tiny_backbone), "connected", {"topology": "side", "bottleneck": "8"}, pooling="cls")
+    model = BiEncoder(str(tiny_backbone), "iaa", {"placement": "model", "ar": "8"}, pooling="cls")
     config = json.loads((model.save(tmp_path / "m") / "config.json").read_text())
     assert config["model_type"] == "petir" and config["task"] == "bi-encoder"
-    assert config["pet_method"] == "connected"
-    assert config["pet_config"]["topology"] == "side" and config["pet_config"]["bottleneck"] == 8
+    assert config["pet_method"] == "iaa"
+    assert config["pet_config"]["placement"] == "model" and config["pet_config"]["ar"] == 8
     assert config["pooling"] == "cls" and config["similarity"] == "cosine"
     assert config["backbone"] == str(tiny_backbone) and len(config["backbone_fingerprint"]) == 16
     assert 0 < config["parameters"]["percent"] < 100
@@ -69,7 +69,7 @@ def test_a_cross_encoder_directory_is_not_a_bi_encoder(tiny_backbone, tmp_path):
 
 
 def test_cross_encoder_round_trip_includes_its_head(tiny_backbone, tmp_path):
-    model = CrossEncoder(str(tiny_backbone), "connected", max_length=64)
+    model = CrossEncoder(str(tiny_backbone), "iaa", max_length=64)
     perturb(model)
     assert "head.1.weight" in model.trainable_state_dict()
     model.save(tmp_path / "reranker")
@@ -80,7 +80,7 @@ def test_cross_encoder_round_trip_includes_its_head(tiny_backbone, tmp_path):
 
 @pytest.mark.parametrize("task", [BiEncoder, CrossEncoder])
 def test_training_loss_is_finite_and_reaches_every_trainable_tensor(tiny_backbone, task):
-    model = task(str(tiny_backbone), "connected")
+    model = task(str(tiny_backbone), "iaa")
     perturb(model)  # zero-initialised up-projections would block gradients of the modules below them
     model.train()
     model(model.collate(GROUPS)).backward()
@@ -138,3 +138,14 @@ def test_one_backbone_serves_many_tasks_without_copies(tiny_backbone, tmp_path):
     queries, passages = ["the cat", "gene"], ["cat sat on the mat", "protein cell"]
     for name, (_, original) in saved.items():  # every task still answers as when it was trained
         np.testing.assert_allclose(models[name].score(queries, passages), original.score(queries, passages), atol=1e-6)
+
+
+def test_a_model_saved_under_the_old_connected_name_loads_as_linked(tiny_backbone, tmp_path):
+    model = BiEncoder(str(tiny_backbone), "linked", {"topology": "bottleneck", "bottleneck": "4"})
+    perturb(model)
+    directory = model.save(tmp_path / "old")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "pet_method": "connected"}))
+    loaded = PetModel.load(directory)
+    assert loaded.method == "linked"
+    np.testing.assert_allclose(loaded.encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)

@@ -90,7 +90,7 @@ def test_cross_encoder_export_matches_torch(tiny_backbone, tmp_path, method, opt
 
 
 def test_cli_writes_graph_and_config_where_the_loader_looks(tiny_backbone, tmp_path, capsys):
-    model_dir = saved_model(BiEncoder, tiny_backbone, tmp_path / "model", "connected", {"bottleneck": "8"})
+    model_dir = saved_model(BiEncoder, tiny_backbone, tmp_path / "model", "iaa", {"r": "8"})
     main([str(model_dir), "--opset", "18"])
     assert "max |onnxruntime - torch|" in capsys.readouterr().out
     config = json.loads((model_dir / "onnx" / ONNX_CONFIG_FILE).read_text())
@@ -130,7 +130,7 @@ def test_pyserini_query_encoder_and_faiss_search_with_the_onnx_backend(tiny_back
     Runs in a fresh interpreter, as Pyserini starts a JVM on import.
     """
     pytest.importorskip("faiss")
-    model_dir = saved_model(BiEncoder, tiny_backbone, tmp_path / "model", "connected", {"topology": "side"})
+    model_dir = saved_model(BiEncoder, tiny_backbone, tmp_path / "model", "linked", {"topology": "side"})
     export(model_dir)
     script = f"""
 import faiss, numpy as np

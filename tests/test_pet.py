@@ -1,4 +1,5 @@
-"""PET methods on tiny random BERTs: what is trained, what stays frozen, and the connected pathway."""
+"""PET methods on tiny random BERTs: what is trained, what stays frozen, where IAA's modules sit, the paper's
+budgets, and petir's own linked pathway."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ from transformers import BertConfig, BertModel
 
 from conftest import PET_IDS, PET_VARIANTS
 from petir.errors import PetirError
-from petir.pet import METHODS, apply_pet, count_parameters, make_config
-from petir.pet.connected import BottleneckLinkedModule
+from petir.pet import (
+    METHODS,
+    VARIANTS,
+    apply_pet,
+    count_on_config,
+    count_parameters,
+    make_config,
+    resolve,
+    saved_method_name,
+)
+from petir.pet.base import BesideBlock, SublayerOutput
+from petir.pet.linked import BottleneckLinkedModule
 
 
 def tiny_bert(layers: int = 2, hidden: int = 32) -> BertModel:
@@ -54,7 +65,8 @@ def train_one_step(model: BertModel) -> None:
 
 
 def test_registry_lists_every_method():
-    assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "connected"}
+    assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "mam", "iaa", "linked"}
+    assert {"iaa-s", "iaa-l", "iaa-m", "linked-bottleneck", "linked-hidden", "linked-side"} <= set(VARIANTS)
 
 
 @pytest.mark.parametrize(("name", "options"), PET_VARIANTS, ids=PET_IDS)
@@ -78,8 +90,14 @@ def test_padding_does_not_leak_into_real_tokens(name, options):
     torch.testing.assert_close(alone.last_hidden_state[0], full[1, :5], atol=1e-5, rtol=1e-5)
 
 
+#: Methods with a prefix: its random keys and values take attention mass from the first step, by design.
+WITH_PREFIX = {"prefix", "mam"}
+
+
 @pytest.mark.parametrize(
-    ("name", "options"), [v for v in PET_VARIANTS if v[0] != "prefix"], ids=[i for i in PET_IDS if i != "prefix"]
+    ("name", "options"),
+    [v for v in PET_VARIANTS if v[0] not in WITH_PREFIX],
+    ids=[i for i, v in zip(PET_IDS, PET_VARIANTS, strict=True) if v[0] not in WITH_PREFIX],
 )
 def test_inserted_modules_start_as_the_unchanged_backbone(name, options):
     base = tiny_bert()
@@ -98,11 +116,14 @@ def test_trainable_counts_match_the_architecture():
         ("lora", (("r", r),)): layers * 2 * (2 * hidden * r),  # query and value: A (r x d) and B (d x r)
         ("adapter", (("bottleneck", r),)): layers * 2 * bottleneck,
         ("prefix", (("num_prefix", r),)): layers * 2 * r * hidden,
-        ("connected", (("bottleneck", r), ("topology", "bottleneck"))): layers * 2 * bottleneck
-        + (2 * layers - 1) * r * r,
-        ("connected", (("bottleneck", r), ("topology", "hidden"))): layers * 2 * bottleneck
+        ("mam", (("num_prefix", r), ("bottleneck", r))): layers * (2 * r * hidden + bottleneck),
+        ("iaa", (("placement", "sublayer"), ("r", r), ("ar", r))): 2 * layers * 2 * bottleneck,
+        ("iaa", (("placement", "layer"), ("r", r), ("ar", r))): 3 * layers * bottleneck,
+        ("iaa", (("placement", "model"), ("r", r), ("ar", r))): (2 * layers + 1) * bottleneck,
+        ("linked", (("bottleneck", r), ("topology", "bottleneck"))): layers * 2 * bottleneck + (2 * layers - 1) * r * r,
+        ("linked", (("bottleneck", r), ("topology", "hidden"))): layers * 2 * bottleneck
         + (2 * layers - 1) * hidden * r,
-        ("connected", (("bottleneck", r), ("topology", "side"))): 2 * layers * (hidden * r + r)
+        ("linked", (("bottleneck", r), ("topology", "side"))): 2 * layers * (hidden * r + r)
         + (2 * layers - 1) * r * r
         + (r * hidden + hidden),
     }
@@ -111,23 +132,19 @@ def test_trainable_counts_match_the_architecture():
         assert count_parameters(model)[0] == count, (name, options)
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if n != "full"])
-def test_default_configs_train_under_one_percent_of_a_minilm_sized_backbone(name):
+@pytest.mark.parametrize(("name", "options"), [v for v in PET_VARIANTS if v[0] != "full"], ids=PET_IDS[1:])
+def test_default_configs_train_under_one_percent_of_a_minilm_sized_backbone(name, options):
     config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-    base = BertModel(config, add_pooling_layer=False)
-    total = count_parameters(base)[1]
-    topologies = ("bottleneck", "hidden", "side") if name == "connected" else (None,)
-    for topology in topologies:
-        model = with_method(base, name, {"topology": topology} if topology else {})
-        assert count_parameters(model)[0] / total < 0.01, (name, topology)
+    trainable, total = count_on_config(config, name, make_config(name, options))
+    assert trainable / total < 0.01
 
 
-def test_connected_links_give_the_bottom_module_a_trainable_path_to_the_output():
+def test_linked_adapters_give_the_bottom_module_a_trainable_path_to_the_output():
     """With every up-projection but the top one at zero, only the aside links can carry a change of the bottom
-    module to the output: connected modules do, scattered adapters cannot."""
+    module to the output: linked modules do, scattered adapters cannot."""
     base = tiny_bert(layers=3)
     outputs = {}
-    for name, options in (("connected", {"topology": "bottleneck", "link_init": "identity"}), ("adapter", {})):
+    for name, options in (("linked", {"topology": "bottleneck", "link_init": "identity"}), ("adapter", {})):
         model = with_method(base, name, options)
         modules = [m for m in model.modules() if hasattr(m, "up") and hasattr(m, "down")]
         torch.nn.init.normal_(modules[-1].up.weight)
@@ -135,12 +152,12 @@ def test_connected_links_give_the_bottom_module_a_trainable_path_to_the_output()
         with torch.no_grad():
             modules[0].down.weight.add_(1.0)
         outputs[name] = (model(**inputs()).last_hidden_state - reference).abs().max().item()
-    assert outputs["connected"] > 1e-3
+    assert outputs["linked"] > 1e-3
     assert outputs["adapter"] == 0.0
 
 
 def test_side_topology_needs_no_backpropagation_through_the_backbone():
-    model = with_method(tiny_bert(), "connected", {"topology": "side"})
+    model = with_method(tiny_bert(), "linked", {"topology": "side"})
     flags = []
     model.encoder.frozen.layer[0].register_forward_hook(lambda m, i, out: flags.append(out.requires_grad))
     output = model(**inputs()).last_hidden_state
@@ -148,10 +165,10 @@ def test_side_topology_needs_no_backpropagation_through_the_backbone():
 
 
 def test_bottleneck_links_start_closed_unless_asked():
-    model = with_method(tiny_bert(), "connected", {"topology": "bottleneck", "bottleneck": 4})
+    model = with_method(tiny_bert(), "linked", {"topology": "bottleneck", "bottleneck": 4})
     links = [m.link for m in model.modules() if isinstance(m, BottleneckLinkedModule) and m.link is not None]
     assert links and all(not link.weight.any() for link in links)
-    model = with_method(tiny_bert(), "connected", {"topology": "bottleneck", "bottleneck": 4, "link_init": "identity"})
+    model = with_method(tiny_bert(), "linked", {"topology": "bottleneck", "bottleneck": 4, "link_init": "identity"})
     assert all(
         torch.equal(m.link.weight, torch.eye(4))
         for m in model.modules()
@@ -161,7 +178,7 @@ def test_bottleneck_links_start_closed_unless_asked():
 
 def test_closed_links_get_gradient_once_the_up_projections_have_moved():
     """Zero-initialised links are not a dead end: the pathway opens through training."""
-    model = with_method(tiny_bert(layers=3), "connected", {"topology": "bottleneck", "bottleneck": 4})
+    model = with_method(tiny_bert(layers=3), "linked", {"topology": "bottleneck", "bottleneck": 4})
     sites = [m for m in model.modules() if isinstance(m, BottleneckLinkedModule)]
     torch.nn.init.normal_(sites[-1].up.weight)  # as after a first optimizer step
     model(**inputs()).last_hidden_state.sum().backward()
@@ -169,7 +186,7 @@ def test_closed_links_get_gradient_once_the_up_projections_have_moved():
 
 
 def test_configs_coerce_cli_strings_and_refuse_unknown_options():
-    config = make_config("connected", {"bottleneck": "32", "positions": "ffn", "topology": "side"})
+    config = make_config("linked", {"bottleneck": "32", "positions": "ffn", "topology": "side"})
     assert (config.bottleneck, config.positions, config.topology) == (32, ("ffn",), "side")
     assert make_config("lora", {"target_modules": ["query", "key"]}).target_modules == ("query", "key")
     with pytest.raises(PetirError, match="has no option rank; options: alpha, dropout, r, target_modules"):
@@ -179,9 +196,155 @@ def test_configs_coerce_cli_strings_and_refuse_unknown_options():
     with pytest.raises(PetirError, match="unknown PET method 'ia3'"):
         make_config("ia3")
     with pytest.raises(PetirError, match="unknown topology 'ring'"):
-        with_method(tiny_bert(), "connected", {"topology": "ring"})
+        with_method(tiny_bert(), "linked", {"topology": "ring"})
+    with pytest.raises(PetirError, match="unknown placement 'stack'"):
+        with_method(tiny_bert(), "iaa", {"placement": "stack"})
 
 
 def test_non_bert_backbones_are_refused_with_a_clear_message():
     with pytest.raises(PetirError, match="not a BERT-family encoder"):
         apply_pet(torch.nn.Linear(4, 4), "adapter", make_config("adapter"))
+
+
+# -- IAA: where the aside modules sit (the paper's Figure 3) ---------------------------------------------------------
+def _recorder(records: dict, key: str):
+    def hook(module, args, output):
+        records[key] = (args, output)
+
+    return hook
+
+
+def _nonzero(model: BertModel) -> BertModel:
+    """Move every trainable tensor off its (zero) start, so that no aside output is trivially zero."""
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model
+
+
+def test_iaa_l_aside_reads_each_layer_input_and_is_added_after_its_last_add_and_norm():
+    model = _nonzero(with_method(tiny_bert(layers=3), "iaa", {"placement": "layer", "r": 4, "ar": 6}))
+    blocks = list(model.encoder.layer)
+    assert all(isinstance(block, BesideBlock) for block in blocks)
+    records: dict = {}
+    for i, block in enumerate(blocks):
+        block.frozen.register_forward_hook(_recorder(records, f"layer{i}"))
+        block.frozen.output.frozen.LayerNorm.register_forward_hook(_recorder(records, f"norm{i}"))
+        block.aside.register_forward_hook(_recorder(records, f"aside{i}"))
+        block.register_forward_hook(_recorder(records, f"block{i}"))
+    model(**inputs())
+    for i in range(len(blocks)):
+        layer_input, layer_output = records[f"layer{i}"][0][0], records[f"layer{i}"][1]
+        assert records[f"aside{i}"][0][0] is layer_input  # exactly the block's input
+        torch.testing.assert_close(layer_output, records[f"norm{i}"][1])  # the layer ends with its Add & Norm
+        torch.testing.assert_close(records[f"block{i}"][1], layer_output + records[f"aside{i}"][1])
+        if i > 0:  # the sum is the next layer's input: one pathway through the stack
+            assert records[f"block{i - 1}"][1] is layer_input
+
+
+def test_iaa_s_aside_reads_each_sublayer_input_and_is_added_after_its_add_and_norm():
+    model = _nonzero(with_method(tiny_bert(layers=2), "iaa", {"placement": "sublayer", "r": 4, "ar": 6}))
+    records: dict = {}
+    for i, layer in enumerate(model.encoder.layer):
+        layer.attention.register_forward_hook(_recorder(records, f"attention{i}"))
+        layer.intermediate.register_forward_hook(_recorder(records, f"ffn{i}"))
+        for name, sublayer in (("attention-out", layer.attention.output), ("ffn-out", layer.output)):
+            assert isinstance(sublayer, SublayerOutput) and sublayer.serial is not None
+            sublayer.aside.register_forward_hook(_recorder(records, f"{name}-aside{i}"))
+            sublayer.frozen.LayerNorm.register_forward_hook(_recorder(records, f"{name}-norm{i}"))
+            sublayer.register_forward_hook(_recorder(records, f"{name}{i}"))
+    model(**inputs())
+    for i in range(2):
+        attention_input = records[f"attention{i}"][0][0]
+        ffn_input = records[f"ffn{i}"][0][0]  # the attention block's output, aside included
+        assert records[f"attention-out-aside{i}"][0][0] is attention_input
+        assert records[f"ffn-out-aside{i}"][0][0] is ffn_input
+        assert records[f"attention-out{i}"][1] is ffn_input
+        for name in ("attention-out", "ffn-out"):
+            after_norm, aside = records[f"{name}-norm{i}"][1], records[f"{name}-aside{i}"][1]
+            torch.testing.assert_close(records[f"{name}{i}"][1], after_norm + aside)
+
+
+def test_iaa_m_aside_runs_from_the_embeddings_to_the_last_layer_output():
+    model = _nonzero(with_method(tiny_bert(layers=3), "iaa", {"placement": "model", "r": 4, "ar": 6}))
+    assert isinstance(model.encoder, BesideBlock)
+    records: dict = {}
+    model.embeddings.register_forward_hook(_recorder(records, "embeddings"))
+    model.encoder.frozen.layer[-1].register_forward_hook(_recorder(records, "last"))
+    model.encoder.aside.register_forward_hook(_recorder(records, "aside"))
+    output = model(**inputs()).last_hidden_state
+    assert records["aside"][0][0] is records["embeddings"][1]
+    torch.testing.assert_close(output, records["last"][1] + records["aside"][1])
+    # The inside adapters stay in every layer.
+    assert all(isinstance(layer.output, SublayerOutput) for layer in model.encoder.frozen.layer)
+
+
+def test_mam_adds_a_scaled_parallel_adapter_before_the_ffn_layer_norm_and_a_prefix_in_attention():
+    model = _nonzero(with_method(tiny_bert(), "mam", {"num_prefix": 3, "bottleneck": 4, "scaling": 4.0}))
+    for layer in model.encoder.layer:
+        sublayer = layer.output
+        assert sublayer.parallel is not None and sublayer.serial is None and sublayer.aside is None
+        assert layer.attention.self.prefix_key.shape[1] == 3
+        assert not isinstance(layer.attention.output, SublayerOutput)  # nothing after self-attention
+    records: dict = {}
+    sublayer = model.encoder.layer[0].output
+    sublayer.register_forward_hook(_recorder(records, "out"))
+    sublayer.parallel.register_forward_hook(_recorder(records, "parallel"))
+    model(**inputs())
+    (hidden, ffn_input), output = records["out"]
+    assert records["parallel"][0][0] is ffn_input
+    h = sublayer.frozen.dense(hidden)
+    expected = sublayer.frozen.LayerNorm(h + 4.0 * records["parallel"][1] + ffn_input)
+    torch.testing.assert_close(output, expected)
+
+
+# -- the paper's budgets (../shared/PAPER.md) -----------------------------------------------------------------------
+def weight_count(variant: str, budget: str) -> int:
+    """Trainable weights (matrices and prefix vectors, no biases) of a preset on BERT-base, counted on the meta
+    device: the paper's #Params arithmetic."""
+    from transformers import AutoModel
+
+    name, options = resolve(variant, budget=budget)
+    with torch.device("meta"):
+        model = AutoModel.from_config(BertConfig(), add_pooling_layer=False)
+        apply_pet(model, name, make_config(name, options))
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias"))
+
+
+@pytest.mark.parametrize(
+    ("variant", "budget", "weights"),
+    [
+        ("iaa-s", "0.5", 589_824),  # r=8, ar=8
+        ("iaa-m", "0.5", 589_824),  # r=15, ar=24
+        ("adapter", "0.5", 589_824),  # r=16
+        ("mam", "0.5", 589_824),  # r=16, l=16
+        ("lora", "0.5", 589_824),  # r=16 on query and value
+        ("prefix", "0.5", 589_824),  # l=32
+        ("iaa-s", "6.7", 7_372_800),  # r=100, ar=100
+        ("adapter", "6.7", 7_372_800),  # r=200
+        ("iaa-l", "6.7", 7_372_800),  # r=50, ar=300
+        ("iaa-l", "0.5", 663_552),  # r=12, ar=12: the paper's widths give 0.6 %, a little over the budget
+    ],
+)
+def test_budget_presets_reproduce_the_papers_parameter_counts_on_bert_base(variant, budget, weights):
+    assert weight_count(variant, budget) == weights
+
+
+def test_resolve_applies_variant_then_budget_then_explicit_options():
+    assert resolve("iaa-l", budget="0.5") == ("iaa", {"placement": "layer", "r": 12, "ar": 12})
+    assert resolve("iaa", {"placement": "model"}, "6.7") == ("iaa", {"placement": "model", "r": 185, "ar": 960})
+    assert resolve("iaa-s", {"ar": "4"}, "0.5") == ("iaa", {"placement": "sublayer", "r": 8, "ar": "4"})
+    assert resolve("adapter") == ("adapter", {"bottleneck": 16})  # no budget: the 0.5 % preset
+    assert resolve("full") == ("full", {})
+    with pytest.raises(PetirError, match="bitfit has no 6.7 % budget preset; its presets: 0.5"):
+        resolve("bitfit", budget="6.7")
+    with pytest.raises(PetirError, match="full has no 0.5 % budget preset; its presets: none"):
+        resolve("full", budget="0.5")
+
+
+def test_the_old_connected_name_points_to_linked_and_to_iaa():
+    assert saved_method_name("connected") == "linked"
+    with pytest.raises(PetirError, match="now called 'linked'.*the paper's method is 'iaa'"):
+        make_config("connected")

@@ -33,14 +33,14 @@ pytestmark = pytest.mark.skipif(not hook_installed(), reason="petir is not pip-i
 
 @pytest.fixture(scope="module")
 def exported(tiny_backbone, tmp_path_factory) -> Path:
-    """A trained-looking connected bi-encoder saved as a petir directory."""
-    model = BiEncoder(str(tiny_backbone), "connected", {"topology": "bottleneck", "bottleneck": "8"})
+    """A trained-looking IAA-L bi-encoder saved as a petir directory."""
+    model = BiEncoder(str(tiny_backbone), "iaa", {"placement": "layer", "r": "8", "ar": "8"})
     torch.manual_seed(5)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.2)
-    return model.save(tmp_path_factory.mktemp("export") / "connected-model")
+    return model.save(tmp_path_factory.mktemp("export") / "iaa-model")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 
-from petir.reproduce import steps_to_fraction, write_tables
+import pytest
+
+from petir.errors import PetirError
+from petir.pet import VARIANTS
+from petir.reproduce import MAIN_VARIANTS, steps_to_fraction, study_entry, write_tables
 
 CURVE = [(0, 0.80), (10, 0.82), (20, 0.90), (30, 0.84)]
 
@@ -37,3 +41,14 @@ def test_tables_keep_every_run_in_csv_and_summarise_seeds_in_markdown(tmp_path):
     assert full[column["nDCG@10"]] == "0.7100 ± 0.0141"
     assert full[column["dev nDCG@10"]] == "0.8100 ± 0.0141"
     assert full[column["steps to 95%"]] == "45 ± 21"
+
+
+def test_study_entries_are_registry_variants_at_a_budget():
+    assert study_entry("iaa-l") == ("iaa-l", None, {})
+    assert study_entry("adapter@6.7") == ("adapter", "6.7", {})
+    assert study_entry("iaa-l-near-identity") == ("iaa-l", None, {"init": "near-identity"})
+    assert set(MAIN_VARIANTS) <= set(VARIANTS)
+    with pytest.raises(PetirError, match="unknown method 'connected-bottleneck'"):
+        study_entry("connected-bottleneck")
+    with pytest.raises(PetirError, match="bitfit has no 6.7 % budget preset"):
+        study_entry("bitfit@6.7")

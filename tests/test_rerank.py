@@ -75,7 +75,7 @@ def test_missing_docids_and_queries_are_data_errors(tmp_path):
 def files(tiny_backbone, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("rerank")
     torch.manual_seed(0)
-    model = CrossEncoder(str(tiny_backbone), "connected", max_length=64)
+    model = CrossEncoder(str(tiny_backbone), "iaa", max_length=64)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:

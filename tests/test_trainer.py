@@ -27,7 +27,7 @@ QUERIES = [
 
 def make_trainer(backbone: Path, output: Path, steps: int = 6, task=BiEncoder, **overrides) -> Trainer:
     set_seed(11)
-    model = task(str(backbone), "connected", {"bottleneck": "4"})
+    model = task(str(backbone), "iaa", {"r": "4", "ar": "4"})
     config = TrainConfig(output_dir=output, steps=steps, learning_rate=1e-2, batch_size=4, save_every=2, log_every=1)
     for key, value in overrides.items():
         setattr(config, key, value)

@@ -1,8 +1,11 @@
 """The PET method registry: one module per method, one line here per method.
 
->>> from petir.pet import apply_pet, get_method
->>> config = get_method("connected").config_class(topology="bottleneck", bottleneck=16)
->>> apply_pet(model, "connected", config)   # freezes the backbone, adds the trainable modules in place
+>>> from petir.pet import apply_pet, resolve
+>>> method, options = resolve("iaa-l", budget="0.5")    # ("iaa", {"placement": "layer", "r": 12, "ar": 12})
+>>> apply_pet(model, method, make_config(method, options))   # freezes the backbone, adds the modules in place
+
+Each method has named variants (``iaa-s``, ``iaa-l``, ``iaa-m``; ``linked-side``...; a plain method is its own only
+variant) and, per variant, the paper's budget presets (``--budget 0.5`` / ``--budget 6.7``).
 """
 
 from __future__ import annotations
@@ -12,24 +15,85 @@ from typing import Any
 from torch import nn
 
 from petir.errors import PetirError
-from petir.pet import adapter, bitfit, connected, full, lora, prefix
-from petir.pet.base import PetConfig, PetMethod
+from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, prefix
+from petir.pet.base import PetConfig, PetMethod, Variant
 
-METHODS: dict[str, PetMethod] = {
-    method.name: method
-    for method in (full.METHOD, bitfit.METHOD, lora.METHOD, adapter.METHOD, prefix.METHOD, connected.METHOD)
+METHODS: dict[str, PetMethod] = {}
+for _method in (full, bitfit, lora, adapter, prefix, mam, iaa, linked):
+    if _method.METHOD.name in METHODS:
+        raise RuntimeError(f"two PET methods are named {_method.METHOD.name!r}")
+    METHODS[_method.METHOD.name] = _method.METHOD
+
+#: Every named variant: name -> (method, variant). A method's name also names its default variant.
+VARIANTS: dict[str, tuple[PetMethod, Variant]] = {
+    variant.name: (method, variant) for method in METHODS.values() for variant in method.variants
 }
+#: The paper's budgets (percent of BERT-base's weights; ../shared/PAPER.md).
+BUDGETS = ("0.5", "6.7")
+#: The preset a variant gets when no budget is asked for: the paper's main setting.
+DEFAULT_BUDGET = "0.5"
+#: Method names of earlier petir versions, still found in saved config.json files.
+RENAMED = {"connected": "linked"}
+#: The default method: the paper's best variant, IAA-L, at its 0.5 % widths (IaaConfig's defaults).
+DEFAULT_METHOD = "iaa"
 
 
 def get_method(name: str) -> PetMethod:
+    if name in RENAMED:
+        raise PetirError(
+            f"PET method {name!r} is now called {RENAMED[name]!r} (petir's own linked adapters); "
+            "the paper's method is 'iaa' (iaa-s, iaa-l, iaa-m)"
+        )
     if name not in METHODS:
         raise PetirError(f"unknown PET method {name!r}; choose from {', '.join(METHODS)}")
     return METHODS[name]
 
 
+def saved_method_name(name: str) -> str:
+    """The current name of a method recorded in a saved model (which may predate a rename)."""
+    return RENAMED.get(name, name)
+
+
 def make_config(name: str, options: dict[str, Any] | None = None) -> PetConfig:
     """The method's config with ``options`` (strings from the CLI or values from JSON) over its defaults."""
     return get_method(name).config_class.from_dict(options or {})
+
+
+def variant_of(name: str, config: PetConfig) -> Variant:
+    """The named variant of method ``name`` that ``config`` is (e.g. iaa with placement=model -> iaa-m)."""
+    values = config.to_dict()
+    for variant in get_method(name).variants:
+        expected = make_config(name, dict(variant.options)).to_dict()
+        if all(values[key] == expected[key] for key in variant.options):
+            return variant
+    raise PetirError(f"{name} {values} is none of the variants {', '.join(v.name for v in get_method(name).variants)}")
+
+
+def resolve(name: str, options: dict[str, Any] | None = None, budget: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``(method, options)`` for a method or variant ``name``: the variant's options, then the ``budget`` preset's
+    widths (no budget: the :data:`DEFAULT_BUDGET` preset where the variant has one), then ``options`` (explicit
+    options win)."""
+    if name in VARIANTS:
+        method, variant = VARIANTS[name]
+        clash = [key for key in variant.options if key in (options or {})]
+        if clash:
+            raise PetirError(
+                f"{name} fixes {clash[0]}={variant.options[clash[0]]}; name another variant of {method.name} "
+                f"({', '.join(v.name for v in method.variants)}) instead of setting {clash[0]}"
+            )
+        merged = {**variant.options, **(options or {})}
+    else:
+        method = get_method(name)
+        merged = dict(options or {})
+        variant = variant_of(method.name, make_config(method.name, merged))
+    if budget is None and DEFAULT_BUDGET in variant.budgets:
+        budget = DEFAULT_BUDGET
+    if budget is not None:
+        if budget not in variant.budgets:
+            presets = ", ".join(variant.budgets) or "none (it trains a fixed set of weights)"
+            raise PetirError(f"{variant.name} has no {budget} % budget preset; its presets: {presets}")
+        merged = {**variant.options, **variant.budgets[budget], **(options or {})}
+    return method.name, merged
 
 
 def apply_pet(model: nn.Module, name: str, config: PetConfig) -> None:
@@ -46,4 +110,36 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["METHODS", "PetConfig", "PetMethod", "apply_pet", "count_parameters", "get_method", "make_config"]
+def count_on_config(backbone_config: Any, name: str, config: PetConfig) -> tuple[int, int]:
+    """(trainable, backbone) parameter counts of method ``name`` on a backbone of ``backbone_config``, built on the
+    meta device: no weights are read or allocated, so any size is counted in milliseconds."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(backbone_config)
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None  # petir drops it (petir.backbone.load_backbone)
+        total = count_parameters(model)[1]
+        apply_pet(model, name, config)
+    return count_parameters(model)[0], total
+
+
+__all__ = [
+    "BUDGETS",
+    "DEFAULT_BUDGET",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "VARIANTS",
+    "PetConfig",
+    "PetMethod",
+    "Variant",
+    "apply_pet",
+    "count_on_config",
+    "count_parameters",
+    "get_method",
+    "make_config",
+    "resolve",
+    "saved_method_name",
+    "variant_of",
+]

@@ -1,6 +1,6 @@
 """Bottleneck adapters (Houlsby et al., 2019), serial: ``h + up(f(down(h)))`` after each sublayer projection.
 
-Each adapter sits between frozen layers: the "scattered" baseline that the connected method links up.
+Each adapter sits between frozen layers: the "scattered" baseline that IAA (:mod:`petir.pet.iaa`) connects.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.pet.base import Bottleneck, PetConfig, PetMethod, freeze, wrap_sublayer_outputs
+from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
 
 
 @dataclass
@@ -24,10 +24,16 @@ class AdapterConfig(PetConfig):
 def apply_adapter(model: nn.Module, config: AdapterConfig) -> None:
     freeze(model)
     wrap_sublayer_outputs(
-        model, config.positions, lambda hidden: Bottleneck(hidden, config.bottleneck, config.activation)
+        model, config.positions, serial=lambda hidden: Bottleneck(hidden, config.bottleneck, config.activation)
     )
 
 
 METHOD = PetMethod(
-    "adapter", AdapterConfig, apply_adapter, "Houlsby bottleneck adapters, serial (scattered)", learning_rate=1e-3
+    "adapter",
+    AdapterConfig,
+    apply_adapter,
+    "bottleneck adapters, serial, after each sub-layer (scattered)",
+    reference="Houlsby et al., ICML 2019",
+    learning_rate=1e-3,
+    variants=(Variant("adapter", budgets={"0.5": {"bottleneck": 16}, "6.7": {"bottleneck": 200}}),),
 )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -56,16 +56,29 @@ def _coerce(hint: Any, value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named configuration of a method, as the CLI (``--method NAME``) and the study call it, with its budget
+    presets (``--budget``): budget in percent of BERT-base (``"0.5"``, ``"6.7"``) -> the options that hold it, from
+    the paper's #Params column (../shared/PAPER.md)."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    budgets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PetMethod:
-    """A registry entry: the method's name, its config class, the function that applies it, and the learning
-    rate it trains well with (PET modules start from zero or random values and need far larger steps than
-    pretrained weights)."""
+    """A registry entry: the method's name, its config class, the function that applies it, where it comes from,
+    the learning rate it trains well with (PET modules start from zero or random values and need far larger steps
+    than pretrained weights), and its named variants (at least one)."""
 
     name: str
     config_class: type[PetConfig]
     apply: Callable[[nn.Module, Any], None]
     summary: str
+    reference: str
     learning_rate: float
+    variants: tuple[Variant, ...]
 
 
 def freeze(model: nn.Module) -> None:
@@ -120,49 +133,115 @@ def activation(name: str) -> nn.Module:
 
 
 class Bottleneck(nn.Module):
-    """``up(f(down(x)))`` with ``up`` initialised at zero, so an inserted module starts as the identity map."""
+    """``up(f(down(x)))``, the module shape every adapter-like method uses (width ``bottleneck``).
 
-    def __init__(self, hidden_size: int, bottleneck: int, activation_name: str, init_std: float = 0.02):
+    ``up`` starts at zero (``up_std=0``), so an inserted module starts as the identity map; ``up_std > 0`` draws it
+    from N(0, up_std^2) instead (Houlsby et al.'s near-identity start).
+    """
+
+    def __init__(
+        self, hidden_size: int, bottleneck: int, activation_name: str, init_std: float = 0.02, up_std: float = 0.0
+    ):
         super().__init__()
         self.down = nn.Linear(hidden_size, bottleneck)
         self.act = activation(activation_name)
         self.up = nn.Linear(bottleneck, hidden_size)
         nn.init.normal_(self.down.weight, std=init_std)
         nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
+        if up_std > 0:
+            nn.init.normal_(self.up.weight, std=up_std)
+        else:
+            nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.act(self.down(x)))
 
 
-class SublayerOutputWithModule(nn.Module):
-    """A frozen BERT sublayer output (``dense -> dropout -> LayerNorm(h + residual)``) with a trainable module
-    applied to ``h`` before the residual LayerNorm (Houlsby et al.'s serial adapter position).
+class SublayerOutput(nn.Module):
+    """A frozen BERT sub-layer output, ``LayerNorm(h + x)`` with ``h = dropout(dense(.))`` the sub-layer's result and
+    ``x`` the sub-layer's input, with trainable modules at the three places PET methods put them:
 
-    ``module`` maps the sublayer's projected output ``h`` to the additive update ``a``; it may be any callable
-    module, which lets the connected method chain its modules across sublayers.
+    - ``serial`` (Houlsby adapter, IAA's inside module): ``LayerNorm(h + serial(h) + x)``
+    - ``parallel`` (He et al.'s parallel adapter, in MAM): ``LayerNorm(h + scaling * parallel(x) + x)``
+    - ``aside`` (IAA-S's aside module, Ma et al.): ``LayerNorm(h + x) + aside(x)``, after the Add & Norm
+
+    A module may be any callable module, which lets the linked method chain its modules across sub-layers.
     """
 
-    def __init__(self, frozen: nn.Module, module: nn.Module):
+    def __init__(
+        self,
+        frozen: nn.Module,
+        serial: nn.Module | None = None,
+        parallel: nn.Module | None = None,
+        aside: nn.Module | None = None,
+        scaling: float = 1.0,
+    ):
         super().__init__()
         self.frozen = frozen
-        self.module = module
+        self.serial = serial
+        self.parallel = parallel
+        self.aside = aside
+        self.scaling = scaling
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         h = self.frozen.dropout(self.frozen.dense(hidden_states))
-        return self.frozen.LayerNorm(h + self.module(h) + input_tensor)
+        update = h
+        if self.serial is not None:
+            update = update + self.serial(h)
+        if self.parallel is not None:
+            update = update + self.scaling * self.parallel(input_tensor)
+        output = self.frozen.LayerNorm(update + input_tensor)
+        return output + self.aside(input_tensor) if self.aside is not None else output
+
+
+ModuleMaker = Callable[[int], nn.Module]
 
 
 def wrap_sublayer_outputs(
-    model: nn.Module, positions: tuple[str, ...], make_module: Callable[[int], nn.Module]
-) -> list[nn.Module]:
-    """Insert ``make_module(hidden_size)`` at each sublayer output; returns the inserted modules, bottom to top."""
-    sites = list(sublayer_outputs(model, positions))
+    model: nn.Module,
+    positions: tuple[str, ...],
+    serial: ModuleMaker | None = None,
+    parallel: ModuleMaker | None = None,
+    aside: ModuleMaker | None = None,
+    scaling: float = 1.0,
+) -> list[SublayerOutput]:
+    """Wrap each sub-layer output at ``positions`` in a :class:`SublayerOutput` whose modules are made by the
+    given makers (called with the hidden size); returns the wrappers, bottom to top."""
+    sites = list(sublayer_outputs(model, positions))  # refuses non-BERT-family models first
     hidden_size = model.config.hidden_size
-    inserted = []
+    wrappers = []
     for parent, attribute in sites:
-        module = make_module(hidden_size)
-        setattr(parent, attribute, SublayerOutputWithModule(getattr(parent, attribute), module))
-        inserted.append(module)
-    return inserted
+        wrapper = SublayerOutput(
+            getattr(parent, attribute),
+            *(make(hidden_size) if make is not None else None for make in (serial, parallel, aside)),
+            scaling=scaling,
+        )
+        setattr(parent, attribute, wrapper)
+        wrappers.append(wrapper)
+    return wrappers
+
+
+class BesideBlock(nn.Module):
+    """A frozen block (a Transformer layer, or the whole encoder) with a trainable module beside it: the module
+    reads the block's input and its output is added to the block's output, after the block's last Add & Norm
+    (IAA-L and IAA-M's aside module): ``block(x) + aside(x)``.
+
+    The block's output may be a tensor (a BERT layer), a tuple whose first item is the hidden states, or a model
+    output with ``last_hidden_state`` (the encoder).
+    """
+
+    def __init__(self, frozen: nn.Module, aside: nn.Module):
+        super().__init__()
+        self.frozen = frozen
+        self.aside = aside
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        output = self.frozen(hidden_states, *args, **kwargs)
+        update = self.aside(hidden_states)
+        if isinstance(output, torch.Tensor):
+            return output + update
+        if isinstance(output, tuple):
+            return (output[0] + update, *output[1:])
+        output.last_hidden_state = output.last_hidden_state + update
+        return output

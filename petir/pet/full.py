@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.pet.base import PetConfig, PetMethod
+from petir.pet.base import PetConfig, PetMethod, Variant
 
 
 @dataclass
@@ -20,5 +20,11 @@ def apply_full(model: nn.Module, config: FullConfig) -> None:
 
 
 METHOD = PetMethod(
-    "full", FullConfig, apply_full, "full fine-tuning (reference): all weights trained", learning_rate=2e-5
+    "full",
+    FullConfig,
+    apply_full,
+    "full fine-tuning: all weights trained (no budget presets: it is the 100 % reference)",
+    reference="the reference every PET method is measured against",
+    learning_rate=2e-5,
+    variants=(Variant("full"),),
 )

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import peft
 from torch import nn
 
-from petir.pet.base import PetConfig, PetMethod, encoder_layers, freeze
+from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze
 
 
 @dataclass
 class LoraConfig(PetConfig):
     """``r``: rank; ``alpha``: scaling numerator; ``target_modules``: linear layers (by name) that get updates."""
 
-    r: int = 8
+    r: int = 16
     alpha: int = 16
     dropout: float = 0.1
     target_modules: tuple[str, ...] = ("query", "value")
@@ -40,5 +40,11 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> None:
 
 
 METHOD = PetMethod(
-    "lora", LoraConfig, apply_lora, "LoRA: low-rank updates of the attention projections (PEFT)", learning_rate=5e-4
+    "lora",
+    LoraConfig,
+    apply_lora,
+    "LoRA: low-rank updates of the query and value projections (PEFT)",
+    reference="Hu et al., ICLR 2022",
+    learning_rate=5e-4,
+    variants=(Variant("lora", budgets={"0.5": {"r": 16}, "6.7": {"r": 200}}),),
 )

@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petir.pet.base import PetConfig, PetMethod, encoder_layers, freeze
+from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze
 
 
 @dataclass
 class PrefixConfig(PetConfig):
     """``num_prefix``: prefix length per layer; ``init_std``: std of the initial prefix keys and values."""
 
-    num_prefix: int = 16
+    num_prefix: int = 32
     init_std: float = 0.02
 
 
@@ -65,10 +65,23 @@ def _widen_mask(mask: torch.Tensor | None, num_prefix: int) -> torch.Tensor | No
     return torch.cat([pad, mask], dim=-1)
 
 
+def insert_prefixes(model: nn.Module, num_prefix: int, init_std: float) -> None:
+    """Give every layer's self-attention a trainable prefix of ``num_prefix`` keys and values."""
+    for layer in encoder_layers(model):
+        layer.attention.self = PrefixSelfAttention(layer.attention.self, num_prefix, init_std)
+
+
 def apply_prefix(model: nn.Module, config: PrefixConfig) -> None:
     freeze(model)
-    for layer in encoder_layers(model):
-        layer.attention.self = PrefixSelfAttention(layer.attention.self, config.num_prefix, config.init_std)
+    insert_prefixes(model, config.num_prefix, config.init_std)
 
 
-METHOD = PetMethod("prefix", PrefixConfig, apply_prefix, "prefix-tuning / P-tuning v2 deep prompts", learning_rate=5e-3)
+METHOD = PetMethod(
+    "prefix",
+    PrefixConfig,
+    apply_prefix,
+    "prefix-tuning / P-tuning v2 deep prompts (trainable keys and values in every layer)",
+    reference="Li & Liang, ACL 2021; Liu et al., ACL 2022",
+    learning_rate=5e-3,
+    variants=(Variant("prefix", budgets={"0.5": {"num_prefix": 32}, "6.7": {"num_prefix": 200}}),),
+)

@@ -1,10 +1,13 @@
-"""Connected PET, "inside and aside" (Ma et al., CIKM 2022): link the scattered modules into one trainable pathway.
+"""Linked adapters: petir's own variants, NOT the paper's method (that is :mod:`petir.pet.iaa`).
 
-Scattered adapters each sit between frozen layers, so the gradient reaching a low module has crossed every frozen
-layer above it. Here the inside modules (bottleneck adapters at the same sublayer positions as
-:mod:`petir.pet.adapter`) are joined by aside links that run alongside the frozen layers, so every module has a
-short, fully trainable path to the output. Sites are numbered k = 1..K bottom to top; ``h_k`` is the sublayer's
-projected output (adapter input), ``x_k`` the sublayer's final output. Topologies (equations in docs/methods.md):
+An earlier reading of "connect the scattered modules" (Ma et al., CIKM 2022), made before the paper's Figure 3 was
+at hand: instead of the paper's aside bottlenecks beside frozen blocks, the inside modules (bottleneck adapters at
+the same sublayer positions as :mod:`petir.pet.adapter`) are joined by links between their states, so every module
+has a short, fully trainable path to the output. Kept as measured variants (docs/reproduce-cpu.md); saved models
+whose config says ``connected`` (this method's name before IAA was added) load as ``linked``.
+
+Sites are numbered k = 1..K bottom to top; ``h_k`` is the sublayer's projected output (adapter input), ``x_k``
+the sublayer's final output. Topologies (equations in docs/methods.md):
 
 - ``bottleneck``: ``z_k = f(D_k h_k) + C_k z_{k-1}``, ``a_k = U_k z_k``   (link in bottleneck space, C_k: r x r)
 - ``hidden``:     ``a_k = U_k f(D_k h_k + E_k a_{k-1})``                 (link in hidden space, E_k: d -> r)
@@ -26,6 +29,7 @@ from petir.pet.base import (
     Bottleneck,
     PetConfig,
     PetMethod,
+    Variant,
     activation,
     freeze,
     sublayer_outputs,
@@ -37,7 +41,7 @@ LINK_INITS = ("auto", "identity", "zero")
 
 
 @dataclass
-class ConnectedConfig(PetConfig):
+class LinkedConfig(PetConfig):
     """``topology``: how the modules are linked (bottleneck | hidden | side); ``bottleneck``: module width r;
     ``positions``: sublayers that get a module; ``link_init``: initial r x r links, ``identity`` (open) or
     ``zero`` (closed until learned); ``auto`` picks :func:`resolve_link_init`."""
@@ -72,7 +76,7 @@ class _Site(nn.Module):
         self.chain.state = None if self.is_last else state
 
 
-def resolve_link_init(config: ConnectedConfig) -> str:
+def resolve_link_init(config: LinkedConfig) -> str:
     """``auto``: closed links for the bottleneck topology, open ones for the side path.
 
     With open links a bottleneck site's state is the sum of every lower module's, which grows with depth: in the
@@ -98,7 +102,7 @@ def _link(size_in: int, size_out: int, init: str) -> nn.Linear:
 class BottleneckLinkedModule(Bottleneck, _Site):
     """Inside module whose bottleneck state is passed to the next module: ``z_k = f(D_k h) + C_k z_{k-1}``."""
 
-    def __init__(self, hidden_size: int, config: ConnectedConfig, chain: Chain, index: int, count: int):
+    def __init__(self, hidden_size: int, config: LinkedConfig, chain: Chain, index: int, count: int):
         super().__init__(hidden_size, config.bottleneck, config.activation)
         self._setup_chain(chain, index, count)
         self.link = None if self.is_first else _link(config.bottleneck, config.bottleneck, resolve_link_init(config))
@@ -114,7 +118,7 @@ class BottleneckLinkedModule(Bottleneck, _Site):
 class HiddenLinkedModule(Bottleneck, _Site):
     """Inside module that also reads the previous module's output: ``a_k = U_k f(D_k h + E_k a_{k-1})``."""
 
-    def __init__(self, hidden_size: int, config: ConnectedConfig, chain: Chain, index: int, count: int):
+    def __init__(self, hidden_size: int, config: LinkedConfig, chain: Chain, index: int, count: int):
         super().__init__(hidden_size, config.bottleneck, config.activation)
         self._setup_chain(chain, index, count)
         self.link = None if self.is_first else nn.Linear(hidden_size, config.bottleneck, bias=False)
@@ -136,7 +140,7 @@ class SideTap(nn.Module):
     The readout at the top, not the last tap, consumes the state.
     """
 
-    def __init__(self, hidden_size: int, config: ConnectedConfig, chain: Chain, index: int):
+    def __init__(self, hidden_size: int, config: LinkedConfig, chain: Chain, index: int):
         super().__init__()
         self.chain = chain
         self.down = nn.Linear(hidden_size, config.bottleneck)
@@ -184,7 +188,7 @@ class EncoderWithSideReadout(nn.Module):
         return output
 
 
-def apply_connected(model: nn.Module, config: ConnectedConfig) -> None:
+def apply_linked(model: nn.Module, config: LinkedConfig) -> None:
     if config.topology not in TOPOLOGIES:
         raise PetirError(f"unknown topology {config.topology!r}; choose from {', '.join(TOPOLOGIES)}")
     if config.link_init not in LINK_INITS:
@@ -202,14 +206,19 @@ def apply_connected(model: nn.Module, config: ConnectedConfig) -> None:
     module_class = BottleneckLinkedModule if config.topology == "bottleneck" else HiddenLinkedModule
     indices = iter(range(len(sites)))
     wrap_sublayer_outputs(
-        model, config.positions, lambda hidden: module_class(hidden, config, chain, next(indices), len(sites))
+        model, config.positions, serial=lambda hidden: module_class(hidden, config, chain, next(indices), len(sites))
     )
 
 
 METHOD = PetMethod(
-    "connected",
-    ConnectedConfig,
-    apply_connected,
-    "connected inside+aside modules (IAA); topology: bottleneck|hidden|side",
+    "linked",
+    LinkedConfig,
+    apply_linked,
+    "adapters linked through their states (petir's own; topology: bottleneck|hidden|side)",
+    reference="petir's own variants, not in the paper",
     learning_rate=1e-3,
+    variants=tuple(
+        Variant(f"linked-{topology}", {"topology": topology}, budgets={"0.5": {"bottleneck": 16}})
+        for topology in TOPOLOGIES
+    ),
 )
