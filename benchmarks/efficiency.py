@@ -102,7 +102,7 @@ def training_groups(queries: int, group_size: int) -> tuple[list[Group], str]:
     if directory is None:
         rng = np.random.default_rng(1)
         groups = [
-            (synthetic(rng, int(rng.integers(6, 20))), [synthetic(rng, 220) for _ in range(group_size)])
+            Group(synthetic(rng, int(rng.integers(6, 20))), [synthetic(rng, 220) for _ in range(group_size)])
             for _ in range(queries)
         ]
         return groups, "synthetic sentences (SciFact not found)"
@@ -112,7 +112,7 @@ def training_groups(queries: int, group_size: int) -> tuple[list[Group], str]:
     for qid in list(data.qrels)[:queries]:
         positive = data.corpus[next(iter(data.qrels[qid]))]
         negatives = [next(others) for _ in range(group_size - 1)]
-        groups.append((data.queries[qid], [document.contents for document in (positive, *negatives)]))
+        groups.append(Group(data.queries[qid], [document.contents for document in (positive, *negatives)]))
     return groups, "SciFact test queries and passages"
 
 

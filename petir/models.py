@@ -297,6 +297,23 @@ def _in_batches(
     return np.concatenate(chunks) if chunks else np.zeros(empty_shape, dtype=np.float32)
 
 
+def false_negatives(groups: Sequence[Group], in_batch: bool) -> torch.Tensor:
+    """Bool mask [queries, candidates]: True where a candidate is judged relevant to the query but is not its own
+    positive. Candidates are every passage of the batch (``in_batch``, the bi-encoder's contrastive loss) or the
+    query's own group (the cross-encoder's). Passages are matched by id, so the same passage drawn for two queries
+    is caught too."""
+    ids = [group.docids or (None,) * len(group.passages) for group in groups]  # no ids: nothing to match
+    in_batch_ids = [docid for group_ids in ids for docid in group_ids]
+    mask = torch.zeros(len(groups), len(in_batch_ids) if in_batch else len(ids[0]), dtype=torch.bool)
+    offset = 0
+    for row, group in enumerate(groups):
+        own = offset if in_batch else 0
+        for column, docid in enumerate(in_batch_ids if in_batch else ids[row]):
+            mask[row, column] = column != own and docid in group.positives
+        offset += len(group.passages)
+    return mask
+
+
 def _own_trainable_parameters(module: nn.Module) -> None:
     """Give every trainable parameter its own storage, so training or loading a state never writes into frozen
     weights that other models may share (see :class:`SharedBackbone`)."""
@@ -380,19 +397,21 @@ class BiEncoder(PetModel, TextEncoder):
         return F.normalize(pooled, dim=-1) if self.similarity == "cosine" else pooled
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        passages = [passage for _, group in groups for passage in group]
+        passages = [passage for group in groups for passage in group.passages]
         return {
-            "queries": self.tokenize([query for query, _ in groups], self.query_max_length),
+            "queries": self.tokenize([group.query for group in groups], self.query_max_length),
             "passages": self.tokenize(passages, self.passage_max_length),
+            "false_negatives": false_negatives(groups, in_batch=True).to(self.device),
         }
 
-    def forward(self, batch: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Contrastive loss: each query against every passage in the batch (its positive, its hard negatives and
-        all other queries' passages). Passages come grouped per query, positive first."""
+        all other queries' passages), except passages judged relevant to it other than its positive (false
+        negatives, masked out). Passages come grouped per query, positive first."""
         queries = self.embed(batch["queries"])
         passages = self.embed(batch["passages"])
         group = passages.shape[0] // queries.shape[0]
-        scores = queries @ passages.T / self.temperature
+        scores = (queries @ passages.T / self.temperature).masked_fill(batch["false_negatives"], float("-inf"))
         labels = torch.arange(queries.shape[0], device=scores.device) * group
         return F.cross_entropy(scores, labels)
 
@@ -449,18 +468,25 @@ class CrossEncoder(PetModel, PairScorer):
         return self.head(self.encoder(**features).last_hidden_state[:, 0]).squeeze(-1)
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        queries = [query for query, group in groups for _ in group]
-        passages = [passage for _, group in groups for passage in group]
-        return {"pairs": self.tokenize(queries, self.max_length, pairs=passages), "group_size": len(groups[0][1])}
+        queries = [group.query for group in groups for _ in group.passages]
+        passages = [passage for group in groups for passage in group.passages]
+        return {
+            "pairs": self.tokenize(queries, self.max_length, pairs=passages),
+            "false_negatives": false_negatives(groups, in_batch=False).to(self.device),
+        }
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Listwise softmax cross-entropy over each query's group (positive first), or pointwise BCE."""
-        scores = self.scores(batch["pairs"]).view(-1, batch["group_size"])
+        """Listwise softmax cross-entropy over each query's group (positive first), or pointwise BCE; a negative
+        judged relevant to the query (a false negative) is left out of either loss."""
+        mask = batch["false_negatives"]
+        scores = self.scores(batch["pairs"]).view(mask.shape)
         if self.loss == "pointwise":
             labels = torch.zeros_like(scores)
             labels[:, 0] = 1.0
-            return F.binary_cross_entropy_with_logits(scores, labels)
-        return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+            losses = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+            return losses[~mask].mean()
+        labels = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+        return F.cross_entropy(scores.masked_fill(mask, float("-inf")), labels)
 
     @torch.inference_mode()
     def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:

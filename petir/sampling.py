@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,7 +24,15 @@ class TrainingQuery:
     negatives: tuple[str, ...]  # hard negatives, best first; random corpus passages fill any shortfall
 
 
-Group = tuple[str, list[str]]  # (query text, [positive passage, negative passages...])
+class Group(NamedTuple):
+    """One query's training group. ``docids`` and ``positives`` (every passage the training qrels judge relevant
+    to the query) let the loss mask false negatives: a passage of the batch that is relevant to the query but is
+    not its positive. Groups without ids (synthetic batches) mask nothing."""
+
+    query: str
+    passages: list[str]  # positive first, then negatives
+    docids: tuple[str, ...] = ()
+    positives: frozenset[str] = frozenset()
 
 
 def training_queries(
@@ -97,12 +106,14 @@ class GroupSampler:
 
     def _group(self, query: TrainingQuery, rng: np.random.Generator) -> Group:
         positive = query.positives[rng.integers(len(query.positives))]
-        pool = list(query.negatives)
+        judged = set(query.positives)
+        pool = [docid for docid in query.negatives if docid not in judged]  # triples may list a positive as negative
         if len(pool) >= self.negatives:
             picked = [pool[i] for i in rng.choice(len(pool), self.negatives, replace=False)]
         else:
             picked = pool + self._random_negatives(query, self.negatives - len(pool), rng)
-        return query.text, [self.corpus[docid].contents for docid in (positive, *picked)]
+        docids = (positive, *picked)
+        return Group(query.text, [self.corpus[docid].contents for docid in docids], docids, frozenset(judged))
 
     def _random_negatives(self, query: TrainingQuery, count: int, rng: np.random.Generator) -> list[str]:
         excluded = set(query.positives) | set(query.negatives)

@@ -13,6 +13,7 @@ import torch
 from conftest import REPO, TINY_PASSAGES
 from petir.models import BiEncoder, CrossEncoder
 from petir.pet import VARIANTS
+from petir.sampling import Group
 
 QUERIES = ["the cat sat", "cancer risk increase", "protein gene cell", "a dog on the mat"]
 PASSAGES = TINY_PASSAGES
@@ -38,9 +39,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def groups(queries: int, group_size: int) -> list[tuple[str, list[str]]]:
+def groups(queries: int, group_size: int) -> list[Group]:
     return [
-        (QUERIES[i % len(QUERIES)], [PASSAGES[(i + j) % len(PASSAGES)] for j in range(group_size)])
+        Group(QUERIES[i % len(QUERIES)], [PASSAGES[(i + j) % len(PASSAGES)] for j in range(group_size)])
         for i in range(queries)
     ]
 

@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 
 from conftest import make_tiny_backbone
 from petir.errors import ModelMismatchError, PetirError
-from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel
+from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, false_negatives
 from petir.pet import METHODS, count_parameters
+from petir.sampling import Group
 
 TEXTS = ["the cat sat on the mat", "a dog", "protein cell gene"]
-GROUPS = [("the cat", ["cat sat on the mat", "dog"]), ("cancer risk", ["cancer risk increase", "a mat"])]
+GROUPS = [Group("the cat", ["cat sat on the mat", "dog"]), Group("cancer risk", ["cancer risk increase", "a mat"])]
 
 
 def perturb(model: PetModel) -> None:
@@ -149,3 +150,31 @@ def test_a_model_saved_under_the_old_connected_name_loads_as_linked(tiny_backbon
     loaded = PetModel.load(directory)
     assert loaded.method == "linked"
     np.testing.assert_allclose(loaded.encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
+
+
+def test_false_negatives_are_masked_in_the_batch_and_in_the_group():
+    """Two queries that share a relevant passage: each one's in-batch negatives include the other's positive."""
+    groups = [
+        Group("the cat", ["cat sat on the mat", "dog"], ("d1", "d2"), frozenset({"d1", "d3"})),
+        Group("a cat", ["the mat", "protein"], ("d3", "d1"), frozenset({"d3", "d1"})),
+    ]
+    in_batch = false_negatives(groups, in_batch=True)
+    # query 0: d3 (column 2, query 1's positive) is judged relevant to it, and d1 again (column 3, a copy of its own
+    # positive drawn for query 1); its own positive (column 0) is the label, never masked
+    assert in_batch.tolist() == [[False, False, True, True], [True, False, False, True]]
+    # in its own group, query 1's hard negative d1 is judged relevant to it
+    assert false_negatives(groups, in_batch=False).tolist() == [[False, False], [False, True]]
+    # groups without ids (synthetic batches) mask nothing
+    assert not false_negatives(GROUPS, in_batch=True).any()
+
+
+@pytest.mark.parametrize("task", [BiEncoder, CrossEncoder])
+def test_masked_false_negatives_do_not_enter_the_loss(tiny_backbone, task):
+    model = task(str(tiny_backbone), "adapter").eval()
+    perturb(model)
+    masked = [Group("the cat", ["cat sat on the mat", "dog", "gene"], ("d1", "d2", "d3"), frozenset({"d1", "d3"}))]
+    unjudged = [Group("the cat", ["cat sat on the mat", "dog"], ("d1", "d2"), frozenset({"d1"}))]
+    with torch.no_grad():
+        loss = model(model.collate(masked)).item()
+        without_the_false_negative = model(model.collate(unjudged)).item()
+    assert loss == pytest.approx(without_the_false_negative, abs=1e-6)

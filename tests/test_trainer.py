@@ -44,11 +44,21 @@ def test_sampler_batches_depend_only_on_seed_and_index():
     b = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=2, seed=3)
     assert [b.groups(i) for i in (5, 0, 2)] == [a.groups(i) for i in (5, 0, 2)]
     assert a.groups(0) != GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=2, seed=4).groups(0)
-    epoch = [query for i in range(3) for query, _ in a.groups(i)]  # 12 queries / 4 per batch: one epoch
+    epoch = [group.query for i in range(3) for group in a.groups(i)]  # 12 queries / 4 per batch: one epoch
     assert sorted(epoch) == sorted(q.text for q in QUERIES)
-    for query, passages in a.groups(1):
-        source = next(q for q in QUERIES if q.text == query)
-        assert passages[0] == CORPUS[source.positives[0]].contents and len(passages) == 3
+    for group in a.groups(1):
+        source = next(q for q in QUERIES if q.text == group.query)
+        assert group.passages[0] == CORPUS[source.positives[0]].contents and len(group.passages) == 3
+        assert group.docids[0] == source.positives[0] and group.positives == frozenset(source.positives)
+
+
+def test_sampler_never_draws_a_judged_passage_as_a_negative():
+    # Triples can name a query's positive as another triple's negative: the sampler must not use it as one.
+    query = TrainingQuery("q", "the cat", ("d0", "d1"), ("d1", "d2", "d0", "d3"))
+    sampler = GroupSampler([query], CORPUS, batch_size=1, negatives=2, seed=0)
+    for index in range(20):
+        (group,) = sampler.groups(index)
+        assert not set(group.docids[1:]) & {"d0", "d1"}
 
 
 def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
