@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 import petir
+from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.data import Corpus, Queries, Run
 from petir.errors import ModelMismatchError, PetirError
@@ -188,7 +188,14 @@ class PetModel(nn.Module):
         """The training loss of a collated batch (a forward so that DistributedDataParallel can wrap it)."""
         raise NotImplementedError
 
-    def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
+    def rank(
+        self,
+        queries: Queries,
+        pools: dict[str, list[str]],
+        corpus: Corpus,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> Run:
         """Score each query's candidate passages; returns the run (per query, best first)."""
         raise NotImplementedError
 
@@ -292,7 +299,7 @@ def _in_batches(
 ) -> np.ndarray:
     chunks = [
         compute(slice(start, start + batch_size))
-        for start in tqdm(range(0, count, batch_size), desc=desc, disable=not progress)
+        for start in cli.progress(range(0, count, batch_size), desc=desc, disable=not progress)
     ]
     return np.concatenate(chunks) if chunks else np.zeros(empty_shape, dtype=np.float32)
 
@@ -423,10 +430,17 @@ class BiEncoder(PetModel, TextEncoder):
     def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
         return self.embed(self.tokenize(texts, max_length)).float().cpu().numpy()
 
-    def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
+    def rank(
+        self,
+        queries: Queries,
+        pools: dict[str, list[str]],
+        corpus: Corpus,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> Run:
         docids = sorted({docid for pool in pools.values() for docid in pool})
         row = {docid: i for i, docid in enumerate(docids)}
-        passages = self.encode([corpus[docid].contents for docid in docids], "passage", batch_size)
+        passages = self.encode([corpus[docid].contents for docid in docids], "passage", batch_size, progress)
         qids = list(pools)
         query_vectors = self.encode([queries[qid] for qid in qids], "query", batch_size)
         run = {}
@@ -492,10 +506,17 @@ class CrossEncoder(PetModel, PairScorer):
     def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
         return self.scores(self.tokenize(queries, self.max_length, passages)).float().cpu().numpy()
 
-    def rank(self, queries: Queries, pools: dict[str, list[str]], corpus: Corpus, batch_size: int = 32) -> Run:
+    def rank(
+        self,
+        queries: Queries,
+        pools: dict[str, list[str]],
+        corpus: Corpus,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> Run:
         pairs = [(qid, docid) for qid, pool in pools.items() for docid in pool]
         scores = self.score(
-            [queries[qid] for qid, _ in pairs], [corpus[docid].contents for _, docid in pairs], batch_size
+            [queries[qid] for qid, _ in pairs], [corpus[docid].contents for _, docid in pairs], batch_size, progress
         )
         run: Run = {qid: [] for qid in pools}
         for (qid, docid), score in zip(pairs, scores.tolist(), strict=True):

@@ -13,8 +13,6 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from petir import cli
 from petir.data import Document, Run, normalize_text, read_corpus, read_queries, read_run, write_run
 from petir.errors import DataError, PetirError
@@ -102,7 +100,7 @@ def rerank(
         raise DataError(f"{len(missing)} queries of the run are not in the topics (e.g. {missing[0]!r})")
     done = _read_partial(partial)
     total = sum(min(depth, len(hits)) for qid, hits in run.items() if qid not in done)
-    bar = tqdm(total=total, desc="re-ranking", unit="pair")
+    bar = cli.progress(total=total, desc="re-ranking", unit="pair")
     with open(partial, "a") as log:
         for qid, hits in run.items():
             head = [docid for docid, _ in hits[:depth]]

@@ -170,6 +170,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     train.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up share of the steps")
     train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     train.add_argument("--eval-every", type=int, default=50, help="dev evaluation interval in steps (0: at end)")
+    train.add_argument(
+        "--eval-budget",
+        type=float,
+        default=TrainConfig.eval_budget,
+        help="most share of training time that dev checks may take; scheduled checks past it are skipped "
+        "(the first and final ones always run)",
+    )
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=cli.default_threads(),
+        help="CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other work)",
+    )
     train.add_argument("--save-every", type=int, default=100, help="checkpoint interval in steps")
     train.add_argument("--seed", type=int, default=42, help="seed for initialisation, sampling and dropout")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -286,16 +299,24 @@ def _from_triples(args: argparse.Namespace) -> TrainingData:
 
 
 def dev_evaluator(data: TrainingData):
-    """Dev metric: nDCG@10 and MRR@10 of the model's ranking of each dev query's pool."""
+    """Dev metric: nDCG@10 and MRR@10 of the model's ranking of each dev query's pool (with a progress bar: a check
+    can take minutes)."""
     from petir.evaluate import evaluate_run
 
     queries = {qid: data.queries[qid] for qid in data.dev_pools}
 
     def evaluate(model: PetModel) -> dict[str, float]:
-        metrics = evaluate_run(data.dev_qrels, model.rank(queries, data.dev_pools, data.corpus))
+        metrics = evaluate_run(data.dev_qrels, model.rank(queries, data.dev_pools, data.corpus, progress=True))
         return {name: round(metrics[name], 4) for name in ("ndcg@10", "mrr@10")}
 
     return evaluate
+
+
+def describe_dev(data: TrainingData) -> str:
+    """What a dev check ranks: the cost of one check grows with the pool (passages) and the pairs (re-ranking)."""
+    passages = len({docid for pool in data.dev_pools.values() for docid in pool})
+    pairs = sum(len(pool) for pool in data.dev_pools.values())
+    return f"{len(data.dev_pools)} dev queries, a pool of {passages:,} passages ({pairs:,} query-passage pairs)"
 
 
 #: Flags that only one task reads: giving one to the other task is an error, not silently ignored.
@@ -336,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_flags(parser, args)
     method, pet_options = resolve(args.method, parse_pet_options(args.pet), args.budget)
     variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
+    cli.use_threads(args.threads)
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
         data = load_training_data(args)
     set_seed(args.seed)
@@ -344,8 +366,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(
         f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "
         f"trainable {report['trainable']:,} of {report['backbone']:,} ({report['percent']:.3f}%) | "
-        f"{len(data.train)} training queries, {len(data.dev_qrels)} dev queries"
+        f"{len(data.train)} training queries | threads {args.threads}"
     )
+    if data.dev_pools:
+        print(
+            f"petir: dev set: {describe_dev(data)}; checks every {args.eval_every or args.steps} steps, "
+            f"within {args.eval_budget:.0%} of training time"
+        )
     config = TrainConfig(
         output_dir=args.output,
         steps=args.steps,
@@ -355,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay,
         eval_every=args.eval_every,
+        eval_budget=args.eval_budget,
         save_every=args.save_every,
         seed=args.seed,
         device=args.device,

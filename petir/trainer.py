@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from petir.cli import resolve_device
+from petir.cli import progress, resolve_device
 from petir.errors import PetirError
 from petir.files import staged_directory
 from petir.models import PetModel
@@ -61,6 +60,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     eval_every: int = 0
+    #: Most share of training time that dev checks may take: a scheduled check that would exceed it is skipped (the
+    #: start and the final check always run). One BEIR set's 1,300-passage dev pool cost 146 s a check, more than
+    #: training itself at an interval of 15 steps.
+    eval_budget: float = 0.25
     save_every: int = 100
     log_every: int = 10
     seed: int = 42
@@ -112,8 +115,11 @@ class Trainer:
             self.optimizer, int(config.warmup_ratio * config.steps), config.steps
         )
         self.step = 0
-        self.elapsed = 0.0  # training time in seconds, dev evaluation excluded
-        self._eval_seconds = 0.0
+        self.elapsed = 0.0  # training time in seconds: optimizer steps only, dev checks excluded
+        self.dev_seconds = 0.0  # time spent in dev checks, over the whole run
+        self._last_check_seconds = 0.0
+        self._warned_budget = False
+        self._dev_step: int | None = None  # the step of the latest dev check
 
     @property
     def is_main(self) -> bool:
@@ -132,21 +138,21 @@ class Trainer:
             self._evaluate()  # the starting point of the dev curve
         self.model.train()
         started = time.perf_counter() - self.elapsed
-        self._eval_seconds = 0.0
-        bar = tqdm(total=self.config.steps, initial=self.step, desc="training", disable=not self.is_main)
+        dev_before = self.dev_seconds
+        bar = progress(total=self.config.steps, initial=self.step, desc="training", disable=not self.is_main)
         window: list[float] = []
         with _StopRequest() as stop:
             try:
                 while self.step < self.config.steps:
                     window.append(self._optimizer_step())
                     self.step += 1
-                    self.elapsed = time.perf_counter() - started - self._eval_seconds
+                    self.elapsed = time.perf_counter() - started - (self.dev_seconds - dev_before)
                     bar.update(1)
                     bar.set_postfix(loss=f"{window[-1]:.4f}")
                     if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                         self._log(loss=float(np.mean(window)), lr=self.scheduler.get_last_lr()[0])
                         window = []
-                    if self.config.eval_every and self.step % self.config.eval_every == 0:
+                    if self._agree(self._check_due()):  # rank 0 times the checks; every rank must join
                         self._evaluate()
                     if self._agree(stop.requested):
                         self._save_checkpoint()
@@ -164,9 +170,29 @@ class Trainer:
             finally:
                 bar.close()
         final_dev = None
-        if self.evaluate is not None and not (self.config.eval_every and self.step % self.config.eval_every == 0):
+        if self.evaluate is not None and self._dev_step != self.step:
             final_dev = self._evaluate()
         return self._finish(final_dev)
+
+    def _check_due(self) -> bool:
+        """A scheduled dev check runs unless it would take dev checks past ``eval_budget`` of the training time
+        (estimated from the last check's duration); the final step's check always runs (after the loop)."""
+        if not self.config.eval_every or self.step % self.config.eval_every or self.step == self.config.steps:
+            return False
+        if not self.is_main:
+            return False  # rank 0 alone times the checks; its answer reaches every rank through _agree
+        if self.dev_seconds + self._last_check_seconds <= self.config.eval_budget * self.elapsed:
+            return True
+        if not self._warned_budget and self.evaluate is not None:
+            self._warned_budget = True
+            _say(
+                f"dev checks so far took {self.dev_seconds:.0f} s, {self._share()} of training time: skipping "
+                f"checks that would pass {self.config.eval_budget:.0%} (--eval-budget), the final one still runs"
+            )
+        return False
+
+    def _share(self) -> str:
+        return f"{100 * self.dev_seconds / self.elapsed:.0f} %" if self.elapsed else "all"
 
     def _optimizer_step(self) -> float:
         accumulation = self.config.grad_accumulation
@@ -199,20 +225,28 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float] | None:
         metrics = None
+        self._dev_step = self.step
         if self.is_main and self.evaluate is not None:
             started = time.perf_counter()
             self.model.eval()
             metrics = self.evaluate(self.model)
             self.model.train()
-            self._eval_seconds += time.perf_counter() - started
-            self._log(dev=metrics)
+            self._last_check_seconds = time.perf_counter() - started
+            self.dev_seconds += self._last_check_seconds
+            self._log(dev=metrics, dev_check_s=round(self._last_check_seconds, 2))
+            _say(
+                f"dev at step {self.step}: {metrics} in {self._last_check_seconds:.1f} s; dev checks so far "
+                f"{self.dev_seconds:.0f} s ({self._share()} of {self.elapsed:.0f} s training)"
+            )
         _barrier(self.world_size)
         return metrics
 
     def _finish(self, final_dev: dict[str, float] | None) -> dict[str, Any]:
         summary = {
             "steps": self.step,
-            "wall_time_s": round(self.elapsed, 2),
+            "wall_time_s": round(self.elapsed, 2),  # training only: optimizer steps, dev checks excluded
+            "dev_time_s": round(self.dev_seconds, 2),
+            "dev_checks": len(self._dev_records()),
             "peak_memory_mb": round(peak_memory_mb(self.device), 1),
             "device": str(self.device),
             "world_size": self.world_size,
@@ -240,11 +274,14 @@ class Trainer:
         kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
         path.write_text("".join(line + "\n" for line in kept))
 
-    def _last_dev(self) -> dict[str, float] | None:
+    def _dev_records(self) -> list[dict[str, Any]]:
         path = self.output / METRICS_FILE
         records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        devs = [record["dev"] for record in records if "dev" in record]
-        return devs[-1] if devs else None
+        return [record for record in records if "dev" in record]
+
+    def _last_dev(self) -> dict[str, float] | None:
+        records = self._dev_records()
+        return records[-1]["dev"] if records else None
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
@@ -263,6 +300,8 @@ class Trainer:
             state = {
                 "step": self.step,
                 "elapsed": self.elapsed,
+                "dev_seconds": self.dev_seconds,
+                "last_check_seconds": self._last_check_seconds,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng_states,
@@ -284,6 +323,15 @@ class Trainer:
             )
         _set_rng_state(state["rng"][self.rank])
         self.step, self.elapsed = state["step"], state["elapsed"]
+        self.dev_seconds = state.get("dev_seconds", 0.0)
+        self._last_check_seconds = state.get("last_check_seconds", 0.0)
+
+
+def _say(message: str) -> None:
+    """A line on stderr that does not break a progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"petir: {message}", file=sys.stderr)
 
 
 def _write_json(path: Path, value: Any) -> None:

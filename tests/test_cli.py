@@ -169,7 +169,7 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
         qrels=mini / "qrels" / "test.tsv",
     )
     tiny = flags(backbone=tiny_backbone, method="iaa-l", steps=4, batch_size=4, device="cpu")
-    dev = flags(dev_queries=5, dev_depth=5, eval_every=2, output=tmp_path / "run")
+    dev = flags(dev_queries=5, dev_depth=5, eval_every=2, eval_budget=1000, output=tmp_path / "run")
     error = run_train([*inputs, *tiny, *dev])
     assert error is None, error
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,24 @@ def test_sampler_never_draws_a_judged_passage_as_a_negative():
     for index in range(20):
         (group,) = sampler.groups(index)
         assert not set(group.docids[1:]) & {"d0", "d1"}
+
+
+def test_dev_checks_past_their_budget_are_skipped_but_the_first_and_final_run(tiny_backbone, tmp_path):
+    def slow_check(model):
+        time.sleep(0.3)  # far longer than a tiny training step
+        return {"ndcg@10": 0.5}
+
+    trainer = make_trainer(tiny_backbone, tmp_path, steps=6, eval_every=1, eval_budget=0.25)
+    trainer.evaluate = slow_check
+    summary = trainer.train()
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    dev_steps = [r["step"] for r in records if "dev" in r]
+    assert dev_steps[0] == 0 and dev_steps[-1] == 6 and len(dev_steps) < 7
+    assert summary["dev_checks"] == len(dev_steps) and summary["dev_time_s"] >= 0.3 * len(dev_steps)
+    assert summary["wall_time_s"] < summary["dev_time_s"]  # training time excludes the checks
+    unbounded = make_trainer(tiny_backbone, tmp_path / "all", steps=6, eval_every=1, eval_budget=1000)
+    unbounded.evaluate = slow_check
+    assert unbounded.train()["dev_checks"] == 7
 
 
 def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
