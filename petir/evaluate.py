@@ -18,10 +18,14 @@ follows trec_eval's conventions so the two agree (a slow test checks this on Sci
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
+from petir import cli
 from petir.data import PathLike, Qrels, Run
 from petir.errors import PetirError
 from petir.java import run_pyserini
@@ -136,3 +140,26 @@ def evaluate_run(
         for k in k_recall:
             totals[f"recall@{k}"] += sum(grade > 0 for grade in grades[:k]) / n_relevant
     return {name: total / len(qrels) for name, total in totals.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m petir.evaluate QRELS RUN --output METRICS.json``: :func:`trec_eval`'s numbers as JSON, the form
+    the study runner caches beside each run."""
+    parser = argparse.ArgumentParser(
+        prog="python -m petir.evaluate",
+        description="Pyserini's trec_eval (nDCG@10, MRR@10, R@100, R@1000) of a TREC run, as JSON",
+        formatter_class=cli.HelpFormatter,
+    )
+    parser.add_argument("qrels", type=Path, help="TREC qrels ('qid 0 docid rel')")
+    parser.add_argument("run", type=Path, help="TREC run ('qid Q0 docid rank score tag')")
+    parser.add_argument("--output", type=Path, help="JSON file to write (default: print)")
+    args = parser.parse_args(argv)
+    text = json.dumps(trec_eval(args.qrels, args.run), indent=2) + "\n"
+    if args.output is None:
+        print(text, end="")
+    else:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    cli.run(main)

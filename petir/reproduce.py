@@ -24,6 +24,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,12 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
-from petir.data import corpus_file, load_beir, resolve_beir, write_qrels, write_topics
+from petir.data import corpus_file, load_beir, resolve_beir
 from petir.errors import PetirError
-from petir.evaluate import trec_eval
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS, resolve
 from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE
-from petir.workspace import Workspace
+from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
 #: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
 ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
@@ -78,38 +78,123 @@ class StudySettings:
     rerank_negatives: int
     rerank_max_length: int
     rerank_depth: int
+    threads: int
     dry_run: bool
 
 
+COMMANDS_FILE = "commands.sh"
+
+
 class Study:
-    def __init__(self, settings: StudySettings):
+    """Runs the study's commands, logs each to ``commands.sh`` (a script that replays the study from scratch, with
+    the data, output and cache paths as variables), and reports progress: run k of n, elapsed time and an ETA."""
+
+    def __init__(self, settings: StudySettings, planned_runs: int):
         self.s = settings
-        self.dataset = load_beir(settings.data, "test")
-        self.workspace = Workspace(corpus_file(settings.data), self.dataset.corpus)
         self.root = settings.output
         self.root.mkdir(parents=True, exist_ok=True)
-        self.topics = self.root / "test-topics.tsv"
-        self.qrels = self.root / "test-qrels.txt"
-        if not self.topics.exists():
-            write_topics(self.dataset.queries, self.topics)
-            write_qrels(self.dataset.qrels, self.qrels)
+        self.topics = self.root / TOPICS_FILE
+        self.qrels = self.root / QRELS_FILE
+        self.started = time.monotonic()
+        self.timings: list[tuple[str, float]] = []  # (command, seconds) of every command this invocation ran
+        self.planned_runs, self.done_runs, self.run_seconds = planned_runs, 0, 0.0
+        if not (self.root / COMMANDS_FILE).exists():
+            self._write_script_header()
+            self._log_line('CACHE=$(python -m petir.workspace --data "$DATA" --output "$OUT")')
+        self.workspace = Workspace(corpus_file(settings.data), load_beir(settings.data, "test").corpus)
+        self.paths = {str(settings.data): "$DATA", str(self.root.resolve()): "$OUT", self._backbone_dir(): "$BACKBONE"}
+        self.paths[str(self.workspace.root)] = "$CACHE"
+        if not self.qrels.exists():  # logged above as the line that sets $CACHE
+            self.run("petir.workspace", *cli.flags(data=settings.data.resolve(), output=self.root.resolve()), log=False)
 
     # -- running commands --------------------------------------------------------------------------------------
-    def run(self, *argv: str) -> None:
-        """Run ``python -m ...`` as documented; the command is appended to commands.sh first."""
-        line = "python -m " + " ".join(shlex.quote(str(a)) for a in argv)
-        with open(self.root / "commands.sh", "a") as log:
+    def _write_script_header(self) -> None:
+        (self.root / COMMANDS_FILE).write_text(
+            "#!/usr/bin/env bash\n"
+            "# Written by python -m petir.reproduce as it ran: every command of the study, in order. It replays the\n"
+            "# study from scratch: set DATA (the BEIR directory), OUT (a new directory) and PETIR_CACHE as you like.\n"
+            "# petir.workspace writes the test topics/qrels and builds the Pyserini collection and Lucene index;\n"
+            "# petir.train runs BM25 itself for its hard negatives and dev pools (cached in $PETIR_CACHE).\n"
+            "set -euo pipefail\n"
+            f"DATA=${{DATA:-{shlex.quote(str(self.s.data.resolve()))}}}\n"
+            f"OUT=${{OUT:-{shlex.quote(str(self.root.resolve()))}}}\n"
+            "# the backbone's local directory (the zero-shot baseline encodes with it as a plain HF model)\n"
+            f"BACKBONE=${{BACKBONE:-{shlex.quote(self._backbone_dir())}}}\n"
+            f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.s.threads}}}\n"
+            'mkdir -p "$OUT"\n'
+        )
+
+    def _backbone_dir(self) -> str:
+        return resolve_backbone(self.s.backbone)
+
+    def _log_line(self, line: str) -> None:
+        with open(self.root / COMMANDS_FILE, "a") as log:
             log.write(line + "\n")
-        print(f"+ {line}", flush=True)
+
+    def _portable(self, argv: Sequence[object]) -> str:
+        """The command with the data, output and cache paths as ``"$DATA"``, ``"$OUT"`` and ``"$CACHE"``."""
+        words = []
+        for arg in map(str, argv):
+            word = shlex.quote(arg)
+            for path, variable in sorted(self.paths.items(), key=lambda item: -len(item[0])):
+                if arg == path or arg.startswith(path + "/"):
+                    word = f'"{variable}"{shlex.quote(arg[len(path) :]) if arg != path else ""}'
+                    break
+            words.append(word)
+        return " ".join(words)
+
+    def run(self, *argv: object, output: Path | None = None, log: bool = True) -> None:
+        """Run ``python -m ...`` as documented, after appending it to commands.sh; a command that writes ``output``
+        is logged writing there directly (the study itself writes a partial file and renames it)."""
+        logged = [output if arg == "OUTPUT" else arg for arg in argv]
+        line = "python -m " + self._portable(logged)
+        if output is not None:
+            line = f"mkdir -p {self._portable([output.parent])} && {line}"
+        if log:
+            self._log_line(line)
+        executed = [self._partial(output) if arg == "OUTPUT" else arg for arg in argv]
+        print(f"+ python -m {' '.join(shlex.quote(str(a)) for a in executed)}", flush=True)
         if self.s.dry_run:
             return
-        result = subprocess.run([sys.executable, "-m", *map(str, argv)])
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", *map(str, executed)])
+        self.timings.append((" ".join(map(str, argv[:1])), time.monotonic() - started))
         if result.returncode != 0:
             raise PetirError(f"step failed (exit {result.returncode}): {line}")
+
+    @staticmethod
+    def _partial(output: Path | None) -> Path:
+        assert output is not None
+        return output.with_name(output.name + ".partial")
+
+    def announce(self, stage: str, variant: str, seed: int) -> None:
+        """The study's top-level progress line: which run of how many, time so far, and the time still to go."""
+        self.done_runs += 1
+        elapsed = time.monotonic() - self.started
+        measured = [seconds for _, seconds in self.timings]
+        eta = ""
+        if measured and self.done_runs > 1:
+            per_run = sum(measured) / (self.done_runs - 1)
+            eta = f", about {_clock(per_run * (self.planned_runs - self.done_runs + 1))} to go"
+        print(
+            f"petir.reproduce: [{self.done_runs}/{self.planned_runs}] {stage} {variant} seed {seed} "
+            f"(elapsed {_clock(elapsed)}{eta})",
+            flush=True,
+        )
+
+    def timing_summary(self) -> str:
+        """Seconds per kind of command this invocation ran (cached steps cost nothing and are not listed)."""
+        totals: dict[str, list[float]] = {}
+        for command, seconds in self.timings:
+            totals.setdefault(command, []).append(seconds)
+        lines = [f"petir.reproduce: done in {_clock(time.monotonic() - self.started)}"]
+        lines += [f"  {command:<24} {len(times):>3} runs  {_clock(sum(times))}" for command, times in totals.items()]
+        return "\n".join(lines)
 
     # -- retrieval ---------------------------------------------------------------------------------------------
     def train(self, stage: str, variant: str, seed: int, batch_size: int, task_args: Sequence[str]) -> Path:
         run_dir = self.root / stage / variant / f"seed{seed}"
+        self.announce(stage, variant, seed)
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
         method, budget, options = study_entry(variant)
@@ -120,7 +205,8 @@ class Study:
             *(cli.flags(budget=budget) if budget else []),
             *pet,
             *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
-            *cli.flags(dev_queries=self.s.dev_queries, dev_depth=self.s.dev_depth, output=run_dir),
+            *self._dev_flags(),
+            *cli.flags(threads=self.s.threads, output=run_dir),
             *task_args,
         ]
         if (run_dir / "checkpoint").exists():
@@ -128,14 +214,20 @@ class Study:
         self.run(*argv)
         return run_dir
 
-    def produce(self, output: Path, *argv: str) -> Path:
+    def _dev_flags(self) -> list[str]:
+        """The dataset's own dev split where it has one (qrels/dev.tsv), else training queries held out."""
+        dev_qrels = self.s.data / "qrels" / "dev.tsv"
+        held_out = cli.flags(dev_qrels=dev_qrels) if dev_qrels.exists() else cli.flags(dev_queries=self.s.dev_queries)
+        return [*held_out, *cli.flags(dev_depth=self.s.dev_depth)]
+
+    def produce(self, output: Path, *argv: object) -> Path:
         """Run a command that writes ``output`` (given as the placeholder ``OUTPUT`` in ``argv``) into a partial
         path first and rename it when the command succeeds, so an interrupted command is redone, not trusted."""
         if output.exists():
             return output
-        partial = output.with_name(output.name + ".partial")
+        partial = self._partial(output)
         shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
-        self.run(*[partial if arg == "OUTPUT" else arg for arg in argv])
+        self.run(*argv, output=output)
         if not self.s.dry_run:
             partial.rename(output)
         return output
@@ -153,7 +245,7 @@ class Study:
             directory / "test.run.trec",
             *("pyserini.search.faiss", "--index", index, "--topics", self.topics, "--encoder", encoder),
             *encoder_flags,
-            *cli.flags(output="OUTPUT", hits=self.s.hits, device="cpu", batch_size=64, threads=2),
+            *cli.flags(output="OUTPUT", hits=self.s.hits, device="cpu", batch_size=64, threads=self.s.threads),
         )
 
     def _dimension(self) -> int:
@@ -162,15 +254,16 @@ class Study:
         return AutoConfig.from_pretrained(resolve_backbone(self.s.backbone)).hidden_size
 
     def evaluate(self, run_file: Path) -> dict[str, float]:
-        """trec_eval of a test run, cached beside it."""
-        path = run_file.with_name(run_file.name + ".metrics.json")
-        if path.exists():
-            return json.loads(path.read_text())
-        if self.s.dry_run:
-            return {}
-        metrics = trec_eval(self.qrels, run_file)
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
-        return metrics
+        """trec_eval of a test run (``python -m petir.evaluate``), cached beside it."""
+        path = self.produce(
+            run_file.with_name(run_file.name + ".metrics.json"),
+            "petir.evaluate",
+            self.qrels,
+            run_file,
+            "--output",
+            "OUTPUT",
+        )
+        return {} if self.s.dry_run else json.loads(path.read_text())
 
     def retrieval(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
         rows = [self._bm25_row(), self._zero_shot_row()]
@@ -225,7 +318,7 @@ class Study:
         return self.produce(
             directory / "test.run.trec",
             *("pyserini.search.lucene", "--index", self.workspace.lucene_index, "--topics", self.topics, "--bm25"),
-            *cli.flags(output="OUTPUT", hits=self.s.hits, threads=2, batch_size=64),
+            *cli.flags(output="OUTPUT", hits=self.s.hits, threads=self.s.threads, batch_size=64),
         )
 
     def _bm25_row(self) -> dict[str, Any]:
@@ -252,6 +345,7 @@ class Study:
             "trainable_%": summary["parameters"]["percent"],
             "state_mb": (run_dir / MODEL_DIR / STATE_FILE).stat().st_size / 2**20,
             "train_s": summary["wall_time_s"],
+            "dev_s": summary.get("dev_time_s"),
             "peak_mem_mb": summary["peak_memory_mb"],
             "steps_to_95%": steps_to_fraction(curve, 0.95),
             "steps_to_95%_gain": steps_to_fraction(curve, 0.95, of_gain=True),
@@ -264,13 +358,22 @@ def dev_curve(metrics_file: Path, metric: str = "ndcg@10") -> list[tuple[int, fl
     return [(r["step"], r["dev"][metric]) for r in records if "dev" in r]
 
 
+#: Fewer dev points than this are not a curve: steps-to-95 % stays empty.
+MIN_CURVE_POINTS = 3
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
+
+
 def steps_to_fraction(curve: list[tuple[int, float]], fraction: float, of_gain: bool = False) -> int | None:
     """First step whose dev metric reaches ``fraction`` of the final value (``of_gain``: of the gain over step 0).
 
     With a backbone that is already a good retriever, the step-0 value alone can exceed 95% of the final one, which
     makes the plain criterion 0 for every method; the gain version measures how fast the improvement arrives.
     """
-    if not curve:
+    if len(curve) < MIN_CURVE_POINTS:  # no dev curve (--eval-every 0): start and end are not a curve
         return None
     start, final = curve[0][1], curve[-1][1]
     target = start + fraction * (final - start) if of_gain else fraction * final
@@ -285,6 +388,7 @@ NUMERIC = (
     "trainable_%",
     "state_mb",
     "train_s",
+    "dev_s",
     "peak_mem_mb",
     "steps_to_95%",
     "steps_to_95%_gain",
@@ -325,6 +429,7 @@ COLUMNS = {  # Markdown header -> row key
     "trainable (%)": "trainable_%",
     "state (MB)": "state_mb",
     "train time (s)": "train_s",
+    "dev time (s)": "dev_s",
     "peak mem (MB)": "peak_mem_mb",
     "steps to 95%": "steps_to_95%",
     "steps to 95% of gain": "steps_to_95%_gain",
@@ -434,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rerank-negatives", type=int, default=3, help="rerank: BM25 negatives per query")
     parser.add_argument("--rerank-max-length", type=int, default=128, help="rerank: query+passage tokens")
     parser.add_argument("--rerank-depth", type=int, default=100, help="rerank: passages re-scored per query")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=cli.default_threads(),
+        help="CPU threads for every step, Pyserini's included (default: $OMP_NUM_THREADS, else the idle cores)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     return parser
 
@@ -445,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         study_entry(variant)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     settings = StudySettings(
-        data=resolve_beir(args.data),
+        data=resolve_beir(args.data).resolve(),
         output=args.output,
         backbone=args.backbone,
         steps=args.steps,
@@ -459,17 +570,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         rerank_negatives=args.rerank_negatives,
         rerank_max_length=args.rerank_max_length,
         rerank_depth=args.rerank_depth,
+        threads=args.threads,
         dry_run=args.dry_run,
     )
-    study = Study(settings)
+    cli.use_threads(args.threads)
     stages = ("retrieval", "rerank") if args.stage == "all" else (args.stage,)
+    seed_variants = args.seed_methods.split(",")
+    runs = sum(len(seeds) if variant in seed_variants else 1 for variant in variants) * len(stages)
+    study = Study(settings, planned_runs=runs)
+    print(
+        f"petir.reproduce: {', '.join(stages)} on {settings.data.name}: {len(variants)} methods, seeds "
+        f"{args.seeds} ({runs} training runs; finished ones are reused), {args.threads} threads",
+        flush=True,
+    )
     for stage in stages:
         run_stage = study.retrieval if stage == "retrieval" else study.rerank
-        rows = run_stage(variants, seeds, args.seed_methods.split(","))
+        rows = run_stage(variants, seeds, seed_variants)
         if not args.dry_run:
             write_tables(rows, args.output / f"results-{stage}")
             plot_convergence(args.output, stage, variants)
             print((args.output / f"results-{stage}.md").read_text())
+    print(study.timing_summary())
 
 
 if __name__ == "__main__":

@@ -8,12 +8,27 @@ atomically by the function that builds it, so an interrupted build is redone, no
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from petir import cli
 from petir.bm25 import bm25_search, build_lucene_index
-from petir.data import Corpus, Queries, Run, cache_root, read_run, write_pyserini_collection, write_topics
+from petir.data import (
+    Corpus,
+    Queries,
+    Run,
+    cache_root,
+    corpus_file,
+    load_beir,
+    read_run,
+    resolve_beir,
+    write_pyserini_collection,
+    write_qrels,
+    write_topics,
+)
 
 
 class Workspace:
@@ -46,3 +61,41 @@ class Workspace:
             write_topics(queries, topics)
             bm25_search(self.lucene_index, topics, run_path, hits=hits)
         return read_run(run_path)
+
+
+TOPICS_FILE = "test-topics.tsv"
+QRELS_FILE = "test-qrels.txt"
+
+
+def prepare(data: str | os.PathLike, output: str | os.PathLike, split: str = "test") -> Workspace:
+    """Everything a study needs from a BEIR directory before its first run: the split's topics and TREC qrels in
+    ``output``, and the Pyserini collection and Lucene index in the workspace (built once, cached)."""
+    directory = resolve_beir(data)
+    dataset = load_beir(directory, split)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    write_topics(dataset.queries, output / TOPICS_FILE)
+    write_qrels(dataset.qrels, output / QRELS_FILE)
+    workspace = Workspace(corpus_file(directory), dataset.corpus)
+    workspace.lucene_index  # noqa: B018  (builds the collection and the index)
+    return workspace
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m petir.workspace --data DIR --output OUT``: prints the workspace directory (collection/,
+    lucene-index/), so a script can name it: ``CACHE=$(python -m petir.workspace ...)``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m petir.workspace",
+        description="Prepare a BEIR dataset for Pyserini: test topics and qrels in OUTPUT, the JsonCollection and "
+        "Lucene index in petir's cache ($PETIR_CACHE); prints the cache directory",
+        formatter_class=cli.HelpFormatter,
+    )
+    parser.add_argument("--data", required=True, help="BEIR dataset directory or name")
+    parser.add_argument("--output", required=True, type=Path, help="where test-topics.tsv and test-qrels.txt go")
+    parser.add_argument("--split", default="test", help="qrels split to write as topics and qrels")
+    args = parser.parse_args(argv)
+    print(prepare(args.data, args.output, args.split).root)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from conftest import TINY_PASSAGES, flags, run_cli
 from petir.errors import PetirError
 from petir.pet import VARIANTS
 from petir.reproduce import MAIN_VARIANTS, steps_to_fraction, study_entry, write_tables
+from petir.reproduce import main as reproduce_main
 
 CURVE = [(0, 0.80), (10, 0.82), (20, 0.90), (30, 0.84)]
 
@@ -18,6 +25,7 @@ def test_steps_to_fraction_of_the_final_value_and_of_the_gain():
     assert steps_to_fraction(CURVE, 0.95, of_gain=True) == 20  # 0.80 + 0.95 * 0.04 = 0.838
     assert steps_to_fraction([(0, 0.8), (10, 0.7)], 0.95, of_gain=True) is None  # no gain to reach
     assert steps_to_fraction([], 0.95) is None
+    assert steps_to_fraction([(0, 0.8), (150, 0.9)], 0.95) is None  # --eval-every 0: start and end, no curve
 
 
 def row(method, seed, ndcg, steps):
@@ -52,3 +60,40 @@ def test_study_entries_are_registry_variants_at_a_budget():
         study_entry("connected-bottleneck")
     with pytest.raises(PetirError, match="bitfit has no 6.7 % budget preset"):
         study_entry("bitfit@6.7")
+
+
+@pytest.mark.slow  # runs Pyserini (Java) a dozen times: about two minutes
+def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monkeypatch):
+    """A study on a tiny BEIR set, then its commands.sh in a new output directory with a new cache: the same
+    runs and the same metrics come out."""
+    data = tiny_beir(tmp_path / "beir")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache-a"))
+    first = tmp_path / "study"
+    study = flags(backbone=tiny_backbone, methods="adapter", steps=2, batch_size=2, eval_every=1, dev_queries=2)
+    study += flags(dev_depth=3, hits=10, train_passage_length=16, threads=1, output=first)
+    assert run_cli(reproduce_main, ["retrieval", "--data", str(data), *study]) is None
+    metrics = sorted(path.relative_to(first) for path in first.rglob("*.metrics.json"))
+    assert len(metrics) == 3  # BM25, zero-shot backbone, the trained adapter
+
+    replay = tmp_path / "replay"
+    env = {**os.environ, "OUT": str(replay), "PETIR_CACHE": str(tmp_path / "cache-b")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(["bash", str(first / "commands.sh")], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(path.relative_to(replay) for path in replay.rglob("*.metrics.json")) == metrics
+    for path in metrics:
+        assert json.loads((replay / path).read_text()) == json.loads((first / path).read_text()), path
+    assert (tmp_path / "cache-b").is_dir() and not list(replay.rglob("*.partial"))
+
+
+def tiny_beir(root: Path) -> Path:
+    """A BEIR directory over the tiny vocabulary: 10 passages, 6 training and 3 test queries."""
+    (root / "qrels").mkdir(parents=True)
+    docs = [json.dumps({"_id": f"d{i}", "title": "", "text": text}) for i, text in enumerate(TINY_PASSAGES)]
+    (root / "corpus.jsonl").write_text("\n".join(docs) + "\n")
+    queries = {f"q{i}": " ".join(TINY_PASSAGES[i].split()[:2]) for i in range(9)}
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    for split, ids in (("train", range(6)), ("test", range(6, 9))):
+        rows = "".join(f"q{i}\td{i}\t1\n" for i in ids)
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    return root
