@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,7 +135,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     data.add_argument("--dev-qrels", help="dev qrels (queries from the same queries file)")
     data.add_argument("--dev-queries", type=int, default=100, help="without --dev-qrels: training queries held out")
-    data.add_argument("--dev-depth", type=int, default=20, help="dev pools: BM25 top-k plus the judged passages")
+    data.add_argument(
+        "--dev-depth",
+        type=int,
+        default=100,
+        help="rerank: dev queries re-rank their BM25 top-k, as at test time; retrieval: BM25 candidates kept in a "
+        "sampled dev corpus",
+    )
+    data.add_argument(
+        "--dev-corpus",
+        type=int,
+        default=10_000,
+        help="retrieval: dev queries search the whole corpus up to this many passages; above, their judged "
+        "passages and BM25 candidates plus a seeded sample",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--task", choices=TASKS, default="retrieval", help="bi-encoder retriever or cross-encoder")
@@ -252,13 +266,26 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
         train_run = workspace.bm25(judged, hits=args.negative_depth)
         dev_run = workspace.bm25(dev_queries, hits=args.dev_depth) if dev_queries else {}
     negatives = mine_hard_negatives(train_run, train_qrels, args.negative_depth)
-    dev_pools = {
-        qid: list(
-            dict.fromkeys([docid for docid, _ in dev_run.get(qid, [])[: args.dev_depth]] + sorted(dev_qrels[qid]))
-        )
-        for qid in dev_queries
-    }
-    return TrainingData(corpus, queries, training_queries(queries, train_qrels, negatives), dev_qrels, dev_pools)
+    first_stage = {qid: [docid for docid, _ in dev_run.get(qid, [])[: args.dev_depth]] for qid in dev_queries}
+    if args.task == "retrieval":
+        pools = dict.fromkeys(dev_queries, dev_corpus(corpus, first_stage, dev_qrels, args.dev_corpus))
+    else:
+        pools = first_stage
+    return TrainingData(corpus, queries, training_queries(queries, train_qrels, negatives), dev_qrels, pools)
+
+
+def dev_corpus(corpus: Corpus, first_stage: dict[str, list[str]], dev_qrels: Qrels, size: int) -> list[str]:
+    """The passages a retrieval dev check searches: the whole corpus up to ``size`` passages; above, the dev
+    queries' judged passages and BM25 candidates plus a seeded sample of the rest (a corpus-wide search, scaled
+    down, so the dev metric ranks against the same kind of distractors as the test)."""
+    if len(corpus) <= size:
+        return list(corpus)
+    kept = dict.fromkeys(
+        [*(docid for qid in first_stage for docid in first_stage[qid]), *(d for q in first_stage for d in dev_qrels[q])]
+    )
+    others = [docid for docid in corpus if docid not in kept]
+    sample = random.Random(0).sample(others, max(0, min(len(others), size - len(kept))))
+    return [*kept, *sample]
 
 
 def _check_dev_size(dev_queries: int, available: int) -> None:
@@ -316,16 +343,19 @@ def describe_dev(data: TrainingData) -> str:
     """What a dev check ranks: the cost of one check grows with the pool (passages) and the pairs (re-ranking)."""
     passages = len({docid for pool in data.dev_pools.values() for docid in pool})
     pairs = sum(len(pool) for pool in data.dev_pools.values())
-    return f"{len(data.dev_pools)} dev queries, a pool of {passages:,} passages ({pairs:,} query-passage pairs)"
+    return f"{len(data.dev_pools)} dev queries over {passages:,} passages ({pairs:,} query-passage scores a check)"
 
 
 #: Flags that only one task reads: giving one to the other task is an error, not silently ignored.
 TASK_FLAGS = {
-    "retrieval": ("pooling", "similarity", "query_max_length", "passage_max_length"),
+    "retrieval": ("pooling", "similarity", "query_max_length", "passage_max_length", "dev_corpus"),
     "rerank": ("max_length", "loss"),
 }
 #: Flags that --triples makes meaningless (the triples bring passages and negatives).
-NOT_WITH_TRIPLES = ("data", "corpus", "queries", "qrels", "dev_qrels", "negatives_run", "negative_depth", "dev_depth")
+NOT_WITH_TRIPLES = (
+    *("data", "corpus", "queries", "qrels", "dev_qrels"),
+    *("negatives_run", "negative_depth", "dev_depth", "dev_corpus"),
+)
 
 
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -271,13 +271,12 @@ class Trainer:
         path = self.output / METRICS_FILE
         if not self.is_main or not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [record for record in read_metrics(path) if record["step"] <= self.step]
+        path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def _dev_records(self) -> list[dict[str, Any]]:
         path = self.output / METRICS_FILE
-        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        return [record for record in records if "dev" in record]
+        return [record for record in read_metrics(path) if "dev" in record] if path.exists() else []
 
     def _last_dev(self) -> dict[str, float] | None:
         records = self._dev_records()
@@ -325,6 +324,19 @@ class Trainer:
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.dev_seconds = state.get("dev_seconds", 0.0)
         self._last_check_seconds = state.get("last_check_seconds", 0.0)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (the one reader of the file the trainer writes). A last line without its
+    newline is a record torn by a crash mid-append and is dropped; any other bad line is an error."""
+    try:
+        text = Path(path).read_text()
+        lines = text.split("\n")
+        if lines[-1].strip():  # no final newline: written up to a crash
+            lines = lines[:-1]
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PetirError(f"{path}: not a petir metrics log ({error}); remove it and rerun the training") from None
 
 
 def _say(message: str) -> None:

@@ -175,3 +175,17 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev" in r] == [0, 2, 4]
     assert all(0 <= r["dev"]["ndcg@10"] <= 1 for r in records if "dev" in r)
+
+
+def test_retrieval_dev_searches_the_corpus_or_a_sample_that_keeps_every_judged_passage():
+    from petir.data import Document
+    from petir.train import dev_corpus
+
+    corpus = {f"d{i}": Document(f"d{i}", "", "text") for i in range(20)}
+    first_stage = {"q1": ["d3", "d4"], "q2": ["d5"]}
+    dev_qrels = {"q1": {"d17": 1}, "q2": {"d18": 1, "d19": 0}}
+    assert dev_corpus(corpus, first_stage, dev_qrels, size=50) == list(corpus)  # small corpus: searched whole
+    sample = dev_corpus(corpus, first_stage, dev_qrels, size=8)
+    assert len(sample) == 8 == len(set(sample))
+    assert {"d3", "d4", "d5", "d17", "d18", "d19"} <= set(sample)
+    assert sample == dev_corpus(corpus, first_stage, dev_qrels, size=8)  # seeded

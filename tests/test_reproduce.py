@@ -1,4 +1,5 @@
-"""The study runner's bookkeeping (petir/reproduce.py): convergence steps and the results tables."""
+"""The study: its reporting (petir/report.py: convergence steps, results tables) and its runner (petir/reproduce.py:
+entries, a replayable commands.sh)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from conftest import TINY_PASSAGES, flags, run_cli
 from petir.errors import PetirError
 from petir.pet import VARIANTS
-from petir.reproduce import MAIN_VARIANTS, steps_to_fraction, study_entry, write_tables
+from petir.report import steps_to_fraction, write_tables
+from petir.reproduce import MAIN_VARIANTS, study_entry
 from petir.reproduce import main as reproduce_main
 
 CURVE = [(0, 0.80), (10, 0.82), (20, 0.90), (30, 0.84)]

@@ -177,3 +177,14 @@ def test_two_process_torchrun_training_on_cpu(tiny_backbone, tmp_path):
     summary = json.loads((tmp_path / "ddp" / SUMMARY_FILE).read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     assert (tmp_path / "ddp" / CHECKPOINT_DIR).exists()
+
+
+def test_metrics_log_drops_a_record_torn_by_a_crash_and_refuses_garbage(tmp_path):
+    from petir.trainer import read_metrics
+
+    path = tmp_path / METRICS_FILE
+    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 0.5}]
+    path.write_text('{"step": 1}\nnot json\n')
+    with pytest.raises(PetirError, match="not a petir metrics log"):
+        read_metrics(path)

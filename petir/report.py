@@ -1,0 +1,158 @@
+"""The study's reporting: one reader of ``metrics.jsonl`` curves, the results tables (every run in CSV, mean ± sd
+per method in Markdown) and the convergence plots. :mod:`petir.reproduce` runs the study and calls these."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from petir.trainer import METRICS_FILE, read_metrics
+
+METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
+
+
+def dev_curve(metrics_file: Path, metric: str = "ndcg@10") -> list[tuple[int, float]]:
+    return [(r["step"], r["dev"][metric]) for r in read_metrics(metrics_file) if "dev" in r]
+
+
+#: Fewer dev points than this are not a curve: steps-to-95 % stays empty.
+MIN_CURVE_POINTS = 3
+
+
+def steps_to_fraction(curve: list[tuple[int, float]], fraction: float, of_gain: bool = False) -> int | None:
+    """First step whose dev metric reaches ``fraction`` of the final value (``of_gain``: of the gain over step 0).
+
+    With a backbone that is already a good retriever, the step-0 value alone can exceed 95% of the final one, which
+    makes the plain criterion 0 for every method; the gain version measures how fast the improvement arrives.
+    """
+    if len(curve) < MIN_CURVE_POINTS:  # no dev curve (--eval-every 0): start and end are not a curve
+        return None
+    start, final = curve[0][1], curve[-1][1]
+    target = start + fraction * (final - start) if of_gain else fraction * final
+    if of_gain and final <= start:
+        return None
+    return next(step for step, value in curve if value >= target)
+
+
+NUMERIC = (
+    *METRICS,
+    "dev_ndcg@10",
+    "trainable_%",
+    "state_mb",
+    "train_s",
+    "dev_s",
+    "peak_mem_mb",
+    "steps_to_95%",
+    "steps_to_95%_gain",
+)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method (and first stage): the mean over seeds, with the standard deviation where there are
+    several seeds."""
+    keys = list(dict.fromkeys((row["method"], row.get("first_stage", "")) for row in rows))
+    table = []
+    for method, first_stage in keys:
+        group = [row for row in rows if (row["method"], row.get("first_stage", "")) == (method, first_stage)]
+        merged: dict[str, Any] = {
+            "method": method,
+            "first_stage": first_stage,
+            "seeds": len([r for r in group if r["seed"] != ""]) or "",
+        }
+        for key in (*NUMERIC, "trainable"):
+            values = [row[key] for row in group if row.get(key) is not None]
+            if values:
+                merged[key] = statistics.fmean(values)
+                if len(values) > 1:
+                    merged[f"{key}_std"] = statistics.stdev(values)
+        table.append(merged)
+    return table
+
+
+COLUMNS = {  # Markdown header -> row key
+    "method": "method",
+    "first stage": "first_stage",
+    "seeds": "seeds",
+    "nDCG@10": "ndcg@10",
+    "MRR@10": "mrr@10",
+    "R@100": "recall@100",
+    "R@1000": "recall@1000",
+    "dev nDCG@10": "dev_ndcg@10",
+    "trainable (%)": "trainable_%",
+    "state (MB)": "state_mb",
+    "train time (s)": "train_s",
+    "dev time (s)": "dev_s",
+    "peak mem (MB)": "peak_mem_mb",
+    "steps to 95%": "steps_to_95%",
+    "steps to 95% of gain": "steps_to_95%_gain",
+}
+
+
+def write_tables(rows: list[dict[str, Any]], path_stem: Path) -> None:
+    """``STEM.csv`` with every run, ``STEM.md`` with the per-method summary (mean ± std over seeds)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path_stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = aggregate(rows)
+    headers = [h for h, key in COLUMNS.items() if key != "first_stage" or any(r["first_stage"] for r in table)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in table:
+        lines.append("| " + " | ".join(_cell(row, COLUMNS[header]) for header in headers) + " |")
+    path_stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None or value == "":
+        return "–"
+    if not isinstance(value, float):
+        return str(value)
+    digits = 4 if "@" in key else 3 if key == "trainable_%" else 0 if key.startswith("steps") else 1
+    text = f"{value:.{digits}f}"
+    std = row.get(f"{key}_std")
+    return f"{text} ± {std:.{digits}f}" if std is not None else text
+
+
+def loss_curve(metrics_file: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_metrics(metrics_file) if "loss" in r]
+
+
+def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
+    """Dev nDCG@10 and training loss against steps; mean over seeds with the min-max band. Connected variants are
+    drawn solid, scattered ones dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for variant in variants:
+        files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
+        if not files:
+            continue
+        style = "-" if variant.startswith("iaa") or variant == "full" else "--"
+        for axis, read in ((dev_axis, dev_curve), (loss_axis, loss_curve)):
+            curves = [read(path) for path in files]
+            length = min(len(curve) for curve in curves)
+            if length == 0:
+                continue
+            steps = [step for step, _ in curves[0][:length]]
+            values = np.array([[value for _, value in curve[:length]] for curve in curves])
+            label = f"{variant} ({len(files)} seed{'s' if len(files) > 1 else ''})"
+            (line,) = axis.plot(steps, values.mean(0), style, label=label)
+            if len(files) > 1:
+                axis.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    dev_axis.set(title=f"{stage}: dev nDCG@10", xlabel="step", ylabel="nDCG@10")
+    loss_axis.set(title=f"{stage}: training loss", xlabel="step", ylabel="loss (mean per logged window)")
+    dev_axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = root / f"convergence-{stage}.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
