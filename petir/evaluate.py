@@ -123,23 +123,34 @@ def evaluate_run(
     Returns:
         {"ndcg@10": ..., "mrr@10": ..., "recall@100": ..., "recall@1000": ...} for the defaults, values in [0, 1].
     """
+    per_query = evaluate_queries(qrels, run, k_ndcg, k_mrr, k_recall)
+    names = next(iter(per_query.values())).keys()
+    return {name: sum(values[name] for values in per_query.values()) / len(per_query) for name in names}
+
+
+def evaluate_queries(
+    qrels: Qrels, run: Run, k_ndcg: int = 10, k_mrr: int = 10, k_recall: Sequence[int] = (100, 1000)
+) -> dict[str, dict[str, float]]:
+    """The measures of :func:`evaluate_run` for each query of ``qrels`` (what paired significance tests compare);
+    a query without a relevant passage scores 0 on every measure, as in ``trec_eval -c``."""
     if not qrels:
         raise PetirError("evaluate_run: empty qrels, nothing to evaluate")
     names = [f"ndcg@{k_ndcg}", f"mrr@{k_mrr}"] + [f"recall@{k}" for k in k_recall]
-    totals = dict.fromkeys(names, 0.0)
+    results = {}
     for qid, judgments in qrels.items():
+        values = results[qid] = dict.fromkeys(names, 0.0)
         n_relevant = sum(rel > 0 for rel in judgments.values())
         if n_relevant == 0:
-            continue  # counts in the average with every measure 0
+            continue
         ranking = _ranked(run.get(qid, []))
         grades = [max(judgments.get(docid, 0), 0) for docid in ranking]
         ideal = _dcg(sorted((max(rel, 0) for rel in judgments.values()), reverse=True)[:k_ndcg])
-        totals[f"ndcg@{k_ndcg}"] += _dcg(grades[:k_ndcg]) / ideal
+        values[f"ndcg@{k_ndcg}"] = _dcg(grades[:k_ndcg]) / ideal
         first = next((rank for rank, grade in enumerate(grades[:k_mrr], 1) if grade > 0), None)
-        totals[f"mrr@{k_mrr}"] += 1.0 / first if first else 0.0
+        values[f"mrr@{k_mrr}"] = 1.0 / first if first else 0.0
         for k in k_recall:
-            totals[f"recall@{k}"] += sum(grade > 0 for grade in grades[:k]) / n_relevant
-    return {name: total / len(qrels) for name, total in totals.items()}
+            values[f"recall@{k}"] = sum(grade > 0 for grade in grades[:k]) / n_relevant
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -268,6 +268,17 @@ class TextEncoder:
             (0, self.dimension),
         )
 
+    def score(
+        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """The retrieval score of aligned (query, passage) pairs (cosine or dot, as trained): a bi-encoder used as a
+        re-ranker, with each distinct query encoded once. Returns: float32 array [len(queries)]."""
+        distinct = list(dict.fromkeys(queries))
+        row = {text: i for i, text in enumerate(distinct)}
+        query_vectors = self.encode(distinct, "query", batch_size)
+        passage_vectors = self.encode(list(passages), "passage", batch_size, progress)
+        return (query_vectors[[row[text] for text in queries]] * passage_vectors).sum(-1).astype(np.float32)
+
 
 class PairScorer:
     """``score`` for a cross-encoder and its ONNX twin. Subclasses implement ``_score_batch``."""

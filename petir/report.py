@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from petir.data import Qrels, read_run
+from petir.evaluate import evaluate_queries
+from petir.pet import DEFAULT_BUDGET
 from petir.trainer import METRICS_FILE, read_metrics
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
@@ -91,8 +94,14 @@ COLUMNS = {  # Markdown header -> row key
 }
 
 
-def write_tables(rows: list[dict[str, Any]], path_stem: Path) -> None:
-    """``STEM.csv`` with every run, ``STEM.md`` with the per-method summary (mean ± std over seeds)."""
+def write_tables(
+    rows: list[dict[str, Any]],
+    path_stem: Path,
+    marks: dict[tuple[str, str], str] | None = None,
+    paper: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """``STEM.csv`` with every run, ``STEM.md`` with the per-method summary (mean ± std over seeds), nDCG@10 marked
+    with :func:`significance`'s ``marks``, and the paper's figures (``paper``: column -> method -> value) beside."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with open(path_stem.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
@@ -100,10 +109,93 @@ def write_tables(rows: list[dict[str, Any]], path_stem: Path) -> None:
         writer.writerows(rows)
     table = aggregate(rows)
     headers = [h for h, key in COLUMNS.items() if key != "first_stage" or any(r["first_stage"] for r in table)]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    paper = paper or {}
+    lines = ["| " + " | ".join([*headers, *paper]) + " |", "|" + "---|" * (len(headers) + len(paper))]
     for row in table:
-        lines.append("| " + " | ".join(_cell(row, COLUMNS[header]) for header in headers) + " |")
+        cells = [_cell(row, COLUMNS[header]) for header in headers]
+        mark = (marks or {}).get((row["method"], row["first_stage"]), "")
+        cells[headers.index("nDCG@10")] += f" {mark}" if mark else ""
+        cells += [f"{column[row['method']]:.3f}" if row["method"] in column else "–" for column in paper.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    if marks is not None:
+        lines += ["", SIGNIFICANCE_LEGEND]
     path_stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+#: The paper's figures (BERT-base, MS MARCO; ../shared/PAPER.md, Tables 3 and 4), per study entry, to print beside
+#: ours. The paper's "best scattered PET" rows name no method (0.5 %: MRR@10 0.304, nDCG@10 0.609; 6.7 %: 0.316,
+#: 0.616), and its IAA re-ranking table was not reachable.
+PAPER: dict[str, dict[str, dict[str, float]]] = {
+    "retrieval": {
+        "paper MARCO-P MRR@10": {"full": 0.316, "iaa-s": 0.312, "iaa-l": 0.314, "iaa-m": 0.309, "iaa-l@6.7": 0.327},
+        "paper TREC19-P nDCG@10": {"full": 0.600, "iaa-s": 0.605, "iaa-l": 0.615, "iaa-m": 0.602, "iaa-l@6.7": 0.617},
+    },
+    "rerank": {
+        "paper MARCO-P MRR@10": {
+            "full": 0.376,
+            "adapter": 0.366,
+            "lora": 0.363,
+            "mam": 0.365,
+            "prefix": 0.355,
+            "bitfit": 0.325,
+        },
+        "paper TREC19-P nDCG@10": {"full": 0.738},
+    },
+}
+
+#: The paper's scattered baselines; IAA (and petir's linked adapters) connect their modules instead.
+SCATTERED = ("bitfit", "lora", "adapter", "prefix", "mam")
+SIGNIFICANCE_LEVEL = 0.05
+SIGNIFICANCE_LEGEND = (
+    "Marks on nDCG@10, as in the paper: † differs from full fine-tuning, ‡ from the best scattered method at the same "
+    f"budget (two-tailed paired t-test over the test queries, p ≤ {SIGNIFICANCE_LEVEL}; per-query nDCG@10 averaged "
+    "over seeds)."
+)
+
+
+def budget_of(method: str) -> str | None:
+    """The budget of a study entry: ``NAME@6.7`` -> "6.7"; ``full`` and baselines -> None; else the default preset."""
+    if method in ("full", "bm25", "zero-shot", "no re-ranking", "cosine"):
+        return None
+    return method.partition("@")[2] or DEFAULT_BUDGET
+
+
+def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[tuple[str, str], str]:
+    """Marks per (method, first stage) for :func:`write_tables`: ``†`` where the method's per-query nDCG@10 differs
+    from full fine-tuning's, ``‡`` where it differs from the best scattered method's at the same budget (the one
+    with the highest mean), by a two-tailed paired t-test at p <= 0.05. Rows name their run file in ``run``."""
+    from scipy.stats import ttest_rel
+
+    per_seed: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for row in rows:
+        if row.get("run"):
+            scores = evaluate_queries(qrels, read_run(root / row["run"]))
+            per_seed.setdefault((row["method"], row.get("first_stage", "")), []).append(
+                {qid: values["ndcg@10"] for qid, values in scores.items()}
+            )
+    qids = sorted(qrels)
+    means = {key: [statistics.fmean(seed[qid] for seed in seeds) for qid in qids] for key, seeds in per_seed.items()}
+
+    def differs(key: tuple[str, str], other: tuple[str, str] | None) -> bool:
+        if other is None or other == key or other not in means:
+            return False
+        return bool(ttest_rel(means[key], means[other]).pvalue <= SIGNIFICANCE_LEVEL)
+
+    marks = {}
+    for method, stage in means:
+        budget = budget_of(method)
+        if budget is None:
+            continue
+        scattered = [
+            k for k in means if k[1] == stage and k[0].partition("@")[0] in SCATTERED and budget_of(k[0]) == budget
+        ]
+        best = max(scattered, key=lambda k: statistics.fmean(means[k]), default=None)
+        mark = ("†" if differs((method, stage), ("full", stage)) else "") + (
+            "‡" if differs((method, stage), best) else ""
+        )
+        if mark:
+            marks[(method, stage)] = mark
+    return marks
 
 
 def _cell(row: dict[str, Any], key: str) -> str:

@@ -30,11 +30,11 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
-from petir.data import corpus_file, load_beir, resolve_beir
+from petir.data import corpus_file, load_beir, read_qrels, resolve_beir
 from petir.errors import PetirError
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS, resolve
-from petir.report import dev_curve, plot_convergence, steps_to_fraction, write_tables
+from petir.report import PAPER, dev_curve, plot_convergence, significance, steps_to_fraction, write_tables
 from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
@@ -259,7 +259,9 @@ class Study:
             "--output",
             "OUTPUT",
         )
-        return {} if self.s.dry_run else json.loads(path.read_text())
+        if self.s.dry_run:
+            return {}
+        return {**json.loads(path.read_text()), "run": str(run_file.relative_to(self.root))}
 
     def retrieval(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
         rows = [self._bm25_row(), self._zero_shot_row()]
@@ -291,6 +293,9 @@ class Study:
             {"method": "no re-ranking", "first_stage": stage, "seed": "", **self.evaluate(run_file)}
             for stage, run_file in first_stages.items()
         ]
+        for stage, run_file in first_stages.items():  # the baseline a user tries first: the backbone's own cosine
+            reranked = self.rerank_run(run_file, Path(self._backbone_dir()), self.root / "rerank" / "cosine", stage)
+            rows.append({"method": "cosine", "first_stage": stage, "seed": "", **self.evaluate(reranked)})
         task_args = cli.flags(max_length=self.s.rerank_max_length, negatives=self.s.rerank_negatives)
         for variant in variants:
             for seed in seeds if variant in seed_variants else seeds[:1]:
@@ -298,15 +303,19 @@ class Study:
                 for stage, run_file in first_stages.items():
                     if stage != "bm25" and seed != seeds[0]:
                         continue  # seeds are compared on the BM25 run only (CPU time)
-                    reranked = self.produce(
-                        run_dir / f"test.rerank-{stage}.trec",
-                        "petir.rerank",
-                        *cli.flags(run=run_file, topics=self.topics, index=self.workspace.lucene_index),
-                        *cli.flags(model=run_dir / MODEL_DIR, output="OUTPUT", depth=self.s.rerank_depth, device="cpu"),
-                    )
+                    reranked = self.rerank_run(run_file, run_dir / MODEL_DIR, run_dir, stage)
                     row = self._row(variant, seed, run_dir, self.evaluate(reranked))
                     rows.append({**row, "first_stage": stage})
         return rows
+
+    def rerank_run(self, run_file: Path, model: Path, directory: Path, stage: str) -> Path:
+        """``petir.rerank`` of ``run_file``'s top ``--rerank-depth`` with ``model``, into ``directory``."""
+        return self.produce(
+            directory / f"test.rerank-{stage}.trec",
+            "petir.rerank",
+            *cli.flags(run=run_file, topics=self.topics, index=self.workspace.lucene_index),
+            *cli.flags(model=model, output="OUTPUT", depth=self.s.rerank_depth, device="cpu"),
+        )
 
     def bm25_run(self) -> Path:
         directory = self.root / "retrieval" / "bm25"
@@ -439,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_stage = study.retrieval if stage == "retrieval" else study.rerank
         rows = run_stage(variants, seeds, seed_variants)
         if not args.dry_run:
-            write_tables(rows, args.output / f"results-{stage}")
+            marks = significance(rows, read_qrels(study.qrels), args.output)
+            write_tables(rows, args.output / f"results-{stage}", marks, PAPER[stage])
             plot_convergence(args.output, stage, variants)
             print((args.output / f"results-{stage}.md").read_text())
     print(study.timing_summary())

@@ -1,4 +1,4 @@
-"""Re-rank a Pyserini run with a petir cross-encoder: ``python -m petir.rerank --help``.
+"""Re-rank a Pyserini run with a petir cross-encoder (or a bi-encoder's score): ``python -m petir.rerank --help``.
 
 The top ``--depth`` passages of each query are re-scored; the rest keep their original order below them, so
 every (query, passage) of the input appears exactly once in the output. Scores already computed are kept in
@@ -34,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--index", type=Path, help="Pyserini Lucene index built with --storeRaw (passage text)")
     source.add_argument("--corpus", type=Path, help="corpus file (BEIR/Pyserini jsonl or MS MARCO tsv)")
-    parser.add_argument("--model", required=True, type=Path, help="petir cross-encoder directory")
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="a petir cross-encoder directory; a petir bi-encoder or a plain backbone directory re-ranks by its "
+        "retrieval score (the backbone: mean-pooled cosine)",
+    )
     parser.add_argument("--output", required=True, type=Path, help="output TREC run")
     parser.add_argument("--depth", type=int, default=100, help="passages re-scored per query")
     parser.add_argument("--batch-size", type=int, default=32, help="query-passage pairs per forward pass")
@@ -145,11 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = read_run(args.run)
     queries = read_queries(args.topics)
     passage = passage_lookup(args.index, args.corpus)
-    from petir.onnx import load_inference_model
 
-    model = load_inference_model(args.model, backend=args.backend, device=args.device)
-    if getattr(model, "task", "cross-encoder") != "cross-encoder":
-        raise PetirError(f"{args.model} is a {model.task} model; petir.rerank needs a cross-encoder")
+    model = load_scorer(args.model, args.backend, args.device)
     partial = args.output.with_name(args.output.name + ".partial.jsonl")
     key = {"run": str(args.run.resolve()), "model": str(args.model.resolve()), "depth": args.depth}
     _check_partial_key(partial, key)
@@ -160,6 +163,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.remove(partial)
     partial.with_suffix(".key").unlink(missing_ok=True)
     print(f"petir: re-ranked {len(reranked)} queries (top {args.depth}) -> {args.output}")
+
+
+def load_scorer(model: Path, backend: str, device: str):
+    """What scores the pairs: a petir cross-encoder, a petir bi-encoder (its retrieval score), or a plain backbone
+    (its mean-pooled cosine: the baseline a trained re-ranker must beat)."""
+    from petir.models import CONFIG_FILE, MODEL_TYPE, BiEncoder
+    from petir.onnx import load_inference_model
+
+    try:
+        is_petir = json.loads((model / CONFIG_FILE).read_text()).get("model_type") == MODEL_TYPE
+    except (OSError, ValueError, AttributeError):
+        is_petir = False  # not a petir directory: loaded as a backbone, which says what is wrong with it
+    if is_petir or backend != "torch":
+        return load_inference_model(model, backend=backend, device=device)
+    return BiEncoder(str(model), "full").to(cli.resolve_device(device)).eval()
 
 
 def _check_partial_key(partial: Path, key: dict) -> None:

@@ -422,7 +422,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sampler = GroupSampler(data.train, data.corpus, args.batch_size, args.negatives, args.seed)
     evaluate = dev_evaluator(data) if data.dev_pools else None
     summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume)
-    print(f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}")
+    train_s, dev_s, steps = summary["wall_time_s"], summary["dev_time_s"], max(summary["steps"], 1)
+    print(
+        f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}; training {train_s:.0f} s "
+        f"({train_s / steps:.2f} s/step), {summary['dev_checks']} dev checks {dev_s:.0f} s"
+    )
     return summary
 
 

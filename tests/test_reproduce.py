@@ -99,3 +99,35 @@ def tiny_beir(root: Path) -> Path:
         rows = "".join(f"q{i}\td{i}\t1\n" for i in ids)
         (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
     return root
+
+
+def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_scattered_method(tmp_path):
+    from petir.data import write_run
+    from petir.report import significance
+
+    qrels = {f"q{i}": {"rel": 1} for i in range(30)}
+
+    def run_file(name: str, misses: int) -> str:
+        """The relevant passage first for every query but the first ``misses``, where it comes third."""
+        run = {
+            q: [(d, 3.0 - k) for k, d in enumerate(["rel", "x", "y"] if i >= misses else ["x", "y", "rel"])]
+            for i, q in enumerate(qrels)
+        }
+        write_run(run, tmp_path / name, name)
+        return name
+
+    rows = [
+        {"method": "full", "seed": 1, "run": run_file("full", 0)},
+        {"method": "adapter", "seed": 1, "run": run_file("adapter", 15)},
+        {"method": "lora", "seed": 1, "run": run_file("lora", 20)},
+        {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1)},
+        {"method": "adapter@6.7", "seed": 1, "run": run_file("adapter-6.7", 2)},
+    ]
+    marks = significance(rows, qrels, tmp_path)
+    assert marks[("adapter", "")] == "†"  # 15 of 30 queries worse than full; it is the best scattered at 0.5 %
+    assert marks[("lora", "")] == "†‡"
+    assert marks[("iaa-l", "")] == "‡"  # one query apart from full: no difference; far above the adapter
+    assert ("adapter@6.7", "") not in marks  # two queries apart from full, and the only scattered one at 6.7 %
+    write_tables([{**row, "ndcg@10": 0.5} for row in rows], tmp_path / "t", marks, {"paper": {"iaa-l": 0.314}})
+    table = (tmp_path / "t.md").read_text()
+    assert "| iaa-l | 1 | 0.5000 ‡ |" in table and "| 0.314 |" in table and "two-tailed paired t-test" in table

@@ -144,3 +144,19 @@ def test_cli_reads_passages_from_a_lucene_index(files, tmp_path):
     via_corpus = tmp_path / "from-corpus.trec"
     assert run_cli(main, [*common, *flags(corpus=files["corpus"], output=via_corpus)]) is None
     assert read_run(out) == read_run(via_corpus)
+
+
+def test_a_bi_encoder_or_a_plain_backbone_reranks_by_its_retrieval_score(files, tiny_backbone, tmp_path):
+    """The baselines a trained re-ranker must beat: the backbone's own cosine, and a trained retriever's score."""
+    from petir.models import BiEncoder
+
+    retriever = BiEncoder(str(tiny_backbone), "adapter").save(tmp_path / "retriever")
+    for model_dir in (tiny_backbone, retriever):
+        out = tmp_path / f"{Path(model_dir).name}.trec"
+        argv = flags(run=files["run"], topics=files["topics"], model=model_dir, corpus=files["corpus"], depth=5)
+        assert run_cli(main, [*argv, *flags(output=out)]) is None
+        model = BiEncoder.load(retriever) if model_dir == retriever else BiEncoder(str(tiny_backbone), "full")
+        docids = [d for d, _ in read_run(files["run"])["q2"]]
+        passages = model.encode([CORPUS[d].contents for d in docids])
+        cosine = passages @ model.encode([QUERIES["q2"]], "query")[0]
+        assert [d for d, _ in read_run(out)["q2"]] == [docids[i] for i in (-cosine).argsort()]
