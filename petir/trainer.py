@@ -148,7 +148,7 @@ class Trainer:
                     self.step += 1
                     self.elapsed = time.perf_counter() - started - (self.dev_seconds - dev_before)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{window[-1]:.4f}")
+                    bar.set_postfix(loss=f"{window[-1]:.4f}", refresh=False)  # off a terminal: no line per step
                     if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                         self._log(loss=float(np.mean(window)), lr=self.scheduler.get_last_lr()[0])
                         window = []
