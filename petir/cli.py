@@ -11,15 +11,27 @@ from typing import Any, TextIO
 from petir.errors import PetirError
 
 
+class UsageError(SystemExit):
+    """A user error's exit: status 2, as argparse exits on a bad flag; ``message`` is the line printed on stderr."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
-    """Run a CLI ``main`` so that user errors end as one line on stderr with exit status 2."""
+    """Run a CLI ``main`` so that user errors end as one line on stderr with exit status 2 (130 when interrupted,
+    as shells report Ctrl-C)."""
     prog = _prog_name()
     try:
         main(argv)
     except PetirError as error:
-        sys.exit(f"{prog}: error: {error}")
+        message = f"{prog}: error: {error}"
+        print(message, file=sys.stderr)
+        raise UsageError(message) from None
     except KeyboardInterrupt:
-        sys.exit(f"{prog}: interrupted")
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def _prog_name() -> str:

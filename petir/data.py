@@ -432,6 +432,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("PETIR_CACHE", Path.home() / ".cache" / "petir"))
 
 
+#: The project's shared datasets beside a checkout (``<repo>/../shared/data``), found wherever the command runs from.
+REPO_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 def resolve_beir(spec: PathLike) -> Path:
     """A BEIR dataset directory for ``spec``: an existing directory as given; a dataset name (``scifact``) found in
     ``$PETIR_DATA``, ``../shared/data`` or petir's cache; else the official BEIR zip downloaded into the cache."""
@@ -441,7 +445,7 @@ def resolve_beir(spec: PathLike) -> Path:
     if path.name != str(spec):
         raise DataError(f"{spec}: no such dataset directory")
     roots = [Path(os.environ["PETIR_DATA"])] if "PETIR_DATA" in os.environ else []
-    roots += [Path("..") / "shared" / "data", cache_root() / "datasets"]
+    roots += [REPO_DATA, cache_root() / "datasets"]
     for root in roots:
         if (root / path.name / "queries.jsonl").exists():
             return root / path.name

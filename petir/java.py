@@ -172,7 +172,8 @@ def _use(jdk: Jdk) -> None:
 
 
 def anserini_jar() -> str:
-    """Path of the Anserini fat jar Pyserini would put on the class path (same lookup as ``pyserini/pyclass.py``)."""
+    """Path of the Anserini fat jar Pyserini would put on the class path (the lookup of ``configure_classpath`` in
+    ``pyserini/setup.py``, which ``pyserini/pyclass.py`` calls; Pyserini 1.6)."""
     import glob
     import importlib.util
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,6 +38,19 @@ from petir.sampling import Group
 CONFIG_FILE = "config.json"
 STATE_FILE = "petir_state.safetensors"
 MODEL_TYPE = "petir"
+
+
+#: What every saved config.json names, and what to do when a model directory is damaged.
+REQUIRED_KEYS = ("task", "backbone", "backbone_fingerprint", "pet_method", "pet_config")
+DAMAGED = "the model directory is damaged: copy it again, or save the model again"
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The trained tensors of a saved model (``petir_state.safetensors``); a truncated or foreign file is one line."""
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise PetirError(f"{path}: cannot read the trained tensors ({error}); {DAMAGED}") from None
 
 
 class PetModel(nn.Module):
@@ -126,12 +140,22 @@ class PetModel(nn.Module):
 
     @staticmethod
     def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+        """The saved ``config.json``, checked: every problem is one line naming the file."""
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
             raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
-        config = json.loads(path.read_text())
-        if config.get("model_type") != MODEL_TYPE:
-            raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
+        try:
+            config = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise PetirError(f"{path} is not valid JSON ({error}); {DAMAGED}") from None
+        if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
+            found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+            raise PetirError(f"{path} is not a petir model (model_type {found!r})")
+        missing = [key for key in REQUIRED_KEYS if key not in config]
+        if missing:
+            raise PetirError(f"{path} lacks {', '.join(missing)}; {DAMAGED}")
+        if config["task"] not in PetModel._tasks:
+            raise PetirError(f"{path}: unknown task {config['task']!r}; petir has {', '.join(PetModel._tasks)}")
         return config
 
     @classmethod
@@ -177,7 +201,7 @@ class PetModel(nn.Module):
         )
         if not same:
             raise PetirError(f"{directory} was saved from a differently configured model than this one")
-        self.load_trainable_state_dict(load_file(Path(directory) / STATE_FILE))
+        self.load_trainable_state_dict(read_state(Path(directory) / STATE_FILE))
 
     # -- training and ranking, per task ----------------------------------------------------------------------
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:

@@ -168,13 +168,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 def load_scorer(model: Path, backend: str, device: str):
     """What scores the pairs: a petir cross-encoder, a petir bi-encoder (its retrieval score), or a plain backbone
     (its mean-pooled cosine: the baseline a trained re-ranker must beat)."""
-    from petir.models import CONFIG_FILE, MODEL_TYPE, BiEncoder
+    from petir.models import CONFIG_FILE, MODEL_TYPE, STATE_FILE, BiEncoder
     from petir.onnx import load_inference_model
 
     try:
         is_petir = json.loads((model / CONFIG_FILE).read_text()).get("model_type") == MODEL_TYPE
     except (OSError, ValueError, AttributeError):
-        is_petir = False  # not a petir directory: loaded as a backbone, which says what is wrong with it
+        is_petir = False  # loaded as a backbone below, which says what is wrong with it
+    is_petir = is_petir or (model / STATE_FILE).exists()  # a petir directory, if a damaged one
     if is_petir or backend != "torch":
         return load_inference_model(model, backend=backend, device=device)
     return BiEncoder(str(model), "full").to(cli.resolve_device(device)).eval()

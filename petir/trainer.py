@@ -312,7 +312,13 @@ class Trainer:
         if not (directory / TRAINER_STATE).exists():
             raise PetirError(f"--resume: no checkpoint in {directory}; start without --resume")
         self.model.restore(directory / MODEL_DIR)
-        state = torch.load(directory / TRAINER_STATE, map_location=self.device, weights_only=False)
+        try:
+            state = torch.load(directory / TRAINER_STATE, map_location=self.device, weights_only=False)
+        except Exception as error:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
+            raise PetirError(
+                f"{directory / TRAINER_STATE}: cannot read the checkpoint ({type(error).__name__}); it is damaged: "
+                f"remove {directory} to start over"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if len(state["rng"]) != self.world_size:

@@ -83,8 +83,9 @@ def run_cli(main, argv: list[str]) -> str | None:
 
     try:
         cli.run(main, argv)
-    except SystemExit as exit_:
-        return str(exit_.code)
+    except cli.UsageError as exit_:
+        assert exit_.code == 2
+        return exit_.message
     return None
 
 

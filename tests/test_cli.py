@@ -13,7 +13,15 @@ from conftest import flags, run_cli
 from petir.models import PetModel
 from petir.train import main as train_main
 
-CLIS = ["petir.train", "petir.rerank", "petir.onnx", "petir.reproduce", "petir.java", "petir.evaluate", "petir.workspace"]
+CLIS = [
+    "petir.train",
+    "petir.rerank",
+    "petir.onnx",
+    "petir.reproduce",
+    "petir.java",
+    "petir.evaluate",
+    "petir.workspace",
+]
 
 
 @pytest.mark.parametrize("module", CLIS)
