@@ -61,7 +61,8 @@ import transformers
 
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.cli import HelpFormatter
-from petir.data import load_beir, read_corpus
+from petir.data import read_corpus
+from petir.datasets import load_beir
 from petir.models import BiEncoder, CrossEncoder, PetModel
 from petir.pet import VARIANTS, get_method, resolve
 from petir.sampling import Group

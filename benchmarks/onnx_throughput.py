@@ -44,7 +44,7 @@ import torch
 
 from petir.backbone import DEFAULT_BACKBONE
 from petir.cli import HelpFormatter
-from petir.data import load_beir
+from petir.datasets import load_beir
 from petir.models import BiEncoder, CrossEncoder, PetModel
 from petir.onnx import OnnxModel, export
 

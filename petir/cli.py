@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -102,3 +104,35 @@ def progress(iterable: Any = None, **kwargs: Any):
     if sys.stderr.isatty():
         return tqdm(iterable, **kwargs)
     return tqdm(iterable, file=_LogLines(sys.stderr), mininterval=30, maxinterval=60, ascii=True, **kwargs)
+
+
+def option(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None) -> Any:
+    """A dataclass field that is also a CLI flag: its default, ``--help`` text and choices live here alone
+    (:func:`add_dataclass_flags`). ``flag`` overrides the flag's name (``--lr`` for ``learning_rate``)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+
+
+def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
+    """One flag per :func:`option` field of ``options_class`` (``--field-name``; a bool is a switch); returns the
+    field names, which are the parsed arguments' names."""
+    hints = typing.get_type_hints(options_class)
+    names = []
+    for field in dataclasses.fields(options_class):
+        if "help" not in field.metadata:
+            continue  # not a CLI option (set by the program)
+        flag = field.metadata["flag"] or f"--{field.name.replace('_', '-')}"
+        kind = next(t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None))
+        common = {"dest": field.name, "default": field.default, "help": field.metadata["help"]}
+        if kind is bool:
+            group.add_argument(flag, action="store_true", **common)
+        else:
+            group.add_argument(flag, type=kind, choices=field.metadata["choices"], **common)
+        names.append(field.name)
+    return names
+
+
+def dataclass_values(options_class: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed values of ``options_class``'s :func:`option` fields (the flags :func:`add_dataclass_flags` made)."""
+    return {
+        field.name: getattr(args, field.name) for field in dataclasses.fields(options_class) if "help" in field.metadata
+    }

@@ -1,9 +1,10 @@
-"""petir's one data layer: corpora, queries, qrels, runs and training triples, read and written in one place.
+"""petir's file formats: corpora, queries, qrels, runs and training triples, read and written in one place.
 
 Every other module (training, encoding, indexing, evaluation) goes through these functions, so a format quirk is
 handled once. Readers accept plain or ``.gz`` files, CRLF line endings and blank lines; anything malformed raises
 :class:`~petir.errors.DataError` with a one-line ``file:line: what is wrong`` message. Writers write atomically
-(temporary file + ``os.replace``) so an interrupted run never leaves half a file that a later step trusts.
+(temporary file + ``os.replace``) so an interrupted run never leaves half a file that a later step trusts. Finding,
+downloading and loading whole datasets is :mod:`petir.datasets`.
 """
 
 from __future__ import annotations
@@ -338,7 +339,7 @@ def write_qrels(qrels: Qrels, path: PathLike) -> None:
     )
 
 
-# --- checking and datasets ----------------------------------------------------------------------------------------
+# --- checking ----------------------------------------------------------------------------------------
 
 
 def _examples(ids: Iterable[str], n: int = 2) -> str:
@@ -372,32 +373,6 @@ def relevant(qrels: Qrels, qid: str) -> set[str]:
     return {docid for docid, rel in qrels.get(qid, {}).items() if rel > 0}
 
 
-@dataclass
-class Dataset:
-    corpus: Corpus
-    queries: Queries  # only the queries of the split, in queries-file order
-    qrels: Qrels  # the requested split; only queries with a judgment rel > 0 count as "judged" in evaluation
-    name: str
-
-
-def load_beir(directory: PathLike, split: str = "test") -> Dataset:
-    """Load a BEIR dataset directory (corpus.jsonl(.gz), queries.jsonl, qrels/{split}.tsv), keeping only the queries
-    that appear in that split's qrels, and check that qrels, corpus and queries agree."""
-    directory = Path(directory)
-    qrels_path = directory / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        splits = sorted(p.stem for p in (directory / "qrels").glob("*.tsv"))
-        raise DataError(
-            f"{qrels_path}: no {split!r} split in {directory}; splits present: {', '.join(splits) or 'none'}"
-        )
-    corpus = read_corpus(directory)
-    all_queries = read_queries(directory / "queries.jsonl")
-    qrels = read_qrels(qrels_path)
-    check_qrels(qrels, corpus, all_queries, str(qrels_path))
-    queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
-    return Dataset(corpus=corpus, queries=queries, qrels=qrels, name=directory.name)
-
-
 def split_dev(qrels: Qrels, size: int, seed: int) -> tuple[Qrels, Qrels]:
     """Hold out ``size`` queries of the train qrels as a dev split (BEIR SciFact has none): a seeded shuffle of the
     sorted qids picks them, so the split depends only on (qids, size, seed). Returns ``(train, dev)``."""
@@ -412,67 +387,3 @@ def split_dev(qrels: Qrels, size: int, seed: int) -> tuple[Qrels, Qrels]:
     train = {q: dict(j) for q, j in qrels.items() if q not in dev_ids}
     dev = {q: dict(j) for q, j in qrels.items() if q in dev_ids}
     return train, dev
-
-
-# --- finding datasets -----------------------------------------------------------------------------------------------
-
-BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
-
-
-def corpus_file(directory: PathLike) -> Path:
-    """The corpus file of a BEIR directory (``corpus.jsonl`` or ``corpus.jsonl.gz``)."""
-    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-        if (Path(directory) / name).is_file():
-            return Path(directory) / name
-    raise DataError(f"{directory}: no corpus.jsonl or corpus.jsonl.gz")
-
-
-def cache_root() -> Path:
-    """Where petir keeps downloads and derived artifacts: ``$PETIR_CACHE``, else ``~/.cache/petir``."""
-    return Path(os.environ.get("PETIR_CACHE", Path.home() / ".cache" / "petir"))
-
-
-#: The project's shared datasets beside a checkout (``<repo>/../shared/data``), found wherever the command runs from.
-REPO_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def resolve_beir(spec: PathLike) -> Path:
-    """A BEIR dataset directory for ``spec``: an existing directory as given; a dataset name (``scifact``) found in
-    ``$PETIR_DATA``, ``../shared/data`` or petir's cache; else the official BEIR zip downloaded into the cache."""
-    path = Path(spec)
-    if path.is_dir():
-        return path
-    if path.name != str(spec):
-        raise DataError(f"{spec}: no such dataset directory")
-    roots = [Path(os.environ["PETIR_DATA"])] if "PETIR_DATA" in os.environ else []
-    roots += [REPO_DATA, cache_root() / "datasets"]
-    for root in roots:
-        if (root / path.name / "queries.jsonl").exists():
-            return root / path.name
-    return _download_beir(path.name, cache_root() / "datasets")
-
-
-def _download_beir(name: str, root: Path) -> Path:
-    import shutil
-    import tempfile
-    import urllib.error
-    import urllib.request
-    import zipfile
-
-    url = BEIR_URL.format(name=name)
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as staging:
-        archive = Path(staging) / f"{name}.zip"
-        print(f"petir: downloading {url}")
-        try:
-            urllib.request.urlretrieve(url, archive)
-        except (urllib.error.URLError, OSError) as error:
-            raise DataError(
-                f"cannot download BEIR dataset {name!r} from {url} ({error}); pass the path of a local copy instead"
-            ) from None
-        with zipfile.ZipFile(archive) as bundle:
-            bundle.extractall(staging)
-        if not (Path(staging) / name / "queries.jsonl").exists():
-            raise DataError(f"{url} did not contain {name}/queries.jsonl")
-        shutil.move(str(Path(staging) / name), root / name)
-    return root / name

@@ -13,6 +13,7 @@ parameters, and the save format. A saved directory holds
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ STATE_FILE = "petir_state.safetensors"
 MODEL_TYPE = "petir"
 
 
+#: Task names of earlier petir versions, still found in saved config.json files.
+RENAMED_TASKS = {"bi-encoder": "retrieval", "cross-encoder": "rerank"}
 #: What every saved config.json names, and what to do when a model directory is damaged.
 REQUIRED_KEYS = ("task", "backbone", "backbone_fingerprint", "pet_method", "pet_config")
 DAMAGED = "the model directory is damaged: copy it again, or save the model again"
@@ -54,13 +57,23 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 class PetModel(nn.Module):
-    """A frozen backbone with one PET method applied, plus the task's own head (if any)."""
+    """A frozen backbone with one PET method applied, plus the task's own head (if any).
+
+    A task is one subclass: its ``task`` name (what ``--task`` and config.json say), its options dataclass (saved in
+    config.json, and the source of its CLI flags), its loss (``collate``/``forward``), its inference function for
+    ONNX (``inference``, output ``graph_output``) and its ranking (``rank``). ``BiEncoder(backbone, method)`` loads
+    the backbone; :meth:`on_backbone` builds on one already in memory.
+    """
 
     task: ClassVar[str]
+    options_class: ClassVar[type]
+    graph_output: ClassVar[str]
     _tasks: ClassVar[dict[str, type[PetModel]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if cls.task in PetModel._tasks:
+            raise RuntimeError(f"two tasks are named {cls.task!r}")
         PetModel._tasks[cls.task] = cls
 
     def __init__(
@@ -68,12 +81,39 @@ class PetModel(nn.Module):
         backbone: str = DEFAULT_BACKBONE,
         method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
-        *,
-        _loaded: tuple[nn.Module, Any] | None = None,
+        **options: Any,
     ):
-        super().__init__()
+        encoder, tokenizer = load_backbone(backbone)
+        self._build(backbone, encoder, tokenizer, method, pet_options, options)
+
+    @classmethod
+    def on_backbone(
+        cls,
+        backbone: str,
+        encoder: nn.Module,
+        tokenizer: Any,
+        method: str = DEFAULT_METHOD,
+        pet_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> PetModel:
+        """Build the model on a backbone already in memory (``encoder``, ``tokenizer``, loaded from ``backbone``)."""
+        model = cls.__new__(cls)
+        model._build(backbone, encoder, tokenizer, method, pet_options, options)
+        return model
+
+    def _build(
+        self,
+        backbone: str,
+        encoder: nn.Module,
+        tokenizer: Any,
+        method: str,
+        pet_options: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> None:
+        task_options = make_options(self.options_class, options)  # bad options fail before any PET work
+        nn.Module.__init__(self)
         self.backbone = portable_name(backbone)
-        self.encoder, self.tokenizer = _loaded or load_backbone(backbone)
+        self.encoder, self.tokenizer = encoder, tokenizer
         self.length_limit = _length_limit(self.encoder, self.tokenizer)
         self.backbone_fingerprint = fingerprint(self.encoder)
         self.backbone_parameters = count_parameters(self.encoder)[1]
@@ -81,6 +121,11 @@ class PetModel(nn.Module):
         self.pet_config = make_config(method, pet_options)
         apply_pet(self.encoder, method, self.pet_config)
         _own_trainable_parameters(self.encoder)
+        self._setup(task_options)
+
+    def _setup(self, options: Any) -> None:
+        """Set the task's options (an ``options_class`` instance) and build its head, if any."""
+        raise NotImplementedError
 
     # -- what is trained -------------------------------------------------------------------------------------
     def parameter_report(self) -> dict[str, float]:
@@ -110,10 +155,8 @@ class PetModel(nn.Module):
                 parameters[name].copy_(tensor)
 
     # -- task options (saved in config.json) -----------------------------------------------------------------
-    option_names: ClassVar[tuple[str, ...]] = ()
-
     def options(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.option_names}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self.options_class)}
 
     # -- save / load -----------------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -154,6 +197,7 @@ class PetModel(nn.Module):
         missing = [key for key in REQUIRED_KEYS if key not in config]
         if missing:
             raise PetirError(f"{path} lacks {', '.join(missing)}; {DAMAGED}")
+        config["task"] = RENAMED_TASKS.get(config["task"], config["task"])
         if config["task"] not in PetModel._tasks:
             raise PetirError(f"{path}: unknown task {config['task']!r}; petir has {', '.join(PetModel._tasks)}")
         return config
@@ -165,16 +209,20 @@ class PetModel(nn.Module):
         backbone: str | None = None,
         device: str | torch.device = "cpu",
         *,
-        _loaded: tuple[nn.Module, Any] | None = None,
+        loaded: tuple[nn.Module, Any] | None = None,
     ) -> PetModel:
         """Load a saved model; ``backbone`` overrides where the backbone weights are read from (its fingerprint
-        must still match the one the state was trained on)."""
+        must still match the one the state was trained on), and ``loaded`` gives them already in memory as
+        ``(encoder, tokenizer)`` (:class:`SharedBackbone`)."""
         config = cls.read_config(directory)
-        task_class = PetModel._tasks.get(config["task"])
-        if task_class is None or not issubclass(task_class, cls):
-            raise PetirError(f"{directory} holds a {config['task']} model, not a {cls.task or 'petir'} model")
+        task_class = PetModel._tasks[config["task"]]
+        if not issubclass(task_class, cls):
+            raise PetirError(
+                f"{directory} holds a {config['task']} model ({task_class.__name__}), not a {cls.task} model "
+                f"({cls.__name__})"
+            )
         source = backbone or config["backbone"]
-        loaded = _loaded or load_backbone(source)
+        loaded = loaded or load_backbone(source)
         found = fingerprint(loaded[0])
         if found != config["backbone_fingerprint"]:
             raise ModelMismatchError(
@@ -182,9 +230,10 @@ class PetModel(nn.Module):
                 f"{config['backbone_fingerprint']}), but {source!r} has fingerprint {found}; "
                 "load it onto the backbone it was trained on"
             )
-        options = {key: config[key] for key in task_class.option_names if key in config}
+        names = {field.name for field in dataclasses.fields(task_class.options_class)}
+        options = {key: config[key] for key in names if key in config}
         method = saved_method_name(config["pet_method"])
-        model = task_class(source, method, config["pet_config"], _loaded=loaded, **options)
+        model = task_class.on_backbone(source, *loaded, method, config["pet_config"], **options)
         model.backbone = config["backbone"]
         model.restore(directory)
         return model.to(device).eval()
@@ -385,12 +434,47 @@ class SharedBackbone:
         """Load a saved petir model onto this backbone (its fingerprint must match)."""
         shared = {id(tensor): tensor for tensor in (*self.encoder.parameters(), *self.encoder.buffers())}
         shell = copy.deepcopy(self.encoder, memo=shared)
-        return PetModel.load(directory, backbone=self.name, device=device, _loaded=(shell, self.tokenizer))
+        return PetModel.load(directory, backbone=self.name, device=device, loaded=(shell, self.tokenizer))
 
 
-POOLINGS = ("mean", "cls")
-CROSS_ENCODER_LOSSES = ("listwise", "pointwise")
-SIMILARITIES = ("cosine", "dot")
+def make_options(options_class: type, values: dict[str, Any]) -> Any:
+    """The task's options from ``values`` over the defaults; an unknown option or value is one line."""
+    fields = {field.name: field for field in dataclasses.fields(options_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise PetirError(f"{options_class.__name__} has no option {', '.join(unknown)}; options: {', '.join(fields)}")
+    for name, value in values.items():
+        choices = fields[name].metadata.get("choices")
+        if choices and value not in choices:
+            raise PetirError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+    return options_class(**values)
+
+
+@dataclasses.dataclass
+class RetrievalOptions:
+    """The bi-encoder's options, saved in config.json."""
+
+    pooling: str = cli.option("mean", "token pooling", ("mean", "cls"))
+    similarity: str = cli.option("cosine", "score: cosine (L2-normalised vectors) or dot product", ("cosine", "dot"))
+    query_max_length: int = cli.option(64, "query tokens")
+    passage_max_length: int = cli.option(256, "passage tokens")
+    # Cosine scores live in [-1, 1]: a temperature of 0.05 (scale 20, as all-MiniLM-L6-v2 was trained with) gives
+    # the softmax enough range; dot products are unbounded and need none.
+    temperature: float | None = cli.option(
+        None, "softmax temperature of the contrastive loss (default: 0.05 for cosine, 1 for dot)"
+    )
+
+
+@dataclasses.dataclass
+class RerankOptions:
+    """The cross-encoder's options, saved in config.json."""
+
+    max_length: int = cli.option(256, "query+passage tokens")
+    loss: str = cli.option(
+        "listwise",
+        "listwise: softmax cross-entropy over each query's group; pointwise: binary cross-entropy",
+        ("listwise", "pointwise"),
+    )
 
 
 class BiEncoder(PetModel, TextEncoder):
@@ -399,34 +483,25 @@ class BiEncoder(PetModel, TextEncoder):
     Trained with a contrastive loss over in-batch and hard negatives.
     """
 
-    task = "bi-encoder"
-    option_names = ("pooling", "similarity", "query_max_length", "passage_max_length", "temperature")
+    task = "retrieval"
+    options_class = RetrievalOptions
+    graph_output = "embeddings"
 
-    def __init__(
-        self,
-        backbone: str = DEFAULT_BACKBONE,
-        method: str = DEFAULT_METHOD,
-        pet_options: dict[str, Any] | None = None,
-        *,
-        pooling: str = "mean",
-        similarity: str = "cosine",
-        query_max_length: int = 64,
-        passage_max_length: int = 256,
-        temperature: float | None = None,
-        _loaded: tuple[nn.Module, Any] | None = None,
-    ):
-        if pooling not in POOLINGS:
-            raise PetirError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
-        if similarity not in SIMILARITIES:
-            raise PetirError(f"unknown similarity {similarity!r}; choose from {', '.join(SIMILARITIES)}")
-        super().__init__(backbone, method, pet_options, _loaded=_loaded)
-        self.pooling = pooling
-        self.similarity = similarity
-        self.query_max_length = min(query_max_length, self.length_limit)
-        self.passage_max_length = min(passage_max_length, self.length_limit)
-        # Cosine scores live in [-1, 1]: a temperature of 0.05 (scale 20, as all-MiniLM-L6-v2 was trained with)
-        # gives the softmax enough range; dot products are unbounded and need none.
-        self.temperature = temperature if temperature is not None else (0.05 if similarity == "cosine" else 1.0)
+    def _setup(self, options: RetrievalOptions) -> None:
+        self.pooling = options.pooling
+        self.similarity = options.similarity
+        self.query_max_length = min(options.query_max_length, self.length_limit)
+        self.passage_max_length = min(options.passage_max_length, self.length_limit)
+        default_temperature = 0.05 if options.similarity == "cosine" else 1.0
+        self.temperature = options.temperature if options.temperature is not None else default_temperature
+
+    def inference(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the ONNX graph computes: :meth:`embed`."""
+        return self.embed(features)
+
+    def example_features(self, queries: Sequence[str], passages: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A padded batch in the model's own tokenisation (ONNX tracing and parity checks): the passages."""
+        return self.tokenize(passages, self.passage_max_length)
 
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns: float tensor [batch, hidden], L2-normalised when similarity is cosine."""
@@ -491,26 +566,23 @@ class CrossEncoder(PetModel, PairScorer):
     The score head is task-specific and always trained (counted with the trainable parameters).
     """
 
-    task = "cross-encoder"
-    option_names = ("max_length", "loss")
+    task = "rerank"
+    options_class = RerankOptions
+    graph_output = "scores"
 
-    def __init__(
-        self,
-        backbone: str = DEFAULT_BACKBONE,
-        method: str = DEFAULT_METHOD,
-        pet_options: dict[str, Any] | None = None,
-        *,
-        max_length: int = 256,
-        loss: str = "listwise",
-        _loaded: tuple[nn.Module, Any] | None = None,
-    ):
-        if loss not in CROSS_ENCODER_LOSSES:
-            raise PetirError(f"unknown loss {loss!r}; choose from {', '.join(CROSS_ENCODER_LOSSES)}")
-        super().__init__(backbone, method, pet_options, _loaded=_loaded)
-        self.max_length = min(max_length, self.length_limit)
-        self.loss = loss
+    def _setup(self, options: RerankOptions) -> None:
+        self.max_length = min(options.max_length, self.length_limit)
+        self.loss = options.loss
         hidden = self.encoder.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(self.encoder.config.hidden_dropout_prob), nn.Linear(hidden, 1))
+
+    def inference(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the ONNX graph computes: :meth:`scores`."""
+        return self.scores(features)
+
+    def example_features(self, queries: Sequence[str], passages: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A padded batch in the model's own tokenisation (ONNX tracing and parity checks): the pairs."""
+        return self.tokenize(queries, self.max_length, pairs=passages)
 
     def scores(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns: float tensor [batch] of relevance scores (logits)."""
@@ -557,3 +629,7 @@ class CrossEncoder(PetModel, PairScorer):
         for (qid, docid), score in zip(pairs, scores.tolist(), strict=True):
             run[qid].append((docid, score))
         return {qid: sorted(hits, key=lambda hit: -hit[1]) for qid, hits in run.items()}
+
+
+#: Every task, by the name ``--task`` and config.json use: one model class each (its options, loss and inference).
+TASKS: dict[str, type[PetModel]] = PetModel._tasks

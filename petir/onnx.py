@@ -60,12 +60,6 @@ DEFAULT_OPSET = 17  # the first opset with a LayerNormalization operator (one no
 #: agree to ~1e-6; anything near this bound means an operator was exported wrongly, not rounding).
 PARITY_TOLERANCE = 1e-3
 
-#: What the graph computes for each task: the model's inference function and the name of its output.
-GRAPH_OUTPUTS: dict[type[PetModel], tuple[Callable[[PetModel, dict[str, torch.Tensor]], torch.Tensor], str]] = {
-    BiEncoder: (BiEncoder.embed, "embeddings"),
-    CrossEncoder: (CrossEncoder.scores, "scores"),
-}
-
 #: Texts for the traced example and the parity check: unequal lengths, so padding is in the traced graph.
 _CHECK_QUERIES = ["the cat sat on the mat with a protein", "gene", "cancer risk increase in a cell study"]
 _CHECK_PASSAGES = ["a dog sat", "protein cell gene study on the mat and the cat", "risk"]
@@ -78,27 +72,10 @@ class _InferenceGraph(nn.Module):
     def __init__(self, model: PetModel, input_names: Sequence[str]):
         super().__init__()
         self.model = model
-        self.function = _graph_output(model)[0]
         self.input_names = list(input_names)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.function(self.model, dict(zip(self.input_names, inputs, strict=True)))
-
-
-def _graph_output(model: PetModel) -> tuple[Callable, str]:
-    for task_class, output in GRAPH_OUTPUTS.items():
-        if isinstance(model, task_class):
-            return output
-    raise PetirError(
-        f"no ONNX graph is defined for {model.task} models; tasks: {', '.join(c.task for c in GRAPH_OUTPUTS)}"
-    )
-
-
-def _check_features(model: PetModel) -> dict[str, torch.Tensor]:
-    """A padded batch in the model's own tokenisation (pairs for a cross-encoder)."""
-    if isinstance(model, CrossEncoder):
-        return model.tokenize(_CHECK_QUERIES, model.max_length, pairs=_CHECK_PASSAGES)
-    return model.tokenize(_CHECK_PASSAGES, model.passage_max_length)
+        return self.model.inference(dict(zip(self.input_names, inputs, strict=True)))
 
 
 def export(
@@ -119,8 +96,8 @@ def export(
     config = PetModel.read_config(model_dir)
     target = Path(output) if output is not None else model_dir / ONNX_DIR
     model = PetModel.load(model_dir, backbone=backbone, device="cpu")
-    function, output_name = _graph_output(model)
-    features = _check_features(model)
+    output_name = model.graph_output
+    features = model.example_features(_CHECK_QUERIES, _CHECK_PASSAGES)
     input_names = list(features)
     graph = _InferenceGraph(model, input_names).eval()
 
@@ -148,7 +125,7 @@ def export(
                     do_constant_folding=True,
                 )
         with torch.inference_mode():
-            expected = function(model, features).float().numpy()
+            expected = model.inference(features).float().numpy()
         session = _session(staging / ONNX_FILE, "cpu")
         found = session.run(None, {name: tensor.numpy() for name, tensor in features.items()})[0]
         difference = float(np.abs(found - expected).max())
@@ -256,7 +233,7 @@ class OnnxModel:
             )
         task_class = OnnxModel._tasks.get(config["task"])
         if task_class is None or not issubclass(task_class, cls):
-            raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task or 'petir'} model")
+            raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task} model")
         # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
         # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
         tokenizer = AutoTokenizer.from_pretrained(model_dir, config=PretrainedConfig())

@@ -30,7 +30,8 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
-from petir.data import corpus_file, load_beir, read_qrels, resolve_beir
+from petir.data import read_qrels
+from petir.datasets import corpus_file, load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS, resolve

@@ -18,19 +18,17 @@ from petir.data import (
     Qrels,
     Queries,
     check_qrels,
-    corpus_file,
-    load_beir,
     read_corpus,
     read_qrels,
     read_queries,
     read_run,
     read_triples,
     relevant,
-    resolve_beir,
     split_dev,
 )
+from petir.datasets import corpus_file, load_beir, resolve_beir
 from petir.errors import PetirError
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import TASKS, PetModel
 from petir.pet import (
     BUDGETS,
     DEFAULT_BUDGET,
@@ -45,8 +43,6 @@ from petir.pet import (
 )
 from petir.sampling import GroupSampler, TrainingQuery, from_triples, training_queries
 from petir.trainer import TrainConfig, Trainer, main_process_first, set_seed
-
-TASKS: dict[str, type[PetModel]] = {"retrieval": BiEncoder, "rerank": CrossEncoder}
 
 EXAMPLES = """
 examples:
@@ -151,7 +147,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--task", choices=TASKS, default="retrieval", help="bi-encoder retriever or cross-encoder")
+    model.add_argument(
+        "--task", choices=TASKS, default="retrieval", help="retrieval: a bi-encoder; rerank: a cross-encoder"
+    )
     model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
     model.add_argument(
         "--method",
@@ -167,40 +165,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         f"(default: {DEFAULT_BUDGET} where the method has it); --pet options override it",
     )
     model.add_argument("--pet", action="append", default=[], metavar="KEY=VALUE", help="PET method option")
-    model.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="retrieval: token pooling")
-    model.add_argument("--similarity", choices=("cosine", "dot"), default="cosine", help="retrieval: score")
-    model.add_argument("--query-max-length", type=int, default=64, help="retrieval: query tokens")
-    model.add_argument("--passage-max-length", type=int, default=256, help="retrieval: passage tokens")
-    model.add_argument("--max-length", type=int, default=256, help="rerank: query+passage tokens")
-    model.add_argument("--loss", choices=("listwise", "pointwise"), default="listwise", help="rerank: loss")
+    _add_task_options(parser)
+
+    sampling = parser.add_argument_group("training groups")
+    sampling.add_argument("--batch-size", type=int, default=16, help="queries per micro-batch (per process)")
+    sampling.add_argument("--negatives", type=int, default=1, help="hard negatives per query (BM25, not relevant)")
+    sampling.add_argument("--negative-depth", type=int, default=30, help="run depth hard negatives are drawn from")
+    sampling.add_argument("--seed", type=int, default=42, help="seed for initialisation, sampling and dropout")
 
     train = parser.add_argument_group("optimisation")
-    train.add_argument("--steps", type=int, default=300, help="optimizer steps")
-    train.add_argument("--batch-size", type=int, default=16, help="queries per micro-batch (per process)")
-    train.add_argument("--negatives", type=int, default=1, help="hard negatives per query (BM25, not relevant)")
-    train.add_argument("--negative-depth", type=int, default=30, help="run depth hard negatives are drawn from")
-    train.add_argument("--grad-accumulation", type=int, default=1, help="micro-batches per optimizer step")
-    train.add_argument("--lr", type=float, help="learning rate (default: the method's, listed below)")
-    train.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up share of the steps")
-    train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    train.add_argument("--eval-every", type=int, default=50, help="dev evaluation interval in steps (0: at end)")
-    train.add_argument(
-        "--eval-budget",
-        type=float,
-        default=TrainConfig.eval_budget,
-        help="most share of training time that dev checks may take; scheduled checks past it are skipped "
-        "(the first and final ones always run)",
-    )
+    cli.add_dataclass_flags(train, TrainConfig)
     train.add_argument(
         "--threads",
         type=int,
         default=cli.default_threads(),
         help="CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other work)",
     )
-    train.add_argument("--save-every", type=int, default=100, help="checkpoint interval in steps")
-    train.add_argument("--seed", type=int, default=42, help="seed for initialisation, sampling and dropout")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA, or CPUs with bf16 support)")
     train.add_argument("--output", required=True, type=Path, help="run directory (model, checkpoint, logs)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     return parser
@@ -347,9 +327,13 @@ def describe_dev(data: TrainingData) -> str:
 
 
 #: Flags that only one task reads: giving one to the other task is an error, not silently ignored.
+#: Data flags that only one task reads.
+TASK_DATA_FLAGS = {"retrieval": ("dev_corpus",)}
+#: Flags that only one task reads (its options, and its own data flags): giving one to the other task is an error,
+#: not silently ignored.
 TASK_FLAGS = {
-    "retrieval": ("pooling", "similarity", "query_max_length", "passage_max_length", "dev_corpus"),
-    "rerank": ("max_length", "loss"),
+    task: (*(field.name for field in dataclasses.fields(task_class.options_class)), *TASK_DATA_FLAGS.get(task, ()))
+    for task, task_class in TASKS.items()
 }
 #: Flags that --triples makes meaningless (the triples bring passages and negatives).
 NOT_WITH_TRIPLES = (
@@ -371,14 +355,13 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.task == "retrieval":
-        return {
-            "pooling": args.pooling,
-            "similarity": args.similarity,
-            "query_max_length": args.query_max_length,
-            "passage_max_length": args.passage_max_length,
-        }
-    return {"max_length": args.max_length, "loss": args.loss}
+    return cli.dataclass_values(TASKS[args.task].options_class, args)
+
+
+def _add_task_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of each task's options dataclass: its default, choices and help live there alone."""
+    for task, task_class in TASKS.items():
+        cli.add_dataclass_flags(parser.add_argument_group(f"{task} options (--task {task})"), task_class.options_class)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -404,20 +387,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"within {args.eval_budget:.0%} of training time"
         )
     config = TrainConfig(
-        output_dir=args.output,
-        steps=args.steps,
-        learning_rate=args.lr if args.lr is not None else get_method(method).learning_rate,
-        batch_size=args.batch_size,
-        grad_accumulation=args.grad_accumulation,
-        warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay,
-        eval_every=args.eval_every,
-        eval_budget=args.eval_budget,
-        save_every=args.save_every,
-        seed=args.seed,
-        device=args.device,
-        bf16=args.bf16,
-        extra={"argv": list(argv) if argv is not None else sys.argv[1:], "task": args.task},
+        **{
+            **cli.dataclass_values(TrainConfig, args),
+            "output_dir": args.output,
+            "learning_rate": args.learning_rate if args.learning_rate is not None else get_method(method).learning_rate,
+            "extra": {"argv": list(argv) if argv is not None else sys.argv[1:], "task": args.task},
+        }
     )
     sampler = GroupSampler(data.train, data.corpus, args.batch_size, args.negatives, args.seed)
     evaluate = dev_evaluator(data) if data.dev_pools else None

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
-from petir.cli import progress, resolve_device
+from petir.cli import option, progress, resolve_device
 from petir.errors import PetirError
 from petir.files import staged_directory
 from petir.models import PetModel
@@ -48,28 +48,29 @@ TRAINER_STATE = "trainer_state.pt"
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``batch_size`` is queries per micro-batch and rank; the effective batch is
-    ``batch_size * grad_accumulation * world_size``."""
+    """Optimisation settings; each :func:`~petir.cli.option` field is also a ``petir.train`` flag. The sampler's
+    batch size is queries per micro-batch and rank; the effective batch is ``batch_size * grad_accumulation *
+    world_size``."""
 
     output_dir: Path
-    steps: int
-    learning_rate: float
-    batch_size: int = 16
-    grad_accumulation: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    eval_every: int = 0
-    #: Most share of training time that dev checks may take: a scheduled check that would exceed it is skipped (the
-    #: start and the final check always run). One BEIR set's 1,300-passage dev pool cost 146 s a check, more than
-    #: training itself at an interval of 15 steps.
-    eval_budget: float = 0.25
-    save_every: int = 100
-    log_every: int = 10
-    seed: int = 42
-    device: str = "auto"
-    bf16: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # recorded in summary.json (data, task options...)
+    steps: int = option(300, "optimizer steps")
+    learning_rate: float | None = option(None, "learning rate (None: the method's, listed below)", flag="--lr")
+    grad_accumulation: int = option(1, "micro-batches per optimizer step")
+    warmup_ratio: float = option(0.1, "linear warm-up share of the steps")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient norm clipping")
+    eval_every: int = option(50, "dev evaluation interval in steps (0: at the end only)")
+    #: One BEIR set's 1,300-passage dev pool cost 146 s a check, more than training itself at an interval of 15 steps.
+    eval_budget: float = option(
+        0.25,
+        "most share of training time that dev checks may take; scheduled checks past it are skipped (the first "
+        "and final ones always run)",
+    )
+    save_every: int = option(100, "checkpoint interval in steps")
+    log_every: int = option(10, "loss logging interval in steps")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    bf16: bool = option(False, "bfloat16 autocast (CUDA, or CPUs with bf16 support)")
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in summary.json (argv, task)
 
 
 def set_seed(seed: int) -> None:
@@ -252,7 +253,12 @@ class Trainer:
             "world_size": self.world_size,
             "parameters": self.model.parameter_report(),
             "final_dev": final_dev or self._last_dev(),
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
+            "config": {
+                **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
+                "batch_size": self.sampler.batch_size,
+                "negatives": self.sampler.negatives,
+                "seed": self.sampler.seed,
+            },
         }
         if self.is_main:
             self.model.save(self.output / MODEL_DIR)

@@ -16,19 +16,8 @@ from pathlib import Path
 
 from petir import cli
 from petir.bm25 import bm25_search, build_lucene_index
-from petir.data import (
-    Corpus,
-    Queries,
-    Run,
-    cache_root,
-    corpus_file,
-    load_beir,
-    read_run,
-    resolve_beir,
-    write_pyserini_collection,
-    write_qrels,
-    write_topics,
-)
+from petir.data import Corpus, Queries, Run, read_run, write_pyserini_collection, write_qrels, write_topics
+from petir.datasets import cache_root, corpus_file, load_beir, resolve_beir
 
 
 class Workspace:

@@ -12,7 +12,6 @@ import pytest
 from petir.data import (
     Document,
     check_qrels,
-    load_beir,
     read_corpus,
     read_qrels,
     read_queries,
@@ -25,6 +24,7 @@ from petir.data import (
     write_run,
     write_topics,
 )
+from petir.datasets import load_beir
 from petir.errors import DataError
 
 BEIR_CORPUS = (
@@ -328,7 +328,7 @@ def test_real_scifact_counts(shared_data):
 def test_resolve_beir_finds_local_copies_then_downloads_into_the_cache(tmp_path, monkeypatch):
     import zipfile
 
-    from petir import data
+    from petir import datasets
 
     source = tmp_path / "src" / "tinybeir"
     (source / "qrels").mkdir(parents=True)
@@ -338,19 +338,19 @@ def test_resolve_beir_finds_local_copies_then_downloads_into_the_cache(tmp_path,
     with zipfile.ZipFile(tmp_path / "tinybeir.zip", "w") as bundle:
         for file in source.rglob("*"):
             bundle.write(file, file.relative_to(source.parent))
-    monkeypatch.setattr(data, "BEIR_URL", tmp_path.as_uri() + "/{name}.zip")
+    monkeypatch.setattr(datasets, "BEIR_URL", tmp_path.as_uri() + "/{name}.zip")
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("PETIR_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert data.resolve_beir(source) == source  # a directory is used as given
-    downloaded = data.resolve_beir("tinybeir")
+    assert datasets.resolve_beir(source) == source  # a directory is used as given
+    downloaded = datasets.resolve_beir("tinybeir")
     assert downloaded == tmp_path / "cache" / "datasets" / "tinybeir"
-    assert data.load_beir(downloaded).qrels == {"q1": {"d1": 1}}
+    assert datasets.load_beir(downloaded).qrels == {"q1": {"d1": 1}}
     (tmp_path / "tinybeir.zip").unlink()
-    assert data.resolve_beir("tinybeir") == downloaded  # the cached copy, no second download
+    assert datasets.resolve_beir("tinybeir") == downloaded  # the cached copy, no second download
     monkeypatch.setenv("PETIR_DATA", str(tmp_path / "src"))
-    assert data.resolve_beir("tinybeir") == source
+    assert datasets.resolve_beir("tinybeir") == source
     with pytest.raises(DataError, match="cannot download BEIR dataset 'nosuch'"):
-        data.resolve_beir("nosuch")
+        datasets.resolve_beir("nosuch")
     with pytest.raises(DataError, match="no such dataset directory"):
-        data.resolve_beir(tmp_path / "missing" / "dir")
+        datasets.resolve_beir(tmp_path / "missing" / "dir")

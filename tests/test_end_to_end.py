@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import data_root, flags, run_cli
-from petir.data import load_beir, write_pyserini_collection, write_qrels, write_topics
+from petir.data import write_pyserini_collection, write_qrels, write_topics
+from petir.datasets import load_beir
 from petir.evaluate import trec_eval
 from petir.rerank import main as rerank_main
 from petir.train import main as train_main

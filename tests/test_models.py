@@ -43,7 +43,7 @@ def test_bi_encoder_round_trip_stores_only_trained_tensors(tiny_backbone, tmp_pa
 def test_saved_config_explains_the_directory(tiny_backbone, tmp_path):
     model = BiEncoder(str(tiny_backbone), "iaa", {"placement": "model", "ar": "8"}, pooling="cls")
     config = json.loads((model.save(tmp_path / "m") / "config.json").read_text())
-    assert config["model_type"] == "petir" and config["task"] == "bi-encoder"
+    assert config["model_type"] == "petir" and config["task"] == "retrieval"
     assert config["pet_method"] == "iaa"
     assert config["pet_config"]["placement"] == "model" and config["pet_config"]["ar"] == 8
     assert config["pooling"] == "cls" and config["similarity"] == "cosine"
@@ -63,7 +63,7 @@ def test_loading_onto_a_different_backbone_is_refused(tiny_backbone, tmp_path):
 
 def test_a_cross_encoder_directory_is_not_a_bi_encoder(tiny_backbone, tmp_path):
     CrossEncoder(str(tiny_backbone), "lora").save(tmp_path / "reranker")
-    with pytest.raises(PetirError, match="holds a cross-encoder model, not a bi-encoder model"):
+    with pytest.raises(PetirError, match="holds a rerank model.*not a retrieval model"):
         BiEncoder.load(tmp_path / "reranker")
     with pytest.raises(PetirError, match="not a petir model directory"):
         PetModel.load(tmp_path)

@@ -94,7 +94,7 @@ def test_cli_writes_graph_and_config_where_the_loader_looks(tiny_backbone, tmp_p
     main([str(model_dir), "--opset", "18"])
     assert "max |onnxruntime - torch|" in capsys.readouterr().out
     config = json.loads((model_dir / "onnx" / ONNX_CONFIG_FILE).read_text())
-    assert config["task"] == "bi-encoder" and config["opset"] == 18 and config["output"] == "embeddings"
+    assert config["task"] == "retrieval" and config["opset"] == 18 and config["output"] == "embeddings"
     assert config["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]
     assert config["petir_config"] == PetModel.read_config(model_dir)
     elsewhere = tmp_path / "exports" / "m"
@@ -114,7 +114,7 @@ def test_missing_export_says_how_to_make_one(tiny_backbone, tmp_path):
 def test_an_export_of_an_older_model_or_of_the_other_task_is_refused(tiny_backbone, tmp_path):
     model_dir = saved_model(CrossEncoder, tiny_backbone, tmp_path / "model", "lora", {})
     export(model_dir)
-    with pytest.raises(PetirError, match="holds a cross-encoder model, not a bi-encoder model"):
+    with pytest.raises(PetirError, match="holds a rerank model.*not a retrieval model"):
         OnnxBiEncoder.load(model_dir)
     elsewhere, _ = export(model_dir, tmp_path / "exported")
     # Saving replaces MODEL_DIR, default export included; one kept elsewhere must notice the re-training.

@@ -29,7 +29,7 @@ QUERIES = [
 def make_trainer(backbone: Path, output: Path, steps: int = 6, task=BiEncoder, **overrides) -> Trainer:
     set_seed(11)
     model = task(str(backbone), "iaa", {"r": "4", "ar": "4"})
-    config = TrainConfig(output_dir=output, steps=steps, learning_rate=1e-2, batch_size=4, save_every=2, log_every=1)
+    config = TrainConfig(output_dir=output, steps=steps, learning_rate=1e-2, save_every=2, log_every=1, eval_every=0)
     for key, value in overrides.items():
         setattr(config, key, value)
     sampler = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=1, seed=3)
@@ -188,3 +188,47 @@ def test_metrics_log_drops_a_record_torn_by_a_crash_and_refuses_garbage(tmp_path
     path.write_text('{"step": 1}\nnot json\n')
     with pytest.raises(PetirError, match="not a petir metrics log"):
         read_metrics(path)
+
+
+def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(tiny_backbone, tmp_path):
+    """``petir.train`` killed with SIGKILL (no handler runs: mid-step, mid-log, mid-checkpoint), resumed each time,
+    ends with exactly the weights of a run that was never interrupted."""
+    import random
+
+    triples = tmp_path / "triples.tsv"
+    lines = [f"{q.text}\t{CORPUS[q.positives[0]].contents}\t{CORPUS[q.negatives[0]].contents}" for q in QUERIES]
+    triples.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(output: Path, resume: bool) -> list[str]:
+        argv = [sys.executable, "-m", "petir.train", "--triples", str(triples), "--backbone", str(tiny_backbone)]
+        argv += ["--method", "iaa-l", "--steps", "30", "--batch-size", "4", "--dev-queries", "0", "--seed", "5"]
+        argv += ["--save-every", "1", "--device", "cpu", "--threads", "1", "--output", str(output)]
+        return argv + (["--resume"] if resume else [])
+
+    reference = subprocess.run(command(tmp_path / "reference", False), env=env, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    killed = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    while not (killed / SUMMARY_FILE).exists():
+        process = subprocess.Popen(
+            command(killed, (killed / CHECKPOINT_DIR).exists()),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if kills < 4:
+            try:
+                process.wait(timeout=rng.uniform(4.0, 9.0))  # start-up takes a few seconds; then steps and saves
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
+    assert kills == 4
+    expected, found = trained_state(tmp_path / "reference"), trained_state(killed)
+    assert expected.keys() == found.keys()
+    assert all(torch.equal(expected[name], found[name]) for name in expected)
