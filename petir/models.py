@@ -346,11 +346,17 @@ class TextEncoder:
     ) -> np.ndarray:
         """The retrieval score of aligned (query, passage) pairs (cosine or dot, as trained): a bi-encoder used as a
         re-ranker, with each distinct query encoded once. Returns: float32 array [len(queries)]."""
-        distinct = list(dict.fromkeys(queries))
+        query_vectors, query_rows = self._encode_distinct(queries, "query", batch_size, False)
+        passage_vectors, passage_rows = self._encode_distinct(passages, "passage", batch_size, progress)
+        return (query_vectors[query_rows] * passage_vectors[passage_rows]).sum(-1).astype(np.float32)
+
+    def _encode_distinct(
+        self, texts: Sequence[str], kind: str, batch_size: int, progress: bool
+    ) -> tuple[np.ndarray, list[int]]:
+        """Vectors of the distinct texts (a first stage repeats passages across queries), and each text's row."""
+        distinct = list(dict.fromkeys(texts))
         row = {text: i for i, text in enumerate(distinct)}
-        query_vectors = self.encode(distinct, "query", batch_size)
-        passage_vectors = self.encode(list(passages), "passage", batch_size, progress)
-        return (query_vectors[[row[text] for text in queries]] * passage_vectors).sum(-1).astype(np.float32)
+        return self.encode(distinct, kind, batch_size, progress), [row[text] for text in texts]
 
 
 class PairScorer:

@@ -296,7 +296,7 @@ class Study:
         ]
         for stage, run_file in first_stages.items():  # the baseline a user tries first: the backbone's own cosine
             reranked = self.rerank_run(run_file, Path(self._backbone_dir()), self.root / "rerank" / "cosine", stage)
-            rows.append({"method": "cosine", "first_stage": stage, "seed": "", **self.evaluate(reranked)})
+            rows += self._rerank_rows({"method": "cosine", "seed": ""}, stage, run_file, reranked)
         task_args = cli.flags(max_length=self.s.rerank_max_length, negatives=self.s.rerank_negatives)
         for variant in variants:
             for seed in seeds if variant in seed_variants else seeds[:1]:
@@ -305,9 +305,22 @@ class Study:
                     if stage != "bm25" and seed != seeds[0]:
                         continue  # seeds are compared on the BM25 run only (CPU time)
                     reranked = self.rerank_run(run_file, run_dir / MODEL_DIR, run_dir, stage)
-                    row = self._row(variant, seed, run_dir, self.evaluate(reranked))
-                    rows.append({**row, "first_stage": stage})
+                    rows += self._rerank_rows(self._row(variant, seed, run_dir, {}), stage, run_file, reranked)
         return rows
+
+    def _rerank_rows(self, row: dict[str, Any], stage: str, first_stage: Path, reranked: Path) -> list[dict]:
+        """The re-ranked run's row, and the row of its reciprocal-rank fusion with the first stage (the stock
+        ``pyserini.fusion --method rrf`` over the re-ranked depth): a re-ranker that knows something the first stage
+        does not helps fused even where it loses alone."""
+        fused = self.produce(
+            reranked.with_name(reranked.stem + ".rrf.trec"),
+            *("pyserini.fusion", "--runs", first_stage, reranked, "--method", "rrf"),
+            *cli.flags(depth=self.s.rerank_depth, k=self.s.hits, output="OUTPUT"),
+        )
+        return [
+            {**row, "first_stage": stage, **self.evaluate(reranked)},
+            {**row, "first_stage": f"{stage} + RRF", **self.evaluate(fused)},
+        ]
 
     def rerank_run(self, run_file: Path, model: Path, directory: Path, stage: str) -> Path:
         """``petir.rerank`` of ``run_file``'s top ``--rerank-depth`` with ``model``, into ``directory``."""
