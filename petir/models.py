@@ -31,7 +31,7 @@ import petir
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.data import Corpus, Queries, Run
-from petir.errors import ModelMismatchError, PetirError
+from petir.errors import ModelMismatchError, PetirError, check_choice
 from petir.files import staged_directory
 from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, make_config, saved_method_name
 from petir.sampling import Group
@@ -450,9 +450,8 @@ def make_options(options_class: type, values: dict[str, Any]) -> Any:
     if unknown:
         raise PetirError(f"{options_class.__name__} has no option {', '.join(unknown)}; options: {', '.join(fields)}")
     for name, value in values.items():
-        choices = fields[name].metadata.get("choices")
-        if choices and value not in choices:
-            raise PetirError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+        if fields[name].metadata.get("choices"):
+            check_choice(name, value, fields[name].metadata["choices"])
     return options_class(**values)
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 import petir
 from petir.cli import HelpFormatter, resolve_device, run
-from petir.errors import PetirError
+from petir.errors import PetirError, check_choice
 from petir.files import staged_directory
 from petir.models import (
     STATE_FILE,
@@ -299,8 +299,7 @@ def load_inference_model(
     """The saved model as a :class:`BiEncoder`/:class:`CrossEncoder` (backend "torch") or its ONNX twin
     (backend "onnx", which needs ``python -m petir.onnx MODEL_DIR`` first); both have the same ``encode`` or
     ``score`` signature."""
-    if backend not in BACKENDS:
-        raise PetirError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    check_choice("backend", backend, BACKENDS)
     return BACKENDS[backend](model_dir, device)
 
 

@@ -108,3 +108,16 @@ TINY_PASSAGES = [
     "gene risk",
     "study on cell",
 ]
+
+
+def perturb(model, seed: int = 3):
+    """Move every trainable tensor off its start (zero up-projections would hide a module that is lost or
+    misplaced), as training would; returns the model."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_tiny_backbone
+from conftest import make_tiny_backbone, perturb
 from petir.errors import ModelMismatchError, PetirError
 from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, false_negatives
 from petir.pet import METHODS, count_parameters
@@ -17,15 +17,6 @@ from petir.sampling import Group
 
 TEXTS = ["the cat sat on the mat", "a dog", "protein cell gene"]
 GROUPS = [Group("the cat", ["cat sat on the mat", "dog"]), Group("cancer risk", ["cancer risk increase", "a mat"])]
-
-
-def perturb(model: PetModel) -> None:
-    """Give every trainable tensor non-default values, as training would."""
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn_like(parameter) * 0.1)
 
 
 @pytest.mark.parametrize("method", list(METHODS))

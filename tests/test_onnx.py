@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import PET_IDS, PET_VARIANTS
+from conftest import PET_IDS, PET_VARIANTS, perturb
 from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
 from petir.onnx import (
@@ -38,13 +37,7 @@ TOLERANCE = 1e-4
 def saved_model(task_class: type[PetModel], backbone, directory, method: str, options: dict):
     """A model with every trainable tensor moved off its initial value (zero-initialised modules would hide
     an export that drops them), saved to ``directory``."""
-    model = task_class(str(backbone), method, options)
-    torch.manual_seed(11)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model.save(directory)
+    return perturb(task_class(str(backbone), method, options), seed=11).save(directory)
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> float:

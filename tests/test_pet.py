@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from conftest import PET_IDS, PET_VARIANTS
+from conftest import PET_IDS, PET_VARIANTS, perturb
 from petir.errors import PetirError
 from petir.pet import (
     METHODS,
@@ -214,18 +214,8 @@ def _recorder(records: dict, key: str):
     return hook
 
 
-def _nonzero(model: BertModel) -> BertModel:
-    """Move every trainable tensor off its (zero) start, so that no aside output is trivially zero."""
-    torch.manual_seed(5)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
-
-
 def test_iaa_l_aside_reads_each_layer_input_and_is_added_after_its_last_add_and_norm():
-    model = _nonzero(with_method(tiny_bert(layers=3), "iaa", {"placement": "layer", "r": 4, "ar": 6}))
+    model = perturb(with_method(tiny_bert(layers=3), "iaa", {"placement": "layer", "r": 4, "ar": 6}))
     blocks = list(model.encoder.layer)
     assert all(isinstance(block, BesideBlock) for block in blocks)
     records: dict = {}
@@ -245,7 +235,7 @@ def test_iaa_l_aside_reads_each_layer_input_and_is_added_after_its_last_add_and_
 
 
 def test_iaa_s_aside_reads_each_sublayer_input_and_is_added_after_its_add_and_norm():
-    model = _nonzero(with_method(tiny_bert(layers=2), "iaa", {"placement": "sublayer", "r": 4, "ar": 6}))
+    model = perturb(with_method(tiny_bert(layers=2), "iaa", {"placement": "sublayer", "r": 4, "ar": 6}))
     records: dict = {}
     for i, layer in enumerate(model.encoder.layer):
         layer.attention.register_forward_hook(_recorder(records, f"attention{i}"))
@@ -268,7 +258,7 @@ def test_iaa_s_aside_reads_each_sublayer_input_and_is_added_after_its_add_and_no
 
 
 def test_iaa_m_aside_runs_from_the_embeddings_to_the_last_layer_output():
-    model = _nonzero(with_method(tiny_bert(layers=3), "iaa", {"placement": "model", "r": 4, "ar": 6}))
+    model = perturb(with_method(tiny_bert(layers=3), "iaa", {"placement": "model", "r": 4, "ar": 6}))
     assert isinstance(model.encoder, BesideBlock)
     records: dict = {}
     model.embeddings.register_forward_hook(_recorder(records, "embeddings"))
@@ -282,7 +272,7 @@ def test_iaa_m_aside_runs_from_the_embeddings_to_the_last_layer_output():
 
 
 def test_mam_adds_a_scaled_parallel_adapter_before_the_ffn_layer_norm_and_a_prefix_in_attention():
-    model = _nonzero(with_method(tiny_bert(), "mam", {"num_prefix": 3, "bottleneck": 4, "scaling": 4.0}))
+    model = perturb(with_method(tiny_bert(), "mam", {"num_prefix": 3, "bottleneck": 4, "scaling": 4.0}))
     for layer in model.encoder.layer:
         sublayer = layer.output
         assert sublayer.parallel is not None and sublayer.serial is None and sublayer.aside is None

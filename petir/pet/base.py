@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from petir.errors import PetirError
+from petir.errors import PetirError, check_choice
 
 
 @dataclass
@@ -127,8 +127,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.G
 
 
 def activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise PetirError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    check_choice("activation", name, ACTIVATIONS)
     return ACTIVATIONS[name]()
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.errors import PetirError
+from petir.errors import check_choice
 from petir.pet.base import (
     SUBLAYERS,
     BesideBlock,
@@ -54,10 +54,8 @@ class IaaConfig(PetConfig):
 
 
 def apply_iaa(model: nn.Module, config: IaaConfig) -> None:
-    if config.placement not in PLACEMENTS:
-        raise PetirError(f"unknown placement {config.placement!r}; choose from {', '.join(PLACEMENTS)}")
-    if config.init not in INITS:
-        raise PetirError(f"unknown init {config.init!r}; choose from {', '.join(INITS)}")
+    check_choice("placement", config.placement, PLACEMENTS)
+    check_choice("init", config.init, INITS)
     freeze(model)
     up_std = INITS[config.init]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from petir.errors import PetirError
+from petir.errors import check_choice
 from petir.pet.base import (
     Bottleneck,
     PetConfig,
@@ -189,10 +189,8 @@ class EncoderWithSideReadout(nn.Module):
 
 
 def apply_linked(model: nn.Module, config: LinkedConfig) -> None:
-    if config.topology not in TOPOLOGIES:
-        raise PetirError(f"unknown topology {config.topology!r}; choose from {', '.join(TOPOLOGIES)}")
-    if config.link_init not in LINK_INITS:
-        raise PetirError(f"unknown link_init {config.link_init!r}; choose from {', '.join(LINK_INITS)}")
+    check_choice("topology", config.topology, TOPOLOGIES)
+    check_choice("link_init", config.link_init, LINK_INITS)
     freeze(model)
     chain = Chain()
     sites = list(sublayer_outputs(model, config.positions))
