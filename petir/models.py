@@ -38,6 +38,7 @@ from petir.sampling import Group
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "petir_state.safetensors"
+CARD_FILE = "README.md"
 MODEL_TYPE = "petir"
 
 
@@ -172,13 +173,18 @@ class PetModel(nn.Module):
             **self.options(),
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model atomically: a crash mid-save leaves the previous directory intact."""
+    def save(self, directory: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
+        """Write the model atomically (a crash mid-save leaves the previous directory intact), with its model card
+        (``README.md``; ``training`` says how it was trained, see :func:`petir.card.model_card`)."""
+        from petir.card import model_card
+
+        config = self.config_dict()
         with staged_directory(directory) as staging:
             state = {name: t.to("cpu").contiguous() for name, t in self.trainable_state_dict().items()}
             save_file(state, staging / STATE_FILE, metadata={"petir_method": self.method})
-            (staging / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
             self.tokenizer.save_pretrained(staging)
+            (staging / CARD_FILE).write_text(model_card(config, training))
         return Path(directory)
 
     @staticmethod

@@ -261,7 +261,7 @@ class Trainer:
             },
         }
         if self.is_main:
-            self.model.save(self.output / MODEL_DIR)
+            self.model.save(self.output / MODEL_DIR, training={**summary, "argv": self.config.extra.get("argv", [])})
             _write_json(self.output / SUMMARY_FILE, summary)
         _barrier(self.world_size)
         return summary

@@ -87,6 +87,10 @@ def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
     assert [r["step"] for r in records if "dev" in r] == [0, 3, 6]
     assert summary["steps"] == 6 and summary["final_dev"] == {"ndcg@10": 0.5}
     assert json.loads((tmp_path / SUMMARY_FILE).read_text())["parameters"]["trainable"] > 0
+    card = (tmp_path / MODEL_DIR / "README.md").read_text()  # the model card says what the directory holds
+    for text in ("# petir retrieval model: iaa-l", "Ma et al., CIKM 2022", "6 optimizer steps", "ndcg@10 0.5"):
+        assert text in card, text
+    assert "python -m pyserini.search.faiss" in card
     assert isinstance(PetModel.load(tmp_path / MODEL_DIR), BiEncoder)
 
 

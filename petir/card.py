@@ -1,0 +1,78 @@
+"""Model cards: the README.md of every saved model directory, so a directory found on a disk or a hub explains itself:
+what it is (task, method, budget, backbone), how it was trained, and how to use it with Pyserini and petir."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from petir.pet import get_method, make_config, variant_of
+
+
+def budget_preset(method: str, pet_config: dict[str, Any]) -> str | None:
+    """The paper's budget preset whose widths ``pet_config`` has, if any (``"0.5"``, ``"6.7"``)."""
+    variant = variant_of(method, make_config(method, pet_config))
+    for budget, preset in variant.budgets.items():
+        if all(pet_config.get(key) == value for key, value in preset.items()):
+            return budget
+    return None
+
+
+def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -> str:
+    """The card of a model whose ``config.json`` is ``config``; ``training`` (argv, steps, final_dev, wall_time_s)
+    adds how it was trained."""
+    method = get_method(config["pet_method"])
+    variant = variant_of(method.name, make_config(method.name, config["pet_config"])).name
+    budget = budget_preset(method.name, config["pet_config"])
+    parameters = config["parameters"]
+    options = ", ".join(f"{key}={value}" for key, value in config["pet_config"].items()) or "none"
+    lines = [
+        f"# petir {config['task']} model: {variant} on {config['backbone']}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| task | {config['task']} ({'bi-encoder' if config['task'] == 'retrieval' else 'cross-encoder'}) |",
+        f"| PET method | `{variant}` ({method.summary}; from {method.reference}) |",
+        f"| options | {options} |",
+        f"| budget preset | {budget + ' % (the paper’s widths for BERT-base)' if budget else 'none (custom widths)'} |",
+        f"| trainable | {parameters['trainable']:,} parameters, {parameters['percent']:.3f} % of the backbone |",
+        f"| backbone | `{config['backbone']}` (fingerprint `{config['backbone_fingerprint']}`) |",
+        f"| petir | {config.get('petir_version', '?')} |",
+    ]
+    if training:
+        dev = training.get("final_dev")
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"`python -m petir.train {' '.join(shlex.quote(a) for a in training.get('argv', []))}`",
+            "",
+            f"{training['steps']} optimizer steps in {training['wall_time_s']:.0f} s of training"
+            + (f"; final dev {', '.join(f'{k} {v}' for k, v in dev.items())}" if dev else "; no dev set")
+            + ".",
+        ]
+    lines += ["", "## Use", "", *_usage(config["task"]), ""]
+    lines += [
+        "Only the trained tensors are stored (`petir_state.safetensors`); the backbone is loaded by name and checked "
+        "against the fingerprint. Loading needs petir (`pip install petir`): its PET modules are not standard "
+        "Hugging Face layers.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _usage(task: str) -> list[str]:
+    if task == "retrieval":
+        return [
+            "```bash",
+            "python -m pyserini.encode input --corpus COLLECTION output --embeddings INDEX --to-faiss \\",
+            "    encoder --encoder THIS_DIR --device cpu",
+            "python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR --output run.trec",
+            "```",
+        ]
+    return [
+        "```bash",
+        "python -m petir.rerank --run FIRST_STAGE.trec --topics TOPICS --index LUCENE_INDEX --model THIS_DIR \\",
+        "    --output reranked.trec",
+        "```",
+    ]
