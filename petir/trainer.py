@@ -43,6 +43,7 @@ CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+BOARD_DIR = "tensorboard"
 TRAINER_STATE = "trainer_state.pt"
 
 
@@ -68,6 +69,11 @@ class TrainConfig:
     )
     save_every: int = option(100, "checkpoint interval in steps")
     log_every: int = option(10, "loss logging interval in steps")
+    report_to: str = option(
+        "none",
+        "also log loss, learning rate and dev metrics for TensorBoard (OUTPUT/tensorboard; pip install tensorboard)",
+        ("none", "tensorboard"),
+    )
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     bf16: bool = option(False, "bfloat16 autocast (CUDA, or CPUs with bf16 support)")
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in summary.json (argv, task)
@@ -121,6 +127,7 @@ class Trainer:
         self._last_check_seconds = 0.0
         self._warned_budget = False
         self._dev_step: int | None = None  # the step of the latest dev check
+        self._board: Any = None  # the TensorBoard writer, while training
 
     @property
     def is_main(self) -> bool:
@@ -135,6 +142,7 @@ class Trainer:
         elif (self.output / CHECKPOINT_DIR).exists():
             raise PetirError(f"{self.output} already holds a run; pass --resume to continue it or pick a new --output")
         self._truncate_log()
+        self._board = self._open_board()
         if self.step == 0 and self.config.eval_every:
             self._evaluate()  # the starting point of the dev curve
         self.model.train()
@@ -263,6 +271,8 @@ class Trainer:
         if self.is_main:
             self.model.save(self.output / MODEL_DIR, training={**summary, "argv": self.config.extra.get("argv", [])})
             _write_json(self.output / SUMMARY_FILE, summary)
+        if self._board is not None:
+            self._board.close()
         _barrier(self.world_size)
         return summary
 
@@ -271,6 +281,22 @@ class Trainer:
         if self.is_main:
             with open(self.output / METRICS_FILE, "a") as log:
                 log.write(json.dumps({"step": self.step, "elapsed_s": round(self.elapsed, 2), **record}) + "\n")
+        if self._board is not None:
+            scalars = {f"train/{k}": v for k, v in record.items() if k in ("loss", "lr")}
+            scalars.update({f"dev/{k}": v for k, v in (record.get("dev") or {}).items()})
+            for tag, value in scalars.items():
+                self._board.add_scalar(tag, value, self.step)
+            self._board.flush()
+
+    def _open_board(self) -> Any:
+        """A TensorBoard writer (``--report-to tensorboard``) on rank 0; events past the resumed step are purged."""
+        if self.config.report_to != "tensorboard" or not self.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise PetirError("--report-to tensorboard needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.output / BOARD_DIR), purge_step=self.step)
 
     def _truncate_log(self) -> None:
         """Drop log records written after the checkpoint we resume from (or all, on a fresh start)."""

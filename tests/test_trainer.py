@@ -236,3 +236,14 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(
     expected, found = trained_state(tmp_path / "reference"), trained_state(killed)
     assert expected.keys() == found.keys()
     assert all(torch.equal(expected[name], found[name]) for name in expected)
+
+
+def test_report_to_tensorboard_logs_loss_and_dev_metrics(tiny_backbone, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_trainer(tiny_backbone, tmp_path, steps=4, eval_every=2, report_to="tensorboard").train()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "dev/ndcg@10"} <= set(events.Tags()["scalars"])
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [event.step for event in events.Scalars("dev/ndcg@10")] == [0, 2, 4]
