@@ -67,6 +67,7 @@ class StudySettings:
     steps: int
     batch_size: int
     eval_every: int
+    eval_budget: float
     train_passage_length: int
     dev_queries: int
     dev_depth: int
@@ -202,6 +203,7 @@ class Study:
             *(cli.flags(budget=budget) if budget else []),
             *pet,
             *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
+            *cli.flags(eval_budget=self.s.eval_budget),
             *self._dev_flags(),
             *cli.flags(threads=self.s.threads, output=run_dir),
             *task_args,
@@ -404,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=150, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=16, help="queries per training batch")
     parser.add_argument("--eval-every", type=int, default=15, help="dev evaluation interval (convergence curves)")
+    parser.add_argument(
+        "--eval-budget", type=float, default=0.25, help="most share of training time dev checks may take (petir.train)"
+    )
     parser.add_argument("--train-passage-length", type=int, default=128, help="passage tokens in training")
     parser.add_argument("--dev-queries", type=int, default=50, help="training queries held out as dev set")
     parser.add_argument(
@@ -437,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         eval_every=args.eval_every,
+        eval_budget=args.eval_budget,
         train_passage_length=args.train_passage_length,
         dev_queries=args.dev_queries,
         dev_depth=args.dev_depth,
