@@ -70,7 +70,11 @@ class Variant:
 class PetMethod:
     """A registry entry: the method's name, its config class, the function that applies it, where it comes from,
     the learning rate it trains well with (PET modules start from zero or random values and need far larger steps
-    than pretrained weights), and its named variants (at least one)."""
+    than pretrained weights), and its named variants (at least one).
+
+    ``merge`` folds the trained modules into the backbone's own weights, leaving a standard model (for
+    ``python -m petir.export``); it is ``None`` for methods whose modules have no place in a standard model.
+    """
 
     name: str
     config_class: type[PetConfig]
@@ -79,6 +83,11 @@ class PetMethod:
     reference: str
     learning_rate: float
     variants: tuple[Variant, ...]
+    merge: Callable[[nn.Module], None] | None = None
+
+
+def nothing_to_merge(model: nn.Module) -> None:
+    """The ``merge`` of methods that train the backbone's own weights (full fine-tuning, BitFit)."""
 
 
 def freeze(model: nn.Module) -> None:

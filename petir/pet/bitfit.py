@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.pet.base import PetConfig, PetMethod, Variant, freeze
+from petir.pet.base import PetConfig, PetMethod, Variant, freeze, nothing_to_merge
 
 
 @dataclass
@@ -32,4 +32,5 @@ METHOD = PetMethod(
     reference="Ben Zaken et al., ACL 2022",
     learning_rate=1e-3,
     variants=(Variant("bitfit", budgets={"0.5": {}}),),
+    merge=nothing_to_merge,
 )

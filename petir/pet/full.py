@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.pet.base import PetConfig, PetMethod, Variant
+from petir.pet.base import PetConfig, PetMethod, Variant, nothing_to_merge
 
 
 @dataclass
@@ -27,4 +27,5 @@ METHOD = PetMethod(
     reference="the reference every PET method is measured against",
     learning_rate=2e-5,
     variants=(Variant("full"),),
+    merge=nothing_to_merge,
 )

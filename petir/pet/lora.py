@@ -39,6 +39,17 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> None:
         parameter.requires_grad_("lora_" in name)
 
 
+def merge_lora(model: nn.Module) -> None:
+    """Fold every ``W + (alpha/r) B A`` into ``W`` and put the plain linear layers back (PEFT's merge)."""
+    from peft.tuners.lora import LoraLayer
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LoraLayer):
+                child.merge()
+                setattr(parent, child_name, child.get_base_layer())
+
+
 METHOD = PetMethod(
     "lora",
     LoraConfig,
@@ -47,4 +58,5 @@ METHOD = PetMethod(
     reference="Hu et al., ICLR 2022",
     learning_rate=5e-4,
     variants=(Variant("lora", budgets={"0.5": {"r": 16}, "6.7": {"r": 200}}),),
+    merge=merge_lora,
 )
