@@ -339,8 +339,8 @@ class TextEncoder:
         ("query" or "passage") picks the trained max length in tokens unless ``max_length`` overrides it."""
         max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
         return _in_batches(
-            lambda batch: self._embed_batch(texts[batch], max_length),
-            len(texts),
+            lambda rows: self._embed_batch([texts[i] for i in rows], max_length),
+            [len(text) for text in texts],
             batch_size,
             f"encoding {kind}s",
             progress,
@@ -376,8 +376,8 @@ class PairScorer:
     ) -> np.ndarray:
         """Returns: float32 array [len(queries)] of scores (logits) for the aligned (query, passage) pairs."""
         return _in_batches(
-            lambda batch: self._score_batch(queries[batch], passages[batch]),
-            len(queries),
+            lambda rows: self._score_batch([queries[i] for i in rows], [passages[i] for i in rows]),
+            [len(query) + len(passage) for query, passage in zip(queries, passages, strict=True)],
             batch_size,
             "re-ranking",
             progress,
@@ -386,18 +386,26 @@ class PairScorer:
 
 
 def _in_batches(
-    compute: Callable[[slice], np.ndarray],
-    count: int,
+    compute: Callable[[list[int]], np.ndarray],
+    lengths: Sequence[int],
     batch_size: int,
     desc: str,
     progress: bool,
     empty_shape: tuple[int, ...],
 ) -> np.ndarray:
+    """``compute`` over batches of items of similar length (sorted by ``lengths``, in characters, so a batch pads
+    little), the results put back in input order. Padding never changes a result (a test checks it)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
     chunks = [
-        compute(slice(start, start + batch_size))
-        for start in cli.progress(range(0, count, batch_size), desc=desc, disable=not progress)
+        compute(order[start : start + batch_size])
+        for start in cli.progress(range(0, len(order), batch_size), desc=desc, disable=not progress)
     ]
-    return np.concatenate(chunks) if chunks else np.zeros(empty_shape, dtype=np.float32)
+    if not chunks:
+        return np.zeros(empty_shape, dtype=np.float32)
+    results = np.concatenate(chunks)
+    restored = np.empty_like(results)
+    restored[order] = results
+    return restored
 
 
 def false_negatives(groups: Sequence[Group], in_batch: bool) -> torch.Tensor:

@@ -53,6 +53,8 @@ from petir.models import (
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
+#: The same graph with int8 weights (onnxruntime's dynamic quantisation: activations are quantised on the fly).
+INT8_FILE = "model.int8.onnx"
 ONNX_CONFIG_FILE = "onnx_config.json"
 ONNX_FORMAT = "petir-onnx"
 DEFAULT_OPSET = 17  # the first opset with a LayerNormalization operator (one node, not seven)
@@ -126,9 +128,8 @@ def export(
                 )
         with torch.inference_mode():
             expected = model.inference(features).float().numpy()
-        session = _session(staging / ONNX_FILE, "cpu")
-        found = session.run(None, {name: tensor.numpy() for name, tensor in features.items()})[0]
-        difference = float(np.abs(found - expected).max())
+        inputs = {name: tensor.numpy() for name, tensor in features.items()}
+        difference = float(np.abs(_session(staging / ONNX_FILE, "cpu").run(None, inputs)[0] - expected).max())
         if not difference <= PARITY_TOLERANCE:
             raise PetirError(
                 f"the ONNX export of {model_dir} differs from the torch model by {difference:.2e} "
@@ -144,6 +145,7 @@ def export(
             "inputs": input_names,
             "output": output_name,
             "parity_max_abs_diff": difference,
+            "int8_max_abs_diff": _quantize(staging, inputs, expected),
             "state_sha256": _state_digest(model_dir),
             "petir_config": config,
         }
@@ -161,6 +163,22 @@ def _state_digest(model_dir: Path) -> str:
 
 
 # -- onnxruntime inference -------------------------------------------------------------------------------------
+def _quantize(directory: Path, inputs: dict[str, np.ndarray], expected: np.ndarray) -> float:
+    """Write the int8 twin of ``directory/model.onnx`` (weights of every MatMul in int8, per channel) and return its
+    max |difference| from the torch outputs on the check batch: a measure, not a gate, since int8 is lossy by design
+    (the quality cost on real data is in docs/results/int8.md)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        directory / ONNX_FILE,
+        directory / INT8_FILE,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+    return float(np.abs(_session(directory / INT8_FILE, "cpu").run(None, inputs)[0] - expected).max())
+
+
 def _session(path: Path, device: str | None, session_config: dict[str, str] | None = None):
     """An onnxruntime session with full graph optimisation and torch's thread count; CUDA when ``device`` asks
     for it ("auto" takes CUDA only where onnxruntime has the CUDA provider). ``session_config``: onnxruntime
@@ -213,9 +231,11 @@ class OnnxModel:
         onnx_dir: str | os.PathLike | None = None,
         device: str = "cpu",
         session_config: dict[str, str] | None = None,
+        int8: bool = False,
     ) -> OnnxModel:
         """Load the export in ``onnx_dir`` (default ``MODEL_DIR/onnx``) with the tokenizer and options of the
-        petir model in ``model_dir``; ``session_config`` holds extra onnxruntime session config entries."""
+        petir model in ``model_dir``; ``session_config`` holds extra onnxruntime session config entries; ``int8``
+        runs the int8-weight graph."""
         from transformers import AutoTokenizer, PretrainedConfig
 
         model_dir = Path(model_dir)
@@ -237,7 +257,10 @@ class OnnxModel:
         # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
         # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
         tokenizer = AutoTokenizer.from_pretrained(model_dir, config=PretrainedConfig())
-        session = _session(onnx_dir / ONNX_FILE, device, session_config)
+        graph = onnx_dir / (INT8_FILE if int8 else ONNX_FILE)
+        if not graph.is_file():
+            raise PetirError(f"no {graph.name} in {onnx_dir}; re-run `python -m petir.onnx {model_dir}`")
+        session = _session(graph, device, session_config)
         return task_class(config, onnx_config, tokenizer, session)
 
     def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:
@@ -290,6 +313,7 @@ def _load_onnx(model_dir: str | os.PathLike, device: str) -> OnnxModel:
 BACKENDS: dict[str, Callable[[str | os.PathLike, str], PetModel | OnnxModel]] = {
     "torch": _load_torch,
     "onnx": _load_onnx,
+    "onnx-int8": lambda model_dir, device: OnnxModel.load(model_dir, device=device, int8=True),
 }
 
 

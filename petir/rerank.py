@@ -47,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
+        choices=("torch", "onnx", "onnx-int8"),
         default="torch",
-        help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`",
+        help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "
+        "graph (docs/results/int8.md: speed and quality)",
     )
     parser.add_argument("--tag", default="petir", help="run tag written in the last column")
     return parser

@@ -14,6 +14,7 @@ from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
 from petir.onnx import (
     ONNX_CONFIG_FILE,
+    ONNX_DIR,
     ONNX_FILE,
     OnnxBiEncoder,
     OnnxCrossEncoder,
@@ -150,3 +151,19 @@ print("max_abs_diff", diff)
     assert result.returncode == 0, result.stderr[-3000:]
     diff = float(result.stdout.split()[-1])
     assert diff < TOLERANCE, f"PetirQueryEncoder onnx vs torch: max abs diff {diff:.2e}"
+
+
+@pytest.mark.parametrize("task_class", [BiEncoder, CrossEncoder])
+def test_the_int8_graph_runs_as_a_backend_and_stays_close(tiny_backbone, tmp_path, task_class):
+    model_dir = saved_model(task_class, tiny_backbone, tmp_path / "model", "iaa", {})
+    export(model_dir)
+    config = json.loads((model_dir / ONNX_DIR / ONNX_CONFIG_FILE).read_text())
+    int8 = load_inference_model(model_dir, "onnx-int8")
+    fp32 = load_inference_model(model_dir, "onnx")
+    if task_class is BiEncoder:
+        found, expected = int8.encode(PASSAGES), fp32.encode(PASSAGES)
+    else:
+        found, expected = int8.score(QUERIES, PASSAGES), fp32.score(QUERIES, PASSAGES)
+    assert found.dtype == np.float32 and found.shape == expected.shape
+    assert 0 < max_diff(found, expected) < 0.1  # lossy, yet close on a tiny random model
+    assert 0 < config["int8_max_abs_diff"] < 0.1
