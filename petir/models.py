@@ -347,23 +347,6 @@ class TextEncoder:
             (0, self.dimension),
         )
 
-    def score(
-        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray:
-        """The retrieval score of aligned (query, passage) pairs (cosine or dot, as trained): a bi-encoder used as a
-        re-ranker, with each distinct query encoded once. Returns: float32 array [len(queries)]."""
-        query_vectors, query_rows = self._encode_distinct(queries, "query", batch_size, False)
-        passage_vectors, passage_rows = self._encode_distinct(passages, "passage", batch_size, progress)
-        return (query_vectors[query_rows] * passage_vectors[passage_rows]).sum(-1).astype(np.float32)
-
-    def _encode_distinct(
-        self, texts: Sequence[str], kind: str, batch_size: int, progress: bool
-    ) -> tuple[np.ndarray, list[int]]:
-        """Vectors of the distinct texts (a first stage repeats passages across queries), and each text's row."""
-        distinct = list(dict.fromkeys(texts))
-        row = {text: i for i, text in enumerate(distinct)}
-        return self.encode(distinct, kind, batch_size, progress), [row[text] for text in texts]
-
 
 class PairScorer:
     """``score`` for a cross-encoder and its ONNX twin. Subclasses implement ``_score_batch``."""

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from petir import cli
 from petir.data import Document, Run, normalize_text, read_corpus, read_queries, read_run, write_run
@@ -157,13 +158,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     partial = args.output.with_name(args.output.name + ".partial.jsonl")
     key = {"run": str(args.run.resolve()), "model": str(args.model.resolve()), "depth": args.depth}
     _check_partial_key(partial, key)
-    reranked = rerank(
-        run, queries, passage, lambda q, p: model.score(q, p, batch_size=args.batch_size), args.depth, partial
-    )
+    reranked = rerank(run, queries, passage, pair_scorer(model, args.batch_size), args.depth, partial)
     write_run(reranked, args.output, args.tag)
     os.remove(partial)
     partial.with_suffix(".key").unlink(missing_ok=True)
     print(f"petir: re-ranked {len(reranked)} queries (top {args.depth}) -> {args.output}")
+
+
+#: Passage vectors a bi-encoder keeps across queries while re-ranking (FIFO beyond this many).
+VECTOR_CACHE_SIZE = 200_000
+
+
+def pair_scorer(model: Any, batch_size: int) -> Callable[[list[str], list[str]], Any]:
+    """The model's score of aligned (query, passage) pairs. A bi-encoder encodes each distinct passage once per run
+    (a first stage repeats passages across queries: SciFact's BM25 top 100 is 30k pairs over a few thousand
+    passages); a cross-encoder scores every pair."""
+    if not hasattr(model, "encode"):
+        return lambda queries, passages: model.score(queries, passages, batch_size=batch_size)
+    import numpy as np
+
+    vectors: dict[str, Any] = {}
+
+    def score(queries: list[str], passages: list[str]) -> Any:
+        new = [text for text in dict.fromkeys(passages) if text not in vectors]
+        vectors.update(zip(new, model.encode(new, "passage", batch_size), strict=True))
+        distinct = list(dict.fromkeys(queries))
+        query_vectors = dict(zip(distinct, model.encode(distinct, "query", batch_size), strict=True))
+        scores = np.array([vectors[p] @ query_vectors[q] for q, p in zip(queries, passages, strict=True)])
+        for text in list(vectors)[: max(0, len(vectors) - VECTOR_CACHE_SIZE)]:
+            del vectors[text]
+        return scores
+
+    return score
 
 
 def load_scorer(model: Path, backend: str, device: str):
