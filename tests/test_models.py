@@ -114,7 +114,14 @@ def test_one_backbone_serves_many_tasks_without_copies(tiny_backbone, tmp_path):
     from petir.models import SharedBackbone
 
     saved = {}
-    for name, method in [("adapter", "adapter"), ("lora", "lora"), ("bitfit", "bitfit"), ("full", "full")]:
+    for name, method in [
+        ("adapter", "adapter"),
+        ("lora", "lora"),
+        ("iaa", "iaa"),
+        ("mam", "mam"),
+        ("bitfit", "bitfit"),
+        ("full", "full"),
+    ]:
         model = CrossEncoder(str(tiny_backbone), method, max_length=64)
         perturb(model)
         saved[name] = (model.save(tmp_path / name), model.eval())
