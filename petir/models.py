@@ -49,6 +49,19 @@ REQUIRED_KEYS = ("task", "backbone", "backbone_fingerprint", "pet_method", "pet_
 DAMAGED = "the model directory is damaged: copy it again, or save the model again"
 
 
+#: Parameter-name changes since earlier petir versions: (old, new) fragments. A sub-layer's serial module was
+#: ``module`` before IAA added the parallel and aside ones.
+RENAMED_PARAMETERS = ((".output.module.", ".output.serial."),)
+
+
+def _current_name(name: str, expected: set[str]) -> str:
+    """``name`` as this version calls it, where a saved state predates a rename."""
+    for old, new in RENAMED_PARAMETERS:
+        if name not in expected and old in name and name.replace(old, new) in expected:
+            return name.replace(old, new)
+    return name
+
+
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """The trained tensors of a saved model (``petir_state.safetensors``); a truncated or foreign file is one line."""
     try:
@@ -143,6 +156,7 @@ class PetModel(nn.Module):
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = {name for name, p in self.named_parameters() if p.requires_grad}
+        state = {_current_name(name, expected): tensor for name, tensor in state.items()}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             raise PetirError(

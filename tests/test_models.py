@@ -176,3 +176,16 @@ def test_masked_false_negatives_do_not_enter_the_loss(tiny_backbone, task):
         loss = model(model.collate(masked)).item()
         without_the_false_negative = model(model.collate(unjudged)).item()
     assert loss == pytest.approx(without_the_false_negative, abs=1e-6)
+
+
+def test_a_state_saved_before_the_serial_module_rename_loads(tiny_backbone, tmp_path):
+    from safetensors.torch import save_file
+
+    model = perturb(BiEncoder(str(tiny_backbone), "adapter"))
+    directory = model.save(tmp_path / "old")
+    state = load_file(directory / STATE_FILE)
+    save_file(
+        {name.replace(".output.serial.", ".output.module."): t for name, t in state.items()}, directory / STATE_FILE
+    )
+    assert any(".output.module." in name for name in load_file(directory / STATE_FILE))
+    np.testing.assert_allclose(PetModel.load(directory).encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
