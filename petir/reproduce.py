@@ -156,7 +156,7 @@ class Study:
             return
         started = time.monotonic()
         result = subprocess.run([sys.executable, "-m", *map(str, executed)])
-        self.timings.append((" ".join(map(str, argv[:1])), time.monotonic() - started))
+        self.timings.append((str(argv[0]), time.monotonic() - started))
         if result.returncode != 0:
             raise PetirError(f"step failed (exit {result.returncode}): {line}")
 
