@@ -207,7 +207,7 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(
     def command(output: Path, resume: bool) -> list[str]:
         argv = [sys.executable, "-m", "petir.train", "--triples", str(triples), "--backbone", str(tiny_backbone)]
         argv += ["--method", "iaa-l", "--steps", "30", "--batch-size", "4", "--dev-queries", "0", "--seed", "5"]
-        argv += ["--save-every", "1", "--device", "cpu", "--threads", "1", "--output", str(output)]
+        argv += ["--save-every", "1", "--log-every", "1", "--device", "cpu", "--threads", "1", "--output", str(output)]
         return argv + (["--resume"] if resume else [])
 
     reference = subprocess.run(command(tmp_path / "reference", False), env=env, capture_output=True, text=True)
@@ -215,6 +215,9 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(
 
     killed = tmp_path / "killed"
     rng = random.Random(0)
+    # Kill once the run has logged past each of these steps, after a random extra moment (mid-step, mid-log or
+    # mid-checkpoint: a checkpoint is written after every step); progress, not time, so load cannot skip a kill.
+    targets = sorted(rng.sample(range(2, 28), 4))
     kills = 0
     while not (killed / SUMMARY_FILE).exists():
         process = subprocess.Popen(
@@ -224,18 +227,27 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(
             stderr=subprocess.PIPE,
             text=True,
         )
-        if kills < 4:
-            try:
-                process.wait(timeout=rng.uniform(4.0, 9.0))  # start-up takes a few seconds; then steps and saves
-            except subprocess.TimeoutExpired:
+        if kills < len(targets):
+            while process.poll() is None and last_logged_step(killed) < targets[kills]:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+            if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 kills += 1
         _, stderr = process.communicate(timeout=600)
         assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
-    assert kills == 4
+    assert kills == len(targets)
     expected, found = trained_state(tmp_path / "reference"), trained_state(killed)
     assert expected.keys() == found.keys()
     assert all(torch.equal(expected[name], found[name]) for name in expected)
+
+
+def last_logged_step(output: Path) -> int:
+    from petir.trainer import read_metrics
+
+    path = output / METRICS_FILE
+    records = read_metrics(path) if path.exists() else []
+    return records[-1]["step"] if records else -1
 
 
 def test_report_to_tensorboard_logs_loss_and_dev_metrics(tiny_backbone, tmp_path):
