@@ -64,20 +64,17 @@ def test_sampler_never_draws_a_judged_passage_as_a_negative():
 
 def test_dev_checks_past_their_budget_are_skipped_but_the_first_and_final_run(tiny_backbone, tmp_path):
     def slow_check(model):
-        time.sleep(0.3)  # far longer than a tiny training step
+        time.sleep(1.0)  # a check 1 s, a budget of 5 %: a check fits only after 20 s of training, far beyond 6 steps
         return {"ndcg@10": 0.5}
 
-    trainer = make_trainer(tiny_backbone, tmp_path, steps=6, eval_every=1, eval_budget=0.25)
+    trainer = make_trainer(tiny_backbone, tmp_path, steps=6, eval_every=1, eval_budget=0.05)
     trainer.evaluate = slow_check
     summary = trainer.train()
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
-    dev_steps = [r["step"] for r in records if "dev" in r]
-    assert dev_steps[0] == 0 and dev_steps[-1] == 6 and len(dev_steps) < 7
-    assert summary["dev_checks"] == len(dev_steps) and summary["dev_time_s"] >= 0.3 * len(dev_steps)
-    assert summary["wall_time_s"] < summary["dev_time_s"]  # training time excludes the checks
+    assert [r["step"] for r in records if "dev" in r] == [0, 6]
+    assert summary["dev_checks"] == 2 and summary["dev_time_s"] >= 2.0
     unbounded = make_trainer(tiny_backbone, tmp_path / "all", steps=6, eval_every=1, eval_budget=1000)
-    unbounded.evaluate = slow_check
-    assert unbounded.train()["dev_checks"] == 7
+    assert unbounded.train()["dev_checks"] == 7  # the fast check of make_trainer, at every step
 
 
 def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
