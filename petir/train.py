@@ -105,12 +105,15 @@ def _default(field: dataclasses.Field) -> str:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; its --help counts trainable parameters on the ``--backbone`` found in ``argv``."""
-    backbone = _peek(argv if argv is not None else sys.argv[1:], "--backbone", DEFAULT_BACKBONE)
+    """The parser; its --help counts trainable parameters on the ``--backbone`` found in ``argv`` (only when help
+    is asked for: the counts build every variant on the meta device, a second of start-up otherwise wasted)."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    wants_help = "-h" in argv or "--help" in argv
+    backbone = _peek(argv, "--backbone", DEFAULT_BACKBONE)
     parser = argparse.ArgumentParser(
         prog="python -m petir.train",
         description=__doc__,
-        epilog=_method_help(backbone) + "\n" + EXAMPLES,
+        epilog=(_method_help(backbone) + "\n" if wants_help else "") + EXAMPLES,
         formatter_class=cli.HelpFormatter,
     )
     data = parser.add_argument_group("training data (a BEIR directory, or files)")
