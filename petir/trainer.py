@@ -251,16 +251,17 @@ class Trainer:
         return metrics
 
     def _finish(self, final_dev: dict[str, float] | None) -> dict[str, Any]:
+        dev_records = self._dev_records()
         summary = {
             "steps": self.step,
             "wall_time_s": round(self.elapsed, 2),  # training only: optimizer steps, dev checks excluded
             "dev_time_s": round(self.dev_seconds, 2),
-            "dev_checks": len(self._dev_records()),
+            "dev_checks": len(dev_records),
             "peak_memory_mb": round(peak_memory_mb(self.device), 1),
             "device": str(self.device),
             "world_size": self.world_size,
             "parameters": self.model.parameter_report(),
-            "final_dev": final_dev or self._last_dev(),
+            "final_dev": final_dev or (dev_records[-1]["dev"] if dev_records else None),
             "config": {
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
                 "batch_size": self.sampler.batch_size,
@@ -309,10 +310,6 @@ class Trainer:
     def _dev_records(self) -> list[dict[str, Any]]:
         path = self.output / METRICS_FILE
         return [record for record in read_metrics(path) if "dev" in record] if path.exists() else []
-
-    def _last_dev(self) -> dict[str, float] | None:
-        records = self._dev_records()
-        return records[-1]["dev"] if records else None
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:

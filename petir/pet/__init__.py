@@ -81,19 +81,16 @@ def resolve(name: str, options: dict[str, Any] | None = None, budget: str | None
                 f"{name} fixes {clash[0]}={variant.options[clash[0]]}; name another variant of {method.name} "
                 f"({', '.join(v.name for v in method.variants)}) instead of setting {clash[0]}"
             )
-        merged = {**variant.options, **(options or {})}
     else:
         method = get_method(name)
-        merged = dict(options or {})
-        variant = variant_of(method.name, make_config(method.name, merged))
+        variant = variant_of(method.name, make_config(method.name, options))
     if budget is None and DEFAULT_BUDGET in variant.budgets:
         budget = DEFAULT_BUDGET
-    if budget is not None:
-        if budget not in variant.budgets:
-            presets = ", ".join(variant.budgets) or "none (it trains a fixed set of weights)"
-            raise PetirError(f"{variant.name} has no {budget} % budget preset; its presets: {presets}")
-        merged = {**variant.options, **variant.budgets[budget], **(options or {})}
-    return method.name, merged
+    if budget is not None and budget not in variant.budgets:
+        presets = ", ".join(variant.budgets) or "none (it trains a fixed set of weights)"
+        raise PetirError(f"{variant.name} has no {budget} % budget preset; its presets: {presets}")
+    preset = variant.budgets[budget] if budget is not None else {}
+    return method.name, {**variant.options, **preset, **(options or {})}
 
 
 def apply_pet(model: nn.Module, name: str, config: PetConfig) -> None:
