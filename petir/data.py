@@ -92,6 +92,19 @@ def _is_jsonl(path: Path, first_line: str) -> bool:
     return first_line.lstrip().startswith("{")
 
 
+def _decode(path: Path, lineno: int | str, line: str, jsonl: bool, what: str) -> str | dict:
+    """One line of a ``what`` file: the line itself (TSV), or its JSON object."""
+    if not jsonl:
+        return line
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{lineno}: invalid JSON in {what} file ({e.msg}, column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}:{lineno}: {what} record must be a JSON object, got {_clip(line)}")
+    return record
+
+
 def _records(path: PathLike, what: str) -> Iterator[tuple[int, str | dict]]:
     """Yield ``(line number, JSON object)`` for JSON-lines files or ``(line number, line)`` for TSV files."""
     path = Path(path)
@@ -99,16 +112,7 @@ def _records(path: PathLike, what: str) -> Iterator[tuple[int, str | dict]]:
     for lineno, line in _lines(path):
         if jsonl is None:
             jsonl = _is_jsonl(path, line)
-        if not jsonl:
-            yield lineno, line
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: invalid JSON in {what} file ({e.msg}, column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{lineno}: {what} record must be a JSON object, got {_clip(line)}")
-        yield lineno, record
+        yield lineno, _decode(path, lineno, line, jsonl, what)
     if jsonl is None:
         raise DataError(f"{path}: empty {what} file")
 
@@ -136,34 +140,43 @@ def read_corpus(path: PathLike) -> Corpus:
 
     A directory means the ``corpus.jsonl`` or ``corpus.jsonl.gz`` inside it (BEIR layout).
     """
+    path = corpus_path(path)
+    corpus: Corpus = {}
+    for lineno, record in _records(path, "corpus"):
+        where = f"{path}:{lineno}"
+        doc = corpus_record(record, where)
+        if doc.id in corpus:
+            raise DataError(f"{where}: duplicate document id {doc.id!r}")
+        corpus[doc.id] = doc
+    return corpus
+
+
+def corpus_path(path: PathLike) -> Path:
+    """The corpus file ``path`` names: itself, or for a directory the ``corpus.jsonl[.gz]`` in it (BEIR layout)."""
     path = Path(path)
     if path.is_dir():
         found = [path / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (path / n).is_file()]
         if not found:
             raise DataError(f"{path}: no corpus.jsonl or corpus.jsonl.gz in this directory")
-        path = found[0]
-    corpus: Corpus = {}
-    for lineno, record in _records(path, "corpus"):
-        where = f"{path}:{lineno}"
-        if isinstance(record, dict):
-            doc_id = _json_id(record, where, "corpus")
-            if "text" in record:
-                doc = Document(doc_id, _json_str(record, "title", where), _json_str(record, "text", where))
-            elif "contents" in record:
-                doc = Document(doc_id, "", _json_str(record, "contents", where))
-            else:
-                raise DataError(
-                    f"{where}: corpus record needs 'text' (BEIR) or 'contents' (Pyserini), got keys {sorted(record)}"
-                )
-        else:
-            doc_id, tab, text = record.partition("\t")
-            if not tab or not doc_id.strip():
-                raise DataError(f"{where}: collection TSV line must be 'pid<TAB>text', got {_clip(record)}")
-            doc = Document(doc_id.strip(), "", text)
-        if doc.id in corpus:
-            raise DataError(f"{where}: duplicate document id {doc.id!r}")
-        corpus[doc.id] = doc
-    return corpus
+        return found[0]
+    return path
+
+
+def corpus_record(record: str | dict, where: str) -> Document:
+    """One corpus line, as decoded by :func:`_decode`: a BEIR or Pyserini JSON object, or a "pid<TAB>text" line."""
+    if isinstance(record, dict):
+        doc_id = _json_id(record, where, "corpus")
+        if "text" in record:
+            return Document(doc_id, _json_str(record, "title", where), _json_str(record, "text", where))
+        if "contents" in record:
+            return Document(doc_id, "", _json_str(record, "contents", where))
+        raise DataError(
+            f"{where}: corpus record needs 'text' (BEIR) or 'contents' (Pyserini), got keys {sorted(record)}"
+        )
+    doc_id, tab, text = record.partition("\t")
+    if not tab or not doc_id.strip():
+        raise DataError(f"{where}: collection TSV line must be 'pid<TAB>text', got {_clip(record)}")
+    return Document(doc_id.strip(), "", text)
 
 
 def read_queries(path: PathLike) -> Queries:
@@ -175,21 +188,27 @@ def read_queries(path: PathLike) -> Queries:
     queries: Queries = {}
     for lineno, record in _records(path, "queries"):
         where = f"{path}:{lineno}"
-        if isinstance(record, dict):
-            qid = _json_id(record, where, "query")
-            text = _json_str(record, "text", where)
-        else:
-            qid, tab, text = record.partition("\t")
-            qid = qid.strip()
-            if not tab or not qid:
-                raise DataError(f"{where}: topics line must be 'qid<TAB>text', got {_clip(record)}")
-        text = normalize_text(text)
-        if not text:
-            raise DataError(f"{where}: query {qid!r} has empty text")
+        qid, text = query_record(record, where)
         if qid in queries:
             raise DataError(f"{where}: duplicate query id {qid!r}")
         queries[qid] = text
     return queries
+
+
+def query_record(record: str | dict, where: str) -> tuple[str, str]:
+    """One queries line, as decoded by :func:`_decode`: ``(qid, whitespace-normalised text)``."""
+    if isinstance(record, dict):
+        qid = _json_id(record, where, "query")
+        text = _json_str(record, "text", where)
+    else:
+        qid, tab, text = record.partition("\t")
+        qid = qid.strip()
+        if not tab or not qid:
+            raise DataError(f"{where}: topics line must be 'qid<TAB>text', got {_clip(record)}")
+    text = normalize_text(text)
+    if not text:
+        raise DataError(f"{where}: query {qid!r} has empty text")
+    return qid, text
 
 
 def read_qrels(path: PathLike) -> Qrels:
@@ -264,19 +283,23 @@ def read_run(path: PathLike) -> Run:
 
 def read_triples(path: PathLike) -> list[tuple[str, str, str]]:
     """Read MS MARCO training triples, "query<TAB>positive<TAB>negative" texts or "qid<TAB>pid<TAB>pid" ids, as given
-    (the caller knows which kind it asked for)."""
-    triples: list[tuple[str, str, str]] = []
-    for lineno, line in _lines(path):
-        cols = line.split("\t")
-        if len(cols) != 3 or not all(c.strip() for c in cols):
-            raise DataError(
-                f"{path}:{lineno}: triples line must be 3 non-empty tab-separated columns "
-                f"(query, positive, negative), got {len(cols)}: {_clip(line)}"
-            )
-        triples.append((cols[0], cols[1], cols[2]))
+    (the caller knows which kind it asked for). Training reads big triples files in place instead
+    (:class:`petir.ondisk.LineFile`)."""
+    triples = [triple_record(line, f"{path}:{lineno}") for lineno, line in _lines(path)]
     if not triples:
         raise DataError(f"{path}: empty triples file")
     return triples
+
+
+def triple_record(line: str, where: str) -> tuple[str, str, str]:
+    """One triples line: three non-empty tab-separated columns."""
+    cols = line.split("\t")
+    if len(cols) != 3 or not all(c.strip() for c in cols):
+        raise DataError(
+            f"{where}: triples line must be 3 non-empty tab-separated columns "
+            f"(query, positive, negative), got {len(cols)}: {_clip(line)}"
+        )
+    return cols[0], cols[1], cols[2]
 
 
 # --- writing ------------------------------------------------------------------------------------------------------

@@ -43,14 +43,6 @@ def load_beir(directory: PathLike, split: str = "test") -> Dataset:
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 
 
-def corpus_file(directory: PathLike) -> Path:
-    """The corpus file of a BEIR directory (``corpus.jsonl`` or ``corpus.jsonl.gz``)."""
-    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-        if (Path(directory) / name).is_file():
-            return Path(directory) / name
-    raise DataError(f"{directory}: no corpus.jsonl or corpus.jsonl.gz")
-
-
 def cache_root() -> Path:
     """Where petir keeps downloads and derived artifacts: ``$PETIR_CACHE``, else ``~/.cache/petir``."""
     return Path(os.environ.get("PETIR_CACHE", Path.home() / ".cache" / "petir"))

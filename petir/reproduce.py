@@ -30,8 +30,8 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
-from petir.data import read_qrels
-from petir.datasets import corpus_file, load_beir, resolve_beir
+from petir.data import corpus_path, read_qrels
+from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS, resolve
@@ -99,7 +99,7 @@ class Study:
         if not (self.root / COMMANDS_FILE).exists():
             self._write_script_header()
             self._log_line('CACHE=$(python -m petir.workspace --data "$DATA" --output "$OUT")')
-        self.workspace = Workspace(corpus_file(settings.data), load_beir(settings.data, "test").corpus)
+        self.workspace = Workspace(corpus_path(settings.data), load_beir(settings.data, "test").corpus)
         self.paths = {str(settings.data): "$DATA", str(self.root.resolve()): "$OUT", self._backbone_dir(): "$BACKBONE"}
         self.paths[str(self.workspace.root)] = "$CACHE"
         if not self.qrels.exists():  # logged above as the line that sets $CACHE

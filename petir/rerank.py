@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from petir import cli
-from petir.data import Document, Run, normalize_text, read_corpus, read_queries, read_run, write_run
+from petir.data import Document, Run, normalize_text, read_queries, read_run, write_run
 from petir.errors import DataError, PetirError
+from petir.ondisk import open_corpus
 
 EXAMPLES = """
 example (BM25 top-100 from Pyserini, then an IAA-L re-ranker):
@@ -60,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def passage_lookup(index: Path | None, corpus: Path | None) -> Callable[[str], str | None]:
     """docid -> passage text (``Document.contents``), from a Lucene index's stored raw documents or a corpus file."""
     if corpus is not None:
-        documents = read_corpus(corpus)
-        return lambda docid: documents[docid].contents if docid in documents else None
+        documents = open_corpus(corpus)  # read in place: an MS MARCO collection is not held in memory
+        return lambda docid: document.contents if (document := documents.get(docid)) else None
     if not (index / "segments.gen").exists() and not any(index.glob("segments_*")):
         raise PetirError(f"{index} is not a Lucene index (no segments file)")
     from petir.java import ensure_java

@@ -7,28 +7,30 @@ import dataclasses
 import json
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.data import (
-    Corpus,
+    Document,
     Qrels,
     Queries,
     check_qrels,
-    read_corpus,
+    corpus_path,
     read_qrels,
     read_queries,
     read_run,
-    read_triples,
     relevant,
     split_dev,
 )
-from petir.datasets import corpus_file, load_beir, resolve_beir
+from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.models import TASKS, PetModel
+from petir.ondisk import ids_by_position, open_corpus, open_queries
 from petir.pet import (
     BUDGETS,
     DEFAULT_BUDGET,
@@ -41,7 +43,7 @@ from petir.pet import (
     resolve,
     variant_of,
 )
-from petir.sampling import GroupSampler, TrainingQuery, from_triples, training_queries
+from petir.sampling import GroupSampler, TrainingQuery, Triples, TripleSampler, training_queries
 from petir.trainer import TrainConfig, Trainer, main_process_first, set_seed
 
 EXAMPLES = """
@@ -211,11 +213,19 @@ def parse_pet_options(pairs: Sequence[str]) -> dict[str, str]:
 
 @dataclasses.dataclass
 class TrainingData:
-    corpus: Corpus
-    queries: Queries
-    train: list[TrainingQuery]
+    corpus: Mapping[str, Document]  # on disk (petir.ondisk) for corpus files, in memory for a triples' dev pool
+    queries: Mapping[str, str]
+    train: list[TrainingQuery] | Triples  # judged queries, or triples read in place
     dev_qrels: Qrels
     dev_pools: dict[str, list[str]]  # candidate passages ranked for the dev metric
+    held_out: list[int] = dataclasses.field(default_factory=list)  # triples lines kept for the dev set
+
+    def sampler(self, batch_size: int, negatives: int, seed: int) -> GroupSampler | TripleSampler:
+        if isinstance(self.train, Triples):
+            if negatives != TripleSampler.negatives:
+                raise PetirError("each training triple carries one negative: --negatives must be 1 with --triples")
+            return TripleSampler(self.train, batch_size, seed, self.held_out)
+        return GroupSampler(self.train, self.corpus, batch_size, negatives, seed)
 
 
 def load_training_data(args: argparse.Namespace) -> TrainingData:
@@ -223,7 +233,7 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
     if args.triples:
         return _from_triples(args)
     corpus_path, queries, train_qrels = _read_inputs(args)
-    corpus = read_corpus(corpus_path)
+    corpus = open_corpus(corpus_path)
     check_qrels(train_qrels, corpus, queries, args.qrels or f"{args.data} qrels/{args.split}.tsv")
     if args.dev_qrels:
         dev_qrels = read_qrels(args.dev_qrels)
@@ -257,18 +267,25 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
     return TrainingData(corpus, queries, training_queries(queries, train_qrels, negatives), dev_qrels, pools)
 
 
-def dev_corpus(corpus: Corpus, first_stage: dict[str, list[str]], dev_qrels: Qrels, size: int) -> list[str]:
+def dev_corpus(
+    corpus: Mapping[str, Document], first_stage: dict[str, list[str]], dev_qrels: Qrels, size: int
+) -> list[str]:
     """The passages a retrieval dev check searches: the whole corpus up to ``size`` passages; above, the dev
     queries' judged passages and BM25 candidates plus a seeded sample of the rest (a corpus-wide search, scaled
     down, so the dev metric ranks against the same kind of distractors as the test)."""
-    if len(corpus) <= size:
-        return list(corpus)
+    ids = ids_by_position(corpus)
+    if len(ids) <= size:
+        return list(ids)
     kept = dict.fromkeys(
         [*(docid for qid in first_stage for docid in first_stage[qid]), *(d for q in first_stage for d in dev_qrels[q])]
     )
-    others = [docid for docid in corpus if docid not in kept]
-    sample = random.Random(0).sample(others, max(0, min(len(others), size - len(kept))))
-    return [*kept, *sample]
+    # positions, not ids, are sampled: listing every id of an MS MARCO-sized corpus would hold it in memory
+    wanted = max(0, size - len(kept))
+    for position in random.Random(0).sample(range(len(ids)), min(len(ids), wanted + len(kept))):
+        if len(kept) >= size:
+            break
+        kept.setdefault(ids[position], None)
+    return list(kept)
 
 
 def _check_dev_size(dev_queries: int, available: int) -> None:
@@ -283,7 +300,7 @@ def _read_inputs(args: argparse.Namespace) -> tuple[Path, Queries, Qrels]:
     if args.data:
         directory = resolve_beir(args.data)
         dataset = load_beir(directory, args.split)
-        return corpus_file(directory), read_queries(directory / "queries.jsonl"), dataset.qrels
+        return corpus_path(directory), read_queries(directory / "queries.jsonl"), dataset.qrels
     missing = [flag for flag in ("corpus", "queries", "qrels") if not getattr(args, flag)]
     if missing:
         raise PetirError(f"give --data DIR, or --corpus, --queries and --qrels (missing: --{', --'.join(missing)})")
@@ -291,20 +308,29 @@ def _read_inputs(args: argparse.Namespace) -> tuple[Path, Queries, Qrels]:
 
 
 def _from_triples(args: argparse.Namespace) -> TrainingData:
-    """Triples bring their own negatives; a dev split holds out whole queries, ranked among their own passages."""
-    train, corpus = from_triples(read_triples(args.triples))
-    dev: list[TrainingQuery] = []
+    """Triples bring their own negatives and are read in place (text triples, or id triples with --corpus and
+    --queries). The dev set is ``--dev-queries`` seeded lines held out of training: each dev query ranks the
+    passages of all dev lines, and its own positive is the one relevant."""
+    if bool(args.corpus) != bool(args.queries):
+        raise PetirError("id triples need both --corpus and --queries (text triples need neither)")
+    corpus = open_corpus(args.corpus) if args.corpus else None
+    triples = Triples(args.triples, corpus, open_queries(args.queries) if args.queries else None)
+    held_out: list[int] = []
     if args.dev_queries > 0:
-        _check_dev_size(args.dev_queries, len(train))
-        held_out = set(split_dev({q.qid: {} for q in train}, args.dev_queries, seed=0)[1])
-        dev = [q for q in train if q.qid in held_out]
-        train = [q for q in train if q.qid not in held_out]
+        _check_dev_size(args.dev_queries, len(triples))
+        held_out = sorted(np.random.default_rng(0).choice(len(triples), args.dev_queries, replace=False).tolist())
+    dev = {f"dev-{position}": triples.group(position) for position in held_out}
+    pool = list(dict.fromkeys(docid for group in dev.values() for docid in group.docids))
+    if corpus is None:  # text triples: the dev lines' passages are the dev corpus, each text its own id
+        texts = (zip(group.docids, group.passages, strict=True) for group in dev.values())
+        corpus = {docid: Document(docid, "", text) for pairs in texts for docid, text in pairs}
     return TrainingData(
         corpus=corpus,
-        queries={q.qid: q.text for q in (*train, *dev)},
-        train=train,
-        dev_qrels={q.qid: dict.fromkeys(q.positives, 1) for q in dev},
-        dev_pools={q.qid: [*q.positives, *q.negatives] for q in dev},
+        queries={qid: group.query for qid, group in dev.items()},
+        train=triples,
+        dev_qrels={qid: {group.docids[0]: 1} for qid, group in dev.items()},
+        dev_pools=dict.fromkeys(dev, pool),
+        held_out=held_out,
     )
 
 
@@ -340,7 +366,7 @@ TASK_FLAGS = {
 }
 #: Flags that --triples makes meaningless (the triples bring passages and negatives).
 NOT_WITH_TRIPLES = (
-    *("data", "corpus", "queries", "qrels", "dev_qrels"),
+    *("data", "qrels", "dev_qrels"),
     *("negatives_run", "negative_depth", "dev_depth", "dev_corpus"),
 )
 
@@ -382,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(
         f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "
         f"trainable {report['trainable']:,} of {report['backbone']:,} ({report['percent']:.3f}%) | "
-        f"{len(data.train)} training queries | threads {args.threads}"
+        f"{len(data.train) - len(data.held_out):,} training {'triples' if isinstance(data.train, Triples) else 'queries'} | "
+        f"threads {args.threads}"
     )
     if data.dev_pools:
         print(
@@ -397,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "extra": {"argv": list(argv) if argv is not None else sys.argv[1:], "task": args.task},
         }
     )
-    sampler = GroupSampler(data.train, data.corpus, args.batch_size, args.negatives, args.seed)
+    sampler = data.sampler(args.batch_size, args.negatives, args.seed)
     evaluate = dev_evaluator(data) if data.dev_pools else None
     summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume)
     train_s, dev_s, steps = summary["wall_time_s"], summary["dev_time_s"], max(summary["steps"], 1)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from petir import cli
 from petir.bm25 import bm25_search, build_lucene_index
-from petir.data import Corpus, Queries, Run, read_run, write_pyserini_collection, write_qrels, write_topics
-from petir.datasets import cache_root, corpus_file, load_beir, resolve_beir
+from petir.data import Corpus, Queries, Run, corpus_path, read_run, write_pyserini_collection, write_qrels, write_topics
+from petir.datasets import cache_root, load_beir, resolve_beir
 
 
 class Workspace:
@@ -65,7 +65,7 @@ def prepare(data: str | os.PathLike, output: str | os.PathLike, split: str = "te
     output.mkdir(parents=True, exist_ok=True)
     write_topics(dataset.queries, output / TOPICS_FILE)
     write_qrels(dataset.qrels, output / QRELS_FILE)
-    workspace = Workspace(corpus_file(directory), dataset.corpus)
+    workspace = Workspace(corpus_path(directory), dataset.corpus)
     workspace.lucene_index  # noqa: B018  (builds the collection and the index)
     return workspace
 

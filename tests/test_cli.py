@@ -166,6 +166,32 @@ def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
     assert summary["steps"] == 3 and summary["parameters"]["percent"] < 100
 
 
+def test_train_from_msmarco_id_triples_read_in_place(tiny_backbone, tmp_path):
+    """qid<TAB>pid<TAB>pid triples with an MS MARCO collection and queries file, all read from disk."""
+    (tmp_path / "collection.tsv").write_text("".join(f"{i}\t{text}\n" for i, text in enumerate(PASSAGES)))
+    (tmp_path / "queries.tsv").write_text("".join(f"q{i}\t{text}\n" for i, text in enumerate(QUERY_TEXTS)))
+    rows = [f"q{i}\t{i}\t{(i + 1) % len(PASSAGES)}\n" for i in range(len(QUERY_TEXTS))]
+    (tmp_path / "triples.tsv").write_text("".join(rows))
+    files = flags(
+        triples=tmp_path / "triples.tsv", corpus=tmp_path / "collection.tsv", queries=tmp_path / "queries.tsv"
+    )
+    tiny = flags(backbone=tiny_backbone, steps=2, batch_size=2, device="cpu", eval_every=2, output=tmp_path / "run")
+    assert run_train([*files, *tiny, "--dev-queries", "2"]) is None
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "dev" in r] == [0, 2]
+    error = run_train([*files, *tiny, "--negatives", "3", "--dev-queries", "0"])
+    assert error is not None and "--negatives must be 1 with --triples" in error
+    (tmp_path / "triples.tsv").write_text("".join(rows) + "q0\t0\tmissing\n" * 40)
+    error = run_train([*files, *tiny, "--dev-queries", "0", "--steps", "30", "--output", str(tmp_path / "r2")])
+    assert (
+        error is not None and "id 'missing' is not in the corpus or queries file" in error and "triples.tsv:" in error
+    )
+
+
+PASSAGES = ["the cat sat on the mat", "cancer risk increase", "protein gene cell", "a dog sat", "gene study"]
+QUERY_TEXTS = ["cat on a mat", "cancer risk", "gene", "dog", "study"]
+
+
 @pytest.mark.slow
 def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_backbone, tmp_path, monkeypatch):
     """MS MARCO-style inputs (TREC topics tsv, the DL19 passage sample), BM25 mining and a held-out dev set."""

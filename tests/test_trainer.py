@@ -16,7 +16,7 @@ import torch
 from petir.data import Document
 from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
-from petir.sampling import GroupSampler, TrainingQuery, from_triples
+from petir.sampling import Group, GroupSampler, Permutation, TrainingQuery, Triples, TripleSampler
 from petir.trainer import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, TrainConfig, Trainer, set_seed
 
 WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()
@@ -149,10 +149,32 @@ def test_gradient_accumulation_draws_consecutive_micro_batches(tiny_backbone, tm
     assert drawn == [0, 1, 2, 3, 4, 5]
 
 
-def test_triples_become_training_queries():
-    queries, corpus = from_triples([("q a", "pos a", "neg 1"), ("q a", "pos a", "neg 2"), ("q b", "pos b", "neg 1")])
-    assert [(q.text, len(q.positives), len(q.negatives)) for q in queries] == [("q a", 1, 2), ("q b", 1, 1)]
-    assert {doc.text for doc in corpus.values()} == {"pos a", "pos b", "neg 1", "neg 2"}
+def test_triples_are_read_in_place_one_group_per_line(tmp_path):
+    path = tmp_path / "triples.tsv"
+    path.write_text("q a\tpos a\tneg 1\nq a\tpos a\tneg 2\n\nq b\tpos b\tneg 1\n")
+    triples = Triples(path)
+    assert len(triples) == 3  # the blank line is skipped
+    assert triples.group(2) == Group("q b", ["pos b", "neg 1"], ("pos b", "neg 1"), frozenset({"pos b"}))
+
+
+def test_triple_sampler_is_a_seeded_shuffle_without_the_held_out_lines(tmp_path):
+    path = tmp_path / "triples.tsv"
+    path.write_text("".join(f"q{i}\tp{i}\tn{i}\n" for i in range(10)))
+    sampler = TripleSampler(Triples(path), batch_size=4, seed=3, held_out=[2, 7])
+    assert sampler.batches_per_epoch == 2
+    epoch = [group.query for index in range(2) for group in sampler.groups(index)]
+    assert len(set(epoch)) == 8 and not {"q2", "q7"} & set(epoch)
+    assert epoch == [group.query for index in range(2) for group in sampler.groups(index)]  # a pure function
+    assert epoch != [group.query for index in range(2, 4) for group in sampler.groups(index)]  # a new epoch's order
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 10, 257, 1000])
+def test_permutation_visits_every_position_once(size):
+    order = Permutation(size, (7, 0))
+    assert sorted(order[i] for i in range(size)) == list(range(size))
+    if size >= 10:
+        assert [order[i] for i in range(size)] != list(range(size))
+        assert [order[i] for i in range(size)] != [Permutation(size, (7, 1))[i] for i in range(size)]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
