@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -405,21 +406,49 @@ def _in_batches(
     return restored
 
 
-def false_negatives(groups: Sequence[Group], in_batch: bool) -> torch.Tensor:
+def false_negatives(groups: Sequence[Group], in_batch: bool, rows: slice = slice(None)) -> torch.Tensor:
     """Bool mask [queries, candidates]: True where a candidate is judged relevant to the query but is not its own
     positive. Candidates are every passage of the batch (``in_batch``, the bi-encoder's contrastive loss) or the
     query's own group (the cross-encoder's). Passages are matched by id, so the same passage drawn for two queries
-    is caught too."""
-    ids = [group.docids or (None,) * len(group.passages) for group in groups]  # no ids: nothing to match
-    in_batch_ids = [docid for group_ids in ids for docid in group_ids]
-    mask = torch.zeros(len(groups), len(in_batch_ids) if in_batch else len(ids[0]), dtype=torch.bool)
-    offset = 0
-    for row, group in enumerate(groups):
-        own = offset if in_batch else 0
-        for column, docid in enumerate(in_batch_ids if in_batch else ids[row]):
-            mask[row, column] = column != own and docid in group.positives
-        offset += len(group.passages)
+    is caught too. ``rows`` picks the queries (one rank's share of a gathered batch)."""
+    sizes = [len(group.passages) for group in groups]
+    starts = np.cumsum([0, *sizes])
+    chosen = range(len(groups))[rows]
+    mask = torch.zeros(len(chosen), int(starts[-1]) if in_batch else sizes[0], dtype=torch.bool)
+    columns: dict[str, list[int]] = {}  # docid -> its columns among all candidates
+    for group, start in zip(groups, starts, strict=False):
+        for offset, docid in enumerate(group.docids):  # groups without ids match nothing
+            columns.setdefault(docid, []).append(int(start) + offset)
+    for row, index in enumerate(chosen):
+        first = int(starts[index])
+        for docid in groups[index].positives:
+            for column in columns.get(docid, ()):
+                local = column if in_batch else column - first
+                if column != first and (in_batch or 0 < local < sizes[index]):
+                    mask[row, local] = True
     return mask
+
+
+def _ids_only(group: Group) -> Group:
+    """What masking needs of a group (its ids), light enough to send to every rank."""
+    return group._replace(query="", passages=[""] * len(group.passages))
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """All ranks' tensors concatenated in rank order; the gradient of each part returns, summed over the ranks
+    whose losses used it, to the rank that computed it (all-reduce then slice: any backend, gloo included)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:
+        gradient = gradient.contiguous()
+        dist.all_reduce(gradient)
+        return gradient.chunk(dist.get_world_size())[dist.get_rank()]
 
 
 def _own_trainable_parameters(module: nn.Module) -> None:
@@ -534,18 +563,30 @@ class BiEncoder(PetModel, TextEncoder):
         return {
             "queries": self.tokenize([group.query for group in groups], self.query_max_length),
             "passages": self.tokenize(passages, self.passage_max_length),
-            "false_negatives": false_negatives(groups, in_batch=True).to(self.device),
+            "groups": [_ids_only(group) for group in groups],
         }
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Contrastive loss: each query against every passage in the batch (its positive, its hard negatives and
         all other queries' passages), except passages judged relevant to it other than its positive (false
-        negatives, masked out). Passages come grouped per query, positive first."""
+        negatives, masked out). Passages come grouped per query, positive first.
+
+        Under ``torchrun`` the batch is the global one, as in Tevatron and sentence-transformers: passage vectors
+        are gathered from every rank (gradients flow back to the rank that encoded them), so each query sees
+        every passage of every process as a candidate; the loss equals one process on the whole batch."""
         queries = self.embed(batch["queries"])
         passages = self.embed(batch["passages"])
         group = passages.shape[0] // queries.shape[0]
-        scores = (queries @ passages.T / self.temperature).masked_fill(batch["false_negatives"], float("-inf"))
-        labels = torch.arange(queries.shape[0], device=scores.device) * group
+        groups, first = batch["groups"], 0
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            everyone: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(everyone, groups)
+            first = dist.get_rank() * len(groups)
+            groups = [group for part in everyone for group in part]
+            passages = _GatherWithGradient.apply(passages)
+        mask = false_negatives(groups, True, slice(first, first + queries.shape[0])).to(queries.device)
+        scores = (queries @ passages.T / self.temperature).masked_fill(mask, float("-inf"))
+        labels = (first + torch.arange(queries.shape[0], device=scores.device)) * group
         return F.cross_entropy(scores, labels)
 
     @property

@@ -408,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(
         f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "
         f"trainable {report['trainable']:,} of {report['backbone']:,} ({report['percent']:.3f}%) | "
-        f"{len(data.train) - len(data.held_out):,} training {'triples' if isinstance(data.train, Triples) else 'queries'} | "
+        f"{len(data.train) - len(data.held_out):,} training "
+        f"{'triples' if isinstance(data.train, Triples) else 'queries'} | "
         f"threads {args.threads}"
     )
     if data.dev_pools:

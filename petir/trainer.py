@@ -110,6 +110,7 @@ class Trainer:
         device = resolve_device(config.device)
         if device.startswith("cuda") and self.world_size > 1:
             device = f"cuda:{local_rank}"  # one GPU per process, whichever cuda device was named
+            torch.cuda.set_device(device)  # NCCL's object collectives (the gathered batch's ids) use this device
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.trained = self.model
