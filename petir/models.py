@@ -34,7 +34,7 @@ from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portabl
 from petir.data import Corpus, Queries, Run
 from petir.errors import ModelMismatchError, PetirError, check_choice
 from petir.files import staged_directory
-from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, make_config, saved_method_name
+from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, get_method, make_config, saved_method_name
 from petir.sampling import Group
 
 CONFIG_FILE = "config.json"
@@ -143,6 +143,15 @@ class PetModel(nn.Module):
         raise NotImplementedError
 
     # -- what is trained -------------------------------------------------------------------------------------
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each layer's activations in the backward pass (less memory, about a third more compute)."""
+        if not get_method(self.method).layer_local:
+            raise PetirError(
+                f"--gradient-checkpointing cannot be used with {self.method}: its modules pass state between layers "
+                "that a recomputed layer would not see"
+            )
+        self.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
     def parameter_report(self) -> dict[str, float]:
         """Trainable parameters (PET modules + task head) and their share of the backbone, in percent."""
         trainable = count_parameters(self)[0]

@@ -75,7 +75,13 @@ class TrainConfig:
         ("none", "tensorboard"),
     )
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    bf16: bool = option(False, "bfloat16 autocast (CUDA, or CPUs with bf16 support)")
+    bf16: bool = option(False, "bfloat16 autocast (Ampere or newer GPUs, CPUs with bf16 support); the first choice")
+    fp16: bool = option(False, "float16 autocast with a gradient scaler, for GPUs without bf16 (V100, T4)")
+    gradient_checkpointing: bool = option(
+        False,
+        "recompute each layer's activations in the backward pass: about a third more compute for far less "
+        "activation memory (long passages, big batches)",
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in summary.json (argv, task)
 
 
@@ -112,7 +118,12 @@ class Trainer:
             device = f"cuda:{local_rank}"  # one GPU per process, whichever cuda device was named
             torch.cuda.set_device(device)  # NCCL's object collectives (the gathered batch's ids) use this device
         self.device = torch.device(device)
+        if config.bf16 and config.fp16:
+            raise PetirError("--bf16 and --fp16 exclude each other; pick one (bf16 where the hardware has it)")
         self.model = model.to(self.device)
+        if config.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.fp16)  # float16 gradients underflow
         self.trained = self.model
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -213,17 +224,20 @@ class Trainer:
             sync = micro == accumulation - 1 or self.world_size == 1
             with _maybe_no_sync(self.trained, sync), self._autocast():
                 loss = self.trained(batch) / accumulation
-            loss.backward()
+            self.scaler.scale(loss).backward()
             losses.append(loss.item())
         parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped, and the scale lowered, if fp16 gradients overflowed
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(sum(losses))
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        dtype = torch.float16 if self.config.fp16 else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.config.bf16 or self.config.fp16)
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is true on any (a stop request reaches ranks at different steps)."""
@@ -333,6 +347,7 @@ class Trainer:
                 "last_check_seconds": self._last_check_seconds,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "rng": rng_states,
             }
             torch.save(state, staging / TRAINER_STATE)
@@ -351,6 +366,8 @@ class Trainer:
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         if len(state["rng"]) != self.world_size:
             raise PetirError(
                 f"--resume: the checkpoint was written by {len(state['rng'])} processes, this run has "

@@ -10,10 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import TINY_PASSAGES, perturb
 from petir.models import BiEncoder
 from petir.sampling import Group
-
-from conftest import TINY_PASSAGES, perturb
 
 WORLD = 2
 # Four queries, two per rank. Passage d4 is judged relevant to query 0 (on rank 0) and is query 2's positive (on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import PET_IDS, PET_VARIANTS, perturb
 from petir.data import Document
 from petir.errors import PetirError
 from petir.models import BiEncoder, CrossEncoder, PetModel
@@ -278,3 +280,40 @@ def test_report_to_tensorboard_logs_loss_and_dev_metrics(tiny_backbone, tmp_path
     assert {"train/loss", "train/lr", "dev/ndcg@10"} <= set(events.Tags()["scalars"])
     assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3, 4]
     assert [event.step for event in events.Scalars("dev/ndcg@10")] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("method, options", PET_VARIANTS, ids=PET_IDS)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_backbone, method, options):
+    """Recomputed activations (dropout replayed) must not change what any PET method learns."""
+    batch_groups = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=1, seed=3).groups(0)
+    results = []
+    for checkpointing in (False, True):
+        set_seed(5)
+        model = perturb(BiEncoder(str(tiny_backbone), method, options)).train()
+        if checkpointing and method == "linked":
+            with pytest.raises(PetirError, match="pass state between layers"):
+                model.enable_gradient_checkpointing()
+            return
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        set_seed(6)
+        loss = model(model.collate(batch_groups))
+        loss.backward()
+        results.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (loss, gradients), (checkpointed_loss, checkpointed) = results
+    assert checkpointed_loss == pytest.approx(loss, rel=1e-6)
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(checkpointed[name], gradient, msg=name)
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(tiny_backbone, tmp_path):
+    trainer = make_trainer(tiny_backbone, tmp_path, steps=4, fp16=True, gradient_checkpointing=True, device="cpu")
+    summary = trainer.train()
+    from petir.trainer import read_metrics
+
+    losses = [record["loss"] for record in read_metrics(tmp_path / METRICS_FILE) if "loss" in record]
+    assert summary["steps"] == 4 and len(losses) == 4 and all(math.isfinite(loss) for loss in losses)
+    state = torch.load(tmp_path / CHECKPOINT_DIR / "trainer_state.pt", weights_only=False)
+    assert state["scaler"]["scale"] > 0  # the scaler's state is in the checkpoint, for an exact --resume
+    with pytest.raises(PetirError, match="exclude each other"):
+        make_trainer(tiny_backbone, tmp_path / "both", bf16=True, fp16=True)

@@ -74,6 +74,8 @@ class PetMethod:
 
     ``merge`` folds the trained modules into the backbone's own weights, leaving a standard model (for
     ``python -m petir.export``); it is ``None`` for methods whose modules have no place in a standard model.
+    ``layer_local`` is False for methods whose modules pass state between layers outside the layers' inputs and
+    outputs: per-layer activation checkpointing would recompute a layer without that state.
     """
 
     name: str
@@ -84,6 +86,7 @@ class PetMethod:
     learning_rate: float
     variants: tuple[Variant, ...]
     merge: Callable[[nn.Module], None] | None = None
+    layer_local: bool = True
 
 
 def nothing_to_merge(model: nn.Module) -> None:

@@ -219,4 +219,5 @@ METHOD = PetMethod(
         Variant(f"linked-{topology}", {"topology": topology}, budgets={"0.5": {"bottleneck": 16}})
         for topology in TOPOLOGIES
     ),
+    layer_local=False,  # the chain's state crosses layers beside the hidden states
 )
