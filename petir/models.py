@@ -150,7 +150,11 @@ class PetModel(nn.Module):
                 f"--gradient-checkpointing cannot be used with {self.method}: its modules pass state between layers "
                 "that a recomputed layer would not see"
             )
-        self.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}  # the reentrant form needs inputs that require grad: frozen embeddings don't
+        if hasattr(self.encoder, "activation_checkpointing_enable"):  # transformers' name since 5.2x
+            self.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def parameter_report(self) -> dict[str, float]:
         """Trainable parameters (PET modules + task head) and their share of the backbone, in percent."""

@@ -116,3 +116,24 @@ def test_encoding_throughput_through_pyserini(efficiency, tiny_backbone, tmp_pat
         assert row["passages_per_second"] == pytest.approx(len(PASSAGES) / row["seconds"])
         assert row["passages_per_second"] > 0, name
     assert np.isfinite(efficiency.overhead_pct(rows["linked-side"], rows["backbone-inference"]))
+
+
+def test_gpu_check_runs_every_method_without_pyserini_on_cpu(tmp_path):
+    """The GPU check's smoke test: a separate process (so nothing the test session imported counts), the toy
+    backbone, every registry variant, a finite loss each, CPU against itself, and no Pyserini import."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    output = tmp_path / "gpu-check.json"
+    argv = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--device", "cpu"]
+    argv += ["--steps", "2", "--batch-size", "4", "--passages", "32", "--output", str(output)]
+    result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert report["ok"] and not report["pyserini_imported"]
+    assert list(report["training"]) == list(VARIANTS)
+    assert all(row["finite"] and row["steps"] == 2 for row in report["training"].values())
+    assert set(report["inference"]) == {"full/fp32", "full/bf16", "iaa-l/fp32", "iaa-l/bf16"}
+    assert "| **iaa-l** |" in output.with_suffix(".md").read_text()
