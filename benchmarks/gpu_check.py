@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from petir.backbone import random_backbone
 from petir.data import Document
 from petir.models import BiEncoder, CrossEncoder
 from petir.pet import VARIANTS, get_method, resolve
@@ -48,17 +49,9 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def make_backbone(directory: Path, tiny: bool) -> Path:
     """A random BERT-base (or a 2-layer toy with ``tiny``) and a synthetic vocabulary, saved as a HF directory."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    size = 1000 if tiny else 30522
-    directory.mkdir(parents=True, exist_ok=True)
-    words = SPECIAL + [f"w{i}" for i in range(size - len(SPECIAL))]
-    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(str(directory / "vocab.txt")).save_pretrained(directory)
-    shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64) if tiny else {}
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=size, **shape)).save_pretrained(directory)
-    return directory
+    words = SPECIAL + [f"w{i}" for i in range((1000 if tiny else 30522) - len(SPECIAL))]
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    return random_backbone(directory, words, **(shape if tiny else {}))
 
 
 class Texts:

@@ -69,3 +69,17 @@ def fingerprint(model: nn.Module) -> str:
 def portable_name(name: str) -> str:
     """How a backbone is recorded in a saved model: hub names as given, directories as absolute paths."""
     return str(Path(name).resolve()) if os.path.isdir(name) else name
+
+
+def random_backbone(directory: str | os.PathLike, vocabulary: list[str], seed: int = 0, **config: int) -> Path:
+    """Save a randomly initialised BERT (``config``: BertConfig sizes; default BERT-base) with a word-piece
+    ``vocabulary`` to ``directory``: a backbone for tests and checks on machines without weights or network."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    BertTokenizerFast(str(directory / "vocab.txt")).save_pretrained(directory)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(vocabulary), **config)).save_pretrained(directory)
+    return directory

@@ -47,23 +47,10 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqr
 
 def make_tiny_backbone(directory: Path, seed: int = 0, layers: int = 2) -> Path:
     """A randomly initialised BERT (hidden 32, ``layers`` layers) with a small word-piece vocabulary."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from petir.backbone import random_backbone
 
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
-    BertTokenizerFast(str(directory / "vocab.txt")).save_pretrained(directory)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(directory)
-    return directory
+    shape = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 128}
+    return random_backbone(directory, TINY_VOCAB, seed, num_hidden_layers=layers, **shape)
 
 
 @pytest.fixture(scope="session")
