@@ -1,11 +1,18 @@
-"""CPU throughput of petir models, torch vs onnxruntime: query encoding and re-ranking.
+"""CPU throughput of petir models, torch vs onnxruntime fp32 vs onnxruntime int8: encoding and re-ranking.
 
 For the default backbone (all-MiniLM-L6-v2) with a PET method (iaa, the paper's IAA-L, and full as the plain-backbone
 reference), each model is saved, exported with :func:`petir.onnx.export`, and timed end to end through the same
-call a user makes (``encode``/``score``: tokenisation included), torch first, then its ONNX twin:
+call a user makes (``encode``/``score``: tokenisation included), torch first, then its ONNX twin (fp32), then the
+int8 twin (``model.int8.onnx``: onnxruntime's dynamic quantisation, int8 weights, activations quantised on the fly):
 
 - query encoding, queries/s: SciFact test queries (synthetic sentences where the data is absent), batch 1 and 32;
+- passage encoding, passages/s: SciFact passages at max_length 256, batch 32;
 - re-ranking, pairs/s: (SciFact test query, SciFact passage) pairs at max_length 256, batch 32.
+
+With ``--retriever`` and ``--reranker`` (trained model directories), the quality cost of int8 is measured on the
+SciFact test split too: nDCG@10 of dense retrieval over the whole corpus (exact inner-product search, as a flat
+Faiss index) and of re-ranking the ``--run``'s top ``--depth``, torch fp32 against onnxruntime int8, with the
+corpus encoding and re-ranking times.
 
 Each measurement is the median of ``--repeats`` timed passes after a warm-up pass. The PET modules get random
 non-zero weights (as if trained), so the graphs compute what a trained model's would.
@@ -17,8 +24,9 @@ measure the contention, not the backends. ``OMP_WAIT_POLICY=ACTIVE`` gives both 
 defaults, the right setting on an otherwise idle machine. Writes
 ``docs/results/onnx-throughput.{json,md,png}``::
 
-    python benchmarks/onnx_throughput.py            # ~3-5 minutes on 2 cores
+    python benchmarks/onnx_throughput.py            # ~5 minutes on 2 cores
     python benchmarks/onnx_throughput.py --quick    # ~1 minute, fewer items and repeats
+    python benchmarks/onnx_throughput.py --retriever R/model --reranker C/model --run bm25.trec   # + quality, ~15 min
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 SPINNING = "0" if os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE" else "1"
 RESULTS = REPO / "docs" / "results"
 STEM = "onnx-throughput"
+ONNX_BACKENDS = ("onnx", "onnx-int8")
 
 SYNTHETIC_WORDS = (
     "protein cell gene cancer risk increase study patients treatment effect expression mutation tumour "
@@ -119,7 +128,8 @@ def measure(
     call: Callable[[object, int, int], np.ndarray],
     models: dict[str, object],
 ) -> dict:
-    """Time ``call(model, n, batch_size)`` for each backend; throughput in ``unit``/s and the outputs' max abs diff."""
+    """Time ``call(model, n, batch_size)`` for each backend; throughput in ``unit``/s, and each ONNX backend's
+    speed-up over torch and max abs diff from torch's outputs."""
     row = {"workload": name, "method": method, "unit": unit, "items": n_items, "batch_size": batch_size}
     outputs = {}
     for backend, model in models.items():
@@ -130,11 +140,14 @@ def measure(
         )
         row[f"{backend}_seconds"] = seconds
         row[f"{backend}_per_second"] = n_items / seconds
-    row["speedup"] = row["onnx_per_second"] / row["torch_per_second"]
-    row["max_abs_diff"] = float(np.abs(outputs["onnx"] - outputs["torch"]).max())
+    for backend in ONNX_BACKENDS:
+        row[f"{backend}_speedup"] = row[f"{backend}_per_second"] / row["torch_per_second"]
+        row[f"{backend}_max_abs_diff"] = float(np.abs(outputs[backend] - outputs["torch"]).max())
     print(
-        f"  {name:<28} {method:<10} torch {row['torch_per_second']:8.1f} {unit}/s   onnxruntime "
-        f"{row['onnx_per_second']:8.1f} {unit}/s   x{row['speedup']:.2f}   max|diff| {row['max_abs_diff']:.1e}",
+        f"  {name:<34} {method:<6} torch {row['torch_per_second']:7.1f} {unit}/s   "
+        + "   ".join(
+            f"{b} x{row[f'{b}_speedup']:.2f} (max|diff| {row[f'{b}_max_abs_diff']:.1e})" for b in ONNX_BACKENDS
+        ),
         flush=True,
     )
     return row
@@ -179,15 +192,33 @@ def write_markdown(results: dict, path: Path) -> None:
         f"(OMP_WAIT_POLICY={m['omp_wait_policy']}; see the script's docstring). A load average above the "
         f"{m['logical_cpus']} logical CPUs means other jobs shared them: the numbers are then lower bounds.",
         "",
-        "| workload | method | items | torch /s | onnxruntime /s | speed-up | max abs diff |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | method | items | torch fp32 /s | onnxruntime fp32 /s | onnxruntime int8 /s | fp32 speed-up "
+        "| int8 speed-up | int8 max abs diff |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["rows"]:
+        unit = row["unit"]
         lines.append(
-            f"| {row['workload']} | {row['method']} | {row['items']} | {row['torch_per_second']:.1f} "
-            f"{row['unit']}/s | {row['onnx_per_second']:.1f} {row['unit']}/s | x{row['speedup']:.2f} | "
-            f"{row['max_abs_diff']:.1e} |"
+            f"| {row['workload']} | {row['method']} | {row['items']} | {row['torch_per_second']:.1f} {unit}/s | "
+            f"{row['onnx_per_second']:.1f} | {row['onnx-int8_per_second']:.1f} | x{row['onnx_speedup']:.2f} | "
+            f"**x{row['onnx-int8_speedup']:.2f}** | {row['onnx-int8_max_abs_diff']:.1e} |"
         )
+    if results.get("quality"):
+        q = results["quality"]
+        lines += [
+            "",
+            f"Quality on SciFact test ({q['queries']} queries), torch fp32 vs onnxruntime int8, same models:",
+            "",
+            "| stage | model | torch fp32 nDCG@10 | int8 nDCG@10 | difference | torch fp32 time (s) | int8 time (s) |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for stage in ("dense retrieval", "re-ranking"):
+            row = q[stage]
+            lines.append(
+                f"| {stage} ({row['what']}) | {row['model']} | {row['torch']['ndcg@10']:.4f} | "
+                f"{row['onnx-int8']['ndcg@10']:.4f} | {row['onnx-int8']['ndcg@10'] - row['torch']['ndcg@10']:+.4f} | "
+                f"{row['torch']['seconds']:.0f} | {row['onnx-int8']['seconds']:.0f} |"
+            )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -201,33 +232,98 @@ def plot(results: dict, path: Path) -> None:
     workloads = list(dict.fromkeys(row["workload"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     figure, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.8), squeeze=False)
-    width = 0.38
+    width = 0.27
     for axis, name in zip(axes[0], workloads, strict=True):
         subset = {row["method"]: row for row in rows if row["workload"] == name}
         x = np.arange(len(methods))
-        for offset, backend, label in ((-width / 2, "torch", "torch"), (width / 2, "onnx", "onnxruntime")):
+        for offset, backend, label in (
+            (-width, "torch", "torch fp32"),
+            (0, "onnx", "onnxruntime fp32"),
+            (width, "onnx-int8", "onnxruntime int8"),
+        ):
             values = [subset[m][f"{backend}_per_second"] if m in subset else 0 for m in methods]
             axis.bar(x + offset, values, width, label=label)
         for i, m in enumerate(methods):
             if m in subset:
-                top = max(subset[m]["torch_per_second"], subset[m]["onnx_per_second"])
-                axis.annotate(f"x{subset[m]['speedup']:.2f}", (i, top), ha="center", va="bottom", fontsize=9)
+                top = max(subset[m][f"{b}_per_second"] for b in ("torch", *ONNX_BACKENDS))
+                axis.annotate(
+                    f"int8 x{subset[m]['onnx-int8_speedup']:.2f}", (i, top), ha="center", va="bottom", fontsize=8
+                )
         axis.set_xticks(x, methods)
         axis.set_title(name, fontsize=10)
         axis.set_ylabel(f"{next(iter(subset.values()))['unit']} per second")
         axis.margins(y=0.15)
     m = results["machine"]
     figure.suptitle(
-        f"torch vs onnxruntime, CPU ({m['threads']} threads), {results['backbone'].split('/')[-1]}",
+        f"torch vs onnxruntime fp32 and int8, CPU ({m['threads']} threads), {results['backbone'].split('/')[-1]}",
         fontsize=11,
         x=0.02,
         ha="left",
     )
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper right", ncol=2, fontsize=9, frameon=False)
+    figure.legend(handles, labels, loc="upper right", ncol=3, fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.93))
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def load(directory: Path, backend: str) -> object:
+    """A saved model through petir's own loader for ``backend`` (onnxruntime sessions without spinning threads when
+    OMP_WAIT_POLICY is passive)."""
+    if backend == "torch":
+        return PetModel.load(directory)
+    config = {"session.intra_op.allow_spinning": SPINNING}
+    return OnnxModel.load(directory, session_config=config, int8=backend == "onnx-int8")
+
+
+def quality(retriever: Path, reranker: Path, run_path: Path, depth: int, scratch: Path) -> dict:
+    """nDCG@10 on SciFact test of dense retrieval and of re-ranking, torch fp32 vs onnxruntime int8 (copies of the
+    model directories are exported, the originals are left as they are)."""
+    import shutil
+
+    from petir.data import read_run
+    from petir.evaluate import evaluate_run
+
+    directory = scifact_dir()
+    if directory is None:
+        raise SystemExit("onnx_throughput: --retriever/--reranker need SciFact (set PETIR_DATA)")
+    data = load_beir(directory, "test")
+    qids = [qid for qid in data.qrels if qid in data.queries]
+    docids = list(data.corpus)
+    texts = [data.corpus[docid].contents for docid in docids]
+    first_stage = read_run(run_path)
+    candidates = {qid: [docid for docid, _ in first_stage.get(qid, [])[:depth]] for qid in qids}
+    models = {}
+    for name, source in (("retriever", retriever), ("reranker", reranker)):
+        models[name] = shutil.copytree(source, scratch / f"quality-{name}")
+        export(models[name])
+    result: dict = {"queries": len(qids)}
+    dense: dict = {"what": f"whole corpus, {len(docids)} passages", "model": str(retriever)}
+    rerank: dict = {"what": f"{run_path.name} top {depth}", "model": str(reranker)}
+    for backend in ("torch", "onnx-int8"):
+        encoder = load(models["retriever"], backend)
+        start = time.perf_counter()
+        vectors = encoder.encode(texts, "passage", 32, progress=True)
+        query_vectors = encoder.encode([data.queries[qid] for qid in qids], "query", 32)
+        scores = query_vectors @ vectors.T
+        seconds = time.perf_counter() - start
+        top = np.argsort(-scores, axis=1)[:, :100]
+        run = {qid: [(docids[j], float(scores[i, j])) for j in top[i]] for i, qid in enumerate(qids)}
+        dense[backend] = {"ndcg@10": evaluate_run(data.qrels, run)["ndcg@10"], "seconds": seconds}
+        scorer = load(models["reranker"], backend)
+        pairs = [(qid, docid) for qid in qids for docid in candidates[qid]]
+        start = time.perf_counter()
+        values = scorer.score(
+            [data.queries[q] for q, _ in pairs], [data.corpus[d].contents for _, d in pairs], 32, progress=True
+        )
+        seconds = time.perf_counter() - start
+        reranked: dict = {}
+        for (qid, docid), value in zip(pairs, values, strict=True):
+            reranked.setdefault(qid, []).append((docid, float(value)))
+        rerank[backend] = {"ndcg@10": evaluate_run(data.qrels, reranked)["ndcg@10"], "seconds": seconds}
+        print(f"  quality {backend}: dense {dense[backend]}, re-ranking {rerank[backend]}", flush=True)
+    result["dense retrieval"], result["re-ranking"] = dense, rerank
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -240,16 +336,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=300, help="queries encoded per timed pass")
     parser.add_argument("--pairs", type=int, default=128, help="(query, passage) pairs scored per timed pass")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per measurement (median reported)")
+    parser.add_argument("--passages", type=int, default=128, help="passages encoded per timed pass")
+    parser.add_argument("--retriever", type=Path, help="a trained retriever: measure int8's quality cost (SciFact)")
+    parser.add_argument("--reranker", type=Path, help="a trained re-ranker: measure int8's quality cost (SciFact)")
+    parser.add_argument("--run", type=Path, help="first-stage run of the SciFact test queries, for --reranker")
+    parser.add_argument("--depth", type=int, default=20, help="--reranker re-ranks this many of --run per query")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for the .json, .md and .png")
     args = parser.parse_args(argv)
     if args.quick:
         args.queries, args.pairs, args.repeats = min(args.queries, 64), min(args.pairs, 64), min(args.repeats, 2)
+        args.passages = min(args.passages, 64)
 
     torch.set_num_threads(args.threads)  # onnxruntime sessions take torch's thread count (petir.onnx)
     queries, pairs, source = workload(args.queries, args.pairs)
 
     def encode_queries(model, n: int, batch_size: int) -> np.ndarray:
         return model.encode(queries[:n], "query", batch_size)
+
+    passages = [passage for _, passage in pairs] * (args.passages // max(len(pairs), 1) + 1)
+
+    def encode_passages(model, n: int, batch_size: int) -> np.ndarray:
+        return model.encode(passages[:n], "passage", batch_size, max_length=256)
 
     def score_pairs(model, n: int, batch_size: int) -> np.ndarray:
         return model.score([q for q, _ in pairs[:n]], [p for _, p in pairs[:n]], batch_size)
@@ -265,15 +372,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{source}: {len(queries)} queries, {len(pairs)} pairs; {args.threads} threads", flush=True)
     with tempfile.TemporaryDirectory(prefix="petir-onnx-bench-") as scratch:
         for method in args.methods.split(","):
-            for task_class, call, n_items, unit, tests in (
+            for task_class, workloads in (
                 (
                     BiEncoder,
-                    encode_queries,
-                    len(queries),
-                    "queries",
-                    [("query encoding, batch 1", 1), ("query encoding, batch 32", 32)],
+                    [
+                        ("query encoding, batch 1", encode_queries, len(queries), "queries", 1),
+                        ("query encoding, batch 32", encode_queries, len(queries), "queries", 32),
+                        ("passage encoding (256 tokens), batch 32", encode_passages, args.passages, "passages", 32),
+                    ],
                 ),
-                (CrossEncoder, score_pairs, len(pairs), "pairs", [("re-ranking (256 tokens), batch 32", 32)]),
+                (CrossEncoder, [("re-ranking (256 tokens), batch 32", score_pairs, len(pairs), "pairs", 32)]),
             ):
                 directory = as_if_trained(task_class(DEFAULT_BACKBONE, method)).save(
                     Path(scratch) / f"{task_class.task}-{method}"
@@ -281,13 +389,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 start = time.perf_counter()
                 export(directory)
                 print(f"{task_class.task} {method}: exported in {time.perf_counter() - start:.0f} s", flush=True)
-                models = {
-                    "torch": PetModel.load(directory),
-                    "onnx": OnnxModel.load(directory, session_config={"session.intra_op.allow_spinning": SPINNING}),
-                }
-                for name, batch_size in tests:
+                models = {backend: load(directory, backend) for backend in ("torch", *ONNX_BACKENDS)}
+                for name, call, n_items, unit, batch_size in workloads:
                     results["rows"].append(measure(name, method, unit, n_items, batch_size, args.repeats, call, models))
                 del models
+        if args.retriever and args.reranker and args.run:
+            results["quality"] = quality(args.retriever, args.reranker, args.run, args.depth, Path(scratch))
     results["load_average_1min_at_end"] = os.getloadavg()[0]
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / f"{STEM}.json").write_text(json.dumps(results, indent=2) + "\n")
