@@ -166,7 +166,7 @@ def _state_digest(model_dir: Path) -> str:
 def _quantize(directory: Path, inputs: dict[str, np.ndarray], expected: np.ndarray) -> float:
     """Write the int8 twin of ``directory/model.onnx`` (weights of every MatMul in int8, per channel) and return its
     max |difference| from the torch outputs on the check batch: a measure, not a gate, since int8 is lossy by design
-    (the quality cost on real data is in docs/results/int8.md)."""
+    (the quality cost on real data is in docs/results/onnx-throughput.md)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("torch", "onnx", "onnx-int8"),
         default="torch",
         help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "
-        "graph (docs/results/int8.md: speed and quality)",
+        "graph (docs/results/onnx-throughput.md: speed and quality)",
     )
     parser.add_argument("--tag", default="petir", help="run tag written in the last column")
     return parser

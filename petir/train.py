@@ -128,7 +128,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     data.add_argument("--corpus", help="corpus file (BEIR/Pyserini jsonl or MS MARCO collection tsv)")
     data.add_argument("--queries", help="queries file (BEIR jsonl or 'qid<TAB>text' tsv)")
     data.add_argument("--qrels", help="training qrels (BEIR tsv or TREC)")
-    data.add_argument("--triples", help="MS MARCO text triples 'query<TAB>positive<TAB>negative' (no BM25 mining)")
+    data.add_argument(
+        "--triples",
+        help="MS MARCO triples, read in place (no BM25 mining): text 'query<TAB>positive<TAB>negative', or with "
+        "--corpus and --queries ids 'qid<TAB>pid<TAB>pid'",
+    )
     data.add_argument(
         "--negatives-run",
         help="TREC run of the training queries to draw hard negatives from "
