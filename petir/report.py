@@ -119,6 +119,9 @@ def write_tables(
         lines.append("| " + " | ".join(cells) + " |")
     if marks is not None:
         lines += ["", SIGNIFICANCE_LEGEND]
+    agreement = dev_test_agreement(table)
+    if agreement:
+        lines += ["", agreement]
     path_stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -196,6 +199,27 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
         if mark:
             marks[(method, stage)] = mark
     return marks
+
+
+def dev_test_agreement(table: list[dict[str, Any]]) -> str | None:
+    """Does the dev metric rank methods as the test does? Spearman's rho between dev and test nDCG@10 over the
+    trained methods (one first stage: the first listed), or None with fewer than 3."""
+    from scipy.stats import spearmanr
+
+    stage = next((row["first_stage"] for row in table if row.get("dev_ndcg@10") is not None), None)
+    pairs = [
+        (row["dev_ndcg@10"], row["ndcg@10"])
+        for row in table
+        if row.get("dev_ndcg@10") is not None and row.get("ndcg@10") is not None and row["first_stage"] == stage
+    ]
+    if len(pairs) < 3:
+        return None
+    rho, p = spearmanr(*zip(*pairs, strict=True))
+    where = f" (first stage {stage})" if stage else ""
+    return (
+        f"Dev vs test{where}: Spearman's rho {rho:.2f} (p = {p:.2g}) between dev and test nDCG@10 over the "
+        f"{len(pairs)} trained methods: how far the dev set ranks methods as the test split does."
+    )
 
 
 def _cell(row: dict[str, Any], key: str) -> str:

@@ -34,6 +34,21 @@ def row(method, seed, ndcg, steps):
     return {"method": method, "seed": seed, "ndcg@10": ndcg, "dev_ndcg@10": ndcg + 0.1, "steps_to_95%": steps}
 
 
+def test_tables_say_whether_dev_ranks_methods_as_test_does(tmp_path):
+    rows = [{"method": "bm25", "seed": "", "ndcg@10": 0.6789}]
+    rows += [row(method, 1, ndcg, 10) for method, ndcg in (("a", 0.60), ("b", 0.65), ("c", 0.62), ("d", 0.70))]
+    write_tables(rows, tmp_path / "agree")
+    assert "Spearman's rho 1.00" in (tmp_path / "agree.md").read_text()
+    rows[1:] = [{**r, "dev_ndcg@10": 1 - r["ndcg@10"]} for r in rows[1:]]
+    write_tables(rows, tmp_path / "disagree")
+    assert (
+        "Spearman's rho -1.00" in (tmp_path / "disagree.md").read_text()
+        and "4 trained methods" in (tmp_path / "disagree.md").read_text()
+    )
+    write_tables(rows[:3], tmp_path / "few")
+    assert "Spearman" not in (tmp_path / "few.md").read_text()
+
+
 def test_tables_keep_every_run_in_csv_and_summarise_seeds_in_markdown(tmp_path):
     rows = [{"method": "bm25", "seed": "", "ndcg@10": 0.6789}, row("full", 1, 0.70, 60), row("full", 2, 0.72, 30)]
     write_tables(rows, tmp_path / "results")
