@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -38,9 +41,20 @@ def _loss_and_gradients(model: BiEncoder, groups: list[Group]) -> tuple[float, d
     return loss.item(), gradients
 
 
-def _rank(rank: int, backbone: Path, rendezvous: Path, output: Path) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rank(rank: int, backbone: Path, port: int, output: Path) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+    # Everything over loopback with a deadline: on sandboxed CI machines the host name may resolve to an address
+    # the ranks cannot reach, and a file rendezvous needs file locks the temporary directory may not honour.
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=120)
+    )
     try:
         model = _model(backbone)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -56,9 +70,9 @@ def _rank(rank: int, backbone: Path, rendezvous: Path, output: Path) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="gloo file rendezvous")
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo over the loopback interface 'lo'")
 def test_gathered_negatives_equal_one_process_on_the_global_batch(tiny_backbone, tmp_path):
-    mp.spawn(_rank, args=(tiny_backbone, tmp_path / "rendezvous", tmp_path / "ddp.pt"), nprocs=WORLD, join=True)
+    mp.spawn(_rank, args=(tiny_backbone, _free_port(), tmp_path / "ddp.pt"), nprocs=WORLD, join=True)
     distributed = torch.load(tmp_path / "ddp.pt")
     loss, gradients = _loss_and_gradients(_model(tiny_backbone), GROUPS)
     assert distributed["loss"] == pytest.approx(loss, rel=1e-5)

@@ -190,7 +190,8 @@ def test_two_process_torchrun_training_on_cpu(tiny_backbone, tmp_path):
         "from test_trainer import make_trainer\n"
         f"make_trainer(Path({str(tiny_backbone)!r}), Path({str(tmp_path / 'ddp')!r}), steps=2, device='cpu').train()\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # loopback: the host name may resolve to an address the ranks cannot reach on sandboxed CI machines
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
         capture_output=True,
