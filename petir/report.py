@@ -201,6 +201,46 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
     return marks
 
 
+#: Re-ranking depths the sweep reports (each at most the study's --rerank-depth).
+SWEEP_DEPTHS = (5, 10, 20, 30, 50, 100)
+DEPTH_SWEEP_NOTE = (
+    "Test nDCG@10 had each re-ranker re-ranked only the first stage's top k (its scores restricted to those "
+    "candidates; below k the first stage's order is kept), mean over seeds. Computed from the runs above, no model "
+    "run again; top 100 is the table's re-ranked run."
+)
+
+
+def depth_sweep(rows: list[dict[str, Any]], qrels: Qrels, root: Path, depths: Sequence[int] = SWEEP_DEPTHS) -> str:
+    """Markdown: test nDCG@10 of each re-ranker had it re-ranked only the first stage's top k, for each k. A
+    cross-encoder scores each pair on its own, so the top-k re-ranking is the full one's scores restricted to the
+    first stage's top k (the rest keep the first stage's order): no model is run again. Rows name their re-ranked
+    run in ``run`` and the first stage's in ``first_stage_run``; scores are averaged over seeds."""
+    from petir.evaluate import evaluate_run
+
+    table: dict[tuple[str, str], list[list[float]]] = {}
+    for row in rows:
+        if not row.get("first_stage_run") or not row.get("run"):
+            continue
+        first = read_run(root / row["first_stage_run"])
+        scores = {qid: dict(hits) for qid, hits in read_run(root / row["run"]).items()}
+        values = []
+        for depth in depths:
+            run = {}
+            for qid, hits in first.items():
+                top = sorted(hits[:depth], key=lambda hit: -scores.get(qid, {}).get(hit[0], float("-inf")))
+                run[qid] = [(docid, float(len(hits) - rank)) for rank, (docid, _) in enumerate([*top, *hits[depth:]])]
+            values.append(evaluate_run(qrels, run)["ndcg@10"])
+        table.setdefault((row["method"], row["first_stage"]), []).append(values)
+    lines = [
+        "| re-ranker | first stage | " + " | ".join(f"top {depth}" for depth in depths) + " |",
+        "|---|---|" + "---:|" * len(depths),
+    ]
+    for (method, stage), per_seed in table.items():
+        means = [statistics.fmean(column) for column in zip(*per_seed, strict=True)]
+        lines.append(f"| {method} | {stage} | " + " | ".join(f"{value:.4f}" for value in means) + " |")
+    return "\n".join(lines)
+
+
 def dev_test_agreement(table: list[dict[str, Any]]) -> str | None:
     """Does the dev metric rank methods as the test does? Spearman's rho between dev and test nDCG@10 over the
     trained methods (one first stage: the first listed), or None with fewer than 3."""

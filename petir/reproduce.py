@@ -35,7 +35,16 @@ from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS, resolve
-from petir.report import PAPER, dev_curve, plot_convergence, significance, steps_to_fraction, write_tables
+from petir.report import (
+    DEPTH_SWEEP_NOTE,
+    PAPER,
+    depth_sweep,
+    dev_curve,
+    plot_convergence,
+    significance,
+    steps_to_fraction,
+    write_tables,
+)
 from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
@@ -319,8 +328,9 @@ class Study:
             *("pyserini.fusion", "--runs", first_stage, reranked, "--method", "rrf"),
             *cli.flags(depth=self.s.rerank_depth, k=self.s.hits, output="OUTPUT"),
         )
+        first_stage_run = str(first_stage.relative_to(self.root)) if not self.s.dry_run else ""
         return [
-            {**row, "first_stage": stage, **self.evaluate(reranked)},
+            {**row, "first_stage": stage, **self.evaluate(reranked), "first_stage_run": first_stage_run},
             {**row, "first_stage": f"{stage} + RRF", **self.evaluate(fused)},
         ]
 
@@ -471,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             marks = significance(rows, read_qrels(study.qrels), args.output)
             write_tables(rows, args.output / f"results-{stage}", marks, PAPER[stage])
             plot_convergence(args.output, stage, variants)
+            if stage == "rerank":
+                sweep = depth_sweep(rows, read_qrels(study.qrels), args.output)
+                (args.output / "results-rerank-depth.md").write_text(DEPTH_SWEEP_NOTE + "\n\n" + sweep + "\n")
             print((args.output / f"results-{stage}.md").read_text())
     print(study.timing_summary())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -146,3 +147,25 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
     write_tables([{**row, "ndcg@10": 0.5} for row in rows], tmp_path / "t", marks, {"paper": {"iaa-l": 0.314}})
     table = (tmp_path / "t.md").read_text()
     assert "| iaa-l | 1 | 0.5000 ‡ |" in table and "| 0.314 |" in table and "two-tailed paired t-test" in table
+
+
+def test_depth_sweep_restricts_the_rerankers_scores_to_the_first_stage_top_k(tmp_path):
+    from petir.data import write_run
+    from petir.report import depth_sweep
+
+    qrels = {"q1": {"c": 1}, "q2": {"e": 1}}
+    write_run(
+        {"q1": [("a", 3.0), ("b", 2.0), ("c", 1.0)], "q2": [("d", 3.0), ("e", 2.0), ("f", 1.0)]},
+        tmp_path / "first.trec",
+        "bm25",
+    )
+    write_run(
+        {"q1": [("c", 9.0), ("b", 8.0), ("a", 7.0)], "q2": [("f", 9.0), ("e", 8.0), ("d", 7.0)]},
+        tmp_path / "re.trec",
+        "ce",
+    )
+    rows = [{"method": "ce", "first_stage": "bm25", "run": "re.trec", "first_stage_run": "first.trec"}]
+    table = depth_sweep(rows, qrels, tmp_path, depths=(1, 2, 3))
+    third, second = 1 / math.log2(4), 1 / math.log2(3)  # nDCG@10 of one relevant passage at rank 3, rank 2
+    expected = [(third + second) / 2, (third + 1) / 2, (1 + second) / 2]  # q2's e rises to rank 1 only at depth 2
+    assert table.splitlines()[2] == "| ce | bm25 | " + " | ".join(f"{value:.4f}" for value in expected) + " |"
