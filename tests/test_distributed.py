@@ -55,19 +55,22 @@ def _rank(rank: int, backbone: Path, port: int, output: Path) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=120)
     )
-    try:
-        model = _model(backbone)
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        share = len(GROUPS) // WORLD
-        loss = ddp(model.collate(GROUPS[rank * share : (rank + 1) * share]))
-        loss.backward()  # DDP averages the gradients over the ranks
-        losses = [None] * WORLD
-        dist.all_gather_object(losses, loss.item())
-        gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
-        if rank == 0:
-            torch.save({"loss": sum(losses) / WORLD, "gradients": gradients}, output)
-    finally:
-        dist.destroy_process_group()
+    model = _model(backbone)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    share = len(GROUPS) // WORLD
+    loss = ddp(model.collate(GROUPS[rank * share : (rank + 1) * share]))
+    loss.backward()  # DDP averages the gradients over the ranks
+    losses = [None] * WORLD
+    dist.all_gather_object(losses, loss.item())
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    if rank == 0:
+        torch.save({"loss": sum(losses) / WORLD, "gradients": gradients}, output)
+    # Tear down as the trainer does, behind a barrier and DDP before the group: a gloo worker may still be freeing
+    # the tensors of the last collective, which takes the GIL, and freeing the group joins that worker while holding
+    # the GIL (a deadlock seen in CI when rank 1 raced from all_gather_object to its exit).
+    dist.barrier()
+    del ddp
+    dist.destroy_process_group()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over the loopback interface 'lo'")
