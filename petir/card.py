@@ -40,7 +40,7 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
         f"| petir | {config.get('petir_version', '?')} |",
     ]
     if training:
-        dev = training.get("final_dev")
+        dev, kept = training.get("final_dev"), training.get("kept")
         lines += [
             "",
             "## Training",
@@ -48,7 +48,8 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
             f"`python -m petir.train {' '.join(shlex.quote(a) for a in training.get('argv', []))}`",
             "",
             f"{training['steps']} optimizer steps in {training['wall_time_s']:.0f} s of training"
-            + (f"; final dev {', '.join(f'{k} {v}' for k, v in dev.items())}" if dev else "; no dev set")
+            + (f"; final dev {_metrics(dev)}" if dev else "; no dev set")
+            + (f"; saved: the best dev check, step {kept['step']} ({_metrics(kept['dev'])})" if kept else "")
             + ".",
         ]
     lines += ["", "## Use", "", *_usage(config["task"]), ""]
@@ -76,3 +77,7 @@ def _usage(task: str) -> list[str]:
         "    --output reranked.trec",
         "```",
     ]
+
+
+def _metrics(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in values.items())

@@ -77,6 +77,7 @@ class StudySettings:
     batch_size: int
     eval_every: int
     eval_budget: float
+    keep_best: bool
     train_passage_length: int
     dev_queries: int
     dev_depth: int
@@ -213,6 +214,7 @@ class Study:
             *pet,
             *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
             *cli.flags(eval_budget=self.s.eval_budget),
+            *(["--keep-best"] if self.s.keep_best else []),
             *self._dev_flags(),
             *cli.flags(threads=self.s.threads, output=run_dir),
             *task_args,
@@ -368,6 +370,7 @@ class Study:
             return {"method": variant, "seed": seed}
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
         curve = dev_curve(run_dir / METRICS_FILE)
+        kept = summary.get("kept")  # --keep-best: the dev check whose state was saved
         return {
             "method": variant,
             "seed": seed,
@@ -380,7 +383,7 @@ class Study:
             "peak_mem_mb": summary["peak_memory_mb"],
             "steps_to_95%": steps_to_fraction(curve, 0.95),
             "steps_to_95%_gain": steps_to_fraction(curve, 0.95, of_gain=True),
-            "dev_ndcg@10": curve[-1][1] if curve else None,
+            "dev_ndcg@10": kept["dev"]["ndcg@10"] if kept else curve[-1][1] if curve else None,
         }
 
 
@@ -419,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval-budget", type=float, default=0.25, help="most share of training time dev checks may take (petir.train)"
     )
+    parser.add_argument(
+        "--keep-best",
+        action="store_true",
+        help="each run saves its best dev check, not its last step (petir.train --keep-best): the rule that lets "
+        "the dev set pick every method's training length",
+    )
     parser.add_argument("--train-passage-length", type=int, default=128, help="passage tokens in training")
     parser.add_argument("--dev-queries", type=int, default=50, help="training queries held out as dev set")
     parser.add_argument(
@@ -453,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_size=args.batch_size,
         eval_every=args.eval_every,
         eval_budget=args.eval_budget,
+        keep_best=args.keep_best,
         train_passage_length=args.train_passage_length,
         dev_queries=args.dev_queries,
         dev_depth=args.dev_depth,

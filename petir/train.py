@@ -434,7 +434,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume)
     train_s, dev_s, steps = summary["wall_time_s"], summary["dev_time_s"], max(summary["steps"], 1)
     print(
-        f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}; training {train_s:.0f} s "
+        f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}"
+        + (f" (saved: step {summary['kept']['step']}, dev {summary['kept']['dev']})" if summary["kept"] else "")
+        + f"; training {train_s:.0f} s "
         f"({train_s / steps:.2f} s/step), {summary['dev_checks']} dev checks {dev_s:.0f} s"
     )
     return summary

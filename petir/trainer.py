@@ -67,6 +67,11 @@ class TrainConfig:
         "most share of training time that dev checks may take; scheduled checks past it are skipped (the first "
         "and final ones always run)",
     )
+    keep_best: bool = option(
+        False,
+        "save the state of the dev check with the highest first dev metric (nDCG@10), not the last step's: --steps "
+        "becomes a ceiling and the dev set picks the training length (ties go to the earlier step)",
+    )
     save_every: int = option(100, "checkpoint interval in steps")
     log_every: int = option(10, "loss logging interval in steps")
     report_to: str = option(
@@ -139,6 +144,7 @@ class Trainer:
         self._last_check_seconds = 0.0
         self._warned_budget = False
         self._dev_step: int | None = None  # the step of the latest dev check
+        self.best: dict[str, Any] | None = None  # --keep-best: {"step", "dev", "state"} of the best dev check
         self._board: Any = None  # the TensorBoard writer, while training
 
     @property
@@ -257,6 +263,7 @@ class Trainer:
             self.model.train()
             self._last_check_seconds = time.perf_counter() - started
             self.dev_seconds += self._last_check_seconds
+            self._remember_if_best(metrics)
             self._log(dev=metrics, dev_check_s=round(self._last_check_seconds, 2))
             _say(
                 f"dev at step {self.step}: {metrics} in {self._last_check_seconds:.1f} s; dev checks so far "
@@ -265,8 +272,19 @@ class Trainer:
         _barrier(self.world_size)
         return metrics
 
+    def _remember_if_best(self, metrics: dict[str, float]) -> None:
+        """--keep-best: keep a copy of the trained tensors when the first dev metric beats every earlier check."""
+        if not self.config.keep_best or not metrics:
+            return
+        value = next(iter(metrics.values()))
+        if self.best is None or value > self.best["value"]:
+            state = {name: tensor.to("cpu", copy=True) for name, tensor in self.model.trainable_state_dict().items()}
+            self.best = {"step": self.step, "dev": metrics, "value": value, "state": state}
+
     def _finish(self, final_dev: dict[str, float] | None) -> dict[str, Any]:
         dev_records = self._dev_records()
+        if self.best is not None:  # rank 0 alone evaluates, keeps and saves
+            self.model.load_trainable_state_dict(self.best["state"])
         summary = {
             "steps": self.step,
             "wall_time_s": round(self.elapsed, 2),  # training only: optimizer steps, dev checks excluded
@@ -277,6 +295,8 @@ class Trainer:
             "world_size": self.world_size,
             "parameters": self.model.parameter_report(),
             "final_dev": final_dev or (dev_records[-1]["dev"] if dev_records else None),
+            # --keep-best: the dev check whose state was saved (None: the last step's state was)
+            "kept": {"step": self.best["step"], "dev": self.best["dev"]} if self.best is not None else None,
             "config": {
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
                 "batch_size": self.sampler.batch_size,
@@ -349,6 +369,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rng_states,
+                "best": self.best,
             }
             torch.save(state, staging / TRAINER_STATE)
 
@@ -377,6 +398,7 @@ class Trainer:
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.dev_seconds = state.get("dev_seconds", 0.0)
         self._last_check_seconds = state.get("last_check_seconds", 0.0)
+        self.best = state.get("best")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -122,6 +122,52 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, t
     assert [s for s in steps] == sorted(steps) and steps.count(3) == 1  # no duplicated log records
 
 
+def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_backbone, tmp_path):
+    """--keep-best: dev at steps 0, 2, 4, 6 peaks at step 2, so step 2's state is saved, also across an interruption
+    after that check."""
+    curve = {0: 0.1, 2: 0.5, 4: 0.3, 6: 0.5}  # the tie at step 6 goes to the earlier step
+
+    def run(output: Path, interrupt_at: int | None = None) -> tuple[Trainer, dict[int, dict[str, torch.Tensor]]]:
+        trainer = make_trainer(tiny_backbone, output, steps=6, eval_every=2, eval_budget=1000, keep_best=True)
+        states = {}
+
+        def check(model):
+            states[trainer.step] = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+            return {"ndcg@10": curve[trainer.step], "mrr@10": 0.0}
+
+        trainer.evaluate = check
+        if interrupt_at is not None:
+            original_step = trainer._optimizer_step
+
+            def step_with_ctrl_c():
+                if trainer.step + 1 == interrupt_at:
+                    os.kill(os.getpid(), signal.SIGINT)
+                return original_step()
+
+            trainer._optimizer_step = step_with_ctrl_c
+        return trainer, states
+
+    trainer, states = run(tmp_path / "straight")
+    summary = trainer.train()
+    assert summary["kept"] == {"step": 2, "dev": {"ndcg@10": 0.5, "mrr@10": 0.0}}
+    assert summary["final_dev"]["ndcg@10"] == 0.5
+    saved = trained_state(tmp_path / "straight")
+    assert all(torch.equal(saved[name], states[2][name]) for name in saved)
+    assert not all(torch.equal(saved[name], states[6][name]) for name in saved)
+    assert (
+        "saved: the best dev check, step 2 (ndcg@10 0.5"
+        in (tmp_path / "straight" / MODEL_DIR / "README.md").read_text()
+    )
+
+    interrupted, _ = run(tmp_path / "resumed", interrupt_at=3)
+    with pytest.raises(PetirError, match="interrupted at step 3"):
+        interrupted.train()
+    resumed, _ = run(tmp_path / "resumed")
+    assert resumed.train(resume=True)["kept"]["step"] == 2
+    again = trained_state(tmp_path / "resumed")
+    assert all(torch.equal(again[name], saved[name]) for name in saved)
+
+
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_backbone, tmp_path):
     trainer = make_trainer(tiny_backbone, tmp_path)
     original_step = trainer._optimizer_step
