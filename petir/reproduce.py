@@ -38,6 +38,7 @@ from petir.pet import VARIANTS, resolve
 from petir.report import (
     DEPTH_SWEEP_NOTE,
     PAPER,
+    SWEEP_DEPTHS,
     depth_sweep,
     dev_curve,
     plot_convergence,
@@ -492,7 +493,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_tables(rows, args.output / f"results-{stage}", marks, PAPER[stage])
             plot_convergence(args.output, stage, variants)
             if stage == "rerank":
-                sweep = depth_sweep(rows, read_qrels(study.qrels), args.output)
+                depths = [depth for depth in SWEEP_DEPTHS if depth <= args.rerank_depth]
+                sweep = depth_sweep(rows, read_qrels(study.qrels), args.output, depths)
                 (args.output / "results-rerank-depth.md").write_text(DEPTH_SWEEP_NOTE + "\n\n" + sweep + "\n")
             print((args.output / f"results-{stage}.md").read_text())
     print(study.timing_summary())
