@@ -151,8 +151,8 @@ SCATTERED = ("bitfit", "lora", "adapter", "prefix", "mam")
 SIGNIFICANCE_LEVEL = 0.05
 SIGNIFICANCE_LEGEND = (
     "Marks on nDCG@10, as in the paper: † differs from full fine-tuning, ‡ from the best scattered method at the same "
-    f"budget (two-tailed paired t-test over the test queries, p ≤ {SIGNIFICANCE_LEVEL}; per-query nDCG@10 averaged "
-    "over seeds)."
+    "budget; and § (re-ranking) from the first stage it re-ranks (two-tailed paired t-test over the test queries, "
+    f"p ≤ {SIGNIFICANCE_LEVEL}; per-query nDCG@10 averaged over seeds)."
 )
 
 
@@ -166,36 +166,42 @@ def budget_of(method: str) -> str | None:
 def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[tuple[str, str], str]:
     """Marks per (method, first stage) for :func:`write_tables`: ``†`` where the method's per-query nDCG@10 differs
     from full fine-tuning's, ``‡`` where it differs from the best scattered method's at the same budget (the one
-    with the highest mean), by a two-tailed paired t-test at p <= 0.05. Rows name their run file in ``run``."""
+    with the highest mean), ``§`` where a re-ranked run's differs from its first stage's, by a two-tailed paired
+    t-test at p <= 0.05. Rows name their run file in ``run`` and a re-ranked one its first stage's in
+    ``first_stage_run``."""
     from scipy.stats import ttest_rel
 
-    per_seed: dict[tuple[str, str], list[dict[str, float]]] = {}
+    qids = sorted(qrels)
+
+    def per_query(run: str) -> list[float]:
+        scores = evaluate_queries(qrels, read_run(root / run))
+        return [scores[qid]["ndcg@10"] if qid in scores else 0.0 for qid in qids]
+
+    per_seed: dict[tuple[str, str], list[list[float]]] = {}
+    first_stages: dict[tuple[str, str], list[float]] = {}
     for row in rows:
         if row.get("run"):
-            scores = evaluate_queries(qrels, read_run(root / row["run"]))
-            per_seed.setdefault((row["method"], row.get("first_stage", "")), []).append(
-                {qid: values["ndcg@10"] for qid, values in scores.items()}
-            )
-    qids = sorted(qrels)
-    means = {key: [statistics.fmean(seed[qid] for seed in seeds) for qid in qids] for key, seeds in per_seed.items()}
+            key = (row["method"], row.get("first_stage", ""))
+            per_seed.setdefault(key, []).append(per_query(row["run"]))
+            if row.get("first_stage_run") and key not in first_stages:
+                first_stages[key] = per_query(row["first_stage_run"])
+    means = {key: [statistics.fmean(column) for column in zip(*seeds, strict=True)] for key, seeds in per_seed.items()}
 
-    def differs(key: tuple[str, str], other: tuple[str, str] | None) -> bool:
-        if other is None or other == key or other not in means:
-            return False
-        return bool(ttest_rel(means[key], means[other]).pvalue <= SIGNIFICANCE_LEVEL)
+    def differs(values: list[float], other: list[float] | None) -> bool:
+        return other is not None and other != values and ttest_rel(values, other).pvalue <= SIGNIFICANCE_LEVEL
 
     marks = {}
-    for method, stage in means:
+    for (method, stage), values in means.items():
+        mark = ""
         budget = budget_of(method)
-        if budget is None:
-            continue
-        scattered = [
-            k for k in means if k[1] == stage and k[0].partition("@")[0] in SCATTERED and budget_of(k[0]) == budget
-        ]
-        best = max(scattered, key=lambda k: statistics.fmean(means[k]), default=None)
-        mark = ("†" if differs((method, stage), ("full", stage)) else "") + (
-            "‡" if differs((method, stage), best) else ""
-        )
+        if budget is not None:
+            scattered = [
+                k for k in means if k[1] == stage and k[0].partition("@")[0] in SCATTERED and budget_of(k[0]) == budget
+            ]
+            best = max(scattered, key=lambda k: statistics.fmean(means[k]), default=None)
+            mark += "†" if differs(values, means.get(("full", stage))) else ""
+            mark += "‡" if best is not None and differs(values, means[best]) else ""
+        mark += "§" if differs(values, first_stages.get((method, stage))) else ""
         if mark:
             marks[(method, stage)] = mark
     return marks
@@ -219,7 +225,7 @@ def depth_sweep(rows: list[dict[str, Any]], qrels: Qrels, root: Path, depths: Se
 
     table: dict[tuple[str, str], list[list[float]]] = {}
     for row in rows:
-        if not row.get("first_stage_run") or not row.get("run"):
+        if not row.get("first_stage_run") or not row.get("run") or row.get("fused"):
             continue
         first = read_run(root / row["first_stage_run"])
         scores = {qid: dict(hits) for qid, hits in read_run(root / row["run"]).items()}

@@ -334,7 +334,13 @@ class Study:
         first_stage_run = str(first_stage.relative_to(self.root)) if not self.s.dry_run else ""
         return [
             {**row, "first_stage": stage, **self.evaluate(reranked), "first_stage_run": first_stage_run},
-            {**row, "first_stage": f"{stage} + RRF", **self.evaluate(fused)},
+            {
+                **row,
+                "first_stage": f"{stage} + RRF",
+                **self.evaluate(fused),
+                "first_stage_run": first_stage_run,
+                "fused": True,
+            },
         ]
 
     def rerank_run(self, run_file: Path, model: Path, directory: Path, stage: str) -> Path:

@@ -144,6 +144,13 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
     assert marks[("lora", "")] == "†‡"
     assert marks[("iaa-l", "")] == "‡"  # one query apart from full: no difference; far above the adapter
     assert ("adapter@6.7", "") not in marks  # two queries apart from full, and the only scattered one at 6.7 %
+    first_stage = run_file("bm25", 20)
+    reranked = [
+        {"method": "cosine", "first_stage": "bm25", "run": run_file("cosine", 0), "first_stage_run": first_stage},
+        {"method": "iaa-l", "first_stage": "bm25", "run": run_file("iaa-l-bm25", 19), "first_stage_run": first_stage},
+    ]
+    marks_vs_first_stage = significance(reranked, qrels, tmp_path)
+    assert marks_vs_first_stage == {("cosine", "bm25"): "§"}  # 20 queries better; iaa-l's one query is no difference
     write_tables([{**row, "ndcg@10": 0.5} for row in rows], tmp_path / "t", marks, {"paper": {"iaa-l": 0.314}})
     table = (tmp_path / "t.md").read_text()
     assert "| iaa-l | 1 | 0.5000 ‡ |" in table and "| 0.314 |" in table and "two-tailed paired t-test" in table
