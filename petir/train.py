@@ -359,7 +359,6 @@ def describe_dev(data: TrainingData) -> str:
     return f"{len(data.dev_pools)} dev queries over {passages:,} passages ({pairs:,} query-passage scores a check)"
 
 
-#: Flags that only one task reads: giving one to the other task is an error, not silently ignored.
 #: Data flags that only one task reads.
 TASK_DATA_FLAGS = {"retrieval": ("dev_corpus",)}
 #: Flags that only one task reads (its options, and its own data flags): giving one to the other task is an error,
