@@ -212,7 +212,7 @@ SWEEP_DEPTHS = (5, 10, 20, 30, 50, 100)
 DEPTH_SWEEP_NOTE = (
     "Test nDCG@10 had each re-ranker re-ranked only the first stage's top k (its scores restricted to those "
     "candidates; below k the first stage's order is kept), mean over seeds. Computed from the runs above, no model "
-    "run again; top 100 is the table's re-ranked run."
+    "run again; the deepest column is the table's re-ranked run."
 )
 
 
