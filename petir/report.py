@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import statistics
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,7 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
 
     qids = sorted(qrels)
 
+    @cache  # every re-ranked run of a study shares its first stage's
     def per_query(run: str) -> list[float]:
         scores = evaluate_queries(qrels, read_run(root / run))
         return [scores[qid]["ndcg@10"] if qid in scores else 0.0 for qid in qids]
@@ -183,7 +185,7 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
         if row.get("run"):
             key = (row["method"], row.get("first_stage", ""))
             per_seed.setdefault(key, []).append(per_query(row["run"]))
-            if row.get("first_stage_run") and key not in first_stages:
+            if row.get("first_stage_run"):
                 first_stages[key] = per_query(row["first_stage_run"])
     means = {key: [statistics.fmean(column) for column in zip(*seeds, strict=True)] for key, seeds in per_seed.items()}
 
