@@ -144,7 +144,7 @@ class Trainer:
         self._last_check_seconds = 0.0
         self._warned_budget = False
         self._dev_step: int | None = None  # the step of the latest dev check
-        self.best: dict[str, Any] | None = None  # --keep-best: {"step", "dev", "state"} of the best dev check
+        self.best: dict[str, Any] | None = None  # --keep-best: step, dev metrics, their first value, state
         self._board: Any = None  # the TensorBoard writer, while training
 
     @property

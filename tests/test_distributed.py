@@ -65,9 +65,10 @@ def _rank(rank: int, backbone: Path, port: int, output: Path) -> None:
     gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
     if rank == 0:
         torch.save({"loss": sum(losses) / WORLD, "gradients": gradients}, output)
-    # Tear down as the trainer does, behind a barrier and DDP before the group: a gloo worker may still be freeing
-    # the tensors of the last collective, which takes the GIL, and freeing the group joins that worker while holding
-    # the GIL (a deadlock seen in CI when rank 1 raced from all_gather_object to its exit).
+    # Tear down behind a barrier (the trainer's last collective is one too), then DDP before the group: a gloo
+    # worker may still be freeing the tensors of the last collective, which takes the GIL, and freeing the group
+    # joins that worker while holding the GIL (a deadlock seen in CI when rank 1 raced from all_gather_object to
+    # its exit).
     dist.barrier()
     del ddp
     dist.destroy_process_group()
