@@ -4,6 +4,7 @@ per method in Markdown) and the convergence plots. :mod:`petir.reproduce` runs t
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 from collections.abc import Sequence
 from functools import cache
@@ -109,17 +110,24 @@ def write_tables(
         writer.writeheader()
         writer.writerows(rows)
     table = aggregate(rows)
+    tried = [split_learning_rate(row["method"])[0] for row in table if not row["first_stage"].endswith("RRF")]
+    several = {family for family in tried if tried.count(family) > 1}
+    chosen = {entry for family, entry in chosen_on_dev(rows).items() if family in several}
     headers = [h for h, key in COLUMNS.items() if key != "first_stage" or any(r["first_stage"] for r in table)]
     paper = paper or {}
     lines = ["| " + " | ".join([*headers, *paper]) + " |", "|" + "---|" * (len(headers) + len(paper))]
     for row in table:
         cells = [_cell(row, COLUMNS[header]) for header in headers]
+        cells[0] += f" {CHOSEN_MARK}" if row["method"] in chosen else ""
         mark = (marks or {}).get((row["method"], row["first_stage"]), "")
         cells[headers.index("nDCG@10")] += f" {mark}" if mark else ""
-        cells += [f"{column[row['method']]:.3f}" if row["method"] in column else "–" for column in paper.values()]
+        paper_entry = split_learning_rate(row["method"])[0]
+        cells += [f"{column[paper_entry]:.3f}" if paper_entry in column else "–" for column in paper.values()]
         lines.append("| " + " | ".join(cells) + " |")
     if marks is not None:
         lines += ["", SIGNIFICANCE_LEGEND]
+    if chosen:
+        lines += ["", CHOSEN_LEGEND]
     agreement = dev_test_agreement(table)
     if agreement:
         lines += ["", agreement]
@@ -157,19 +165,55 @@ SIGNIFICANCE_LEGEND = (
 )
 
 
+#: ``NAME-lrVALUE`` (``full-lr1e-4``): a study entry trained at a learning rate other than its method's default.
+LEARNING_RATE_SUFFIX = re.compile(r"(?P<name>.+)-lr(?P<lr>\d+(?:\.\d+)?(?:e-?\d+)?)")
+
+
+def split_learning_rate(entry: str) -> tuple[str, float | None]:
+    """``adapter-lr3e-3@6.7`` -> ``("adapter@6.7", 0.003)``; an entry at its method's default -> ``(entry, None)``."""
+    name, at, budget = entry.partition("@")
+    suffix = LEARNING_RATE_SUFFIX.fullmatch(name)
+    return (suffix["name"] + at + budget, float(suffix["lr"])) if suffix else (entry, None)
+
+
 def budget_of(method: str) -> str | None:
     """The budget of a study entry: ``NAME@6.7`` -> "6.7"; ``full`` and baselines -> None; else the default preset."""
+    method = split_learning_rate(method)[0]
     if method in ("full", "bm25", "zero-shot", "no re-ranking", "cosine"):
         return None
     return method.partition("@")[2] or DEFAULT_BUDGET
 
 
+CHOSEN_MARK = "◆"
+CHOSEN_LEGEND = (
+    f"{CHOSEN_MARK} the learning rate the dev set chose for its method, of those tried (highest dev nDCG@10, mean "
+    "over seeds); † and ‡ compare with the chosen rates."
+)
+
+
+def chosen_on_dev(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """For each method tried at several learning rates, the entry with the highest mean dev nDCG@10 (the study's
+    rule for picking a learning rate, the same for every method); a method tried at one rate is its own choice."""
+    dev: dict[str, list[float]] = {}
+    for row in rows:
+        if not row.get("fused"):
+            values = dev.setdefault(row["method"], [])
+            values += [row["dev_ndcg@10"]] if row.get("dev_ndcg@10") is not None else []
+    mean = {entry: statistics.fmean(values) if values else float("-inf") for entry, values in dev.items()}
+    chosen: dict[str, str] = {}
+    for entry in dev:
+        family = split_learning_rate(entry)[0]
+        if family not in chosen or mean[entry] > mean[chosen[family]]:
+            chosen[family] = entry
+    return chosen
+
+
 def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[tuple[str, str], str]:
     """Marks per (method, first stage) for :func:`write_tables`: ``†`` where the method's per-query nDCG@10 differs
     from full fine-tuning's, ``‡`` where it differs from the best scattered method's at the same budget (the one
-    with the highest mean), ``§`` where a re-ranked run's differs from its first stage's, by a two-tailed paired
-    t-test at p <= 0.05. Rows name their run file in ``run`` and a re-ranked one its first stage's in
-    ``first_stage_run``."""
+    with the highest mean), each reference at its learning rate chosen on dev (:func:`chosen_on_dev`); ``§`` where a
+    re-ranked run's differs from its first stage's; by a two-tailed paired t-test at p <= 0.05. Rows name their run
+    file in ``run`` and a re-ranked one its first stage's in ``first_stage_run``."""
     from scipy.stats import ttest_rel
 
     qids = sorted(qrels)
@@ -192,16 +236,23 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
     def differs(values: list[float], other: list[float] | None) -> bool:
         return other is not None and other != values and ttest_rel(values, other).pvalue <= SIGNIFICANCE_LEVEL
 
+    chosen = set(chosen_on_dev(rows).values())  # the reference rows: each method at its dev-chosen learning rate
+    full = next((entry for entry in chosen if split_learning_rate(entry)[0] == "full"), "full")
     marks = {}
     for (method, stage), values in means.items():
         mark = ""
         budget = budget_of(method)
         if budget is not None:
             scattered = [
-                k for k in means if k[1] == stage and k[0].partition("@")[0] in SCATTERED and budget_of(k[0]) == budget
+                k
+                for k in means
+                if k[1] == stage
+                and k[0] in chosen
+                and split_learning_rate(k[0])[0].partition("@")[0] in SCATTERED
+                and budget_of(k[0]) == budget
             ]
             best = max(scattered, key=lambda k: statistics.fmean(means[k]), default=None)
-            mark += "†" if differs(values, means.get(("full", stage))) else ""
+            mark += "†" if differs(values, means.get((full, stage))) else ""
             mark += "‡" if best is not None and differs(values, means[best]) else ""
         mark += "§" if differs(values, first_stages.get((method, stage))) else ""
         if mark:
@@ -301,7 +352,8 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
         files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
         if not files:
             continue
-        style = "-" if variant.startswith("iaa") or variant == "full" else "--"
+        family = split_learning_rate(variant)[0]
+        style = "-" if family.startswith("iaa") or family == "full" else "--"
         for axis, read in ((dev_axis, dev_curve), (loss_axis, loss_curve)):
             curves = [read(path) for path in files]
             length = min(len(curve) for curve in curves)

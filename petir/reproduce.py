@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from petir.report import (
     dev_curve,
     plot_convergence,
     significance,
+    split_learning_rate,
     steps_to_fraction,
     write_tables,
 )
@@ -58,15 +59,28 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
 MAIN_VARIANTS = ("full", "adapter", "iaa-l")
 
 
-def study_entry(name: str) -> tuple[str, str | None, dict[str, str]]:
-    """``(variant, budget, options)`` of a study entry: a registry variant (``iaa-l``, at the 0.5 % preset),
-    ``VARIANT@BUDGET`` (``adapter@6.7``) or an ablation, checked against the registry."""
+@dataclass(frozen=True)
+class StudyEntry:
+    variant: str
+    budget: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    learning_rate: float | None = None  # None: the method's default
+
+
+def study_entry(name: str) -> StudyEntry:
+    """A study entry: a registry variant (``iaa-l``, at the 0.5 % preset), ``VARIANT@BUDGET`` (``adapter@6.7``),
+    an ablation, each optionally at another learning rate (``full-lr1e-4``, ``adapter-lr3e-3@6.7``), checked
+    against the registry."""
+    name, learning_rate = split_learning_rate(name)
     base, _, budget = name.partition("@")
     variant, options = ABLATIONS.get(base, (base, {}))
     if variant not in VARIANTS:
-        raise PetirError(f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} (NAME@6.7: 6.7 %)")
+        raise PetirError(
+            f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} "
+            "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
+        )
     resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
-    return variant, budget or None, options
+    return StudyEntry(variant, budget or None, options, learning_rate)
 
 
 @dataclass
@@ -92,6 +106,40 @@ class StudySettings:
 
 
 COMMANDS_FILE = "commands.sh"
+
+
+def train_command(
+    settings: StudySettings,
+    stage: str,
+    name: str,
+    seed: int,
+    batch_size: int,
+    task_args: Sequence[str],
+    run_dir: Path,
+) -> list[object]:
+    """The ``petir.train`` argv of one run of the study (also what benchmarks/gpu_study.py runs on a GPU)."""
+    entry = study_entry(name)
+    pet = [item for key, value in entry.options.items() for item in ("--pet", f"{key}={value}")]
+    return [
+        "petir.train",
+        *cli.flags(data=settings.data, task=stage, backbone=settings.backbone, method=entry.variant),
+        *(cli.flags(budget=entry.budget) if entry.budget else []),
+        *pet,
+        *(["--lr", str(entry.learning_rate)] if entry.learning_rate is not None else []),
+        *cli.flags(steps=settings.steps, batch_size=batch_size, eval_every=settings.eval_every, seed=seed),
+        *cli.flags(eval_budget=settings.eval_budget),
+        *(["--keep-best"] if settings.keep_best else []),
+        *dev_flags(settings),
+        *cli.flags(threads=settings.threads, output=run_dir),
+        *task_args,
+    ]
+
+
+def dev_flags(settings: StudySettings) -> list[str]:
+    """The dataset's own dev split where it has one (qrels/dev.tsv), else training queries held out."""
+    dev_qrels = settings.data / "qrels" / "dev.tsv"
+    held_out = cli.flags(dev_qrels=dev_qrels) if dev_qrels.exists() else cli.flags(dev_queries=settings.dev_queries)
+    return [*held_out, *cli.flags(dev_depth=settings.dev_depth)]
 
 
 class Study:
@@ -206,30 +254,11 @@ class Study:
         self.announce(stage, variant, seed)
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
-        method, budget, options = study_entry(variant)
-        pet = [item for key, value in options.items() for item in ("--pet", f"{key}={value}")]
-        argv = [
-            "petir.train",
-            *cli.flags(data=self.s.data, task=stage, backbone=self.s.backbone, method=method),
-            *(cli.flags(budget=budget) if budget else []),
-            *pet,
-            *cli.flags(steps=self.s.steps, batch_size=batch_size, eval_every=self.s.eval_every, seed=seed),
-            *cli.flags(eval_budget=self.s.eval_budget),
-            *(["--keep-best"] if self.s.keep_best else []),
-            *self._dev_flags(),
-            *cli.flags(threads=self.s.threads, output=run_dir),
-            *task_args,
-        ]
+        argv = train_command(self.s, stage, variant, seed, batch_size, task_args, run_dir)
         if (run_dir / "checkpoint").exists():
             argv.append("--resume")
         self.run(*argv)
         return run_dir
-
-    def _dev_flags(self) -> list[str]:
-        """The dataset's own dev split where it has one (qrels/dev.tsv), else training queries held out."""
-        dev_qrels = self.s.data / "qrels" / "dev.tsv"
-        held_out = cli.flags(dev_qrels=dev_qrels) if dev_qrels.exists() else cli.flags(dev_queries=self.s.dev_queries)
-        return [*held_out, *cli.flags(dev_depth=self.s.dev_depth)]
 
     def produce(self, output: Path, *argv: object) -> Path:
         """Run a command that writes ``output`` (given as the placeholder ``OUTPUT`` in ``argv``) into a partial
@@ -378,13 +407,14 @@ class Study:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
         curve = dev_curve(run_dir / METRICS_FILE)
         kept = summary.get("kept")  # --keep-best: the dev check whose state was saved
+        state = run_dir / MODEL_DIR / STATE_FILE
         return {
             "method": variant,
             "seed": seed,
             **metrics,
             "trainable": summary["parameters"]["trainable"],
             "trainable_%": summary["parameters"]["percent"],
-            "state_mb": (run_dir / MODEL_DIR / STATE_FILE).stat().st_size / 2**20,
+            "state_mb": state.stat().st_size / 2**20 if state.exists() else None,  # absent: weights left where trained
             "train_s": summary["wall_time_s"],
             "dev_s": summary.get("dev_time_s"),
             "peak_mem_mb": summary["peak_memory_mb"],
@@ -455,13 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    variants = [v.strip() for v in args.methods.split(",") if v.strip()]
-    for variant in variants:
-        study_entry(variant)
-    seeds = [int(seed) for seed in args.seeds.split(",")]
-    settings = StudySettings(
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """The study's settings from its command line (:func:`build_parser`)."""
+    return StudySettings(
         data=resolve_beir(args.data).resolve(),
         output=args.output,
         backbone=args.backbone,
@@ -481,6 +507,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         threads=args.threads,
         dry_run=args.dry_run,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    variants = [v.strip() for v in args.methods.split(",") if v.strip()]
+    for variant in variants:
+        study_entry(variant)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    settings = settings_from_args(args)
     cli.use_threads(args.threads)
     stages = ("retrieval", "rerank") if args.stage == "all" else (args.stage,)
     seed_variants = args.seed_methods.split(",")

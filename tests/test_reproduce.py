@@ -4,6 +4,7 @@ entries, a replayable commands.sh)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_PASSAGES, flags, run_cli
+from conftest import REPO, TINY_PASSAGES, flags, run_cli
+from petir.data import read_run
 from petir.errors import PetirError
 from petir.pet import VARIANTS
 from petir.report import steps_to_fraction, write_tables
-from petir.reproduce import MAIN_VARIANTS, study_entry
+from petir.reproduce import MAIN_VARIANTS, StudyEntry, study_entry
 from petir.reproduce import main as reproduce_main
 
 CURVE = [(0, 0.80), (10, 0.82), (20, 0.90), (30, 0.84)]
@@ -70,14 +72,28 @@ def test_tables_keep_every_run_in_csv_and_summarise_seeds_in_markdown(tmp_path):
 
 
 def test_study_entries_are_registry_variants_at_a_budget():
-    assert study_entry("iaa-l") == ("iaa-l", None, {})
-    assert study_entry("adapter@6.7") == ("adapter", "6.7", {})
-    assert study_entry("iaa-l-near-identity") == ("iaa-l", None, {"init": "near-identity"})
+    assert study_entry("iaa-l") == StudyEntry("iaa-l")
+    assert study_entry("adapter@6.7") == StudyEntry("adapter", "6.7")
+    assert study_entry("iaa-l-near-identity") == StudyEntry("iaa-l", None, {"init": "near-identity"})
+    assert study_entry("full-lr1e-4") == StudyEntry("full", learning_rate=1e-4)
+    assert study_entry("adapter-lr3e-3@6.7") == StudyEntry("adapter", "6.7", learning_rate=3e-3)
+    assert study_entry("iaa-l-near-identity-lr0.002") == StudyEntry("iaa-l", None, {"init": "near-identity"}, 0.002)
     assert set(MAIN_VARIANTS) <= set(VARIANTS)
     with pytest.raises(PetirError, match="unknown method 'connected-bottleneck'"):
         study_entry("connected-bottleneck")
     with pytest.raises(PetirError, match="bitfit has no 6.7 % budget preset"):
         study_entry("bitfit@6.7")
+
+
+def test_a_study_entry_at_another_learning_rate_trains_with_it(tmp_path):
+    from petir.reproduce import build_parser, settings_from_args, train_command
+
+    data = tiny_beir(tmp_path / "beir")
+    settings = settings_from_args(build_parser().parse_args(["rerank", "--data", str(data), "--output", "out"]))
+    argv = [str(arg) for arg in train_command(settings, "rerank", "adapter-lr3e-3@6.7", 2, 8, [], tmp_path / "run")]
+    assert argv[argv.index("--lr") + 1] == "0.003" and argv[argv.index("--budget") + 1] == "6.7"
+    assert argv[argv.index("--method") + 1] == "adapter" and argv[argv.index("--seed") + 1] == "2"
+    assert "--lr" not in map(str, train_command(settings, "rerank", "adapter", 1, 8, [], tmp_path / "run"))
 
 
 @pytest.mark.slow  # runs Pyserini (Java) a dozen times: about two minutes
@@ -117,6 +133,36 @@ def tiny_beir(root: Path) -> Path:
     return root
 
 
+def test_gpu_study_trains_and_reranks_a_studys_runs_where_pyserini_is_absent(tiny_backbone, tmp_path):
+    """benchmarks/gpu_study.py leaves each run where petir.reproduce looks for it (so the study there only fuses,
+    evaluates and reports), trained with the entry's learning rate, and packs it without checkpoints."""
+    import tarfile
+
+    from petir.data import write_run, write_topics
+
+    spec = importlib.util.spec_from_file_location("gpu_study", REPO / "benchmarks" / "gpu_study.py")
+    gpu_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_study)
+    data = tiny_beir(tmp_path / "beir")
+    study = tmp_path / "study"
+    bm25 = {f"q{i}": [(f"d{j}", 10.0 - j) for j in range(len(TINY_PASSAGES))] for i in range(9)}
+    write_run({q: bm25[q] for q in ("q6", "q7", "q8")}, study / "retrieval" / "bm25" / "test.run.trec", "bm25")
+    write_run(bm25, tmp_path / "train-dev.trec", "bm25")
+    write_topics({q: "cat sat" for q in ("q6", "q7", "q8")}, study / "test-topics.tsv")
+    argv = ["rerank", "--data", str(data), "--backbone", str(tiny_backbone), "--methods", "adapter-lr3e-3"]
+    argv += flags(output=study, negatives_run=tmp_path / "train-dev.trec", steps=2, eval_every=1, dev_queries=2)
+    argv += flags(dev_depth=3, rerank_depth=3, rerank_batch_size=2, rerank_max_length=32, threads=1, jobs=1)
+    argv += flags(device="cpu", pack=tmp_path / "runs.tgz")
+    gpu_study.main(argv)
+    run_dir = study / "rerank" / "adapter-lr3e-3" / "seed1"
+    assert json.loads((run_dir / "summary.json").read_text())["config"]["learning_rate"] == 0.003
+    assert len(read_run(run_dir / "test.rerank-bm25.trec")["q6"]) == len(TINY_PASSAGES)  # top 3 re-scored, tail kept
+    with tarfile.open(tmp_path / "runs.tgz") as tar:
+        names = tar.getnames()
+    assert "study/rerank/adapter-lr3e-3/seed1/test.rerank-bm25.trec" in names
+    assert not any("checkpoint" in name for name in names)
+
+
 def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_scattered_method(tmp_path):
     from petir.data import write_run
     from petir.report import significance
@@ -154,6 +200,34 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
     write_tables([{**row, "ndcg@10": 0.5} for row in rows], tmp_path / "t", marks, {"paper": {"iaa-l": 0.314}})
     table = (tmp_path / "t.md").read_text()
     assert "| iaa-l | 1 | 0.5000 ‡ |" in table and "| 0.314 |" in table and "two-tailed paired t-test" in table
+
+
+def test_the_dev_set_chooses_each_methods_learning_rate_and_marks_compare_with_the_choice(tmp_path):
+    from petir.data import write_run
+    from petir.report import chosen_on_dev, significance, split_learning_rate
+
+    assert split_learning_rate("adapter-lr3e-3@6.7") == ("adapter@6.7", 0.003)
+    assert split_learning_rate("iaa-l") == ("iaa-l", None)
+    qrels = {f"q{i}": {"rel": 1} for i in range(30)}
+
+    def run_file(name: str, misses: int) -> str:
+        run = {q: [("rel", 2.0 if i >= misses else 0.0), ("x", 1.0)] for i, q in enumerate(qrels)}
+        write_run(run, tmp_path / name, name)
+        return name
+
+    rows = [  # full at its default rate is far below; the dev set prefers full-lr1e-4, which iaa-l matches
+        {"method": "full", "seed": 1, "run": run_file("full", 20), "dev_ndcg@10": 0.5, "ndcg@10": 0.4},
+        {"method": "full-lr1e-4", "seed": 1, "run": run_file("full-lr", 0), "dev_ndcg@10": 0.7, "ndcg@10": 0.9},
+        {"method": "full-lr1e-4", "seed": 2, "run": run_file("full-lr", 0), "dev_ndcg@10": 0.6, "ndcg@10": 0.9},
+        {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1), "dev_ndcg@10": 0.6, "ndcg@10": 0.9},
+    ]
+    assert chosen_on_dev(rows) == {"full": "full-lr1e-4", "iaa-l": "iaa-l"}  # mean dev 0.65 > 0.5
+    marks = significance(rows, qrels, tmp_path)
+    assert marks == {}  # iaa-l is one query from full-lr1e-4 (against full at 2e-5 it would be marked †)
+    write_tables(rows, tmp_path / "t", marks)
+    table = (tmp_path / "t.md").read_text()
+    assert "| full-lr1e-4 ◆ | 2 |" in table and "| full | 1 |" in table and "| iaa-l | 1 |" in table
+    assert "learning rate the dev set chose" in table
 
 
 def test_depth_sweep_restricts_the_rerankers_scores_to_the_first_stage_top_k(tmp_path):
