@@ -348,7 +348,8 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
     import numpy as np
 
     figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for variant in variants:
+    palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20").colors  # no two methods share a colour
+    for variant, color in zip(variants, palette * (len(variants) // len(palette) + 1), strict=False):
         files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
         if not files:
             continue
@@ -362,9 +363,9 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
             steps = [step for step, _ in curves[0][:length]]
             values = np.array([[value for _, value in curve[:length]] for curve in curves])
             label = f"{variant} ({len(files)} seed{'s' if len(files) > 1 else ''})"
-            (line,) = axis.plot(steps, values.mean(0), style, label=label)
+            axis.plot(steps, values.mean(0), style, color=color, label=label)
             if len(files) > 1:
-                axis.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+                axis.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
     dev_axis.set(title=f"{stage}: dev nDCG@10", xlabel="step", ylabel="nDCG@10")
     loss_axis.set(title=f"{stage}: training loss", xlabel="step", ylabel="loss (mean per logged window)")
     dev_axis.legend(fontsize=8)
