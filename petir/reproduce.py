@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--methods",
         default=",".join(VARIANTS),
-        help=f"comma-separated, from: {', '.join([*VARIANTS, *ABLATIONS])}; each at the 0.5 %% preset, or NAME@6.7",
+        help=f"comma-separated, from: {', '.join([*VARIANTS, *ABLATIONS])}; each at the 0.5 %% preset, or NAME@6.7; "
+        "NAME-lr1e-4 trains at that learning rate (with several rates of a method, the tables mark the one dev picks)",
     )
     parser.add_argument("--seeds", default="1", help="comma-separated seeds")
     parser.add_argument(
