@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         log = run_dir / "gpu_study.log"
         started = time.monotonic()
         train = train_command(settings, "rerank", name, seed, settings.rerank_batch_size, task_args, run_dir)
-        train += [*cli.flags(negatives_run=args.negatives_run, device=args.device)]
+        train += cli.flags(negatives_run=args.negatives_run, device=args.device)
         if not (run_dir / SUMMARY_FILE).exists() and not run_one(train, log, deadline):
             return f"{name} seed {seed}: training FAILED or cut (see {log})"
         partial = reranked.with_name(reranked.name + ".partial")

@@ -4,6 +4,7 @@ per method in Markdown) and the convergence plots. :mod:`petir.reproduce` runs t
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import statistics
 from collections.abc import Sequence
@@ -349,7 +350,7 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
 
     figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
     palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20").colors  # no two methods share a colour
-    for variant, color in zip(variants, palette * (len(variants) // len(palette) + 1), strict=False):
+    for variant, color in zip(variants, itertools.cycle(palette), strict=False):
         files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
         if not files:
             continue
