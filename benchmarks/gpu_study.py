@@ -35,7 +35,7 @@ from pathlib import Path
 from petir import cli
 from petir.data import corpus_path
 from petir.ondisk import open_corpus, open_queries
-from petir.reproduce import build_parser, settings_from_args, study_entry, train_command
+from petir.reproduce import build_parser, seeds_of, settings_from_args, study_entries, train_command
 from petir.trainer import MODEL_DIR, SUMMARY_FILE
 from petir.workspace import TOPICS_FILE
 
@@ -88,10 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     task_args = cli.flags(max_length=settings.rerank_max_length, negatives=settings.rerank_negatives)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     seed_methods = args.seed_methods.split(",")
-    plan = []
-    for name in [name.strip() for name in args.methods.split(",") if name.strip()]:
-        study_entry(name)  # a bad entry fails here, before any run
-        plan += [(name, seed) for seed in (seeds if name in seed_methods else seeds[:1])]
+    plan = [(name, seed) for name in study_entries(args.methods) for seed in seeds_of(name, seeds, seed_methods)]
 
     def job(name: str, seed: int) -> str:
         run_dir = root / "rerank" / name / f"seed{seed}"

@@ -83,6 +83,19 @@ def study_entry(name: str) -> StudyEntry:
     return StudyEntry(variant, budget or None, options, learning_rate)
 
 
+def study_entries(methods: str) -> list[str]:
+    """The entries of a comma-separated ``--methods``, each checked (:func:`study_entry`) before any run starts."""
+    entries = [name.strip() for name in methods.split(",") if name.strip()]
+    for name in entries:
+        study_entry(name)
+    return entries
+
+
+def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> Sequence[int]:
+    """The seeds an entry runs with: all of them for a ``--seed-methods`` entry, else the first."""
+    return seeds if entry in seed_entries else seeds[:1]
+
+
 @dataclass
 class StudySettings:
     data: Path
@@ -310,7 +323,7 @@ class Study:
     def retrieval(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
         rows = [self._bm25_row(), self._zero_shot_row()]
         for variant in variants:
-            for seed in seeds if variant in seed_variants else seeds[:1]:
+            for seed in seeds_of(variant, seeds, seed_variants):
                 task_args = cli.flags(passage_max_length=self.s.train_passage_length)
                 run_dir = self.train("retrieval", variant, seed, self.s.batch_size, task_args)
                 run_file = self.dense_run(str(run_dir / MODEL_DIR), run_dir)
@@ -342,7 +355,7 @@ class Study:
             rows += self._rerank_rows({"method": "cosine", "seed": ""}, stage, run_file, reranked)
         task_args = cli.flags(max_length=self.s.rerank_max_length, negatives=self.s.rerank_negatives)
         for variant in variants:
-            for seed in seeds if variant in seed_variants else seeds[:1]:
+            for seed in seeds_of(variant, seeds, seed_variants):
                 run_dir = self.train("rerank", variant, seed, self.s.rerank_batch_size, task_args)
                 for stage, run_file in first_stages.items():
                     if stage != "bm25" and seed != seeds[0]:
@@ -512,15 +525,13 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    variants = [v.strip() for v in args.methods.split(",") if v.strip()]
-    for variant in variants:
-        study_entry(variant)
+    variants = study_entries(args.methods)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     settings = settings_from_args(args)
     cli.use_threads(args.threads)
     stages = ("retrieval", "rerank") if args.stage == "all" else (args.stage,)
     seed_variants = args.seed_methods.split(",")
-    runs = sum(len(seeds) if variant in seed_variants else 1 for variant in variants) * len(stages)
+    runs = sum(len(seeds_of(variant, seeds, seed_variants)) for variant in variants) * len(stages)
     study = Study(settings, planned_runs=runs)
     print(
         f"petir.reproduce: {', '.join(stages)} on {settings.data.name}: {len(variants)} methods, seeds "
