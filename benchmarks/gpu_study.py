@@ -14,9 +14,10 @@ and reports. What differs from the CPU study, and why:
   entry's seeds together), until ``--deadline`` seconds: a run not finished by then is left out, not half-kept.
 
 The output directory is the study's (same layout); ``--pack FILE`` writes it as a .tar.gz without checkpoints and
-without files over ``--pack-limit-mb`` (a full fine-tuned model's 87 MB state: its run's state size stays blank)::
+without files over ``--pack-limit-mb`` (a full fine-tuned model's 87 MB state: its run's state size stays blank).
+Run it from the repository root; where petir is not installed, with ``PYTHONPATH=.``::
 
-    python benchmarks/gpu_study.py rerank --output runs/gpu-rerank --data DATA --backbone MODEL_DIR \\
+    PYTHONPATH=. python benchmarks/gpu_study.py rerank --output runs/gpu-rerank --data DATA --backbone MODEL_DIR \\
         --negatives-run train-dev.bm25.trec --methods full,adapter,iaa-l --seeds 1,2,3 --keep-best \\
         --steps 300 --eval-every 50 --eval-budget 2 --dev-depth 20 --rerank-depth 20 --hits 100 \\
         --jobs 8 --deadline 420 --pack $OUT/runs.tgz

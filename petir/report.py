@@ -340,22 +340,23 @@ def loss_curve(metrics_file: Path) -> list[tuple[int, float]]:
 
 
 def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
-    """Dev nDCG@10 and training loss against steps; mean over seeds with the min-max band. Connected variants are
-    drawn solid, scattered ones dashed."""
+    """Dev nDCG@10 and training loss against steps; mean over seeds with the min-max band. Connected variants (and
+    full fine-tuning) are drawn solid, scattered ones dashed; the legend sits beside the plots, so a long list of
+    methods hides no curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(14, 4.5))
     palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20").colors  # no two methods share a colour
     for variant, color in zip(variants, itertools.cycle(palette), strict=False):
         files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
         if not files:
             continue
         family = split_learning_rate(variant)[0]
-        style = "-" if family.startswith("iaa") or family == "full" else "--"
+        style = "--" if family.partition("@")[0] in SCATTERED else "-"
         for axis, read in ((dev_axis, dev_curve), (loss_axis, loss_curve)):
             curves = [read(path) for path in files]
             length = min(len(curve) for curve in curves)
@@ -369,9 +370,9 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
                 axis.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
     dev_axis.set(title=f"{stage}: dev nDCG@10", xlabel="step", ylabel="nDCG@10")
     loss_axis.set(title=f"{stage}: training loss", xlabel="step", ylabel="loss (mean per logged window)")
-    dev_axis.legend(fontsize=8)
+    loss_axis.legend(*dev_axis.get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.tight_layout()
     path = root / f"convergence-{stage}.png"
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path

@@ -39,6 +39,7 @@ from petir.report import (
     DEPTH_SWEEP_NOTE,
     PAPER,
     SWEEP_DEPTHS,
+    chosen_on_dev,
     depth_sweep,
     dev_curve,
     plot_convergence,
@@ -544,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.dry_run:
             marks = significance(rows, read_qrels(study.qrels), args.output)
             write_tables(rows, args.output / f"results-{stage}", marks, PAPER[stage])
-            plot_convergence(args.output, stage, variants)
+            chosen = set(chosen_on_dev(rows).values())  # one curve per method: the rate its dev set picked
+            plot_convergence(args.output, stage, [variant for variant in variants if variant in chosen])
             if stage == "rerank":
                 depths = [depth for depth in SWEEP_DEPTHS if depth <= args.rerank_depth]
                 sweep = depth_sweep(rows, read_qrels(study.qrels), args.output, depths)
