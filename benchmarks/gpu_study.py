@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     corpus = corpus_path(settings.data)
     len(open_corpus(corpus)), len(open_queries(settings.data / "queries.jsonl"))  # offsets built once, not per job
     task_args = cli.flags(max_length=settings.rerank_max_length, negatives=settings.rerank_negatives)
-    seeds = [int(seed) for seed in args.seeds.split(",")]
-    seed_methods = args.seed_methods.split(",")
-    plan = [(name, seed) for name in study_entries(args.methods) for seed in seeds_of(name, seeds, seed_methods)]
+    plan = [
+        (name, seed) for name in study_entries(args.methods) for seed in seeds_of(name, args.seeds, args.seed_methods)
+    ]
 
     def job(name: str, seed: int) -> str:
         run_dir = root / "rerank" / name / f"seed{seed}"

@@ -92,6 +92,14 @@ def study_entries(methods: str) -> list[str]:
     return entries
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds`` as integers, parsed once for every command that takes a study's flags."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> Sequence[int]:
     """The seeds an entry runs with: all of them for a ``--seed-methods`` entry, else the first."""
     return seeds if entry in seed_entries else seeds[:1]
@@ -462,11 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from: {', '.join([*VARIANTS, *ABLATIONS])}; each at the 0.5 %% preset, or NAME@6.7; "
         "NAME-lr1e-4 trains at that learning rate (with several rates of a method, the tables mark the one dev picks)",
     )
-    parser.add_argument("--seeds", default="1", help="comma-separated seeds")
+    parser.add_argument("--seeds", type=seed_list, default="1", help="comma-separated seeds")
     parser.add_argument(
         "--seed-methods",
+        type=lambda text: text.split(","),
         default=",".join(MAIN_VARIANTS),
-        help="methods run with every seed (the others with the first seed only)",
+        help="comma-separated: methods run with every seed (the others with the first seed only)",
     )
     parser.add_argument("--steps", type=int, default=150, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=16, help="queries per training batch")
@@ -527,21 +536,19 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     variants = study_entries(args.methods)
-    seeds = [int(seed) for seed in args.seeds.split(",")]
     settings = settings_from_args(args)
     cli.use_threads(args.threads)
     stages = ("retrieval", "rerank") if args.stage == "all" else (args.stage,)
-    seed_variants = args.seed_methods.split(",")
-    runs = sum(len(seeds_of(variant, seeds, seed_variants)) for variant in variants) * len(stages)
+    runs = sum(len(seeds_of(variant, args.seeds, args.seed_methods)) for variant in variants) * len(stages)
     study = Study(settings, planned_runs=runs)
     print(
         f"petir.reproduce: {', '.join(stages)} on {settings.data.name}: {len(variants)} methods, seeds "
-        f"{args.seeds} ({runs} training runs; finished ones are reused), {args.threads} threads",
+        f"{','.join(map(str, args.seeds))} ({runs} training runs; finished ones are reused), {args.threads} threads",
         flush=True,
     )
     for stage in stages:
         run_stage = study.retrieval if stage == "retrieval" else study.rerank
-        rows = run_stage(variants, seeds, seed_variants)
+        rows = run_stage(variants, args.seeds, args.seed_methods)
         if not args.dry_run:
             marks = significance(rows, read_qrels(study.qrels), args.output)
             write_tables(rows, args.output / f"results-{stage}", marks, PAPER[stage])

@@ -96,6 +96,18 @@ def test_a_study_entry_at_another_learning_rate_trains_with_it(tmp_path):
     assert "--lr" not in map(str, train_command(settings, "rerank", "adapter", 1, 8, [], tmp_path / "run"))
 
 
+def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
+    from petir.reproduce import build_parser, seeds_of
+
+    args = build_parser().parse_args(["rerank", "--output", "out", "--seeds", "1,2,3", "--seed-methods", "full,iaa-l"])
+    assert args.seeds == [1, 2, 3] and args.seed_methods == ["full", "iaa-l"]
+    assert seeds_of("iaa-l", args.seeds, args.seed_methods) == [1, 2, 3]
+    assert seeds_of("lora", args.seeds, args.seed_methods) == [1]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["rerank", "--output", "out", "--seeds", "1,a"])
+    assert "expected comma-separated integers, got '1,a'" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # runs Pyserini (Java) a dozen times: about two minutes
 def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monkeypatch):
     """A study on a tiny BEIR set, then its commands.sh in a new output directory with a new cache: the same
