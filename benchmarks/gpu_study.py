@@ -1,14 +1,16 @@
-"""The re-ranking study's training runs on a GPU, several at once, for a machine without Pyserini or Java.
+"""A study's training runs on a GPU, several at once, for a machine without Pyserini or Java.
 
-``python -m petir.reproduce rerank`` runs everything on the CPU: BM25 (Java), ``petir.train``, ``petir.rerank``,
-fusion and trec_eval. On a lent GPU machine (torch and transformers, no Pyserini, no Java, no network) this script
-runs the two GPU-bound commands of each run, with the argv :func:`petir.reproduce.train_command` builds, so that
-``petir.reproduce`` with the same flags, back on the CPU machine, finds every run done and only fuses, evaluates
-and reports. What differs from the CPU study, and why:
+``python -m petir.reproduce`` runs everything on the CPU: BM25 (Java), ``petir.train``, ``petir.rerank`` or
+``pyserini.encode``, fusion and trec_eval. On a lent GPU machine (torch and transformers, no Pyserini, no Java, no
+network) this script runs the GPU-bound commands of each run, with the argv :func:`petir.reproduce.train_command`
+builds, so that ``petir.reproduce`` with the same flags, back on the CPU machine, finds them done. At re-ranking it
+trains and re-ranks (the CPU machine only fuses, evaluates and reports); at retrieval it trains, with its dev checks
+(a dense search of the corpus), and the CPU machine encodes the corpus with the stock ``pyserini.encode`` and searches
+the test queries. What differs from the CPU study, and why:
 
 - BM25 is read, not run: ``--negatives-run`` gives ``petir.train`` the BM25 hits of the training and dev queries
   (the two runs petir.train caches on the CPU machine, concatenated: the same negatives and dev pools), and the test
-  first stage is the study's own ``retrieval/bm25/test.run.trec``, carried along;
+  first stage of re-ranking is the study's own ``retrieval/bm25/test.run.trec``, carried along;
 - passages come from the corpus file (``petir.rerank --corpus``) instead of the Lucene index;
 - ``--device cuda`` (fp32) and ``--jobs`` runs at a time, in priority order (the order of ``--methods``, each
   entry's seeds together), until ``--deadline`` seconds: a run not finished by then is left out, not half-kept.
@@ -51,10 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deadline", type=float, default=420, help="seconds after which no run is started or kept")
     parser.add_argument("--pack", type=Path, help="write the output directory here as a .tar.gz")
     parser.add_argument("--pack-limit-mb", type=float, default=12, help="files larger than this stay out of --pack")
-    args = parser.parse_args(argv)
-    if args.stage != "rerank":
-        parser.error("only the rerank stage runs here (the retrieval stage's test runs need Pyserini)")
-    return args
+    return parser.parse_args(argv)
 
 
 def run_one(argv: list[object], log: Path, deadline: float) -> bool:
@@ -81,30 +80,32 @@ def main(argv: list[str] | None = None) -> None:
     deadline = time.monotonic() + args.deadline
     root = settings.output
     first_stage = root / "retrieval" / "bm25" / "test.run.trec"
-    for needed in (first_stage, root / TOPICS_FILE, args.negatives_run):
+    needed_by_stage = {"rerank": (first_stage, root / TOPICS_FILE), "retrieval": ()}
+    for needed in (*needed_by_stage[args.stage], args.negatives_run):
         if not needed.exists():
             sys.exit(f"gpu_study: {needed} is missing (run petir.reproduce on the CPU machine first, then carry it)")
     corpus = corpus_path(settings.data)
     len(open_corpus(corpus)), len(open_queries(settings.data / "queries.jsonl"))  # offsets built once, not per job
-    task_args = cli.flags(max_length=settings.rerank_max_length, negatives=settings.rerank_negatives)
     plan = [
         (name, seed) for name in study_entries(args.methods) for seed in seeds_of(name, args.seeds, args.seed_methods)
     ]
 
     def job(name: str, seed: int) -> str:
-        run_dir = root / "rerank" / name / f"seed{seed}"
+        run_dir = root / args.stage / name / f"seed{seed}"
         reranked = run_dir / "test.rerank-bm25.trec"
-        if reranked.exists():
+        if (run_dir / SUMMARY_FILE).exists() and (args.stage == "retrieval" or reranked.exists()):
             return f"{name} seed {seed}: done before"
         if time.monotonic() >= deadline:
             return f"{name} seed {seed}: not started (deadline)"
         run_dir.mkdir(parents=True, exist_ok=True)
         log = run_dir / "gpu_study.log"
         started = time.monotonic()
-        train = train_command(settings, "rerank", name, seed, settings.rerank_batch_size, task_args, run_dir)
+        train = train_command(settings, args.stage, name, seed, run_dir)
         train += cli.flags(negatives_run=args.negatives_run, device=args.device)
         if not (run_dir / SUMMARY_FILE).exists() and not run_one(train, log, deadline):
             return f"{name} seed {seed}: training FAILED or cut (see {log})"
+        if args.stage == "retrieval":  # the test run is pyserini.encode's, on the CPU machine
+            return f"{name} seed {seed}: trained in {time.monotonic() - started:.0f} s"
         partial = reranked.with_name(reranked.name + ".partial")
         rerank = ["petir.rerank", *cli.flags(run=first_stage, topics=root / TOPICS_FILE, corpus=corpus)]
         rerank += cli.flags(model=run_dir / MODEL_DIR, output=partial, depth=settings.rerank_depth, device=args.device)

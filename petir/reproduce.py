@@ -130,18 +130,15 @@ class StudySettings:
 COMMANDS_FILE = "commands.sh"
 
 
-def train_command(
-    settings: StudySettings,
-    stage: str,
-    name: str,
-    seed: int,
-    batch_size: int,
-    task_args: Sequence[str],
-    run_dir: Path,
-) -> list[object]:
+def train_command(settings: StudySettings, stage: str, name: str, seed: int, run_dir: Path) -> list[object]:
     """The ``petir.train`` argv of one run of the study (also what benchmarks/gpu_study.py runs on a GPU)."""
     entry = study_entry(name)
     pet = [item for key, value in entry.options.items() for item in ("--pet", f"{key}={value}")]
+    if stage == "retrieval":
+        batch_size, task_args = settings.batch_size, cli.flags(passage_max_length=settings.train_passage_length)
+    else:
+        batch_size = settings.rerank_batch_size
+        task_args = cli.flags(max_length=settings.rerank_max_length, negatives=settings.rerank_negatives)
     return [
         "petir.train",
         *cli.flags(data=settings.data, task=stage, backbone=settings.backbone, method=entry.variant),
@@ -271,12 +268,12 @@ class Study:
         return "\n".join(lines)
 
     # -- retrieval ---------------------------------------------------------------------------------------------
-    def train(self, stage: str, variant: str, seed: int, batch_size: int, task_args: Sequence[str]) -> Path:
+    def train(self, stage: str, variant: str, seed: int) -> Path:
         run_dir = self.root / stage / variant / f"seed{seed}"
         self.announce(stage, variant, seed)
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
-        argv = train_command(self.s, stage, variant, seed, batch_size, task_args, run_dir)
+        argv = train_command(self.s, stage, variant, seed, run_dir)
         if (run_dir / "checkpoint").exists():
             argv.append("--resume")
         self.run(*argv)
@@ -333,8 +330,7 @@ class Study:
         rows = [self._bm25_row(), self._zero_shot_row()]
         for variant in variants:
             for seed in seeds_of(variant, seeds, seed_variants):
-                task_args = cli.flags(passage_max_length=self.s.train_passage_length)
-                run_dir = self.train("retrieval", variant, seed, self.s.batch_size, task_args)
+                run_dir = self.train("retrieval", variant, seed)
                 run_file = self.dense_run(str(run_dir / MODEL_DIR), run_dir)
                 rows.append(self._row(variant, seed, run_dir, self.evaluate(run_file)))
         return rows
@@ -362,10 +358,9 @@ class Study:
         for stage, run_file in first_stages.items():  # the baseline a user tries first: the backbone's own cosine
             reranked = self.rerank_run(run_file, Path(self._backbone_dir()), self.root / "rerank" / "cosine", stage)
             rows += self._rerank_rows({"method": "cosine", "seed": ""}, stage, run_file, reranked)
-        task_args = cli.flags(max_length=self.s.rerank_max_length, negatives=self.s.rerank_negatives)
         for variant in variants:
             for seed in seeds_of(variant, seeds, seed_variants):
-                run_dir = self.train("rerank", variant, seed, self.s.rerank_batch_size, task_args)
+                run_dir = self.train("rerank", variant, seed)
                 for stage, run_file in first_stages.items():
                     if stage != "bm25" and seed != seeds[0]:
                         continue  # seeds are compared on the BM25 run only (CPU time)

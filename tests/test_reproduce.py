@@ -90,10 +90,10 @@ def test_a_study_entry_at_another_learning_rate_trains_with_it(tmp_path):
 
     data = tiny_beir(tmp_path / "beir")
     settings = settings_from_args(build_parser().parse_args(["rerank", "--data", str(data), "--output", "out"]))
-    argv = [str(arg) for arg in train_command(settings, "rerank", "adapter-lr3e-3@6.7", 2, 8, [], tmp_path / "run")]
+    argv = [str(arg) for arg in train_command(settings, "rerank", "adapter-lr3e-3@6.7", 2, tmp_path / "run")]
     assert argv[argv.index("--lr") + 1] == "0.003" and argv[argv.index("--budget") + 1] == "6.7"
     assert argv[argv.index("--method") + 1] == "adapter" and argv[argv.index("--seed") + 1] == "2"
-    assert "--lr" not in map(str, train_command(settings, "rerank", "adapter", 1, 8, [], tmp_path / "run"))
+    assert "--lr" not in map(str, train_command(settings, "rerank", "adapter", 1, tmp_path / "run"))
 
 
 def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
@@ -173,6 +173,27 @@ def test_gpu_study_trains_and_reranks_a_studys_runs_where_pyserini_is_absent(tin
         names = tar.getnames()
     assert "study/rerank/adapter-lr3e-3/seed1/test.rerank-bm25.trec" in names
     assert not any("checkpoint" in name for name in names)
+
+
+def test_gpu_study_trains_a_retrieval_run_and_leaves_the_test_run_to_the_cpu_machine(tiny_backbone, tmp_path):
+    """At retrieval gpu_study.py trains (dev checks included) where petir.reproduce looks for the run, so that
+    petir.reproduce, with Pyserini, only encodes the corpus and searches; nothing of re-ranking is needed."""
+    from petir.data import write_run
+
+    spec = importlib.util.spec_from_file_location("gpu_study", REPO / "benchmarks" / "gpu_study.py")
+    gpu_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_study)
+    data = tiny_beir(tmp_path / "beir")
+    study = tmp_path / "study"
+    write_run({f"q{i}": [(f"d{j}", 10.0 - j) for j in range(10)] for i in range(6)}, tmp_path / "bm25.trec", "bm25")
+    argv = ["retrieval", "--data", str(data), "--backbone", str(tiny_backbone), "--methods", "lora-lr2e-3"]
+    argv += flags(output=study, negatives_run=tmp_path / "bm25.trec", steps=2, eval_every=1, dev_queries=2)
+    argv += flags(dev_depth=3, batch_size=2, train_passage_length=16, threads=1, jobs=1, device="cpu")
+    gpu_study.main(argv)
+    run_dir = study / "retrieval" / "lora-lr2e-3" / "seed1"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["config"]["learning_rate"] == 0.002 and (run_dir / "model").is_dir()
+    assert not list(run_dir.glob("*.trec"))
 
 
 def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_scattered_method(tmp_path):
