@@ -196,6 +196,48 @@ def test_gpu_study_trains_a_retrieval_run_and_leaves_the_test_run_to_the_cpu_mac
     assert not list(run_dir.glob("*.trec"))
 
 
+def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, monkeypatch, capsys):
+    """--test-picked: every rate is trained, the test queries are searched with the rate dev picks alone (the
+    others keep their dev values), and a run whose weights stayed on another machine is reported by dev alone."""
+    from petir.reproduce import Study, build_parser, settings_from_args
+
+    data = tiny_beir(tmp_path / "beir")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "study"
+    for entry, dev, weights in (
+        ("adapter", 0.6, True),
+        ("adapter-lr3e-3", 0.7, True),
+        ("lora", 0.5, True),
+        ("full", 0.8, False),
+    ):
+        run_dir = root / "retrieval" / entry / "seed1"
+        (run_dir / "model").mkdir(parents=True)
+        if weights:
+            (run_dir / "model" / "petir_state.safetensors").write_bytes(b"")
+        summary = {"parameters": {"trainable": 1, "percent": 0.5}, "wall_time_s": 1.0, "peak_memory_mb": 1.0}
+        (run_dir / "summary.json").write_text(json.dumps({**summary, "kept": {"step": 1, "dev": {"ndcg@10": dev}}}))
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "dev": {"ndcg@10": dev}}) + "\n")
+    args = build_parser().parse_args(["retrieval", "--data", str(data), "--output", str(root), "--test-picked"])
+    study = Study(settings_from_args(args), planned_runs=4)
+    searched = []
+    monkeypatch.setattr(Study, "_bm25_row", lambda self: {"method": "bm25", "seed": ""})
+    monkeypatch.setattr(Study, "_zero_shot_row", lambda self: {"method": "zero-shot", "seed": ""})
+    monkeypatch.setattr(Study, "dense_run", lambda self, encoder, directory: searched.append(directory) or directory)
+    monkeypatch.setattr(Study, "evaluate", lambda self, run: {"ndcg@10": 0.4})
+    rows = study.retrieval(["adapter", "adapter-lr3e-3", "lora", "full"], [1], [])
+    assert sorted(path.parent.name for path in searched) == ["adapter-lr3e-3", "lora"]
+    tested = {row["method"]: row.get("ndcg@10") for row in rows}
+    assert tested == {
+        "bm25": None,
+        "zero-shot": None,
+        "adapter": None,
+        "adapter-lr3e-3": 0.4,
+        "lora": 0.4,
+        "full": None,
+    }
+    assert "full seed 1: its weights are not here" in capsys.readouterr().out
+
+
 def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_scattered_method(tmp_path):
     from petir.data import write_run
     from petir.report import significance
