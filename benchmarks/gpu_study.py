@@ -23,6 +23,13 @@ Run it from the repository root; where petir is not installed, with ``PYTHONPATH
         --negatives-run train-dev.bm25.trec --methods full,adapter,iaa-l --seeds 1,2,3 --keep-best \\
         --steps 300 --eval-every 50 --eval-budget 2 --dev-depth 20 --rerank-depth 20 --hits 100 \\
         --jobs 8 --deadline 420 --pack $OUT/runs.tgz
+
+At retrieval the same, with the retrieval stage's flags; back on the CPU machine, ``petir.reproduce retrieval
+--test-picked`` encodes the corpus with each method's dev-picked rate only::
+
+    PYTHONPATH=. python benchmarks/gpu_study.py retrieval --output runs/retrieval-gpu --data DATA \\
+        --backbone sentence-transformers/all-MiniLM-L6-v2 --negatives-run train-dev.bm25.trec \\
+        --methods adapter,adapter-lr3e-3 --seeds 1 --keep-best --eval-every 25 --eval-budget 1000 --jobs 20
 """
 
 from __future__ import annotations
