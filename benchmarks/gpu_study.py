@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     def job(name: str, seed: int) -> str:
         run_dir = root / args.stage / name / f"seed{seed}"
         reranked = run_dir / "test.rerank-bm25.trec"
-        if (run_dir / SUMMARY_FILE).exists() and (args.stage == "retrieval" or reranked.exists()):
+        last_output = run_dir / SUMMARY_FILE if args.stage == "retrieval" else reranked
+        if last_output.exists():
             return f"{name} seed {seed}: done before"
         if time.monotonic() >= deadline:
             return f"{name} seed {seed}: not started (deadline)"

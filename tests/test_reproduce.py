@@ -145,6 +145,14 @@ def tiny_beir(root: Path) -> Path:
     return root
 
 
+def load_gpu_study():
+    """benchmarks/gpu_study.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("gpu_study", REPO / "benchmarks" / "gpu_study.py")
+    gpu_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_study)
+    return gpu_study
+
+
 def test_gpu_study_trains_and_reranks_a_studys_runs_where_pyserini_is_absent(tiny_backbone, tmp_path):
     """benchmarks/gpu_study.py leaves each run where petir.reproduce looks for it (so the study there only fuses,
     evaluates and reports), trained with the entry's learning rate, and packs it without checkpoints."""
@@ -152,9 +160,7 @@ def test_gpu_study_trains_and_reranks_a_studys_runs_where_pyserini_is_absent(tin
 
     from petir.data import write_run, write_topics
 
-    spec = importlib.util.spec_from_file_location("gpu_study", REPO / "benchmarks" / "gpu_study.py")
-    gpu_study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_study)
+    gpu_study = load_gpu_study()
     data = tiny_beir(tmp_path / "beir")
     study = tmp_path / "study"
     bm25 = {f"q{i}": [(f"d{j}", 10.0 - j) for j in range(len(TINY_PASSAGES))] for i in range(9)}
@@ -180,9 +186,7 @@ def test_gpu_study_trains_a_retrieval_run_and_leaves_the_test_run_to_the_cpu_mac
     petir.reproduce, with Pyserini, only encodes the corpus and searches; nothing of re-ranking is needed."""
     from petir.data import write_run
 
-    spec = importlib.util.spec_from_file_location("gpu_study", REPO / "benchmarks" / "gpu_study.py")
-    gpu_study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_study)
+    gpu_study = load_gpu_study()
     data = tiny_beir(tmp_path / "beir")
     study = tmp_path / "study"
     write_run({f"q{i}": [(f"d{j}", 10.0 - j) for j in range(10)] for i in range(6)}, tmp_path / "bm25.trec", "bm25")
