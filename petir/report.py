@@ -7,7 +7,7 @@ import csv
 import itertools
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -339,10 +339,10 @@ def loss_curve(metrics_file: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in read_metrics(metrics_file) if "loss" in r]
 
 
-def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
-    """Dev nDCG@10 and training loss against steps; mean over seeds with the min-max band. Connected variants (and
-    full fine-tuning) are drawn solid, scattered ones dashed; the legend sits beside the plots, so a long list of
-    methods hides no curve."""
+def plot_convergence(root: Path, stage: str, variants: Mapping[str, Sequence[int]]) -> Path:
+    """Dev nDCG@10 and training loss against steps; mean over each variant's seeds (those its table row uses, not
+    every seed found on disk) with the min-max band. Connected variants (and full fine-tuning) are drawn solid,
+    scattered ones dashed; the legend sits beside the plots, so a long list of methods hides no curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,8 +351,8 @@ def plot_convergence(root: Path, stage: str, variants: Sequence[str]) -> Path:
 
     figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(14, 4.5))
     palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20").colors  # no two methods share a colour
-    for variant, color in zip(variants, itertools.cycle(palette), strict=False):
-        files = sorted((root / stage / variant).glob("seed*/" + METRICS_FILE))
+    for (variant, seeds), color in zip(variants.items(), itertools.cycle(palette), strict=False):
+        files = [path for seed in seeds if (path := root / stage / variant / f"seed{seed}" / METRICS_FILE).exists()]
         if not files:
             continue
         family = split_learning_rate(variant)[0]

@@ -18,7 +18,7 @@ from conftest import REPO, TINY_PASSAGES, flags, run_cli
 from petir.data import read_run
 from petir.errors import PetirError
 from petir.pet import VARIANTS
-from petir.report import steps_to_fraction, write_tables
+from petir.report import plot_convergence, steps_to_fraction, write_tables
 from petir.reproduce import MAIN_VARIANTS, StudyEntry, study_entry
 from petir.reproduce import main as reproduce_main
 
@@ -69,6 +69,24 @@ def test_tables_keep_every_run_in_csv_and_summarise_seeds_in_markdown(tmp_path):
     assert full[column["nDCG@10"]] == "0.7100 ± 0.0141"
     assert full[column["dev nDCG@10"]] == "0.8100 ± 0.0141"
     assert full[column["steps to 95%"]] == "45 ± 21"
+
+
+def test_convergence_plot_draws_the_seeds_a_table_uses_not_every_seed_on_disk(tmp_path, monkeypatch):
+    for seed in (1, 2, 3):
+        run = tmp_path / "retrieval" / "lora" / f"seed{seed}"
+        run.mkdir(parents=True)
+        records = [{"step": step, "loss": 1.0 / (step + 1), "dev": {"ndcg@10": 0.6 + step / 1000}} for step in (0, 25)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    import matplotlib.figure
+
+    legends = []
+
+    def keep_legend(figure, path, **_):
+        legends.extend(text.get_text() for axis in figure.axes if axis.get_legend() for text in axis.get_legend().texts)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_legend)
+    plot_convergence(tmp_path, "retrieval", {"lora": [1], "absent": [1]})
+    assert legends == ["lora (1 seed)"]
 
 
 def test_study_entries_are_registry_variants_at_a_budget():
