@@ -104,8 +104,8 @@ def trec_eval(qrels_path: PathLike, run_path: PathLike, metrics: Sequence[str] =
     return results
 
 
-def _ranked(hits: Sequence[tuple[str, float]]) -> list[str]:
-    # trec_eval's order: score descending, then docid descending (it never reads the rank column).
+def ranked(hits: Sequence[tuple[str, float]]) -> list[str]:
+    """Docids in trec_eval's order: score descending, then docid descending (it never reads the rank column)."""
     return [docid for docid, _ in sorted(hits, key=lambda hit: (hit[1], hit[0]), reverse=True)]
 
 
@@ -142,7 +142,7 @@ def evaluate_queries(
         n_relevant = sum(rel > 0 for rel in judgments.values())
         if n_relevant == 0:
             continue
-        ranking = _ranked(run.get(qid, []))
+        ranking = ranked(run.get(qid, []))
         grades = [max(judgments.get(docid, 0), 0) for docid in ranking]
         ideal = _dcg(sorted((max(rel, 0) for rel in judgments.values()), reverse=True)[:k_ndcg])
         values[f"ndcg@{k_ndcg}"] = _dcg(grades[:k_ndcg]) / ideal

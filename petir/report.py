@@ -273,9 +273,10 @@ DEPTH_SWEEP_NOTE = (
 def depth_sweep(rows: list[dict[str, Any]], qrels: Qrels, root: Path, depths: Sequence[int] = SWEEP_DEPTHS) -> str:
     """Markdown: test nDCG@10 of each re-ranker had it re-ranked only the first stage's top k, for each k. A
     cross-encoder scores each pair on its own, so the top-k re-ranking is the full one's scores restricted to the
-    first stage's top k (the rest keep the first stage's order): no model is run again. Rows name their re-ranked
+    first stage's top k (the rest keep the first stage's order; ties within the top k go as trec_eval breaks them,
+    so the full depth gives the table's value): no model is run again. Rows name their re-ranked
     run in ``run`` and the first stage's in ``first_stage_run``; scores are averaged over seeds."""
-    from petir.evaluate import evaluate_run
+    from petir.evaluate import evaluate_run, ranked
 
     table: dict[tuple[str, str], list[list[float]]] = {}
     for row in rows:
@@ -287,8 +288,9 @@ def depth_sweep(rows: list[dict[str, Any]], qrels: Qrels, root: Path, depths: Se
         for depth in depths:
             run = {}
             for qid, hits in first.items():
-                top = sorted(hits[:depth], key=lambda hit: -scores.get(qid, {}).get(hit[0], float("-inf")))
-                run[qid] = [(docid, float(len(hits) - rank)) for rank, (docid, _) in enumerate([*top, *hits[depth:]])]
+                rescored = [(docid, scores.get(qid, {}).get(docid, float("-inf"))) for docid, _ in hits[:depth]]
+                order = [*ranked(rescored), *(docid for docid, _ in hits[depth:])]
+                run[qid] = [(docid, float(len(hits) - rank)) for rank, docid in enumerate(order)]
             values.append(evaluate_run(qrels, run)["ndcg@10"])
         table.setdefault((row["method"], row["first_stage"]), []).append(values)
     lines = [

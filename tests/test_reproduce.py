@@ -347,3 +347,18 @@ def test_depth_sweep_restricts_the_rerankers_scores_to_the_first_stage_top_k(tmp
     third, second = 1 / math.log2(4), 1 / math.log2(3)  # nDCG@10 of one relevant passage at rank 3, rank 2
     expected = [(third + second) / 2, (third + 1) / 2, (1 + second) / 2]  # q2's e rises to rank 1 only at depth 2
     assert table.splitlines()[2] == "| ce | bm25 | " + " | ".join(f"{value:.4f}" for value in expected) + " |"
+
+
+def test_depth_sweep_at_full_depth_gives_the_runs_own_value_when_a_collapsed_reranker_ties(tmp_path):
+    from petir.data import write_run
+    from petir.evaluate import evaluate_run
+    from petir.report import depth_sweep
+
+    qrels = {"q1": {"a": 1}}
+    write_run({"q1": [("a", 3.0), ("b", 2.0), ("c", 1.0)]}, tmp_path / "first.trec", "bm25")
+    collapsed = {"q1": [("a", 0.5), ("b", 0.5), ("c", 0.5)]}  # trec_eval breaks the tie by docid: c, b, a
+    write_run(collapsed, tmp_path / "re.trec", "ce")
+    rows = [{"method": "ce", "first_stage": "bm25", "run": "re.trec", "first_stage_run": "first.trec"}]
+    full_depth = depth_sweep(rows, qrels, tmp_path, depths=(3,)).splitlines()[2].split("|")[3]
+    assert float(full_depth) == pytest.approx(evaluate_run(qrels, collapsed)["ndcg@10"], abs=1e-4)
+    assert float(full_depth) == pytest.approx(1 / math.log2(4), abs=1e-4)  # not 1.0, BM25's order
