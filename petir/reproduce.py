@@ -129,6 +129,7 @@ class StudySettings:
 
 
 COMMANDS_FILE = "commands.sh"
+TEST_RUN_FILE = "test.run.trec"  # each first stage's run of the test queries, in its run directory
 
 
 def train_command(settings: StudySettings, stage: str, name: str, seed: int, run_dir: Path) -> list[object]:
@@ -302,7 +303,7 @@ class Study:
             *cli.flags(dimension=self._dimension(), device="cpu", batch_size=32, max_length=256),
         )
         return self.produce(
-            directory / "test.run.trec",
+            directory / TEST_RUN_FILE,
             *("pyserini.search.faiss", "--index", index, "--topics", self.topics, "--encoder", encoder),
             *encoder_flags,
             *cli.flags(output="OUTPUT", hits=self.s.hits, device="cpu", batch_size=64, threads=self.s.threads),
@@ -338,6 +339,8 @@ class Study:
         tested = set(chosen_on_dev(trained).values()) if self.s.test_picked and not self.s.dry_run else set(variants)
         for (variant, seed, run_dir), row in zip(runs, trained, strict=True):
             if variant not in tested:
+                if (run_dir / TEST_RUN_FILE).exists():  # searched by an earlier command: reporting it costs nothing
+                    row.update(self.evaluate(run_dir / TEST_RUN_FILE))
                 continue
             if not (self.s.dry_run or (run_dir / MODEL_DIR / STATE_FILE).exists()):
                 print(
@@ -352,7 +355,7 @@ class Study:
     def best_dense_run(self, seed: int) -> tuple[str, Path] | None:
         """The retrieval stage's best trained dense run of ``seed`` (by nDCG@10), if that stage has run."""
         candidates = []
-        for run_file in (self.root / "retrieval").glob(f"*/seed{seed}/test.run.trec"):
+        for run_file in (self.root / "retrieval").glob(f"*/seed{seed}/{TEST_RUN_FILE}"):
             if run_file.with_name(run_file.name + ".metrics.json").exists():
                 candidates.append((self.evaluate(run_file)["ndcg@10"], run_file.parent.parent.name, run_file))
         if not candidates:
@@ -416,7 +419,7 @@ class Study:
         directory = self.root / "retrieval" / "bm25"
         directory.mkdir(parents=True, exist_ok=True)
         return self.produce(
-            directory / "test.run.trec",
+            directory / TEST_RUN_FILE,
             *("pyserini.search.lucene", "--index", self.workspace.lucene_index, "--topics", self.topics, "--bm25"),
             *cli.flags(output="OUTPUT", hits=self.s.hits, threads=self.s.threads, batch_size=64),
         )
@@ -518,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-picked",
         action="store_true",
         help="retrieval: encode and search the test queries only with each method's learning rate its dev set picks "
-        "(the other rates are reported by their dev values), as a sweep is used, at a fraction of the CPU time",
+        "(the other rates are reported by their dev values, and by test where an earlier command searched them), "
+        "as a sweep is used, at a fraction of the CPU time",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     return parser

@@ -220,7 +220,8 @@ def test_gpu_study_trains_a_retrieval_run_and_leaves_the_test_run_to_the_cpu_mac
 
 def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, monkeypatch, capsys):
     """--test-picked: every rate is trained, the test queries are searched with the rate dev picks alone (the
-    others keep their dev values), and a run whose weights stayed on another machine is reported by dev alone."""
+    others keep their dev values, and their test values where an earlier command searched them), and a run whose
+    weights stayed on another machine is reported by dev alone."""
     from petir.reproduce import Study, build_parser, settings_from_args
 
     data = tiny_beir(tmp_path / "beir")
@@ -229,6 +230,7 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
     for entry, dev, weights in (
         ("adapter", 0.6, True),
         ("adapter-lr3e-3", 0.7, True),
+        ("adapter-lr3e-4", 0.55, True),
         ("lora", 0.5, True),
         ("full", 0.8, False),
     ):
@@ -239,14 +241,15 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
         summary = {"parameters": {"trainable": 1, "percent": 0.5}, "wall_time_s": 1.0, "peak_memory_mb": 1.0}
         (run_dir / "summary.json").write_text(json.dumps({**summary, "kept": {"step": 1, "dev": {"ndcg@10": dev}}}))
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "dev": {"ndcg@10": dev}}) + "\n")
+    (root / "retrieval" / "adapter-lr3e-4" / "seed1" / "test.run.trec").write_text("")  # searched by an earlier command
     args = build_parser().parse_args(["retrieval", "--data", str(data), "--output", str(root), "--test-picked"])
-    study = Study(settings_from_args(args), planned_runs=4)
+    study = Study(settings_from_args(args), planned_runs=5)
     searched = []
     monkeypatch.setattr(Study, "_bm25_row", lambda self: {"method": "bm25", "seed": ""})
     monkeypatch.setattr(Study, "_zero_shot_row", lambda self: {"method": "zero-shot", "seed": ""})
     monkeypatch.setattr(Study, "dense_run", lambda self, encoder, directory: searched.append(directory) or directory)
     monkeypatch.setattr(Study, "evaluate", lambda self, run: {"ndcg@10": 0.4})
-    rows = study.retrieval(["adapter", "adapter-lr3e-3", "lora", "full"], [1], [])
+    rows = study.retrieval(["adapter", "adapter-lr3e-3", "adapter-lr3e-4", "lora", "full"], [1], [])
     assert sorted(path.parent.name for path in searched) == ["adapter-lr3e-3", "lora"]
     tested = {row["method"]: row.get("ndcg@10") for row in rows}
     assert tested == {
@@ -254,6 +257,7 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
         "zero-shot": None,
         "adapter": None,
         "adapter-lr3e-3": 0.4,
+        "adapter-lr3e-4": 0.4,
         "lora": 0.4,
         "full": None,
     }
