@@ -45,7 +45,7 @@ from pathlib import Path
 from petir import cli
 from petir.data import corpus_path
 from petir.ondisk import open_corpus, open_queries
-from petir.reproduce import build_parser, seeds_of, settings_from_args, study_entries, train_command
+from petir.reproduce import TEST_RUN_FILE, build_parser, seeds_of, settings_from_args, study_entries, train_command
 from petir.trainer import MODEL_DIR, SUMMARY_FILE
 from petir.workspace import TOPICS_FILE
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from_args(args)
     deadline = time.monotonic() + args.deadline
     root = settings.output
-    first_stage = root / "retrieval" / "bm25" / "test.run.trec"
+    first_stage = root / "retrieval" / "bm25" / TEST_RUN_FILE
     needed_by_stage = {"rerank": (first_stage, root / TOPICS_FILE), "retrieval": ()}
     for needed in (*needed_by_stage[args.stage], args.negatives_run):
         if not needed.exists():

@@ -573,11 +573,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             marks = significance(rows, read_qrels(study.qrels), args.output)
             write_tables(rows, args.output / f"results-{stage}", marks, PAPER[stage])
             chosen = set(chosen_on_dev(rows).values())  # one curve per method: the rate its dev set picked
-            plot_convergence(
-                args.output,
-                stage,
-                {v: seeds_of(v, args.seeds, args.seed_methods) for v in variants if v in chosen},
-            )
+            picked = [variant for variant in variants if variant in chosen]
+            plot_convergence(args.output, stage, {v: seeds_of(v, args.seeds, args.seed_methods) for v in picked})
             if stage == "rerank":
                 depths = [depth for depth in SWEEP_DEPTHS if depth <= args.rerank_depth]
                 sweep = depth_sweep(rows, read_qrels(study.qrels), args.output, depths)
