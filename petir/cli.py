@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from petir.errors import PetirError
 
@@ -60,7 +61,105 @@ def flags(**options: object) -> list[str]:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the hand-wrapped examples in descriptions."""
+    """Show defaults and declared ranges, and keep the hand-wrapped examples in descriptions."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        return f"{text} [{action.type.description}]" if isinstance(action.type, Bounded) else text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every petir command: a bad flag or value ends as one line on stderr with exit status 2, as
+    petir's other user errors do (:func:`run`), not argparse's usage dump; ``--help`` is unchanged."""
+
+    def __init__(self, *args: Any, formatter_class: type = HelpFormatter, **kwargs: Any):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        line = f"{self.prog}: error: {message} (see --help)"
+        print(line, file=sys.stderr)
+        raise UsageError(line)
+
+
+class Bounded:
+    """A number type with a declared range: an argparse ``type=`` (a bad value is an ``argument --flag: must be
+    an integer >= 1, got 0`` error at parse time) and, in :func:`option` or a PET config field's metadata
+    (``bounds``), the check of values from anywhere else (:meth:`parse`).
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive ones (a learning rate is
+    ``Bounded(float, above=0)``); at most one of each side. NaN and infinities are never in range.
+    """
+
+    def __init__(
+        self,
+        kind: type[int] | type[float],
+        minimum: float | None = None,
+        maximum: float | None = None,
+        *,
+        above: float | None = None,
+        below: float | None = None,
+    ):
+        if kind not in (int, float) or None not in (minimum, above) or None not in (maximum, below):
+            raise ValueError("Bounded needs kind int or float and one bound a side at most (minimum or above...)")
+        self.kind, self.minimum, self.maximum, self.above, self.below = kind, minimum, maximum, above, below
+
+    @property
+    def description(self) -> str:
+        """What a value must be: ``an integer >= 1``, ``a number > 0``, ``an integer from 14 to 20``."""
+        what = "an integer" if self.kind is int else "a number"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{what} from {self._show(self.minimum)} to {self._show(self.maximum)}"
+        limits = [
+            f"{sign} {self._show(value)}"
+            for sign, value in ((">=", self.minimum), (">", self.above), ("<=", self.maximum), ("<", self.below))
+            if value is not None
+        ]
+        return " and ".join([f"{what} {limits[0]}", *limits[1:]]) if limits else what
+
+    def _show(self, bound: float) -> str:
+        return str(int(bound)) if self.kind is int else f"{bound:g}"
+
+    def parse(self, value: object) -> int | float:
+        """``value`` (a command-line string, or a number from a saved JSON file) as ``kind``, in range; else a
+        ValueError ``must be <description>, got <value>``."""
+        number = self._convert(value)
+        if number is None or not self._in_range(number):
+            raise ValueError(f"must be {self.description}, got {value if number is not None else repr(value)}")
+        return number
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            return self.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    def __repr__(self) -> str:  # argparse names the type in some messages; --help never shows it
+        return f"Bounded({self.description})"
+
+    def _convert(self, value: object) -> int | float | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str):
+            try:
+                return self.kind(value)
+            except ValueError:
+                return None
+        if isinstance(value, int) or (self.kind is float and isinstance(value, float)):
+            return self.kind(value)
+        return None  # a float for an integer (2.5 would be cut to 2), a list, None...
+
+    def _in_range(self, number: float) -> bool:
+        return (
+            math.isfinite(number)
+            and (self.minimum is None or number >= self.minimum)
+            and (self.above is None or number > self.above)
+            and (self.maximum is None or number <= self.maximum)
+            and (self.below is None or number < self.below)
+        )
+
+
+#: Seeds of Python, NumPy and torch (:func:`petir.trainer.set_seed`): NumPy takes 0 to 2**32 - 1.
+SEED = Bounded(int, minimum=0, maximum=2**32 - 1)
 
 
 def default_threads() -> int:
@@ -106,10 +205,18 @@ def progress(iterable: Any = None, **kwargs: Any):
     return tqdm(iterable, file=_LogLines(sys.stderr), mininterval=30, maxinterval=60, ascii=True, **kwargs)
 
 
-def option(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None) -> Any:
-    """A dataclass field that is also a CLI flag: its default, ``--help`` text and choices live here alone
-    (:func:`add_dataclass_flags`). ``flag`` overrides the flag's name (``--lr`` for ``learning_rate``)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+def option(
+    default: Any,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    bounds: Bounded | None = None,
+) -> Any:
+    """A dataclass field that is also a CLI flag: its default, ``--help`` text, choices and range (``bounds``, for a
+    number) live here alone (:func:`add_dataclass_flags`). ``flag`` overrides the flag's name (``--lr`` for
+    ``learning_rate``)."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": bounds}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
@@ -126,7 +233,7 @@ def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
         if kind is bool:
             group.add_argument(flag, action="store_true", **common)
         else:
-            group.add_argument(flag, type=kind, choices=field.metadata["choices"], **common)
+            group.add_argument(flag, type=field.metadata["bounds"] or kind, choices=field.metadata["choices"], **common)
         names.append(field.name)
     return names
 

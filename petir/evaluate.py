@@ -153,18 +153,21 @@ def evaluate_queries(
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m petir.evaluate QRELS RUN --output METRICS.json``: :func:`trec_eval`'s numbers as JSON, the form
-    the study runner caches beside each run."""
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
         prog="python -m petir.evaluate",
         description="Pyserini's trec_eval (nDCG@10, MRR@10, R@100, R@1000) of a TREC run, as JSON",
-        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("qrels", type=Path, help="TREC qrels ('qid 0 docid rel')")
     parser.add_argument("run", type=Path, help="TREC run ('qid Q0 docid rank score tag')")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: print)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m petir.evaluate QRELS RUN --output METRICS.json``: :func:`trec_eval`'s numbers as JSON, the form
+    the study runner caches beside each run."""
+    args = build_parser().parse_args(argv)
     text = json.dumps(trec_eval(args.qrels, args.run), indent=2) + "\n"
     if args.output is None:
         print(text, end="")

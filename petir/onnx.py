@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import petir
-from petir.cli import HelpFormatter, resolve_device, run
+from petir.cli import ArgumentParser, Bounded, resolve_device, run
 from petir.errors import PetirError, check_choice
 from petir.files import staged_directory
 from petir.models import (
@@ -343,32 +343,33 @@ def load_inference_model(
 
 
 # -- command line ----------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m petir.onnx",
         description="Export a saved petir model (bi-encoder or cross-encoder, any PET method) to ONNX for "
         "onnxruntime inference, and check it against the torch model on a padded batch.\n\n"
         "example:\n  python -m petir.onnx runs/scifact-reranker/model\n"
         "  # then: python -m petir.rerank ... --model runs/scifact-reranker/model --backend onnx",
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("model_dir", help="a saved petir model directory (config.json + petir_state.safetensors)")
     # No default shown for --output and --backbone: theirs depend on MODEL_DIR.
     parser.add_argument(
         "--output", default=argparse.SUPPRESS, help="output directory (default: MODEL_DIR/onnx, where the loaders look)"
     )
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version, 14 to 20")
+    # 14 is the first opset with the scaled-dot-product attention pieces the exporter emits; 20 is the TorchScript
+    # exporter's newest.
+    parser.add_argument("--opset", type=Bounded(int, 14, 20), default=DEFAULT_OPSET, help="ONNX opset version")
     parser.add_argument(
         "--backbone",
         default=argparse.SUPPRESS,
         help="read the backbone weights from here instead of from the backbone recorded in "
         "MODEL_DIR/config.json (its fingerprint must match)",
     )
-    args = parser.parse_args(argv)
-    if not 14 <= args.opset <= 20:
-        # 14 is the first opset with the scaled-dot-product attention pieces the exporter emits; 20 is the
-        # TorchScript exporter's newest.
-        parser.error(f"--opset must be between 14 and 20, got {args.opset}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     target, difference = export(
         args.model_dir, getattr(args, "output", None), args.opset, getattr(args, "backbone", None)
     )

@@ -33,7 +33,7 @@ from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.data import corpus_path, read_qrels
 from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
-from petir.models import STATE_FILE
+from petir.models import MAX_LENGTH, STATE_FILE
 from petir.pet import VARIANTS, resolve
 from petir.report import (
     DEPTH_SWEEP_NOTE,
@@ -95,9 +95,9 @@ def study_entries(methods: str) -> list[str]:
 def seed_list(text: str) -> list[int]:
     """``--seeds`` as integers, parsed once for every command that takes a study's flags."""
     try:
-        return [int(seed) for seed in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        return [cli.SEED.parse(seed) for seed in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, each of which {error}") from None
 
 
 def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> Sequence[int]:
@@ -464,9 +464,8 @@ def _clock(seconds: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m petir.reproduce", description=__doc__, formatter_class=cli.HelpFormatter
-    )
+    parser = cli.ArgumentParser(prog="python -m petir.reproduce", description=__doc__)
+    positive, count = cli.Bounded(int, minimum=1), cli.Bounded(int, minimum=0)
     parser.add_argument("stage", choices=("retrieval", "rerank", "all"), help="which stage of the study to run")
     parser.add_argument(
         "--data",
@@ -489,11 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(MAIN_VARIANTS),
         help="comma-separated: methods run with every seed (the others with the first seed only)",
     )
-    parser.add_argument("--steps", type=int, default=150, help="training steps per run")
-    parser.add_argument("--batch-size", type=int, default=16, help="queries per training batch")
-    parser.add_argument("--eval-every", type=int, default=15, help="dev evaluation interval (convergence curves)")
+    parser.add_argument("--steps", type=positive, default=150, help="training steps per run")
+    parser.add_argument("--batch-size", type=positive, default=16, help="queries per training batch")
+    parser.add_argument("--eval-every", type=count, default=15, help="dev evaluation interval (convergence curves)")
     parser.add_argument(
-        "--eval-budget", type=float, default=0.25, help="most share of training time dev checks may take (petir.train)"
+        "--eval-budget",
+        type=cli.Bounded(float, minimum=0),
+        default=0.25,
+        help="most share of training time dev checks may take (petir.train)",
     )
     parser.add_argument(
         "--keep-best",
@@ -501,19 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="each run saves its best dev check, not its last step (petir.train --keep-best): the rule that lets "
         "the dev set pick every method's training length",
     )
-    parser.add_argument("--train-passage-length", type=int, default=128, help="passage tokens in training")
-    parser.add_argument("--dev-queries", type=int, default=50, help="training queries held out as dev set")
+    parser.add_argument("--train-passage-length", type=MAX_LENGTH, default=128, help="passage tokens in training")
+    parser.add_argument("--dev-queries", type=count, default=50, help="training queries held out as dev set")
     parser.add_argument(
-        "--dev-depth", type=int, default=100, help="rerank dev: the BM25 top-k each dev query re-ranks (as at test)"
+        "--dev-depth",
+        type=positive,
+        default=100,
+        help="rerank dev: the BM25 top-k each dev query re-ranks (as at test)",
     )
-    parser.add_argument("--hits", type=int, default=1000, help="retrieval depth of the test runs")
-    parser.add_argument("--rerank-batch-size", type=int, default=8, help="rerank: queries per training batch")
-    parser.add_argument("--rerank-negatives", type=int, default=3, help="rerank: BM25 negatives per query")
-    parser.add_argument("--rerank-max-length", type=int, default=128, help="rerank: query+passage tokens")
-    parser.add_argument("--rerank-depth", type=int, default=100, help="rerank: passages re-scored per query")
+    parser.add_argument("--hits", type=positive, default=1000, help="retrieval depth of the test runs")
+    parser.add_argument("--rerank-batch-size", type=positive, default=8, help="rerank: queries per training batch")
+    parser.add_argument("--rerank-negatives", type=positive, default=3, help="rerank: BM25 negatives per query")
+    parser.add_argument("--rerank-max-length", type=MAX_LENGTH, default=128, help="rerank: query+passage tokens")
+    parser.add_argument("--rerank-depth", type=positive, default=100, help="rerank: passages re-scored per query")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive,
         default=cli.default_threads(),
         help="CPU threads for every step, Pyserini's included (default: $OMP_NUM_THREADS, else the idle cores)",
     )

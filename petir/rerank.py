@@ -28,9 +28,7 @@ example (BM25 top-100 from Pyserini, then an IAA-L re-ranker):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m petir.rerank", description=__doc__, epilog=EXAMPLES, formatter_class=cli.HelpFormatter
-    )
+    parser = cli.ArgumentParser(prog="python -m petir.rerank", description=__doc__, epilog=EXAMPLES)
     parser.add_argument("--run", required=True, type=Path, help="input TREC run ('qid Q0 docid rank score tag')")
     parser.add_argument("--topics", required=True, type=Path, help="queries: 'qid<TAB>text' tsv or BEIR jsonl")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -44,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         "retrieval score (the backbone: mean-pooled cosine)",
     )
     parser.add_argument("--output", required=True, type=Path, help="output TREC run")
-    parser.add_argument("--depth", type=int, default=100, help="passages re-scored per query")
-    parser.add_argument("--batch-size", type=int, default=32, help="query-passage pairs per forward pass")
+    parser.add_argument("--depth", type=cli.Bounded(int, minimum=1), default=100, help="passages re-scored per query")
+    parser.add_argument(
+        "--batch-size", type=cli.Bounded(int, minimum=1), default=32, help="query-passage pairs per forward pass"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--backend",
@@ -149,8 +149,6 @@ def _read_partial(path: Path) -> dict[str, list[float]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.depth < 1:
-        raise PetirError("--depth must be at least 1")
     run = read_run(args.run)
     queries = read_queries(args.topics)
     passage = passage_lookup(args.index, args.corpus)

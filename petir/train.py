@@ -112,11 +112,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv if argv is not None else sys.argv[1:])
     wants_help = "-h" in argv or "--help" in argv
     backbone = _peek(argv, "--backbone", DEFAULT_BACKBONE)
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m petir.train",
         description=__doc__,
         epilog=(_method_help(backbone) + "\n" if wants_help else "") + EXAMPLES,
-        formatter_class=cli.HelpFormatter,
     )
     data = parser.add_argument_group("training data (a BEIR directory, or files)")
     data.add_argument(
@@ -139,17 +138,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "(e.g. Pyserini BM25 on a prebuilt index) instead of petir's own BM25 search",
     )
     data.add_argument("--dev-qrels", help="dev qrels (queries from the same queries file)")
-    data.add_argument("--dev-queries", type=int, default=100, help="without --dev-qrels: training queries held out")
+    data.add_argument(
+        "--dev-queries",
+        type=cli.Bounded(int, minimum=0),
+        default=100,
+        help="without --dev-qrels: training queries held out",
+    )
     data.add_argument(
         "--dev-depth",
-        type=int,
+        type=cli.Bounded(int, minimum=1),
         default=100,
         help="rerank: dev queries re-rank their BM25 top-k, as at test time; retrieval: BM25 candidates kept in a "
         "sampled dev corpus",
     )
     data.add_argument(
         "--dev-corpus",
-        type=int,
+        type=cli.Bounded(int, minimum=1),
         default=10_000,
         help="retrieval: dev queries search the whole corpus up to this many passages; above, their judged "
         "passages and BM25 candidates plus a seeded sample",
@@ -177,16 +181,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_task_options(parser)
 
     sampling = parser.add_argument_group("training groups")
-    sampling.add_argument("--batch-size", type=int, default=16, help="queries per micro-batch (per process)")
-    sampling.add_argument("--negatives", type=int, default=1, help="hard negatives per query (BM25, not relevant)")
-    sampling.add_argument("--negative-depth", type=int, default=30, help="run depth hard negatives are drawn from")
-    sampling.add_argument("--seed", type=int, default=42, help="seed for initialisation, sampling and dropout")
+    positive = cli.Bounded(int, minimum=1)
+    sampling.add_argument("--batch-size", type=positive, default=16, help="queries per micro-batch (per process)")
+    sampling.add_argument(
+        "--negatives",
+        type=cli.Bounded(int, minimum=0),
+        default=1,
+        help="hard negatives per query (BM25, not relevant); retrieval: 0 trains on in-batch negatives alone",
+    )
+    sampling.add_argument("--negative-depth", type=positive, default=30, help="run depth hard negatives are drawn from")
+    sampling.add_argument("--seed", type=cli.SEED, default=42, help="seed for initialisation, sampling and dropout")
 
     train = parser.add_argument_group("optimisation")
     cli.add_dataclass_flags(train, TrainConfig)
     train.add_argument(
         "--threads",
-        type=int,
+        type=positive,
         default=cli.default_threads(),
         help="CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other work)",
     )
@@ -380,6 +390,8 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         wrong = sorted(given & set(names)) if task != args.task else []
         if wrong:
             raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {task} only")
+    if args.task == "rerank" and args.negatives == 0:
+        raise PetirError("--negatives 0 leaves a re-ranker no passage to rank a positive against; give 1 or more")
     if args.triples:
         wrong = sorted(given & set(NOT_WITH_TRIPLES))
         if wrong:

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
-from petir.cli import option, progress, resolve_device
+from petir.cli import Bounded, option, progress, resolve_device
 from petir.errors import PetirError
 from petir.files import staged_directory
 from petir.models import PetModel
@@ -54,26 +54,31 @@ class TrainConfig:
     world_size``."""
 
     output_dir: Path
-    steps: int = option(300, "optimizer steps")
-    learning_rate: float | None = option(None, "learning rate (None: the method's, listed below)", flag="--lr")
-    grad_accumulation: int = option(1, "micro-batches per optimizer step")
-    warmup_ratio: float = option(0.1, "linear warm-up share of the steps")
-    weight_decay: float = option(0.01, "AdamW weight decay")
-    max_grad_norm: float = option(1.0, "gradient norm clipping")
-    eval_every: int = option(50, "dev evaluation interval in steps (0: at the end only)")
+    steps: int = option(300, "optimizer steps", bounds=Bounded(int, minimum=1))
+    learning_rate: float | None = option(
+        None, "learning rate (None: the method's, listed below)", flag="--lr", bounds=Bounded(float, above=0)
+    )
+    grad_accumulation: int = option(1, "micro-batches per optimizer step", bounds=Bounded(int, minimum=1))
+    warmup_ratio: float = option(0.1, "linear warm-up share of the steps", bounds=Bounded(float, 0, 1))
+    weight_decay: float = option(0.01, "AdamW weight decay", bounds=Bounded(float, minimum=0))
+    max_grad_norm: float = option(1.0, "gradient norm clipping", bounds=Bounded(float, above=0))
+    eval_every: int = option(
+        50, "dev evaluation interval in steps (0: at the end only)", bounds=Bounded(int, minimum=0)
+    )
     #: One BEIR set's 1,300-passage dev pool cost 146 s a check, more than training itself at an interval of 15 steps.
     eval_budget: float = option(
         0.25,
         "most share of training time that dev checks may take; scheduled checks past it are skipped (the first "
         "and final ones always run)",
+        bounds=Bounded(float, minimum=0),  # above 1 is fine: dev checks may take longer than the training steps
     )
     keep_best: bool = option(
         False,
         "save the state of the dev check with the highest first dev metric (nDCG@10), not the last step's: --steps "
         "becomes a ceiling and the dev set picks the training length (ties go to the earlier step)",
     )
-    save_every: int = option(100, "checkpoint interval in steps")
-    log_every: int = option(10, "loss logging interval in steps")
+    save_every: int = option(100, "checkpoint interval in steps", bounds=Bounded(int, minimum=1))
+    log_every: int = option(10, "loss logging interval in steps", bounds=Bounded(int, minimum=1))
     report_to: str = option(
         "none",
         "also log loss, learning rate and dev metrics for TensorBoard (OUTPUT/tensorboard; pip install tensorboard)",

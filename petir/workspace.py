@@ -70,19 +70,22 @@ def prepare(data: str | os.PathLike, output: str | os.PathLike, split: str = "te
     return workspace
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m petir.workspace --data DIR --output OUT``: prints the workspace directory (collection/,
-    lucene-index/), so a script can name it: ``CACHE=$(python -m petir.workspace ...)``."""
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
         prog="python -m petir.workspace",
         description="Prepare a BEIR dataset for Pyserini: test topics and qrels in OUTPUT, the JsonCollection and "
         "Lucene index in petir's cache ($PETIR_CACHE); prints the cache directory",
-        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--data", required=True, help="BEIR dataset directory or name")
     parser.add_argument("--output", required=True, type=Path, help="where test-topics.tsv and test-qrels.txt go")
     parser.add_argument("--split", default="test", help="qrels split to write as topics and qrels")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m petir.workspace --data DIR --output OUT``: prints the workspace directory (collection/,
+    lucene-index/), so a script can name it: ``CACHE=$(python -m petir.workspace ...)``."""
+    args = build_parser().parse_args(argv)
     print(prepare(args.data, args.output, args.split).root)
 
 

@@ -119,6 +119,7 @@ def test_train_reports_bad_flags_in_one_line(beir, tmp_path):
     [
         (["--task", "rerank", "--pooling", "cls"], "--pooling applies to --task retrieval only"),
         (["--loss", "pointwise"], "--loss applies to --task rerank only"),
+        (["--task", "rerank", "--negatives", "0"], "--negatives 0 leaves a re-ranker no passage to rank"),
         (["--triples", "t.tsv"], "--data cannot be combined with --triples"),
     ],
 )

@@ -121,9 +121,10 @@ def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
     assert args.seeds == [1, 2, 3] and args.seed_methods == ["full", "iaa-l"]
     assert seeds_of("iaa-l", args.seeds, args.seed_methods) == [1, 2, 3]
     assert seeds_of("lora", args.seeds, args.seed_methods) == [1]
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["rerank", "--output", "out", "--seeds", "1,a"])
-    assert "expected comma-separated integers, got '1,a'" in capsys.readouterr().err
+    for seeds, shown in (("1,a", "'a'"), ("1,-1", "-1")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["rerank", "--output", "out", "--seeds", seeds])
+        assert f"seeds, each of which must be an integer from 0 to 4294967295, got {shown}" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # runs Pyserini (Java) a dozen times: about two minutes

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
+from petir.cli import Bounded
+from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, ranged, wrap_sublayer_outputs
 
 
 @dataclass
 class AdapterConfig(PetConfig):
     """``bottleneck``: adapter width r; ``positions``: sublayers that get an adapter ("attention", "ffn")."""
 
-    bottleneck: int = 16
+    bottleneck: int = ranged(16, Bounded(int, minimum=1))
     activation: str = "relu"
     positions: tuple[str, ...] = ("attention", "ffn")
 

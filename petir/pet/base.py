@@ -15,43 +15,49 @@ from typing import Any
 import torch
 from torch import nn
 
+from petir.cli import Bounded
 from petir.errors import PetirError, check_choice
 
 
 @dataclass
 class PetConfig:
-    """Base class of the per-method configs; serialised next to the trained weights."""
+    """Base class of the per-method configs; serialised next to the trained weights. Every number is a
+    :func:`ranged` field, so a value out of range is refused where a config is made, from ``--pet`` or a saved
+    config.json alike."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PetConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise PetirError(f"{cls.__name__} has no option {', '.join(unknown)}; options: {', '.join(sorted(known))}")
+            raise PetirError(f"{cls.__name__} has no option {', '.join(unknown)}; options: {', '.join(sorted(fields))}")
         hints = typing.get_type_hints(cls)
-        return cls(**{name: _coerce(hints[name], value) for name, value in values.items()})
+        return cls(**{name: _coerce(fields[name], hints[name], value) for name, value in values.items()})
 
 
-def _coerce(hint: Any, value: Any) -> Any:
-    """Turn JSON lists back into tuples and CLI strings into the field's type."""
+def ranged(default: float, bounds: Bounded) -> Any:
+    """A numeric config field whose values must lie in ``bounds`` (``ranged(16, Bounded(int, minimum=1))``)."""
+    return field(default=default, metadata={"bounds": bounds})
+
+
+def _coerce(option: dataclasses.Field, hint: Any, value: Any) -> Any:
+    """Turn JSON lists back into tuples and CLI strings into the field's type; check a number's range."""
+    if "bounds" in option.metadata:
+        try:
+            return option.metadata["bounds"].parse(value)
+        except ValueError as error:
+            raise PetirError(f"PET option {option.name} {error}") from None
     origin = typing.get_origin(hint)
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else value
         return tuple(str(item) for item in items)
-    if not isinstance(value, str):
-        return value
-    if hint is bool:
+    if isinstance(value, str) and hint is bool:
         if value.lower() not in ("true", "false", "1", "0"):
-            raise PetirError(f"expected true or false, got {value!r}")
+            raise PetirError(f"PET option {option.name} must be true or false, got {value!r}")
         return value.lower() in ("true", "1")
-    if hint in (int, float):
-        try:
-            return hint(value)
-        except ValueError:
-            raise PetirError(f"expected {hint.__name__}, got {value!r}") from None
     return value
 
 

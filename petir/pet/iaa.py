@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from petir.cli import Bounded
 from petir.errors import check_choice
 from petir.pet.base import (
     SUBLAYERS,
@@ -32,6 +33,7 @@ from petir.pet.base import (
     Variant,
     encoder_layers,
     freeze,
+    ranged,
     wrap_sublayer_outputs,
 )
 
@@ -47,8 +49,8 @@ class IaaConfig(PetConfig):
     ``init``: up-projections at ``zero`` (start as the backbone) or ``near-identity`` (N(0, 0.01^2))."""
 
     placement: str = "layer"
-    r: int = 12
-    ar: int = 12
+    r: int = ranged(12, Bounded(int, minimum=1))
+    ar: int = ranged(12, Bounded(int, minimum=1))
     activation: str = "relu"
     init: str = "zero"
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from petir.cli import Bounded
 from petir.errors import check_choice
 from petir.pet.base import (
     Bottleneck,
@@ -32,6 +33,7 @@ from petir.pet.base import (
     Variant,
     activation,
     freeze,
+    ranged,
     sublayer_outputs,
     wrap_sublayer_outputs,
 )
@@ -47,7 +49,7 @@ class LinkedConfig(PetConfig):
     ``zero`` (closed until learned); ``auto`` picks :func:`resolve_link_init`."""
 
     topology: str = "bottleneck"
-    bottleneck: int = 16
+    bottleneck: int = ranged(16, Bounded(int, minimum=1))
     activation: str = "relu"
     positions: tuple[str, ...] = ("attention", "ffn")
     link_init: str = "auto"

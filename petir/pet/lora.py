@@ -11,16 +11,17 @@ from dataclasses import dataclass
 import peft
 from torch import nn
 
-from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze
+from petir.cli import Bounded
+from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, ranged
 
 
 @dataclass
 class LoraConfig(PetConfig):
     """``r``: rank; ``alpha``: scaling numerator; ``target_modules``: linear layers (by name) that get updates."""
 
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.1
+    r: int = ranged(16, Bounded(int, minimum=1))
+    alpha: int = ranged(16, Bounded(int, minimum=1))
+    dropout: float = ranged(0.1, Bounded(float, minimum=0, below=1))  # 1 would drop every input of the update
     target_modules: tuple[str, ...] = ("query", "value")
 
 

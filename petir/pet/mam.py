@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
+from petir.cli import Bounded
+from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, ranged, wrap_sublayer_outputs
 from petir.pet.prefix import insert_prefixes
 
 
@@ -21,11 +22,11 @@ from petir.pet.prefix import insert_prefixes
 class MamConfig(PetConfig):
     """``num_prefix``: prefix length per layer (l); ``bottleneck``: parallel adapter width (r); ``scaling``: s."""
 
-    num_prefix: int = 16
-    bottleneck: int = 16
-    scaling: float = 4.0
+    num_prefix: int = ranged(16, Bounded(int, minimum=1))
+    bottleneck: int = ranged(16, Bounded(int, minimum=1))
+    scaling: float = ranged(4.0, Bounded(float, above=0))
     activation: str = "relu"
-    prefix_init_std: float = 0.02
+    prefix_init_std: float = ranged(0.02, Bounded(float, minimum=0))
 
 
 def apply_mam(model: nn.Module, config: MamConfig) -> None:

@@ -13,15 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze
+from petir.cli import Bounded
+from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, ranged
 
 
 @dataclass
 class PrefixConfig(PetConfig):
     """``num_prefix``: prefix length per layer; ``init_std``: std of the initial prefix keys and values."""
 
-    num_prefix: int = 32
-    init_std: float = 0.02
+    num_prefix: int = ranged(32, Bounded(int, minimum=1))
+    init_std: float = ranged(0.02, Bounded(float, minimum=0))
 
 
 class PrefixSelfAttention(nn.Module):
