@@ -191,7 +191,7 @@ def test_configs_coerce_cli_strings_and_refuse_unknown_options():
     assert make_config("lora", {"target_modules": ["query", "key"]}).target_modules == ("query", "key")
     with pytest.raises(PetirError, match="has no option rank; options: alpha, dropout, r, target_modules"):
         make_config("lora", {"rank": "4"})
-    with pytest.raises(PetirError, match="expected int, got 'big'"):
+    with pytest.raises(PetirError, match="must be int, got 'big'"):
         make_config("adapter", {"bottleneck": "big"})
     with pytest.raises(PetirError, match="unknown PET method 'ia3'"):
         make_config("ia3")

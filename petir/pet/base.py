@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from petir.errors import PetirError, check_choice
+from petir.errors import PetirError, check_choice, check_type
 
 
 @dataclass
@@ -32,26 +32,28 @@ class PetConfig:
         if unknown:
             raise PetirError(f"{cls.__name__} has no option {', '.join(unknown)}; options: {', '.join(sorted(known))}")
         hints = typing.get_type_hints(cls)
-        return cls(**{name: _coerce(hints[name], value) for name, value in values.items()})
+        return cls(
+            **{name: _coerce(hints[name], value, f"{cls.__name__} option {name}") for name, value in values.items()}
+        )
 
 
-def _coerce(hint: Any, value: Any) -> Any:
-    """Turn JSON lists back into tuples and CLI strings into the field's type."""
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        return tuple(str(item) for item in items)
+def _coerce(hint: Any, value: Any, what: str) -> Any:
+    """Turn CLI strings into the field's type, and JSON lists back into tuples; a JSON value of another type than
+    the field's (a damaged config.json) is an error naming ``what``."""
     if not isinstance(value, str):
-        return value
+        check_type(what, value, hint)
+        return tuple(value) if typing.get_origin(hint) is tuple else value
+    if typing.get_origin(hint) is tuple:
+        return tuple(value.split(","))
     if hint is bool:
         if value.lower() not in ("true", "false", "1", "0"):
-            raise PetirError(f"expected true or false, got {value!r}")
+            raise PetirError(f"{what} must be true or false, got {value!r}")
         return value.lower() in ("true", "1")
     if hint in (int, float):
         try:
             return hint(value)
         except ValueError:
-            raise PetirError(f"expected {hint.__name__}, got {value!r}") from None
+            raise PetirError(f"{what} must be {hint.__name__}, got {value!r}") from None
     return value
 
 
