@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,19 +38,48 @@ def resolve_backbone(name: str) -> str:
 
 
 def load_backbone(name: str) -> tuple[nn.Module, object]:
-    """Load ``(encoder, tokenizer)``; the encoder's pooler is dropped because petir pools token states itself."""
-    from transformers import AutoModel, AutoTokenizer
+    """Load ``(encoder, tokenizer)``; the encoder's pooler is dropped because petir pools token states itself.
+
+    Loading runs no code that comes with the model: ``trust_remote_code`` is never set (a config's ``auto_map`` is
+    ignored), and torch-pickled weights (``pytorch_model.bin``) are unpickled with ``weights_only`` (tensors only,
+    no objects); safetensors weights are taken where both are present."""
+    from transformers import AutoModel
 
     location = resolve_backbone(name)
-    try:
-        model = AutoModel.from_pretrained(location)
-        tokenizer = AutoTokenizer.from_pretrained(location)
-    except OSError as error:
-        offline = " (no network? pass a local model directory)" if not Path(location).exists() else ""
-        raise PetirError(f"cannot load backbone {name!r}{offline}: {str(error).splitlines()[0]}") from None
+    if Path(location).is_dir() and not (Path(location) / "config.json").is_file():
+        raise PetirError(
+            f"{name} is not a model directory (no config.json); pass a petir model directory or a Hugging Face one"
+        )
+    model = _from_pretrained(AutoModel, location, f"backbone {name!r}", weights_only=True)
+    tokenizer = load_tokenizer(location, f"the tokenizer of backbone {name!r}")
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
     return model, tokenizer
+
+
+def load_tokenizer(location: str | os.PathLike, what: str, **kwargs: object) -> Any:
+    """``AutoTokenizer.from_pretrained(location, **kwargs)``, without remote code; a damaged one is one line.
+
+    Without its files transformers builds a tokenizer of the special tokens alone, which maps every word to [UNK]
+    and scores silently wrong; without tokenizer_config.json it has no padding token. Both are refused here."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, location, what, **kwargs)
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):
+        raise PetirError(f"{what} has no vocabulary (are its files missing?); check or replace the files in {location}")
+    if tokenizer.pad_token is None:
+        raise PetirError(f"{what} has no padding token (is its tokenizer_config.json missing?); check {location}")
+    return tokenizer
+
+
+def _from_pretrained(auto_class: type, location: str | os.PathLike, what: str, **kwargs: object) -> Any:
+    try:
+        return auto_class.from_pretrained(location, trust_remote_code=False, **kwargs)
+    except Exception as error:  # transformers and tokenizers raise anything from OSError to a bare Exception here
+        local = Path(location).exists()
+        remedy = f"check or replace the files in {location}" if local else "no network? pass a local model directory"
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+        raise PetirError(f"cannot load {what} ({type(error).__name__}: {detail}); {remedy}") from None
 
 
 def fingerprint(model: nn.Module) -> str:

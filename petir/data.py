@@ -14,12 +14,13 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeAlias
 
-from petir.errors import DataError
+from petir.errors import DataError, PetirError, check_type
 from petir.files import write_lines_atomic
 
 PathLike: TypeAlias = str | os.PathLike[str]
@@ -49,6 +50,9 @@ Run: TypeAlias = dict[str, list[tuple[str, float]]]  # qid -> [(docid, score)] i
 
 COLLECTION_FILE = "docs.jsonl"
 _BEIR_QRELS_HEADER = ["query-id", "corpus-id", "score"]
+#: What reading a damaged gzip file raises: a stream cut short (EOFError), flipped bytes (zlib.error) or a failed
+#: CRC or header check (BadGzipFile). Every reader of .gz files catches these, and only these.
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -73,8 +77,37 @@ def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
                 line = line.rstrip("\r\n")
                 if line.strip():
                     yield lineno, line
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
+    except (UnicodeDecodeError, *GZIP_ERRORS) as e:
         raise DataError(f"{path}:{lineno + 1}: cannot read the file ({type(e).__name__}: {e})") from None
+
+
+def read_json(path: PathLike, what: str, remedy: str, fields: Mapping[str, object] | None = None) -> dict:
+    """The object in a JSON file petir wrote (a run's summary.json, an ONNX export's onnx_config.json, a model's
+    config.json), with ``fields`` (name -> type, see :func:`~petir.errors.check_type`) present and of their types.
+    Anything else is one line naming the file, saying it is not a valid ``what``, and ``remedy``: what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; {remedy}")
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a valid {what} ({type(e).__name__}: {e}); {remedy}") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: not a valid {what} (a JSON {type(record).__name__}, not an object); {remedy}")
+    require_fields(record, fields or {}, str(path), remedy)
+    return record
+
+
+def require_fields(record: dict, fields: Mapping[str, object], where: str, remedy: str) -> None:
+    """One line naming ``where`` and ``remedy`` unless ``record`` has every field of ``fields`` (name -> type)."""
+    missing = [name for name in fields if name not in record]
+    if missing:
+        raise DataError(f"{where} lacks {', '.join(missing)}; {remedy}")
+    try:
+        for name, kind in fields.items():
+            check_type(name, record[name], kind)
+    except PetirError as e:
+        raise DataError(f"{where}: {e}; {remedy}") from None
 
 
 def _clip(line: str, width: int = 100) -> str:

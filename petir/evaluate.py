@@ -22,12 +22,13 @@ import argparse
 import json
 import math
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from petir import cli
-from petir.data import PathLike, Qrels, Run
-from petir.errors import PetirError
+from petir.data import PathLike, Qrels, Run, read_json, read_qrels, read_run, write_qrels
+from petir.errors import DataError, PetirError
 from petir.java import run_pyserini
 
 DEFAULT_METRICS = ("ndcg_cut.10", "recip_rank", "recall.100", "recall.1000")
@@ -55,8 +56,9 @@ def _keys(measure: str) -> list[str]:
 
 
 def trec_eval(qrels_path: PathLike, run_path: PathLike, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
-    """Evaluate a TREC run file against TREC qrels with Pyserini's trec_eval (``-c``: averaged over all judged
-    queries, a query missing from the run counting 0).
+    """Evaluate a TREC run file against qrels with Pyserini's trec_eval (``-c``: averaged over all judged queries, a
+    query missing from the run counting 0). The qrels may be in any format :func:`petir.data.read_qrels` reads (BEIR
+    TSV too): trec_eval is given a TREC copy.
 
     ``metrics`` are trec_eval measure names (``ndcg_cut.10``, ``recall.100``, ``recip_rank``, ``map``, ...);
     ``recip_rank`` runs separately with ``-M 10``, since that option cuts every measure's ranking to 10 docs.
@@ -67,6 +69,34 @@ def trec_eval(qrels_path: PathLike, run_path: PathLike, metrics: Sequence[str] =
     """
     if not metrics:
         raise PetirError("trec_eval: no metrics asked for")
+    if not Path(run_path).is_file():
+        raise DataError(f"{run_path}: no such run file")
+    with tempfile.TemporaryDirectory(prefix="petir-qrels-") as directory:
+        trec_qrels = Path(directory) / "qrels.trec"
+        write_qrels(read_qrels(qrels_path), trec_qrels)
+        try:
+            results = _trec_eval(trec_qrels, run_path, metrics)
+        except PetirError:
+            # trec_eval reports a malformed run as a Python error (IndexError, EmptyDataError); petir's reader names
+            # the file and line, so it has the first word where the run is at fault.
+            read_run(run_path)
+            raise
+    missing = [m for m in metrics if any(key not in results for key in _keys(m))]
+    if missing:
+        raise PetirError(
+            f"trec_eval printed no value for {', '.join(missing)}; check the measure names "
+            f"(e.g. ndcg_cut.10, recall.100, recip_rank)"
+        )
+    return results
+
+
+def read_results(path: PathLike) -> dict[str, float]:
+    """What ``python -m petir.evaluate --output`` wrote: the default metrics' values (the study caches them)."""
+    metrics = {key: float for measure in DEFAULT_METRICS for key in _keys(measure)}
+    return read_json(path, "petir.evaluate result", "delete it, and the run is evaluated again", metrics)
+
+
+def _trec_eval(qrels_path: Path, run_path: PathLike, metrics: Sequence[str]) -> dict[str, float]:
     groups: list[list[str]] = []
     # trec_eval keeps only the last cutoffs given for a measure (-m recall.100 -m recall.1000 prints recall_1000
     # only), so cutoffs of one measure go together: -m recall.100,1000.
@@ -95,12 +125,6 @@ def trec_eval(qrels_path: PathLike, run_path: PathLike, metrics: Sequence[str] =
             match = _OUTPUT_LINE.match(line.strip())
             if match and match.group(1) != "runid":
                 results[_key(match.group(1))] = float(match.group(2))
-    missing = [m for m in metrics if any(key not in results for key in _keys(m))]
-    if missing:
-        raise PetirError(
-            f"trec_eval printed no value for {', '.join(missing)}; check the measure names "
-            f"(e.g. ndcg_cut.10, recall.100, recip_rank)"
-        )
     return results
 
 
@@ -158,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m petir.evaluate",
         description="Pyserini's trec_eval (nDCG@10, MRR@10, R@100, R@1000) of a TREC run, as JSON",
     )
-    parser.add_argument("qrels", type=Path, help="TREC qrels ('qid 0 docid rel')")
+    parser.add_argument("qrels", type=Path, help="qrels: TREC ('qid 0 docid rel') or BEIR TSV (with its header)")
     parser.add_argument("run", type=Path, help="TREC run ('qid Q0 docid rank score tag')")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: print)")
     return parser

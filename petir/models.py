@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import json
 import os
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,8 +32,8 @@ from torch import nn
 import petir
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
-from petir.data import Corpus, Queries, Run
-from petir.errors import ModelMismatchError, PetirError, check_choice
+from petir.data import Corpus, Queries, Run, read_json, require_fields
+from petir.errors import ModelMismatchError, PetirError, check_choice, check_type
 from petir.files import staged_directory
 from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, get_method, make_config, saved_method_name
 from petir.sampling import Group
@@ -45,8 +46,8 @@ MODEL_TYPE = "petir"
 
 #: Task names of earlier petir versions, still found in saved config.json files.
 RENAMED_TASKS = {"bi-encoder": "retrieval", "cross-encoder": "rerank"}
-#: What every saved config.json names, and what to do when a model directory is damaged.
-REQUIRED_KEYS = ("task", "backbone", "backbone_fingerprint", "pet_method", "pet_config")
+#: What every saved config.json names, with its JSON type, and what to do when a model directory is damaged.
+REQUIRED_KEYS = {"task": str, "backbone": str, "backbone_fingerprint": str, "pet_method": str, "pet_config": dict}
 DAMAGED = "the model directory is damaged: copy it again, or save the model again"
 
 
@@ -64,11 +65,21 @@ def _current_name(name: str, expected: set[str]) -> str:
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """The trained tensors of a saved model (``petir_state.safetensors``); a truncated or foreign file is one line."""
+    """The trained tensors of a saved model (``petir_state.safetensors``); a truncated or foreign file, or a tensor
+    holding NaN or infinity (which would score every passage NaN), is one line."""
     try:
-        return load_file(path)
+        state = load_file(path)
     except (OSError, SafetensorError) as error:
         raise PetirError(f"{path}: cannot read the trained tensors ({error}); {DAMAGED}") from None
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise PetirError(f"{path}: tensor {name} holds {tensor.dtype}, not trained weights; {DAMAGED}")
+        if not torch.isfinite(tensor).all():
+            raise PetirError(
+                f"{path}: tensor {name} holds NaN or infinite values (a training that diverged, or damage); "
+                "train it again (a lower --lr), or copy an undamaged model"
+            )
+    return state
 
 
 class PetModel(nn.Module):
@@ -168,17 +179,24 @@ class PetModel(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "the saved state") -> None:
+        """Copy ``state`` (trained tensors by name) into this model; ``source`` names it in errors (a file)."""
         expected = {name for name, p in self.named_parameters() if p.requires_grad}
         state = {_current_name(name, expected): tensor for name, tensor in state.items()}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             raise PetirError(
-                f"saved state does not fit {self.method} on this backbone: "
+                f"{source} does not fit {self.method} on this backbone: "
                 f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                 f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
             )
         parameters = dict(self.named_parameters())
+        for name, tensor in state.items():
+            if tensor.shape != parameters[name].shape:
+                raise PetirError(
+                    f"{source}: tensor {name} has shape {list(tensor.shape)}, but {self.method} on this backbone "
+                    f"needs {list(parameters[name].shape)}; {DAMAGED}"
+                )
         with torch.no_grad():
             for name, tensor in state.items():
                 parameters[name].copy_(tensor)
@@ -221,19 +239,18 @@ class PetModel(nn.Module):
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
             raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
-        try:
-            config = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PetirError(f"{path} is not valid JSON ({error}); {DAMAGED}") from None
-        if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
-            found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
-            raise PetirError(f"{path} is not a petir model (model_type {found!r})")
-        missing = [key for key in REQUIRED_KEYS if key not in config]
-        if missing:
-            raise PetirError(f"{path} lacks {', '.join(missing)}; {DAMAGED}")
+        config = read_json(path, "petir model config", DAMAGED)
+        if config.get("model_type") != MODEL_TYPE:
+            raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
+        require_fields(config, REQUIRED_KEYS, str(path), DAMAGED)
         config["task"] = RENAMED_TASKS.get(config["task"], config["task"])
         if config["task"] not in PetModel._tasks:
             raise PetirError(f"{path}: unknown task {config['task']!r}; petir has {', '.join(PetModel._tasks)}")
+        try:  # the values' types, so that nothing reading the config later (ONNX, Pyserini) meets a string for a size
+            make_config(saved_method_name(config["pet_method"]), config["pet_config"])
+            make_options(PetModel._tasks[config["task"]].options_class, _saved_options(config))
+        except PetirError as error:
+            raise PetirError(f"{path}: {error}; {DAMAGED}") from None
         return config
 
     @classmethod
@@ -264,10 +281,11 @@ class PetModel(nn.Module):
                 f"{config['backbone_fingerprint']}), but {source!r} has fingerprint {found}; "
                 "load it onto the backbone it was trained on"
             )
-        names = {field.name for field in dataclasses.fields(task_class.options_class)}
-        options = {key: config[key] for key in names if key in config}
         method = saved_method_name(config["pet_method"])
-        model = task_class.on_backbone(source, *loaded, method, config["pet_config"], **options)
+        try:  # what the saved config asks for may not build (a width the backbone cannot take): name the file
+            model = task_class.on_backbone(source, *loaded, method, config["pet_config"], **_saved_options(config))
+        except PetirError as error:
+            raise PetirError(f"{Path(directory) / CONFIG_FILE}: {error}") from None
         model.backbone = config["backbone"]
         model.restore(directory)
         return model.to(device).eval()
@@ -284,7 +302,8 @@ class PetModel(nn.Module):
         )
         if not same:
             raise PetirError(f"{directory} was saved from a differently configured model than this one")
-        self.load_trainable_state_dict(read_state(Path(directory) / STATE_FILE))
+        path = Path(directory) / STATE_FILE
+        self.load_trainable_state_dict(read_state(path), str(path))
 
     # -- training and ranking, per task ----------------------------------------------------------------------
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
@@ -497,22 +516,32 @@ class SharedBackbone:
 
 
 def make_options(options_class: type, values: dict[str, Any]) -> Any:
-    """The task's options from ``values`` over the defaults; an unknown option or value is one line."""
+    """The task's options from ``values`` over the defaults; an unknown option, or a value of the wrong type (from a
+    saved config.json) or not among the choices, is one line."""
     fields = {field.name: field for field in dataclasses.fields(options_class)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise PetirError(f"{options_class.__name__} has no option {', '.join(unknown)}; options: {', '.join(fields)}")
     values = dict(values)
+    hints = typing.get_type_hints(options_class)
     for name, value in values.items():
-        if fields[name].metadata.get("choices"):
-            check_choice(name, value, fields[name].metadata["choices"])
         bounds = fields[name].metadata.get("bounds")
         if bounds is not None and not (value is None and fields[name].default is None):
             try:
-                values[name] = bounds.parse(value)
+                values[name] = bounds.parse(value)  # the type and the range, in one message
             except ValueError as error:
                 raise PetirError(f"{name} {error}") from None
+        else:
+            check_type(name, value, hints[name])
+        if fields[name].metadata.get("choices"):
+            check_choice(name, value, fields[name].metadata["choices"])
     return options_class(**values)
+
+
+def _saved_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The task options a saved config holds (the rest take their defaults: a config saved before they existed)."""
+    names = {field.name for field in dataclasses.fields(PetModel._tasks[config["task"]].options_class)}
+    return {key: config[key] for key in names if key in config}
 
 
 #: Truncation lengths in tokens: below 8, the special tokens ([CLS], [SEP]; a RoBERTa pair has 4) leave a text little

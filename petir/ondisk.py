@@ -23,7 +23,17 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from petir.data import Document, PathLike, _decode, _is_jsonl, _lines, corpus_path, corpus_record, query_record
+from petir.data import (
+    GZIP_ERRORS,
+    Document,
+    PathLike,
+    _decode,
+    _is_jsonl,
+    _lines,
+    corpus_path,
+    corpus_record,
+    query_record,
+)
 from petir.errors import DataError
 
 V = TypeVar("V")
@@ -54,7 +64,7 @@ def _plain(path: Path) -> Path:
         try:
             with gzip.open(path, "rb") as source, open(tmp, "wb") as out:
                 shutil.copyfileobj(source, out, _BLOCK)
-        except (OSError, EOFError) as e:
+        except (OSError, *GZIP_ERRORS) as e:
             tmp.unlink(missing_ok=True)
             raise DataError(f"{path}: cannot decompress the file ({type(e).__name__}: {e})") from None
         os.replace(tmp, target)

@@ -38,10 +38,13 @@ import torch
 from torch import nn
 
 import petir
+from petir.backbone import load_tokenizer
 from petir.cli import ArgumentParser, Bounded, resolve_device, run
+from petir.data import read_json, require_fields
 from petir.errors import PetirError, check_choice
 from petir.files import staged_directory
 from petir.models import (
+    DAMAGED,
     STATE_FILE,
     BiEncoder,
     CrossEncoder,
@@ -57,6 +60,8 @@ ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 ONNX_CONFIG_FILE = "onnx_config.json"
 ONNX_FORMAT = "petir-onnx"
+#: What the loader reads of onnx_config.json, with the JSON types it needs.
+ONNX_CONFIG_FIELDS = {"state_sha256": str, "petir_config": dict, "inputs": tuple[str, ...]}
 DEFAULT_OPSET = 17  # the first opset with a LayerNormalization operator (one node, not seven)
 #: Exports whose outputs differ more than this from the torch model on the check batch are refused (float32 runs
 #: agree to ~1e-6; anything near this bound means an operator was exported wrongly, not rounding).
@@ -156,9 +161,12 @@ def export(
 def _state_digest(model_dir: Path) -> str:
     """SHA-256 of the trained tensors, so a re-trained model is never served by an older export."""
     digest = hashlib.sha256()
-    with open(model_dir / STATE_FILE, "rb") as state:
-        for block in iter(lambda: state.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(model_dir / STATE_FILE, "rb") as state:
+            for block in iter(lambda: state.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise PetirError(f"{model_dir / STATE_FILE}: cannot read the trained tensors ({error}); {DAMAGED}") from None
     return digest.hexdigest()[:16]
 
 
@@ -219,7 +227,13 @@ def _session(path: Path, device: str | None, session_config: dict[str, str] | No
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     elif device != "cpu":
         raise PetirError(f"the onnx backend runs on cpu or cuda[:N], not {device!r}")
-    return onnxruntime.InferenceSession(str(path), options, providers=providers)
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) share no base class but Exception
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PetirError(
+            f"{path}: onnxruntime cannot load this graph ({detail}); export it again with python -m petir.onnx"
+        ) from None
 
 
 class OnnxModel:
@@ -251,16 +265,18 @@ class OnnxModel:
         """Load the export in ``onnx_dir`` (default ``MODEL_DIR/onnx``) with the tokenizer and options of the
         petir model in ``model_dir``; ``session_config`` holds extra onnxruntime session config entries; ``int8``
         runs the int8-weight graph."""
-        from transformers import AutoTokenizer, PretrainedConfig
+        from transformers import PretrainedConfig
 
         model_dir = Path(model_dir)
         config = PetModel.read_config(model_dir)
         onnx_dir = Path(onnx_dir) if onnx_dir is not None else model_dir / ONNX_DIR
         if not (onnx_dir / ONNX_FILE).is_file() or not (onnx_dir / ONNX_CONFIG_FILE).is_file():
             raise PetirError(f"no ONNX export in {onnx_dir}; run `python -m petir.onnx {model_dir}` first")
-        onnx_config = json.loads((onnx_dir / ONNX_CONFIG_FILE).read_text())
+        again = f"export it again: python -m petir.onnx {model_dir}"
+        onnx_config = read_json(onnx_dir / ONNX_CONFIG_FILE, "petir ONNX export config", again)
         if onnx_config.get("format") != ONNX_FORMAT:
             raise PetirError(f"{onnx_dir / ONNX_CONFIG_FILE} is not a petir ONNX export")
+        require_fields(onnx_config, ONNX_CONFIG_FIELDS, str(onnx_dir / ONNX_CONFIG_FILE), again)
         if onnx_config["state_sha256"] != _state_digest(model_dir) or onnx_config["petir_config"] != config:
             raise PetirError(
                 f"the ONNX export in {onnx_dir} is from an older version of {model_dir}; "
@@ -271,11 +287,16 @@ class OnnxModel:
             raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task} model")
         # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
         # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, config=PretrainedConfig())
+        tokenizer = load_tokenizer(model_dir, f"the tokenizer saved in {model_dir}", config=PretrainedConfig())
         graph = onnx_dir / (INT8_FILE if int8 else ONNX_FILE)
         if not graph.is_file():
-            raise PetirError(f"no {graph.name} in {onnx_dir}; re-run `python -m petir.onnx {model_dir}`")
+            raise PetirError(f"no {graph.name} in {onnx_dir}; {again}")
         session = _session(graph, device, session_config)
+        found = [node.name for node in session.get_inputs()]
+        if found != onnx_config["inputs"]:
+            raise PetirError(
+                f"{graph} takes inputs {found}, but {onnx_dir / ONNX_CONFIG_FILE} says {onnx_config['inputs']}; {again}"
+            )
         return task_class(config, onnx_config, tokenizer, session)
 
     def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:

@@ -17,7 +17,6 @@ OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; IAA a
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.data import corpus_path, read_qrels
 from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
+from petir.evaluate import read_results
 from petir.models import MAX_LENGTH, STATE_FILE
 from petir.pet import VARIANTS, resolve
 from petir.report import (
@@ -48,7 +48,7 @@ from petir.report import (
     steps_to_fraction,
     write_tables,
 )
-from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE
+from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
 #: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
@@ -326,7 +326,7 @@ class Study:
         )
         if self.s.dry_run:
             return {}
-        return {**json.loads(path.read_text()), "run": str(run_file.relative_to(self.root))}
+        return {**read_results(path), "run": str(run_file.relative_to(self.root))}
 
     def retrieval(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
         rows = [self._bm25_row(), self._zero_shot_row()]
@@ -438,7 +438,7 @@ class Study:
     def _row(self, variant: str, seed: int, run_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
         if self.s.dry_run:
             return {"method": variant, "seed": seed}
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        summary = read_summary(run_dir / SUMMARY_FILE)
         curve = dev_curve(run_dir / METRICS_FILE)
         kept = summary.get("kept")  # --keep-best: the dev check whose state was saved
         state = run_dir / MODEL_DIR / STATE_FILE

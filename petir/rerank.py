@@ -197,6 +197,8 @@ def load_scorer(model: Path, backend: str, device: str):
     from petir.models import CONFIG_FILE, MODEL_TYPE, STATE_FILE, BiEncoder
     from petir.onnx import load_inference_model
 
+    if not model.is_dir():
+        raise PetirError(f"{model}: no such model directory; pass a petir model (OUTPUT/model of petir.train)")
     try:
         is_petir = json.loads((model / CONFIG_FILE).read_text()).get("model_type") == MODEL_TYPE
     except (OSError, ValueError, AttributeError):

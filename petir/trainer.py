@@ -34,6 +34,7 @@ import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
 from petir.cli import Bounded, option, progress, resolve_device
+from petir.data import read_json, require_fields
 from petir.errors import PetirError
 from petir.files import staged_directory
 from petir.models import PetModel
@@ -406,17 +407,40 @@ class Trainer:
         self.best = state.get("best")
 
 
+#: The fields of a metrics.jsonl record, with their JSON types: every record has a step, a training record its
+#: loss, a dev check its metrics.
+METRICS_FIELDS = {"step": int, "loss": float, "dev": dict}
+#: The fields of summary.json that readers use (petir.reproduce's result rows), with their JSON types.
+SUMMARY_FIELDS = {"wall_time_s": float, "peak_memory_mb": float, "parameters": dict}
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` (the one reader of the file the trainer writes). A last line without its
     newline is a record torn by a crash mid-append and is dropped; any other bad line is an error."""
+    remedy = "remove it and rerun the training"
     try:
         text = Path(path).read_text()
         lines = text.split("\n")
         if lines[-1].strip():  # no final newline: written up to a crash
             lines = lines[:-1]
-        return [json.loads(line) for line in lines if line.strip()]
+        records = [(number, json.loads(line)) for number, line in enumerate(lines, 1) if line.strip()]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PetirError(f"{path}: not a petir metrics log ({error}); remove it and rerun the training") from None
+        raise PetirError(f"{path}: not a petir metrics log ({error}); {remedy}") from None
+    for number, record in records:
+        if not isinstance(record, dict):
+            raise PetirError(f"{path}:{number}: not a petir metrics log (a record is a JSON object); {remedy}")
+        fields = {name: kind for name, kind in METRICS_FIELDS.items() if name == "step" or name in record}
+        require_fields(record, fields, f"{path}:{number}: not a petir metrics log:", remedy)
+    return [record for _, record in records]
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A finished run's ``summary.json`` (the one reader of the file the trainer writes), with its
+    :data:`SUMMARY_FIELDS`."""
+    remedy = f"train {Path(path).parent} again, which writes it when the training finishes"
+    summary = read_json(path, "training summary", remedy, SUMMARY_FIELDS)
+    require_fields(summary["parameters"], {"trainable": int, "percent": float}, f"{path}: parameters", remedy)
+    return summary
 
 
 def _say(message: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from petir.cli import Bounded
-from petir.errors import PetirError, check_choice
+from petir.errors import PetirError, check_choice, check_type
 
 
 @dataclass
@@ -44,19 +44,22 @@ def ranged(default: float, bounds: Bounded) -> Any:
 
 
 def _coerce(option: dataclasses.Field, hint: Any, value: Any) -> Any:
-    """Turn JSON lists back into tuples and CLI strings into the field's type; check a number's range."""
+    """Turn CLI strings into the field's type, and JSON lists back into tuples; check a number's range. A JSON value
+    of another type than the field's (a damaged config.json) is an error naming the option."""
+    what = f"PET option {option.name}"
     if "bounds" in option.metadata:
         try:
             return option.metadata["bounds"].parse(value)
         except ValueError as error:
-            raise PetirError(f"PET option {option.name} {error}") from None
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        return tuple(str(item) for item in items)
-    if isinstance(value, str) and hint is bool:
+            raise PetirError(f"{what} {error}") from None
+    if not isinstance(value, str):
+        check_type(what, value, hint)
+        return tuple(value) if typing.get_origin(hint) is tuple else value
+    if typing.get_origin(hint) is tuple:
+        return tuple(value.split(","))
+    if hint is bool:
         if value.lower() not in ("true", "false", "1", "0"):
-            raise PetirError(f"PET option {option.name} must be true or false, got {value!r}")
+            raise PetirError(f"{what} must be true or false, got {value!r}")
         return value.lower() in ("true", "1")
     return value
 
