@@ -28,6 +28,7 @@ from pathlib import Path
 from petir import cli
 from petir.data import PathLike, Qrels, Run
 from petir.errors import PetirError
+from petir.files import check_new_file, write_lines_atomic
 from petir.java import run_pyserini
 
 DEFAULT_METRICS = ("ndcg_cut.10", "recip_rank", "recall.100", "recall.1000")
@@ -164,12 +165,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("qrels", type=Path, help="TREC qrels ('qid 0 docid rel')")
     parser.add_argument("run", type=Path, help="TREC run ('qid Q0 docid rank score tag')")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: print)")
+    cli.add_overwrite_flag(parser, "an existing --output file")
     args = parser.parse_args(argv)
+    if args.output is not None:
+        check_new_file(args.output, args.overwrite)
     text = json.dumps(trec_eval(args.qrels, args.run), indent=2) + "\n"
     if args.output is None:
         print(text, end="")
     else:
-        args.output.write_text(text)
+        write_lines_atomic(args.output, [text])
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 import petir
-from petir.cli import HelpFormatter, resolve_device, run
+from petir.cli import HelpFormatter, add_overwrite_flag, resolve_device, run
 from petir.errors import PetirError, check_choice
-from petir.files import staged_directory
+from petir.files import check_new_directory, staged_directory
 from petir.models import (
     STATE_FILE,
     BiEncoder,
@@ -85,8 +85,11 @@ def export(
     output: str | os.PathLike | None = None,
     opset: int = DEFAULT_OPSET,
     backbone: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, float]:
-    """Export the saved model in ``model_dir`` to ``output`` (default ``MODEL_DIR/onnx``), replacing it atomically.
+    """Export the saved model in ``model_dir`` to ``output`` (default ``MODEL_DIR/onnx``), which must be new or
+    empty unless ``overwrite``: then an earlier export there is replaced atomically (a directory holding other files
+    is refused, see :func:`petir.files.check_new_directory`).
 
     ``backbone`` overrides where the backbone weights are read from, as in :meth:`PetModel.load`.
 
@@ -95,15 +98,16 @@ def export(
     if importlib.util.find_spec("onnx") is None:  # torch's exporter imports it only after tracing the model
         raise PetirError("ONNX export needs the onnx package next to torch: pip install 'onnx>=1.16'")
     model_dir = Path(model_dir)
-    config = PetModel.read_config(model_dir)
     target = Path(output) if output is not None else model_dir / ONNX_DIR
+    check_new_directory(target, overwrite, source=model_dir, inside_source=True)
+    config = PetModel.read_config(model_dir)
     model = PetModel.load(model_dir, backbone=backbone, device="cpu")
     output_name = model.graph_output
     features = model.example_features(_CHECK_QUERIES, _CHECK_PASSAGES)
     input_names = list(features)
     graph = _InferenceGraph(model, input_names).eval()
 
-    with staged_directory(target) as staging:
+    with staged_directory(target, replace=True) as staging:  # checked above: empty, or --overwrite
         dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
         dynamic_axes[output_name] = {0: "batch"}
         with warnings.catch_warnings():
@@ -357,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--output", default=argparse.SUPPRESS, help="output directory (default: MODEL_DIR/onnx, where the loaders look)"
     )
+    add_overwrite_flag(
+        parser,
+        f"an earlier export in --output ({ONNX_FILE}, {INT8_FILE}, {ONNX_CONFIG_FILE}); a directory holding other "
+        "files is still refused",
+    )
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version, 14 to 20")
     parser.add_argument(
         "--backbone",
@@ -370,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # TorchScript exporter's newest.
         parser.error(f"--opset must be between 14 and 20, got {args.opset}")
     target, difference = export(
-        args.model_dir, getattr(args, "output", None), args.opset, getattr(args, "backbone", None)
+        args.model_dir, getattr(args, "output", None), args.opset, getattr(args, "backbone", None), args.overwrite
     )
     print(
         f"wrote {target / ONNX_FILE} (opset {args.opset}); max |onnxruntime - torch| on a padded check batch: "
