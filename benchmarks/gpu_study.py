@@ -45,7 +45,15 @@ from pathlib import Path
 from petir import cli
 from petir.data import corpus_path
 from petir.ondisk import open_corpus, open_queries
-from petir.reproduce import TEST_RUN_FILE, build_parser, seeds_of, settings_from_args, study_entries, train_command
+from petir.reproduce import (
+    TEST_RUN_FILE,
+    build_parser,
+    continue_flags,
+    seeds_of,
+    settings_from_args,
+    study_entries,
+    train_command,
+)
 from petir.trainer import MODEL_DIR, SUMMARY_FILE
 from petir.workspace import TOPICS_FILE
 
@@ -109,12 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         log = run_dir / "gpu_study.log"
         started = time.monotonic()
         train = train_command(settings, args.stage, name, seed, run_dir)
-        train += cli.flags(negatives_run=args.negatives_run, device=args.device)
+        train += [*cli.flags(negatives_run=args.negatives_run, device=args.device), *continue_flags(run_dir)]
         if not (run_dir / SUMMARY_FILE).exists() and not run_one(train, log, deadline):
             return f"{name} seed {seed}: training FAILED or cut (see {log})"
         if args.stage == "retrieval":  # the test run is pyserini.encode's, on the CPU machine
             return f"{name} seed {seed}: trained in {time.monotonic() - started:.0f} s"
         partial = reranked.with_name(reranked.name + ".partial")
+        partial.unlink(missing_ok=True)  # a re-ranking done but not renamed: redone (its scores are kept to resume)
         rerank = ["petir.rerank", *cli.flags(run=first_stage, topics=root / TOPICS_FILE, corpus=corpus)]
         rerank += cli.flags(model=run_dir / MODEL_DIR, output=partial, depth=settings.rerank_depth, device=args.device)
         if not run_one(rerank, log, deadline):

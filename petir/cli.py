@@ -44,6 +44,12 @@ def _prog_name() -> str:
     return f"python -m {spec.name}" if spec is not None else "petir"
 
 
+def add_overwrite_flag(parser: argparse.ArgumentParser, replaces: str) -> None:
+    """``--overwrite``: the one way to let a CLI replace an existing output; ``replaces`` says exactly what it
+    replaces (without it, petir refuses with one line)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces} (without it: refused)")
+
+
 def resolve_device(device: str | None) -> str:
     """``auto`` (or None) picks CUDA when present, else CPU; anything else is passed through to torch."""
     import torch

@@ -29,6 +29,7 @@ from pathlib import Path
 from petir import cli
 from petir.data import PathLike, Qrels, Run, read_json, read_qrels, read_run, write_qrels
 from petir.errors import DataError, PetirError
+from petir.files import check_new_file, write_lines_atomic
 from petir.java import run_pyserini
 
 DEFAULT_METRICS = ("ndcg_cut.10", "recip_rank", "recall.100", "recall.1000")
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("qrels", type=Path, help="qrels: TREC ('qid 0 docid rel') or BEIR TSV (with its header)")
     parser.add_argument("run", type=Path, help="TREC run ('qid Q0 docid rank score tag')")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: print)")
+    cli.add_overwrite_flag(parser, "an existing --output file")
     return parser
 
 
@@ -192,11 +194,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m petir.evaluate QRELS RUN --output METRICS.json``: :func:`trec_eval`'s numbers as JSON, the form
     the study runner caches beside each run."""
     args = build_parser().parse_args(argv)
+    if args.output is not None:
+        check_new_file(args.output, args.overwrite)
     text = json.dumps(trec_eval(args.qrels, args.run), indent=2) + "\n"
     if args.output is None:
         print(text, end="")
     else:
-        args.output.write_text(text)
+        write_lines_atomic(args.output, [text])
 
 
 if __name__ == "__main__":

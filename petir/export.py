@@ -20,7 +20,7 @@ from pathlib import Path
 
 from petir import cli
 from petir.errors import PetirError
-from petir.files import staged_directory
+from petir.files import check_new_directory, staged_directory
 from petir.models import BiEncoder, PetModel
 from petir.pet import get_method
 from petir.pet.lora import merge_lora
@@ -30,9 +30,12 @@ PEFT_DIR = "peft"
 POOLING_MODES = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
 
 
-def export(model_dir: str | Path, output: str | Path) -> Path:
-    """Write the retriever in ``model_dir`` as a plain Hugging Face model directory ``output`` (replaced
-    atomically). Raises PetirError for a model that has no standard form."""
+def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """Write the retriever in ``model_dir`` as a plain Hugging Face model directory ``output``, which must be new or
+    empty unless ``overwrite``: then an earlier export there is replaced atomically (a directory holding files this
+    export does not write, or the model directory itself, is refused). Raises PetirError for a model that has no
+    standard form."""
+    check_new_directory(output, overwrite, source=Path(model_dir))
     model = PetModel.load(model_dir)
     if not isinstance(model, BiEncoder):
         raise PetirError(
@@ -46,7 +49,7 @@ def export(model_dir: str | Path, output: str | Path) -> Path:
             "use the directory itself with petir installed (its Pyserini plug-in loads it). Standard exports exist "
             "for full, bitfit and lora"
         )
-    with staged_directory(output) as staging:
+    with staged_directory(output, replace=True) as staging:  # checked above: empty, or --overwrite
         if merge is merge_lora:
             _save_peft_adapter(model, staging / PEFT_DIR)
         merge(model.encoder)
@@ -128,12 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m petir.export", description=__doc__)
     parser.add_argument("model_dir", type=Path, help="a saved petir retriever (full, bitfit or lora)")
     parser.add_argument("--output", required=True, type=Path, help="the plain Hugging Face model directory to write")
+    cli.add_overwrite_flag(
+        parser, "an earlier export in --output; a directory holding files this export does not write is still refused"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    model_dir = export(args.model_dir, args.output)
+    model_dir = export(args.model_dir, args.output, args.overwrite)
     print(f"petir: exported {args.model_dir} to {model_dir}")
 
 

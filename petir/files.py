@@ -1,18 +1,29 @@
-"""Writing outputs so that a crash or Ctrl-C never leaves a half-written file or directory that a later step trusts.
+"""Writing outputs so that a crash or Ctrl-C never leaves a half-written file or directory that a later step trusts,
+and so that petir never deletes or replaces what it did not write.
 
 Files and directories are built beside their target and renamed into place; permissions follow the umask (not the
-0600/0700 of ``tempfile``, which would survive the rename and hide outputs from other users).
+0600/0700 of ``tempfile``, which would survive the rename and hide outputs from other users). Everything petir
+leaves beside a target while writing carries ``.petir-`` in its name (:func:`is_petir_temporary`), so a check for
+foreign files skips it and a later run can clean it up. Replacing a directory is the caller's explicit choice, and
+even then only a directory whose files the new one all replaces is swapped out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import filecmp
+import glob
 import gzip
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from petir.errors import PetirError
+
+#: Marks every name petir gives its temporary files and folders (staging, swap backups, probes).
+TEMPORARY_MARK = ".petir-"
 
 
 def _umask() -> int:
@@ -21,11 +32,80 @@ def _umask() -> int:
     return mask
 
 
+def is_petir_temporary(name: str) -> bool:
+    """Whether ``name`` is one petir gives to what it writes beside a target (hidden, with ``.petir-``)."""
+    return name.startswith(".") and TEMPORARY_MARK in name
+
+
+def check_output(path: str | os.PathLike, *, directory: bool, flag: str = "--output") -> Path:
+    """Refuse, as one line naming ``flag`` and ``path``, an output petir could not write: one under a regular file,
+    in a place it cannot write, or of the wrong kind (a directory where a file is wanted, or a file where a
+    directory is). Creates the missing parent directories (what every writer does first)."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        wanted = "a directory" if directory else "a file path (inside a directory)"
+        raise PetirError(f"{flag} {path} is {'a directory' if path.is_dir() else 'a file'}; give {wanted}")
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PetirError(f"{flag} {path}: {existing} is a file, not a directory; pick a path outside it")
+    place = path if path.is_dir() else path.parent
+    try:
+        place.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f"{TEMPORARY_MARK}probe-", dir=place))  # access() says yes to root anywhere
+    except OSError as error:
+        raise PetirError(f"{flag} {path}: cannot write in {place} ({error.strerror}); pick a writable place") from None
+    return path
+
+
+def check_new_file(path: str | os.PathLike, overwrite: bool, flag: str = "--output") -> Path:
+    """:func:`check_output` for a file, which must not exist yet unless ``overwrite`` (the user's ``--overwrite``)."""
+    path = check_output(path, directory=False, flag=flag)
+    if path.exists() and not overwrite:
+        raise PetirError(f"{flag} {path} exists; pick a new path, or pass --overwrite to replace it")
+    return path
+
+
+def check_new_directory(
+    path: str | os.PathLike, overwrite: bool, *, source: Path | None = None, inside_source: bool = False
+) -> Path:
+    """:func:`check_output` for the directory an export writes (``--output``): it must be new or empty unless
+    ``overwrite`` (which still replaces only a directory holding nothing but files the export writes again, see
+    :func:`replace_directory`). ``source``, the directory read, is never the output nor inside it; the output may
+    lie inside it only if ``inside_source``."""
+    path = check_output(path, directory=True)
+    if source is not None:
+        out, read = path.resolve(), Path(source).resolve()
+        if out == read or out in read.parents or (read in out.parents and not inside_source):
+            where = "inside" if read in out.parents else "the same as, or holds,"
+            raise PetirError(f"--output {path} is {where} the model directory {source}; write the export elsewhere")
+    found = foreign_entries(path)
+    if found and not overwrite:
+        raise PetirError(
+            f"--output {path} is not empty ({listing(found)}); pick a new "
+            "directory, or pass --overwrite to replace an earlier export there"
+        )
+    return path
+
+
+def listing(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` names, comma-separated, with "..." if there are more: a directory's content in one line."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def foreign_entries(directory: Path) -> list[str]:
+    """The names in ``directory`` (sorted) other than petir's temporary ones; empty where it does not exist."""
+    if not directory.is_dir():
+        return []
+    return sorted(entry.name for entry in directory.iterdir() if not is_petir_temporary(entry.name))
+
+
 def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     """Write ``lines`` (each ending in "\\n") to ``path`` through a temporary file; gzip if the name ends in .gz."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}.tmp")
     gz = path.suffix == ".gz"
     try:
         # mtime=0 keeps gzipped outputs byte-identical across runs.
@@ -42,28 +122,128 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     return path
 
 
+def write_file_unless_different(path: Path, write: Callable[[Path], object], overwrite: bool) -> None:
+    """Write ``path`` with ``write`` (called with the path to write), refusing to replace an existing ``path`` that
+    holds other content unless ``overwrite``; an identical file is left as it is."""
+    fresh = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}.new")
+    try:
+        write(fresh)
+        if path.exists() and filecmp.cmp(fresh, path, shallow=False):
+            return
+        if path.exists() and not overwrite:
+            raise PetirError(
+                f"{path} exists with other content; pass --overwrite to replace it, or pick another --output"
+            )
+        os.replace(fresh, path)
+    finally:
+        fresh.unlink(missing_ok=True)
+
+
+def _backup(target: Path) -> Path:
+    """Where the old copy of ``target`` waits while :func:`replace_directory` swaps in the new one."""
+    return target.with_name(f".{target.name}{TEMPORARY_MARK}old")
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}{TEMPORARY_MARK}staging-"
+
+
+def recover_directory(target: str | os.PathLike) -> Path:
+    """Finish a swap of ``target`` that a kill interrupted: between the two renames of :func:`replace_directory`
+    the old copy is the only complete one, so it is put back; after them, the leftover old copy is removed."""
+    target = Path(target)
+    backup = _backup(target)
+    if not backup.exists():
+        return target
+    try:
+        if target.exists():
+            shutil.rmtree(backup)
+        else:
+            os.replace(backup, target)
+    except OSError as error:
+        raise PetirError(
+            f"{target} was being replaced when a run stopped, and its previous copy {backup} cannot be moved back "
+            f"({error.strerror}); rename it to {target.name}"
+        ) from None
+    return target
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove staging folders of ``target`` left by killed processes (their pid is in the name; a live writer's
+    folder, or one whose pid cannot be told dead, is kept)."""
+    prefix = _staging_prefix(target)
+    for path in target.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = path.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 @contextlib.contextmanager
-def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty directory beside ``target``; if the block succeeds it becomes ``target`` (replacing any old
-    one), if it fails it is removed and ``target`` is left as it was."""
+def staged_directory(target: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty directory beside ``target``; if the block succeeds it becomes ``target``, if it fails it is
+    removed and ``target`` is left as it was. An existing ``target`` is replaced only if ``replace`` (see
+    :func:`replace_directory`), else refused before the block runs."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    recover_directory(target)
+    if target.exists() and not replace:
+        raise _exists(target)
+    _remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(target)}{os.getpid()}-", dir=target.parent))
     os.chmod(staging, 0o777 & ~_umask())
     try:
         yield staging
-        replace_directory(staging, target)
+        replace_directory(staging, target, replace=replace)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def replace_directory(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target`` so that ``target`` is at all times either the old or the new directory."""
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(target, backup)
+def replace_directory(source: Path, target: Path, *, replace: bool = False) -> None:
+    """Move ``source`` to ``target`` so that ``target`` is at all times either the old or the new directory (a kill
+    between the two renames leaves the old one beside it, which :func:`recover_directory` puts back). An existing
+    ``target`` is replaced only if ``replace``, and only if every file in it has a namesake in ``source``: files
+    petir would not write again are never deleted."""
+    if not target.exists():
         os.replace(source, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(source, target)
+        return
+    if not replace:
+        raise _exists(target)
+    kept = _relative_files(target) - _relative_files(source)
+    if kept:
+        raise PetirError(
+            f"{target} holds {len(kept)} file(s) the new output does not replace (e.g. {sorted(kept)[0]}); petir "
+            "replaces only what it writes: move them away or pick another path"
+        )
+    backup = _backup(target)
+    shutil.rmtree(backup, ignore_errors=True)
+    os.replace(target, backup)
+    os.replace(source, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _exists(target: Path) -> PetirError:
+    return PetirError(f"{target} already exists; petir does not replace it: pick another path or remove it")
+
+
+def _relative_files(directory: Path) -> set[str]:
+    return {str(path.relative_to(directory)) for path in directory.rglob("*") if not path.is_dir()}
+
+
+def remove_output(path: Path) -> None:
+    """Delete an output petir wrote at ``path`` (a file or directory), with the old copy an interrupted swap of it
+    may have left: ``--overwrite``'s start over."""
+    for item in (path, _backup(path)):
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.data import Corpus, Queries, Run, read_json, require_fields
 from petir.errors import ModelMismatchError, PetirError, check_choice, check_type
-from petir.files import staged_directory
+from petir.files import recover_directory, staged_directory
 from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, get_method, make_config, saved_method_name
 from petir.sampling import Group
 
@@ -219,13 +219,17 @@ class PetModel(nn.Module):
             **self.options(),
         }
 
-    def save(self, directory: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
+    def save(
+        self, directory: str | os.PathLike, training: dict[str, Any] | None = None, *, replace: bool = False
+    ) -> Path:
         """Write the model atomically (a crash mid-save leaves the previous directory intact), with its model card
-        (``README.md``; ``training`` says how it was trained, see :func:`petir.card.model_card`)."""
+        (``README.md``; ``training`` says how it was trained, see :func:`petir.card.model_card`). An existing
+        ``directory`` is refused unless ``replace`` (and then replaced only if it holds nothing but a saved model's
+        files, see :func:`petir.files.replace_directory`)."""
         from petir.card import model_card
 
         config = self.config_dict()
-        with staged_directory(directory) as staging:
+        with staged_directory(directory, replace=replace) as staging:
             state = {name: t.to("cpu").contiguous() for name, t in self.trainable_state_dict().items()}
             save_file(state, staging / STATE_FILE, metadata={"petir_method": self.method})
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -236,7 +240,7 @@ class PetModel(nn.Module):
     @staticmethod
     def read_config(directory: str | os.PathLike) -> dict[str, Any]:
         """The saved ``config.json``, checked: every problem is one line naming the file."""
-        path = Path(directory) / CONFIG_FILE
+        path = recover_directory(directory) / CONFIG_FILE  # a save killed mid-swap left the previous copy beside it
         if not path.is_file():
             raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
         config = read_json(path, "petir model config", DAMAGED)

@@ -39,10 +39,10 @@ from torch import nn
 
 import petir
 from petir.backbone import load_tokenizer
-from petir.cli import ArgumentParser, Bounded, resolve_device, run
+from petir.cli import ArgumentParser, Bounded, add_overwrite_flag, resolve_device, run
 from petir.data import read_json, require_fields
 from petir.errors import PetirError, check_choice
-from petir.files import staged_directory
+from petir.files import check_new_directory, staged_directory
 from petir.models import (
     DAMAGED,
     STATE_FILE,
@@ -90,8 +90,11 @@ def export(
     output: str | os.PathLike | None = None,
     opset: int = DEFAULT_OPSET,
     backbone: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, float]:
-    """Export the saved model in ``model_dir`` to ``output`` (default ``MODEL_DIR/onnx``), replacing it atomically.
+    """Export the saved model in ``model_dir`` to ``output`` (default ``MODEL_DIR/onnx``), which must be new or
+    empty unless ``overwrite``: then an earlier export there is replaced atomically (a directory holding other files
+    is refused, see :func:`petir.files.check_new_directory`).
 
     ``backbone`` overrides where the backbone weights are read from, as in :meth:`PetModel.load`.
 
@@ -100,15 +103,16 @@ def export(
     if importlib.util.find_spec("onnx") is None:  # torch's exporter imports it only after tracing the model
         raise PetirError("ONNX export needs the onnx package next to torch: pip install 'onnx>=1.16'")
     model_dir = Path(model_dir)
-    config = PetModel.read_config(model_dir)
     target = Path(output) if output is not None else model_dir / ONNX_DIR
+    check_new_directory(target, overwrite, source=model_dir, inside_source=True)
+    config = PetModel.read_config(model_dir)
     model = PetModel.load(model_dir, backbone=backbone, device="cpu")
     output_name = model.graph_output
     features = model.example_features(_CHECK_QUERIES, _CHECK_PASSAGES)
     input_names = list(features)
     graph = _InferenceGraph(model, input_names).eval()
 
-    with staged_directory(target) as staging:
+    with staged_directory(target, replace=True) as staging:  # checked above: empty, or --overwrite
         dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
         dynamic_axes[output_name] = {0: "batch"}
         with warnings.catch_warnings():
@@ -377,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default=argparse.SUPPRESS, help="output directory (default: MODEL_DIR/onnx, where the loaders look)"
     )
+    add_overwrite_flag(
+        parser,
+        f"an earlier export in --output ({ONNX_FILE}, {INT8_FILE}, {ONNX_CONFIG_FILE}); a directory holding other "
+        "files is still refused",
+    )
     # 14 is the first opset with the scaled-dot-product attention pieces the exporter emits; 20 is the TorchScript
     # exporter's newest.
     parser.add_argument("--opset", type=Bounded(int, 14, 20), default=DEFAULT_OPSET, help="ONNX opset version")
@@ -392,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     target, difference = export(
-        args.model_dir, getattr(args, "output", None), args.opset, getattr(args, "backbone", None)
+        args.model_dir, getattr(args, "output", None), args.opset, getattr(args, "backbone", None), args.overwrite
     )
     print(
         f"wrote {target / ONNX_FILE} (opset {args.opset}); max |onnxruntime - torch| on a padded check batch: "

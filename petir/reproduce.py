@@ -33,6 +33,7 @@ from petir.data import corpus_path, read_qrels
 from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
+from petir.files import check_output, foreign_entries, listing
 from petir.models import MAX_LENGTH, STATE_FILE
 from petir.pet import VARIANTS, resolve
 from petir.report import (
@@ -48,7 +49,7 @@ from petir.report import (
     steps_to_fraction,
     write_tables,
 )
-from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary
+from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
 #: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
@@ -163,13 +164,38 @@ def dev_flags(settings: StudySettings) -> list[str]:
     return [*held_out, *cli.flags(dev_depth=settings.dev_depth)]
 
 
+#: What marks a directory as a study's: its script, or a stage directory (benchmarks/gpu_study.py writes those alone).
+STUDY_MARKS = (COMMANDS_FILE, "retrieval", "rerank")
+
+
+def check_study_directory(output: Path) -> Path:
+    """A study directory is new, empty, or one a study wrote (:data:`STUDY_MARKS`), which a re-run continues
+    (finished runs are reused); a directory holding anything else is refused."""
+    check_output(output, directory=True)
+    found = foreign_entries(output)
+    if found and not set(STUDY_MARKS) & set(found):
+        raise PetirError(
+            f"--output {output} is not empty ({listing(found)}) and is not a petir study directory (none of "
+            f"{', '.join(STUDY_MARKS)}); pick a new or empty directory"
+        )
+    return output
+
+
+def continue_flags(run_dir: Path) -> list[str]:
+    """How a study starts one of its own training runs: ``--resume`` from its checkpoint, else ``--overwrite`` where
+    the directory exists (what is there is the study's own: a run stopped before its first checkpoint, or a log)."""
+    if resumable(run_dir):
+        return ["--resume"]
+    return ["--overwrite"] if run_dir.exists() else []
+
+
 class Study:
     """Runs the study's commands, logs each to ``commands.sh`` (a script that replays the study from scratch, with
     the data, output and cache paths as variables), and reports progress: run k of n, elapsed time and an ETA."""
 
     def __init__(self, settings: StudySettings, planned_runs: int):
         self.s = settings
-        self.root = settings.output
+        self.root = check_study_directory(settings.output)
         self.root.mkdir(parents=True, exist_ok=True)
         self.topics = self.root / TOPICS_FILE
         self.qrels = self.root / QRELS_FILE
@@ -275,10 +301,7 @@ class Study:
         self.announce(stage, variant, seed)
         if (run_dir / SUMMARY_FILE).exists():
             return run_dir
-        argv = train_command(self.s, stage, variant, seed, run_dir)
-        if (run_dir / "checkpoint").exists():
-            argv.append("--resume")
-        self.run(*argv)
+        self.run(*train_command(self.s, stage, variant, seed, run_dir), *continue_flags(run_dir))
         return run_dir
 
     def produce(self, output: Path, *argv: object) -> Path:

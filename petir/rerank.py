@@ -2,12 +2,16 @@
 
 The top ``--depth`` passages of each query are re-scored; the rest keep their original order below them, so
 every (query, passage) of the input appears exactly once in the output. Scores already computed are kept in
-``OUTPUT.partial.jsonl`` as the run goes, so an interrupted re-ranking continues where it stopped.
+``OUTPUT.partial.jsonl`` as the run goes, so an interrupted re-ranking continues where it stopped; they are reused
+only by a re-ranking of the same inputs (``OUTPUT.partial.key`` holds SHA-256 digests of the run, the topics, the
+model directory's files, the passage source and the options), so an edited run or other topics never get stale
+scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -17,6 +21,7 @@ from typing import Any
 from petir import cli
 from petir.data import Document, Run, normalize_text, read_queries, read_run, write_run
 from petir.errors import DataError, PetirError
+from petir.files import check_new_file, write_lines_atomic
 from petir.ondisk import open_corpus
 
 EXAMPLES = """
@@ -55,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "graph (docs/results/onnx-throughput.md: speed and quality)",
     )
     parser.add_argument("--tag", default="petir", help="run tag written in the last column")
+    cli.add_overwrite_flag(
+        parser,
+        "an existing --output, and discard the scores OUTPUT.partial.jsonl kept from an interrupted re-ranking of "
+        "other inputs (those of the same inputs are always reused)",
+    )
     return parser
 
 
@@ -108,6 +118,9 @@ def rerank(
     if missing:
         raise DataError(f"{len(missing)} queries of the run are not in the topics (e.g. {missing[0]!r})")
     done = _read_partial(partial)
+    for qid, scores in done.items():  # the key guarantees the same run; a hand-edited file is caught here
+        if qid not in run or len(scores) != min(depth, len(run[qid])):
+            raise DataError(f"{partial}: scores of query {qid!r} do not fit the run; remove it to start over")
     total = sum(min(depth, len(hits)) for qid, hits in run.items() if qid not in done)
     bar = cli.progress(total=total, desc="re-ranking", unit="pair")
     with open(partial, "a") as log:
@@ -138,29 +151,31 @@ def _read_partial(path: Path) -> dict[str, list[float]]:
     if not path.exists():
         return {}
     scores = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut short by the interruption: score that query again
-        scores[record["qid"]] = record["scores"]
+            qid, values = record["qid"], [float(score) for score in record["scores"]]
+        except (json.JSONDecodeError, TypeError, KeyError, ValueError):
+            continue  # a line cut short by an interruption (a resumed run appends after it): scored again
+        scores[qid] = values
     return scores
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    check_new_file(args.output, args.overwrite)
+    partial = args.output.with_name(args.output.name + ".partial.jsonl")
+    key = partial_key(args)
+    _check_partial_key(partial, key, args.overwrite)
     run = read_run(args.run)
     queries = read_queries(args.topics)
     passage = passage_lookup(args.index, args.corpus)
 
     model = load_scorer(args.model, args.backend, args.device)
-    partial = args.output.with_name(args.output.name + ".partial.jsonl")
-    key = {"run": str(args.run.resolve()), "model": str(args.model.resolve()), "depth": args.depth}
-    _check_partial_key(partial, key)
     reranked = rerank(run, queries, passage, pair_scorer(model, args.batch_size), args.depth, partial)
     write_run(reranked, args.output, args.tag)
     os.remove(partial)
-    partial.with_suffix(".key").unlink(missing_ok=True)
+    _key_file(partial).unlink(missing_ok=True)
     print(f"petir: re-ranked {len(reranked)} queries (top {args.depth}) -> {args.output}")
 
 
@@ -209,15 +224,68 @@ def load_scorer(model: Path, backend: str, device: str):
     return BiEncoder(str(model), "full").to(cli.resolve_device(device)).eval()
 
 
-def _check_partial_key(partial: Path, key: dict) -> None:
-    """Reuse partial scores only if they come from the same run, model and depth; else start over."""
-    key_file = partial.with_suffix(".key")
-    if partial.exists() and (not key_file.exists() or json.loads(key_file.read_text()) != key):
-        partial.unlink()
+def partial_key(args: argparse.Namespace) -> dict[str, str]:
+    """What the scores in ``OUTPUT.partial.jsonl`` depend on, by content: SHA-256 of the run and topics files and of
+    every file in the model directory (its config, state, tokenizer, ONNX export), the passage source's identity
+    (path, size and modification time of the corpus file or of the index's files: hashing a multi-gigabyte corpus
+    would cost more than the scores it saves) and the options that change scores."""
+    source = args.corpus if args.corpus is not None else args.index
+    return {
+        "run": _digest(args.run),
+        "topics": _digest(args.topics),
+        "model": _digest(args.model),
+        "passages": _identity(source),
+        "options": json.dumps({"depth": args.depth, "backend": args.backend}),
+    }
+
+
+def _digest(root: Path) -> str:
+    """SHA-256 over a file's content, or over every file of a directory (relative path and content); what cannot be
+    read is left to its reader to report."""
+    digest = hashlib.sha256()
+    files = sorted(path for path in root.rglob("*") if path.is_file()) if root.is_dir() else [root]
+    for path in files:
+        digest.update(str(path.relative_to(root) if path != root else "").encode() + b"\0")
+        try:
+            with open(path, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            digest.update(b"\0unreadable")
+    return digest.hexdigest()
+
+
+def _identity(path: Path) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists()]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+
+
+def _key_file(partial: Path) -> Path:
+    return partial.with_suffix(".key")
+
+
+def _check_partial_key(partial: Path, key: dict[str, str], overwrite: bool) -> None:
+    """Reuse partial scores only if they come from the same inputs (:func:`partial_key`); scores of other inputs
+    are refused in one line (discarded with ``overwrite``), never silently reused."""
+    key_file = _key_file(partial)
     if partial.exists():
-        print(f"petir: continuing from {partial}")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(json.dumps(key))
+        try:
+            kept = json.loads(key_file.read_text())
+        except (OSError, ValueError):
+            kept = None
+        changed = sorted(name for name in key if not isinstance(kept, dict) or kept.get(name) != key[name])
+        if changed and not overwrite:
+            what = f"other {', '.join(changed)}" if isinstance(kept, dict) else f"unknown inputs (no valid {key_file})"
+            raise PetirError(
+                f"{partial} holds scores of an interrupted re-ranking of {what}; pass --overwrite to discard them "
+                "and start over, or re-run with the inputs it was started with"
+            )
+        if changed:
+            partial.unlink()
+        else:
+            print(f"petir: continuing from {partial}")
+    write_lines_atomic(key_file, [json.dumps(key) + "\n"])
 
 
 if __name__ == "__main__":

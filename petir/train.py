@@ -44,7 +44,7 @@ from petir.pet import (
     variant_of,
 )
 from petir.sampling import GroupSampler, TrainingQuery, Triples, TripleSampler, training_queries
-from petir.trainer import TrainConfig, Trainer, main_process_first, set_seed
+from petir.trainer import RUN_OUTPUTS, TrainConfig, Trainer, check_run_directory, main_process_first, set_seed
 
 EXAMPLES = """
 examples:
@@ -200,8 +200,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=cli.default_threads(),
         help="CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other work)",
     )
-    train.add_argument("--output", required=True, type=Path, help="run directory (model, checkpoint, logs)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    train.add_argument(
+        "--output", required=True, type=Path, help="run directory (model, checkpoint, logs): new or empty"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output from its checkpoint (its model/ and summary.json are rewritten at the end)",
+    )
+    cli.add_overwrite_flag(
+        train,
+        f"what an earlier run wrote in --output ({', '.join(RUN_OUTPUTS)} are deleted and the run starts over); "
+        "other files there are kept",
+    )
     return parser
 
 
@@ -412,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     check_flags(parser, args)
+    check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
     method, pet_options = resolve(args.method, parse_pet_options(args.pet), args.budget)
     variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
     cli.use_threads(args.threads)
@@ -442,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     sampler = data.sampler(args.batch_size, args.negatives, args.seed)
     evaluate = dev_evaluator(data) if data.dev_pools else None
-    summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume)
+    summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume, overwrite=args.overwrite)
     train_s, dev_s, steps = summary["wall_time_s"], summary["dev_time_s"], max(summary["steps"], 1)
     print(
         f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}"

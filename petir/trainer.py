@@ -6,7 +6,10 @@ It knows nothing about retrieval: a :class:`~petir.models.PetModel` turns sample
 What it guarantees:
 
 - progress on a tqdm bar; loss, learning rate and dev metrics as JSON lines in ``metrics.jsonl``;
-- checkpoints written atomically (a crash mid-write keeps the previous one), also on Ctrl-C or SIGTERM;
+- checkpoints written atomically (a crash mid-write keeps the previous one), also on Ctrl-C or SIGTERM, and stored
+  as data only (safetensors + JSON): a checkpoint received from someone else cannot run code on ``--resume``;
+- a run never replaces what it did not write (:func:`check_run_directory`): a finished run or a foreign directory
+  is refused unless ``overwrite=True`` (``--overwrite``) says to start over;
 - ``resume=True`` continues exactly: batches depend only on (seed, step) and the optimizer, scheduler and RNG
   states are restored, so an interrupted and resumed run ends with the same weights as an uninterrupted one;
 - CPU, one GPU, or several GPUs / CPU processes launched with ``torchrun`` (DistributedDataParallel).
@@ -36,7 +39,15 @@ from transformers import get_linear_schedule_with_warmup
 from petir.cli import Bounded, option, progress, resolve_device
 from petir.data import read_json, require_fields
 from petir.errors import PetirError
-from petir.files import staged_directory
+from petir.files import (
+    check_output,
+    foreign_entries,
+    listing,
+    recover_directory,
+    remove_output,
+    staged_directory,
+    write_lines_atomic,
+)
 from petir.models import PetModel
 from petir.sampling import GroupSampler
 
@@ -45,7 +56,11 @@ MODEL_DIR = "model"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 BOARD_DIR = "tensorboard"
-TRAINER_STATE = "trainer_state.pt"
+TRAINER_STATE = "trainer_state.json"  # the checkpoint's counters, states and RNG states; tensors by reference
+TRAINER_TENSORS = "trainer_state.safetensors"  # the tensors TRAINER_STATE refers to
+LEGACY_TRAINER_STATE = "trainer_state.pt"  # older petir's pickle: refused, as unpickling can run code
+#: What a run writes in its directory: all that --overwrite deletes.
+RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR)
 
 
 @dataclass
@@ -158,13 +173,19 @@ class Trainer:
         return self.rank == 0
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def train(self, resume: bool = False) -> dict[str, Any]:
-        """Train to ``config.steps``; returns the summary also written to ``summary.json``."""
+    def train(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+        """Train to ``config.steps``; returns the summary also written to ``summary.json``. ``resume`` continues
+        from the checkpoint in the output directory; ``overwrite`` deletes an earlier run's :data:`RUN_OUTPUTS` there
+        and starts over (see :func:`check_run_directory`)."""
+        check_run_directory(self.output, resume, overwrite)  # every rank sees the same directory: all raise or none
+        _barrier(self.world_size)  # no rank writes before every rank has looked
+        if overwrite and self.is_main:
+            for name in RUN_OUTPUTS:
+                remove_output(self.output / name)
+        _barrier(self.world_size)
         self.output.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_checkpoint()
-        elif (self.output / CHECKPOINT_DIR).exists():
-            raise PetirError(f"{self.output} already holds a run; pass --resume to continue it or pick a new --output")
         self._truncate_log()
         self._board = self._open_board()
         if self.step == 0 and self.config.eval_every:
@@ -310,8 +331,9 @@ class Trainer:
                 "seed": self.sampler.seed,
             },
         }
-        if self.is_main:
-            self.model.save(self.output / MODEL_DIR, training={**summary, "argv": self.config.extra.get("argv", [])})
+        if self.is_main:  # a model/ already there is this run's own, saved before a kill (check_run_directory)
+            training = {**summary, "argv": self.config.extra.get("argv", [])}
+            self.model.save(self.output / MODEL_DIR, training=training, replace=True)
             _write_json(self.output / SUMMARY_FILE, summary)
         if self._board is not None:
             self._board.close()
@@ -364,7 +386,7 @@ class Trainer:
         _barrier(self.world_size)
 
     def _write_checkpoint(self, rng_states: list[dict[str, Any]]) -> None:
-        with staged_directory(self.output / CHECKPOINT_DIR) as staging:
+        with staged_directory(self.output / CHECKPOINT_DIR, replace=True) as staging:
             self.model.save(staging / MODEL_DIR)
             state = {
                 "step": self.step,
@@ -377,30 +399,29 @@ class Trainer:
                 "rng": rng_states,
                 "best": self.best,
             }
-            torch.save(state, staging / TRAINER_STATE)
+            write_trainer_state(staging, state)
 
     def _load_checkpoint(self) -> None:
-        directory = self.output / CHECKPOINT_DIR
-        if not (directory / TRAINER_STATE).exists():
-            raise PetirError(f"--resume: no checkpoint in {directory}; start without --resume")
+        directory = recover_directory(self.output / CHECKPOINT_DIR)
+        state = read_trainer_state(directory)
         self.model.restore(directory / MODEL_DIR)
-        try:
-            state = torch.load(directory / TRAINER_STATE, map_location=self.device, weights_only=False)
-        except Exception as error:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
-            raise PetirError(
-                f"{directory / TRAINER_STATE}: cannot read the checkpoint ({type(error).__name__}); it is damaged: "
-                f"remove {directory} to start over"
-            ) from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
         if len(state["rng"]) != self.world_size:
             raise PetirError(
                 f"--resume: the checkpoint was written by {len(state['rng'])} processes, this run has "
                 f"{self.world_size}; resume with the same number of processes"
             )
-        _set_rng_state(state["rng"][self.rank])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"][self.rank])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+            raise PetirError(
+                f"{directory / TRAINER_STATE}: the checkpoint does not fit this run ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); resume with the command that wrote it, or "
+                "start over with --overwrite"
+            ) from None
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.dev_seconds = state.get("dev_seconds", 0.0)
         self._last_check_seconds = state.get("last_check_seconds", 0.0)
@@ -412,6 +433,147 @@ class Trainer:
 METRICS_FIELDS = {"step": int, "loss": float, "dev": dict}
 #: The fields of summary.json that readers use (petir.reproduce's result rows), with their JSON types.
 SUMMARY_FIELDS = {"wall_time_s": float, "peak_memory_mb": float, "parameters": dict}
+
+
+def check_run_directory(output: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, in one line, a run that would replace what it did not write. ``output`` may be new or empty; with
+    ``resume`` it must hold a checkpoint (one a kill left mid-swap is recovered); otherwise anything in it (a finished
+    run, an unfinished one, the logs of one stopped before its first checkpoint, foreign files) is refused unless
+    ``overwrite``, which starts over: the trainer then deletes :data:`RUN_OUTPUTS` and nothing else."""
+    check_output(output, directory=True)
+    if resume and overwrite:
+        raise PetirError("--resume continues the run in --output and --overwrite starts it over; pass one of them")
+    recover_directory(output / CHECKPOINT_DIR)
+    has_checkpoint = (output / CHECKPOINT_DIR).is_dir()
+    if resume:
+        if not has_checkpoint:
+            raise PetirError(f"--resume: no checkpoint in {output / CHECKPOINT_DIR}; start without --resume")
+        return
+    found = foreign_entries(output)
+    if not found or overwrite:
+        return
+    replaced = f"--overwrite to start over (it deletes {', '.join(RUN_OUTPUTS)} there, nothing else)"
+    if SUMMARY_FILE in found:
+        raise PetirError(f"{output} holds a finished run ({SUMMARY_FILE}); pick a new --output, or pass {replaced}")
+    if has_checkpoint:
+        raise PetirError(
+            f"{output} already holds a run; pass --resume to continue it, or {replaced}, or pick a new --output"
+        )
+    if set(found) <= {METRICS_FILE, BOARD_DIR}:  # what a run writes before its first checkpoint
+        raise PetirError(
+            f"{output} holds the files of a run stopped before its first checkpoint ({', '.join(found)}); pass "
+            f"{replaced}, or pick a new --output"
+        )
+    raise PetirError(
+        f"{output} is not empty ({listing(found)}) and holds no petir run; "
+        f"pick a new or empty --output, or pass --overwrite to write the run beside those files (they are kept)"
+    )
+
+
+def resumable(output: Path) -> bool:
+    """Whether ``output`` holds a checkpoint that ``--resume`` continues (recovering one a kill left mid-swap)."""
+    return recover_directory(Path(output) / CHECKPOINT_DIR).is_dir()
+
+
+# -- checkpoint files: data only, so loading cannot run code ---------------------------------------------------
+#: The single-key objects that stand for what JSON has no type for; a dict using one of these keys itself is stored
+#: as items, so reading back is unambiguous.
+_TENSOR, _ARRAY, _TUPLE, _ITEMS = "__tensor__", "__ndarray__", "__tuple__", "__items__"
+
+
+def write_trainer_state(directory: Path, state: dict[str, Any]) -> None:
+    """Write a trainer state (optimizer, scheduler, scaler and RNG states, kept-best tensors: nested dicts, lists,
+    tuples, numbers, strings, tensors, NumPy arrays) as JSON plus a safetensors file of its tensors. Everything
+    round-trips exactly: floats through their repr, tuples and non-string keys through marker objects."""
+    tensors: dict[str, torch.Tensor] = {}
+    document = _encode(state, tensors)
+    from safetensors.torch import save_file
+
+    save_file(tensors, directory / TRAINER_TENSORS)
+    (directory / TRAINER_STATE).write_text(json.dumps(document) + "\n")
+
+
+def read_trainer_state(directory: Path) -> dict[str, Any]:
+    """The trainer state in checkpoint ``directory`` (the one reader of :data:`TRAINER_STATE` and
+    :data:`TRAINER_TENSORS`); a damaged or missing file, or an older petir's pickle (never unpickled), is one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not (directory / TRAINER_STATE).exists() and (directory / LEGACY_TRAINER_STATE).exists():
+        raise PetirError(
+            f"{directory / LEGACY_TRAINER_STATE}: a checkpoint of an older petir, stored as a pickle, which petir no "
+            "longer loads because unpickling can run code; start the run over with --overwrite, or finish it with "
+            "the petir version that wrote it"
+        )
+    path = directory / TRAINER_STATE
+    try:
+        document = json.loads(path.read_text())
+        path = directory / TRAINER_TENSORS
+        tensors = load_file(path)
+        path = directory / TRAINER_STATE
+        state = _decode(document, tensors)
+        if not _is_trainer_state(state):
+            raise ValueError("not a trainer state")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError, SafetensorError) as error:
+        raise PetirError(
+            f"{path}: cannot read the checkpoint ({type(error).__name__}); it is damaged: remove {directory} to start "
+            "over"
+        ) from None
+    return state
+
+
+def _is_trainer_state(state: Any) -> bool:
+    """The shape :meth:`Trainer._load_checkpoint` relies on (the optimizer, scheduler and RNG states are checked
+    by their own loaders)."""
+    if not isinstance(state, dict) or not {"step", "elapsed", "optimizer", "scheduler", "rng"} <= set(state):
+        return False
+    best = state.get("best")
+    return (
+        isinstance(state["step"], int)
+        and isinstance(state["elapsed"], int | float)
+        and isinstance(state["rng"], list)
+        and all(isinstance(rng, dict) for rng in state["rng"])
+        and (best is None or isinstance(best, dict) and {"step", "dev", "value", "state"} <= set(best))
+    )
+
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        key = str(len(tensors))
+        tensors[key] = value.detach().to("cpu").contiguous()
+        return {_TENSOR: key}
+    if isinstance(value, np.ndarray):  # NumPy's RNG state; stored as its raw bytes
+        key = str(len(tensors))
+        tensors[key] = torch.frombuffer(bytearray(np.ascontiguousarray(value).tobytes()), dtype=torch.uint8)
+        return {_ARRAY: key, "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, tuple):
+        return {_TUPLE: [_encode(item, tensors) for item in value]}
+    if isinstance(value, list):
+        return [_encode(item, tensors) for item in value]
+    if isinstance(value, dict):
+        if all(isinstance(key, str) for key in value) and not {_TENSOR, _ARRAY, _TUPLE, _ITEMS} & set(value):
+            return {key: _encode(item, tensors) for key, item in value.items()}
+        return {_ITEMS: [[_encode(key, tensors), _encode(item, tensors)] for key, item in value.items()]}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"a trainer state cannot hold {type(value).__name__}")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(item, tensors) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {_TENSOR}:
+        return tensors[value[_TENSOR]]
+    if set(value) == {_ARRAY, "dtype", "shape"}:
+        raw = tensors[value[_ARRAY]].numpy().tobytes()
+        return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
+    if set(value) == {_TUPLE}:
+        return tuple(_decode(item, tensors) for item in value[_TUPLE])
+    if set(value) == {_ITEMS}:
+        return {_decode(key, tensors): _decode(item, tensors) for key, item in value[_ITEMS]}
+    return {key: _decode(item, tensors) for key, item in value.items()}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -451,9 +613,7 @@ def _say(message: str) -> None:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(staging, path)
+    write_lines_atomic(path, [json.dumps(value, indent=2) + "\n"])
 
 
 def _rng_state() -> dict[str, Any]:

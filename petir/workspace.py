@@ -18,6 +18,7 @@ from petir import cli
 from petir.bm25 import bm25_search, build_lucene_index
 from petir.data import Corpus, Queries, Run, corpus_path, read_run, write_pyserini_collection, write_qrels, write_topics
 from petir.datasets import cache_root, load_beir, resolve_beir
+from petir.files import check_output, write_file_unless_different
 
 
 class Workspace:
@@ -56,15 +57,18 @@ TOPICS_FILE = "test-topics.tsv"
 QRELS_FILE = "test-qrels.txt"
 
 
-def prepare(data: str | os.PathLike, output: str | os.PathLike, split: str = "test") -> Workspace:
+def prepare(
+    data: str | os.PathLike, output: str | os.PathLike, split: str = "test", overwrite: bool = False
+) -> Workspace:
     """Everything a study needs from a BEIR directory before its first run: the split's topics and TREC qrels in
-    ``output``, and the Pyserini collection and Lucene index in the workspace (built once, cached)."""
+    ``output``, and the Pyserini collection and Lucene index in the workspace (built once, cached). Topics or qrels
+    already in ``output`` with other content are refused unless ``overwrite``; identical ones are kept."""
+    output = check_output(output, directory=True)
     directory = resolve_beir(data)
     dataset = load_beir(directory, split)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    write_topics(dataset.queries, output / TOPICS_FILE)
-    write_qrels(dataset.qrels, output / QRELS_FILE)
+    output.mkdir(exist_ok=True)
+    write_file_unless_different(output / TOPICS_FILE, lambda path: write_topics(dataset.queries, path), overwrite)
+    write_file_unless_different(output / QRELS_FILE, lambda path: write_qrels(dataset.qrels, path), overwrite)
     workspace = Workspace(corpus_path(directory), dataset.corpus)
     workspace.lucene_index  # noqa: B018  (builds the collection and the index)
     return workspace
@@ -79,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="BEIR dataset directory or name")
     parser.add_argument("--output", required=True, type=Path, help="where test-topics.tsv and test-qrels.txt go")
     parser.add_argument("--split", default="test", help="qrels split to write as topics and qrels")
+    cli.add_overwrite_flag(parser, f"a {TOPICS_FILE} or {QRELS_FILE} in --output that holds other content")
     return parser
 
 
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m petir.workspace --data DIR --output OUT``: prints the workspace directory (collection/,
     lucene-index/), so a script can name it: ``CACHE=$(python -m petir.workspace ...)``."""
     args = build_parser().parse_args(argv)
-    print(prepare(args.data, args.output, args.split).root)
+    print(prepare(args.data, args.output, args.split, args.overwrite).root)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def test_train_from_msmarco_id_triples_read_in_place(tiny_backbone, tmp_path):
     assert run_train([*files, *tiny, "--dev-queries", "2"]) is None
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev" in r] == [0, 2]
-    error = run_train([*files, *tiny, "--negatives", "3", "--dev-queries", "0"])
+    error = run_train([*files, *tiny, "--negatives", "3", "--dev-queries", "0", "--output", str(tmp_path / "r1")])
     assert error is not None and "--negatives must be 1 with --triples" in error
     (tmp_path / "triples.tsv").write_text("".join(rows) + "q0\t0\tmissing\n" * 40)
     error = run_train([*files, *tiny, "--dev-queries", "0", "--steps", "30", "--output", str(tmp_path / "r2")])

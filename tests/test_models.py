@@ -103,7 +103,7 @@ def test_a_crash_during_save_keeps_the_previous_model(tiny_backbone, tmp_path, m
 
     monkeypatch.setattr(model.tokenizer, "save_pretrained", crash)
     with pytest.raises(OSError):
-        model.save(tmp_path / "model")
+        model.save(tmp_path / "model", replace=True)
     assert (tmp_path / "model" / STATE_FILE).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 

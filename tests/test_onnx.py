@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -111,7 +112,8 @@ def test_an_export_of_an_older_model_or_of_the_other_task_is_refused(tiny_backbo
     with pytest.raises(PetirError, match="holds a rerank model.*not a retrieval model"):
         OnnxBiEncoder.load(model_dir)
     elsewhere, _ = export(model_dir, tmp_path / "exported")
-    # Saving replaces MODEL_DIR, default export included; one kept elsewhere must notice the re-training.
+    # A model re-trained into the same place (its default export goes with it); one kept elsewhere must notice.
+    shutil.rmtree(model_dir)
     saved_model(CrossEncoder, tiny_backbone, tmp_path / "model", "bitfit", {})
     assert not (model_dir / "onnx").exists()
     with pytest.raises(PetirError, match=r"is from an older version of .*; re-run `python -m petir.onnx"):
