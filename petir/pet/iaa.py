@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from petir.anatomy import anatomy_of
 from petir.errors import check_choice
 from petir.pet.base import (
     SUBLAYERS,
@@ -32,6 +33,7 @@ from petir.pet.base import (
     Variant,
     encoder_layers,
     freeze,
+    replace_block,
     wrap_sublayer_outputs,
 )
 
@@ -71,7 +73,8 @@ def apply_iaa(model: nn.Module, config: IaaConfig) -> None:
         for index, layer in enumerate(layers):
             layers[index] = BesideBlock(layer, bottleneck(config.ar)(hidden_size))
     elif config.placement == "model":
-        model.encoder = BesideBlock(model.encoder, bottleneck(config.ar)(hidden_size))
+        aside = bottleneck(config.ar)(hidden_size)
+        replace_block(model, anatomy_of(model).encoder, lambda encoder: BesideBlock(encoder, aside))
 
 
 METHOD = PetMethod(
