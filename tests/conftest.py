@@ -97,6 +97,31 @@ TINY_PASSAGES = [
 ]
 
 
+def inputs() -> dict:
+    """A padded batch of 3 token sequences over ids 5..49 (real lengths 9, 5 and 2) for tiny random encoders."""
+    import torch
+
+    torch.manual_seed(1)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    return {"input_ids": torch.randint(5, 50, (3, 9)), "attention_mask": mask}
+
+
+def train_one_step(model) -> None:
+    """Two AdamW steps (with weight decay) on a loss over every output position of ``inputs()``; the second moves
+    parameters whose gradient was zero at the start (behind zero up-projections)."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    for _ in range(2):
+        model(**inputs()).last_hidden_state.pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
 def perturb(model, seed: int = 3):
     """Move every trainable tensor off its start (zero up-projections would hide a module that is lost or
     misplaced), as training would; returns the model."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from conftest import PET_IDS, PET_VARIANTS, perturb
+from conftest import PET_IDS, PET_VARIANTS, inputs, perturb, train_one_step
 from petir.errors import PetirError
 from petir.pet import (
     METHODS,
@@ -39,29 +39,10 @@ def tiny_bert(layers: int = 2, hidden: int = 32) -> BertModel:
     return BertModel(config, add_pooling_layer=False).eval()
 
 
-def inputs() -> dict[str, torch.Tensor]:
-    torch.manual_seed(1)
-    mask = torch.ones(3, 9, dtype=torch.long)
-    mask[1, 5:] = 0
-    mask[2, 2:] = 0
-    return {"input_ids": torch.randint(5, 50, (3, 9)), "attention_mask": mask}
-
-
 def with_method(base: BertModel, name: str, options: dict) -> BertModel:
     model = copy.deepcopy(base)
     apply_pet(model, name, make_config(name, options))
     return model
-
-
-def train_one_step(model: BertModel) -> None:
-    """One AdamW step (with weight decay) on a loss that involves every output position."""
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
-    for _ in range(2):  # the second step moves parameters whose gradient was zero at init (behind zero up-projections)
-        model(**inputs()).last_hidden_state.pow(2).mean().backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
 
 
 def test_registry_lists_every_method():
@@ -201,8 +182,8 @@ def test_configs_coerce_cli_strings_and_refuse_unknown_options():
         with_method(tiny_bert(), "iaa", {"placement": "stack"})
 
 
-def test_non_bert_backbones_are_refused_with_a_clear_message():
-    with pytest.raises(PetirError, match="not a BERT-family encoder"):
+def test_non_transformers_modules_are_refused_with_a_clear_message():
+    with pytest.raises(PetirError, match="not a transformers encoder.*supported architectures: bert"):
         apply_pet(torch.nn.Linear(4, 4), "adapter", make_config("adapter"))
 
 

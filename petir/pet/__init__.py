@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from petir.backbone import without_pooler
 from petir.errors import PetirError
 from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, prefix
 from petir.pet.base import PetConfig, PetMethod, Variant
@@ -114,9 +115,7 @@ def count_on_config(backbone_config: Any, name: str, config: PetConfig) -> tuple
     from transformers import AutoModel
 
     with torch.device("meta"):
-        model = AutoModel.from_config(backbone_config)
-        if getattr(model, "pooler", None) is not None:
-            model.pooler = None  # petir drops it (petir.backbone.load_backbone)
+        model = without_pooler(AutoModel.from_config(backbone_config))
         total = count_parameters(model)[1]
         apply_pet(model, name, config)
     return count_parameters(model)[0], total

@@ -1,4 +1,5 @@
-"""What every PET method shares: the config base class, the registry entry, and the BERT-family layer map.
+"""What every PET method shares: the config base class, the registry entry, and the modules that put trainable
+modules at an encoder's sub-layers and blocks, wherever its architecture keeps them (:mod:`petir.anatomy`).
 
 A method is a config dataclass plus an ``apply(model, config)`` function that freezes the backbone and adds the
 trainable modules in place. Nothing outside ``petir.pet`` switches on method names.
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from petir.anatomy import AddNorm, FusedAddNorm, OpenAddNorm, anatomy_of, find, replace
 from petir.cli import Bounded
 from petir.errors import PetirError, check_choice, check_type
 
@@ -108,40 +110,36 @@ def freeze(model: nn.Module) -> None:
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layers of a BERT-family encoder (BERT, RoBERTa, ELECTRA, XLM-R, MiniLM...)."""
-    encoder = getattr(model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not isinstance(layers, nn.ModuleList) or not all(_is_bert_layer(layer) for layer in layers):
-        raise PetirError(
-            f"{type(model).__name__} is not a BERT-family encoder (expected model.encoder.layer[i] with "
-            "attention.self/attention.output/intermediate/output); petir's PET methods support BERT, RoBERTa, "
-            "ELECTRA, XLM-R and MiniLM backbones"
-        )
-    return layers
-
-
-def _is_bert_layer(layer: nn.Module) -> bool:
-    attention = getattr(layer, "attention", None)
-    return all(hasattr(attention, name) for name in ("self", "output")) and all(
-        hasattr(layer, name) for name in ("intermediate", "output")
-    )
+    """The Transformer layers of a supported encoder (:mod:`petir.anatomy`), bottom to top."""
+    return find(model, anatomy_of(model).layers)
 
 
 SUBLAYERS = ("attention", "ffn")
 
 
-def sublayer_outputs(model: nn.Module, positions: tuple[str, ...]) -> Iterator[tuple[nn.Module, str]]:
-    """Yield ``(parent, attribute)`` of each sublayer output module (dense -> dropout -> LayerNorm(+residual)),
-    bottom to top, for the requested positions ("attention": after self-attention, "ffn": after the feed-forward).
-    """
+def sublayer_sites(model: nn.Module, positions: tuple[str, ...]) -> list[tuple[nn.Module, AddNorm]]:
+    """``(layer, add_norm)`` of each sub-layer at the requested positions ("attention": self-attention, "ffn":
+    feed-forward), bottom to top: where the sub-layer's Add & Norm is in that layer (:mod:`petir.anatomy`)."""
     unknown = set(positions) - set(SUBLAYERS)
     if unknown or not positions:
         raise PetirError(f"positions must be a non-empty subset of {SUBLAYERS}, got {positions}")
-    for layer in encoder_layers(model):
-        if "attention" in positions:
-            yield layer.attention, "output"
-        if "ffn" in positions:
-            yield layer, "output"
+    anatomy = anatomy_of(model)
+    return [
+        (layer, anatomy.sublayer(position))
+        for layer in find(model, anatomy.layers)
+        for position in SUBLAYERS
+        if position in positions
+    ]
+
+
+def sublayer_result(add_norm: AddNorm) -> str:
+    """The path, from the layer, of the module whose output is the sub-layer's result (after its Add & Norm)."""
+    return add_norm.output if isinstance(add_norm, FusedAddNorm) else add_norm.norm
+
+
+def replace_block(model: nn.Module, path: str, wrap: Callable[[nn.Module], nn.Module]) -> None:
+    """Put ``wrap(block)`` in place of the block at ``path`` (from ``model``)."""
+    replace(model, path, wrap(find(model, path)))
 
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -178,6 +176,18 @@ class Bottleneck(nn.Module):
         return self.up(self.act(self.down(x)))
 
 
+def _inside(
+    h: torch.Tensor, x: torch.Tensor, serial: nn.Module | None, parallel: nn.Module | None, scaling: float
+) -> torch.Tensor:
+    """A sub-layer's output ``h`` with the serial and parallel modules' contributions, before the residual Add."""
+    update = h
+    if serial is not None:
+        update = update + serial(h)
+    if parallel is not None:
+        update = update + scaling * parallel(x)
+    return update
+
+
 class SublayerOutput(nn.Module):
     """A frozen BERT sub-layer output, ``LayerNorm(h + x)`` with ``h = dropout(dense(.))`` the sub-layer's result and
     ``x`` the sub-layer's input, with trainable modules at the three places PET methods put them:
@@ -186,7 +196,9 @@ class SublayerOutput(nn.Module):
     - ``parallel`` (He et al.'s parallel adapter, in MAM): ``LayerNorm(h + scaling * parallel(x) + x)``
     - ``aside`` (IAA-S's aside module, Ma et al.): ``LayerNorm(h + x) + aside(x)``, after the Add & Norm
 
-    A module may be any callable module, which lets the linked method chain its modules across sub-layers.
+    A module may be any callable module, which lets the linked method chain its modules across sub-layers. This is
+    the :class:`~petir.anatomy.FusedAddNorm` form; :class:`SublayerBranch` and :class:`SublayerNorm` put the same
+    modules at the same places where the Add & Norm is open (:class:`~petir.anatomy.OpenAddNorm`).
     """
 
     def __init__(
@@ -206,13 +218,110 @@ class SublayerOutput(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         h = self.frozen.dropout(self.frozen.dense(hidden_states))
-        update = h
-        if self.serial is not None:
-            update = update + self.serial(h)
-        if self.parallel is not None:
-            update = update + self.scaling * self.parallel(input_tensor)
+        update = _inside(h, input_tensor, self.serial, self.parallel, self.scaling)
         output = self.frozen.LayerNorm(update + input_tensor)
         return output + self.aside(input_tensor) if self.aside is not None else output
+
+
+class Residual:
+    """A sub-layer's input ``x`` in one forward pass, from the module that receives it to the PET modules that read
+    it where the Add & Norm is open; its last reader clears it, so no activation outlives the pass."""
+
+    def __init__(self) -> None:
+        self.x: torch.Tensor | None = None
+
+    def read(self, clear: bool) -> torch.Tensor | None:
+        x = self.x
+        if clear:
+            self.x = None
+        return x
+
+
+class ResidualInput(nn.Module):
+    """A frozen module whose first argument is a sub-layer's input ``x``, noted in ``residual``."""
+
+    def __init__(self, frozen: nn.Module, residual: Residual):
+        super().__init__()
+        self.frozen = frozen
+        self.residual = residual
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        self.residual.x = hidden_states
+        return self.frozen(hidden_states, *args, **kwargs)
+
+
+class SublayerBranch(nn.Module):
+    """A frozen module that returns a sub-layer's output ``h`` before the residual Add (a tensor, or a tuple led by
+    ``h``), returning ``h + serial(h) + scaling * parallel(x)`` in its place (as :class:`SublayerOutput` does)."""
+
+    def __init__(
+        self,
+        frozen: nn.Module,
+        serial: nn.Module | None,
+        parallel: nn.Module | None,
+        scaling: float,
+        residual: Residual | None,
+        last_reader: bool,
+    ):
+        super().__init__()
+        self.frozen = frozen
+        self.serial = serial
+        self.parallel = parallel
+        self.scaling = scaling
+        self.residual = residual
+        self.last_reader = last_reader
+
+    def forward(self, *args, **kwargs):
+        output = self.frozen(*args, **kwargs)
+        h = output if isinstance(output, torch.Tensor) else output[0]
+        x = self.residual.read(self.last_reader) if self.residual is not None else None
+        update = _inside(h, x, self.serial, self.parallel, self.scaling)
+        return update if isinstance(output, torch.Tensor) else (update, *output[1:])
+
+
+class SublayerNorm(nn.Module):
+    """A frozen Add & Norm LayerNorm (it receives ``h + x``) with an aside module after it, ``norm(h + x) + aside(x)``
+    (as :class:`SublayerOutput` does)."""
+
+    def __init__(self, frozen: nn.Module, aside: nn.Module, residual: Residual):
+        super().__init__()
+        self.frozen = frozen
+        self.aside = aside
+        self.residual = residual
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.frozen(hidden_states) + self.aside(self.residual.read(True))
+
+
+def _wrap_open(
+    layer: nn.Module,
+    add_norm: OpenAddNorm,
+    serial: nn.Module | None,
+    parallel: nn.Module | None,
+    aside: nn.Module | None,
+    scaling: float,
+) -> None:
+    """Put the modules of one open Add & Norm in place: ``x`` noted where the sub-layer receives it, serial and
+    parallel modules on ``h``, the aside module after the LayerNorm. Every place is found before any is wrapped
+    (a wrapper moves what it wraps one level down); where ``input`` and ``branch`` are one module, the branch
+    wrapper holds the input wrapper, so ``x`` is noted before ``h`` is returned."""
+    slots = {}
+    for role in ("input", "branch", "norm"):
+        parent, _, name = getattr(add_norm, role).rpartition(".")
+        slots[role] = (find(layer, parent) if parent else layer, name)
+        find(*slots[role])
+
+    def wrap(role: str, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        parent, name = slots[role]
+        setattr(parent, name, wrapper(getattr(parent, name)))
+
+    residual = Residual() if parallel is not None or aside is not None else None
+    if residual is not None:
+        wrap("input", lambda module: ResidualInput(module, residual))
+    if serial is not None or parallel is not None:
+        wrap("branch", lambda module: SublayerBranch(module, serial, parallel, scaling, residual, aside is None))
+    if aside is not None:
+        wrap("norm", lambda module: SublayerNorm(module, aside, residual))
 
 
 ModuleMaker = Callable[[int], nn.Module]
@@ -225,21 +334,18 @@ def wrap_sublayer_outputs(
     parallel: ModuleMaker | None = None,
     aside: ModuleMaker | None = None,
     scaling: float = 1.0,
-) -> list[SublayerOutput]:
-    """Wrap each sub-layer output at ``positions`` in a :class:`SublayerOutput` whose modules are made by the
-    given makers (called with the hidden size); returns the wrappers, bottom to top."""
-    sites = list(sublayer_outputs(model, positions))  # refuses non-BERT-family models first
+) -> None:
+    """Put modules made by the given makers (called with the hidden size) at each sub-layer at ``positions``, bottom
+    to top: ``serial`` on its output before the Add & Norm, ``parallel`` reading its input and joining before the
+    Add & Norm, ``aside`` reading its input and added after the Add & Norm (:class:`SublayerOutput`)."""
+    sites = sublayer_sites(model, positions)  # refuses unsupported encoders first
     hidden_size = model.config.hidden_size
-    wrappers = []
-    for parent, attribute in sites:
-        wrapper = SublayerOutput(
-            getattr(parent, attribute),
-            *(make(hidden_size) if make is not None else None for make in (serial, parallel, aside)),
-            scaling=scaling,
-        )
-        setattr(parent, attribute, wrapper)
-        wrappers.append(wrapper)
-    return wrappers
+    for layer, add_norm in sites:
+        modules = [make(hidden_size) if make is not None else None for make in (serial, parallel, aside)]
+        if isinstance(add_norm, FusedAddNorm):
+            replace(layer, add_norm.output, SublayerOutput(find(layer, add_norm.output), *modules, scaling=scaling))
+        else:
+            _wrap_open(layer, add_norm, *modules, scaling=scaling)
 
 
 class BesideBlock(nn.Module):
@@ -248,7 +354,7 @@ class BesideBlock(nn.Module):
     (IAA-L and IAA-M's aside module): ``block(x) + aside(x)``.
 
     The block's output may be a tensor (a BERT layer), a tuple whose first item is the hidden states, or a model
-    output with ``last_hidden_state`` (the encoder).
+    output with ``last_hidden_state`` (the encoder): :func:`add_to_output`.
     """
 
     def __init__(self, frozen: nn.Module, aside: nn.Module):
@@ -257,11 +363,18 @@ class BesideBlock(nn.Module):
         self.aside = aside
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        output = self.frozen(hidden_states, *args, **kwargs)
-        update = self.aside(hidden_states)
-        if isinstance(output, torch.Tensor):
-            return output + update
-        if isinstance(output, tuple):
-            return (output[0] + update, *output[1:])
-        output.last_hidden_state = output.last_hidden_state + update
-        return output
+        return add_to_output(self.frozen(hidden_states, *args, **kwargs), self.aside(hidden_states))
+
+
+def add_to_output(output: Any, update: torch.Tensor) -> Any:
+    """A block's output plus ``update`` on its hidden states: a tensor, a tuple led by the hidden states, or a model
+    output with ``last_hidden_state`` (and ``hidden_states``, whose last item is the same states: DeBERTa's model
+    reads its result from there)."""
+    if isinstance(output, torch.Tensor):
+        return output + update
+    if isinstance(output, tuple):
+        return (output[0] + update, *output[1:])
+    output.last_hidden_state = output.last_hidden_state + update
+    if getattr(output, "hidden_states", None) is not None:
+        output.hidden_states = (*output.hidden_states[:-1], output.last_hidden_state)
+    return output

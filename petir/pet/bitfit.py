@@ -18,10 +18,12 @@ class BitFitConfig(PetConfig):
 
 def apply_bitfit(model: nn.Module, config: BitFitConfig) -> None:
     freeze(model)
-    for name, parameter in model.named_parameters():
-        is_layer_norm = "LayerNorm" in name or "layer_norm" in name
-        if name.endswith(".bias") or (config.layer_norm and is_layer_norm):
-            parameter.requires_grad_(True)
+    for module in model.modules():
+        # LayerNorms by type, not by name: architectures name them LayerNorm, sa_layer_norm, output_layer_norm...
+        is_layer_norm = isinstance(module, nn.LayerNorm)
+        for name, parameter in module.named_parameters(recurse=False):
+            if name == "bias" or (config.layer_norm and is_layer_norm):
+                parameter.requires_grad_(True)
 
 
 METHOD = PetMethod(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from petir.anatomy import anatomy_of
 from petir.cli import Bounded
 from petir.errors import check_choice
 from petir.pet.base import (
@@ -34,6 +35,7 @@ from petir.pet.base import (
     encoder_layers,
     freeze,
     ranged,
+    replace_block,
     wrap_sublayer_outputs,
 )
 
@@ -73,7 +75,8 @@ def apply_iaa(model: nn.Module, config: IaaConfig) -> None:
         for index, layer in enumerate(layers):
             layers[index] = BesideBlock(layer, bottleneck(config.ar)(hidden_size))
     elif config.placement == "model":
-        model.encoder = BesideBlock(model.encoder, bottleneck(config.ar)(hidden_size))
+        aside = bottleneck(config.ar)(hidden_size)
+        replace_block(model, anatomy_of(model).encoder, lambda encoder: BesideBlock(encoder, aside))
 
 
 METHOD = PetMethod(

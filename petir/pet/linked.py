@@ -19,11 +19,13 @@ All up-projections start at zero, so every topology starts as the unchanged back
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from petir.anatomy import anatomy_of
 from petir.cli import Bounded
 from petir.errors import check_choice
 from petir.pet.base import (
@@ -32,9 +34,12 @@ from petir.pet.base import (
     PetMethod,
     Variant,
     activation,
+    add_to_output,
     freeze,
     ranged,
-    sublayer_outputs,
+    replace_block,
+    sublayer_result,
+    sublayer_sites,
     wrap_sublayer_outputs,
 )
 
@@ -159,15 +164,16 @@ class SideTap(nn.Module):
 
 
 class SublayerOutputWithTap(nn.Module):
-    """A frozen sublayer output, unchanged, whose result is also fed to a side tap."""
+    """The frozen module that gives a sub-layer's result (after its Add & Norm), unchanged; the result is also fed to
+    a side tap."""
 
     def __init__(self, frozen: nn.Module, tap: SideTap):
         super().__init__()
         self.frozen = frozen
         self.tap = tap
 
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        output = self.frozen(hidden_states, input_tensor)
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        output = self.frozen(*args)
         self.tap(output)
         return output
 
@@ -186,8 +192,7 @@ class EncoderWithSideReadout(nn.Module):
     def forward(self, *args, **kwargs):
         output = self.frozen(*args, **kwargs)
         state, self.chain.state = self.chain.state, None
-        output.last_hidden_state = output.last_hidden_state + self.readout(state)
-        return output
+        return add_to_output(output, self.readout(state))
 
 
 def apply_linked(model: nn.Module, config: LinkedConfig) -> None:
@@ -195,13 +200,17 @@ def apply_linked(model: nn.Module, config: LinkedConfig) -> None:
     check_choice("link_init", config.link_init, LINK_INITS)
     freeze(model)
     chain = Chain()
-    sites = list(sublayer_outputs(model, config.positions))
+    sites = sublayer_sites(model, config.positions)
     hidden_size = model.config.hidden_size
     if config.topology == "side":
-        for index, (parent, attribute) in enumerate(sites):
+        for index, (layer, add_norm) in enumerate(sites):
             tap = SideTap(hidden_size, config, chain, index)
-            setattr(parent, attribute, SublayerOutputWithTap(getattr(parent, attribute), tap))
-        model.encoder = EncoderWithSideReadout(model.encoder, hidden_size, config.bottleneck, chain)
+            replace_block(layer, sublayer_result(add_norm), functools.partial(SublayerOutputWithTap, tap=tap))
+        replace_block(
+            model,
+            anatomy_of(model).encoder,
+            lambda encoder: EncoderWithSideReadout(encoder, hidden_size, config.bottleneck, chain),
+        )
         return
     module_class = BottleneckLinkedModule if config.topology == "bottleneck" else HiddenLinkedModule
     indices = iter(range(len(sites)))

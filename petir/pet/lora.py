@@ -1,7 +1,9 @@
 """LoRA (Hu et al., 2022) through PEFT: low-rank updates ``W + (alpha/r) B A`` on the attention projections.
 
 PEFT does the layer surgery; petir only chooses the targets and keeps the registry, save format and
-fingerprinting uniform with the other methods.
+fingerprinting uniform with the other methods. A target named ``query``, ``key`` or ``value`` is a role: the
+attention projection that the backbone's architecture calls so (DistilBERT's ``q_lin``, MPNet's ``q``, DeBERTa's
+``query_proj``; :mod:`petir.anatomy`); any other target is a module name, as PEFT takes it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from dataclasses import dataclass
 import peft
 from torch import nn
 
+from petir.anatomy import anatomy_of
 from petir.cli import Bounded
-from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, ranged
+from petir.pet.base import PetConfig, PetMethod, Variant, freeze, ranged
 
 
 @dataclass
@@ -26,13 +29,13 @@ class LoraConfig(PetConfig):
 
 
 def apply_lora(model: nn.Module, config: LoraConfig) -> None:
-    encoder_layers(model)  # refuse non-BERT-family backbones with petir's own message
+    projections = anatomy_of(model).projections  # refuses unsupported encoders with petir's own message
     freeze(model)
     peft_config = peft.LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
+        target_modules=[projections.get(target, target) for target in config.target_modules],
         bias="none",
     )
     peft.inject_adapter_in_model(peft_config, model)
