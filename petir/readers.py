@@ -2,10 +2,10 @@
 
 Each reader takes the file's path (a directory for model directories and ONNX exports) and returns what the file
 holds, or raises :class:`~petir.errors.PetirError` with one line naming the file and what to do. Empty, truncated,
-binary or mistyped input is never a traceback and never a silently wrong result (``tests/test_promises_files.py``
+binary or mistyped input is never a traceback and never a silently wrong result (``tests/test_promises.py``
 damages an example of every entry, and fails for an entry it has no example of). A new reader of a file format is
-registered here. Trainer checkpoints and re-ranking's partial scores are read only by the code that wrote them in
-the same output directory, through its own loader (:mod:`petir.trainer`, :mod:`petir.rerank`).
+registered here. Re-ranking's partial scores are not: they are read only by the re-ranking that wrote them, keyed
+by the content of its inputs, and a line torn by an interruption is scored again (:mod:`petir.rerank`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from petir.evaluate import read_results
 from petir.models import STATE_FILE, PetModel, read_state
 from petir.onnx import OnnxModel
 from petir.sampling import Triples
-from petir.trainer import read_metrics, read_summary
+from petir.trainer import read_metrics, read_summary, read_trainer_state
 
 
 class Reader(NamedTuple):
@@ -44,6 +44,11 @@ READERS: dict[str, Reader] = {
     "model-config": Reader(PetModel.read_config, "a saved model's config.json (given its directory)"),
     "model-state": Reader(read_state, f"a saved model's trained tensors, {STATE_FILE}"),
     "onnx-export": Reader(OnnxModel.load, "a model directory with its ONNX export: onnx/, tokenizer files"),
+    "trainer-checkpoint": Reader(
+        read_trainer_state,
+        "a training checkpoint's optimizer, scheduler and RNG state (given checkpoint/): trainer_state.json and "
+        "trainer_state.safetensors",
+    ),
     "metrics-log": Reader(read_metrics, "a training run's metrics.jsonl"),
     "training-summary": Reader(read_summary, "a finished training run's summary.json"),
     "evaluation": Reader(read_results, "the JSON that python -m petir.evaluate --output writes (the study's cache)"),

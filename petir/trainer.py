@@ -412,20 +412,35 @@ class Trainer:
             )
         try:
             self.optimizer.load_state_dict(state["optimizer"])
+            _check_optimizer_state(self.optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"][self.rank])
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
             raise PetirError(
-                f"{directory / TRAINER_STATE}: the checkpoint does not fit this run ({type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}); resume with the command that wrote it, or "
-                "start over with --overwrite"
+                f"{directory / TRAINER_STATE} and {TRAINER_TENSORS}: the checkpoint is damaged or does not fit this "
+                f"run ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); resume with the "
+                "command that wrote it, or start over with --overwrite"
             ) from None
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.dev_seconds = state.get("dev_seconds", 0.0)
         self._last_check_seconds = state.get("last_check_seconds", 0.0)
         self.best = state.get("best")
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Raise ValueError unless every per-parameter state tensor is a finite float, of its parameter's shape or a
+    scalar (a step count): a damaged checkpoint would otherwise fail mid-step, or go on training on NaN."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if value.dim() and value.shape != parameter.shape:
+                    raise ValueError(f"optimizer {name} of shape {tuple(value.shape)} for {tuple(parameter.shape)}")
+                if not value.is_floating_point() or not torch.isfinite(value).all():
+                    raise ValueError(f"optimizer {name} is not a finite float tensor")
 
 
 #: The fields of a metrics.jsonl record, with their JSON types: every record has a step, a training record its
