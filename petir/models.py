@@ -3,9 +3,9 @@
 Both share everything PET-related (:class:`PetModel`): loading the backbone, applying the method, counting
 parameters, and the save format. A saved directory holds
 
-- ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method and its
-  config, and the task options (pooling, similarity, lengths). It explains the directory by itself, and lets
-  ``transformers.AutoModel`` (and so Pyserini) load it once :mod:`petir_pyserini` is installed;
+- ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method, its
+  config and budget preset, and the task options (pooling, similarity, lengths). It explains the directory by
+  itself, and lets ``transformers.AutoModel`` (and so Pyserini) load it once :mod:`petir_pyserini` is installed;
 - ``petir_state.safetensors``: only the trained tensors (PET modules and task head);
 - the tokenizer files.
 """
@@ -34,7 +34,15 @@ from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portabl
 from petir.data import Corpus, Queries, Run
 from petir.errors import ModelMismatchError, PetirError, check_choice
 from petir.files import staged_directory
-from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, get_method, make_config, saved_method_name
+from petir.pet import (
+    DEFAULT_METHOD,
+    apply_pet,
+    count_parameters,
+    get_method,
+    make_config,
+    saved_budget,
+    saved_method_name,
+)
 from petir.sampling import Group
 
 CONFIG_FILE = "config.json"
@@ -77,7 +85,8 @@ class PetModel(nn.Module):
     A task is one subclass: its ``task`` name (what ``--task`` and config.json say), its options dataclass (saved in
     config.json, and the source of its CLI flags), its loss (``collate``/``forward``), its inference function for
     ONNX (``inference``, output ``graph_output``) and its ranking (``rank``). ``BiEncoder(backbone, method)`` loads
-    the backbone; :meth:`on_backbone` builds on one already in memory.
+    the backbone; :meth:`on_backbone` builds on one already in memory. ``pet_budget`` is the budget preset the PET
+    options were resolved at (:func:`petir.pet.resolved_budget`; None: none named), saved for the card and the study.
     """
 
     task: ClassVar[str]
@@ -96,10 +105,11 @@ class PetModel(nn.Module):
         backbone: str = DEFAULT_BACKBONE,
         method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
+        pet_budget: str | None = None,
         **options: Any,
     ):
         encoder, tokenizer = load_backbone(backbone)
-        self._build(backbone, encoder, tokenizer, method, pet_options, options)
+        self._build(backbone, encoder, tokenizer, method, pet_options, pet_budget, options)
 
     @classmethod
     def on_backbone(
@@ -109,11 +119,12 @@ class PetModel(nn.Module):
         tokenizer: Any,
         method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
+        pet_budget: str | None = None,
         **options: Any,
     ) -> PetModel:
         """Build the model on a backbone already in memory (``encoder``, ``tokenizer``, loaded from ``backbone``)."""
         model = cls.__new__(cls)
-        model._build(backbone, encoder, tokenizer, method, pet_options, options)
+        model._build(backbone, encoder, tokenizer, method, pet_options, pet_budget, options)
         return model
 
     def _build(
@@ -123,6 +134,7 @@ class PetModel(nn.Module):
         tokenizer: Any,
         method: str,
         pet_options: dict[str, Any] | None,
+        pet_budget: str | None,
         options: dict[str, Any],
     ) -> None:
         task_options = make_options(self.options_class, options)  # bad options fail before any PET work
@@ -134,6 +146,7 @@ class PetModel(nn.Module):
         self.backbone_parameters = count_parameters(self.encoder)[1]
         self.method = method
         self.pet_config = make_config(method, pet_options)
+        self.pet_budget = pet_budget
         apply_pet(self.encoder, method, self.pet_config)
         _own_trainable_parameters(self.encoder)
         self._setup(task_options)
@@ -197,6 +210,7 @@ class PetModel(nn.Module):
             "backbone_fingerprint": self.backbone_fingerprint,
             "pet_method": self.method,
             "pet_config": self.pet_config.to_dict(),
+            "pet_budget": self.pet_budget,
             "parameters": self.parameter_report(),
             **self.options(),
         }
@@ -266,8 +280,8 @@ class PetModel(nn.Module):
             )
         names = {field.name for field in dataclasses.fields(task_class.options_class)}
         options = {key: config[key] for key in names if key in config}
-        method = saved_method_name(config["pet_method"])
-        model = task_class.on_backbone(source, *loaded, method, config["pet_config"], **options)
+        method, budget = saved_method_name(config["pet_method"]), saved_budget(config)
+        model = task_class.on_backbone(source, *loaded, method, config["pet_config"], budget, **options)
         model.backbone = config["backbone"]
         model.restore(directory)
         return model.to(device).eval()
