@@ -64,7 +64,7 @@ from petir.cli import HelpFormatter
 from petir.data import read_corpus
 from petir.datasets import load_beir
 from petir.models import BiEncoder, CrossEncoder, PetModel
-from petir.pet import VARIANTS, get_method, resolve
+from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
 from petir.sampling import Group
 from petir.trainer import TrainConfig
 
@@ -560,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         models = {variant: variant_model(task_class, args.backbone, variant, **options) for variant in variants}
         rows = training_costs(models, groups, args.steps)
         del models
-        full = rows.get("full")
+        full = rows.get(REFERENCE_METHOD)
         for name, row in rows.items():
             row["step_time_vs_full"] = row["step_seconds"] / full["step_seconds"] if full else float("nan")
             row["memory_vs_full"] = row["total_bytes"] / full["total_bytes"] if full else float("nan")

@@ -6,16 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from petir.pet import get_method, make_config, variant_of
-
-
-def budget_preset(method: str, pet_config: dict[str, Any]) -> str | None:
-    """The paper's budget preset whose widths ``pet_config`` has, if any (``"0.5"``, ``"6.7"``)."""
-    variant = variant_of(method, make_config(method, pet_config))
-    for budget, preset in variant.budgets.items():
-        if all(pet_config.get(key) == value for key, value in preset.items()):
-            return budget
-    return None
+from petir.pet import get_method, make_config, saved_budget, variant_of
 
 
 def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -> str:
@@ -23,7 +14,7 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
     adds how it was trained."""
     method = get_method(config["pet_method"])
     variant = variant_of(method.name, make_config(method.name, config["pet_config"])).name
-    budget = budget_preset(method.name, config["pet_config"])
+    budget = saved_budget(config)
     parameters = config["parameters"]
     options = ", ".join(f"{key}={value}" for key, value in config["pet_config"].items()) or "none"
     lines = [
@@ -34,7 +25,7 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
         f"| task | {config['task']} ({'bi-encoder' if config['task'] == 'retrieval' else 'cross-encoder'}) |",
         f"| PET method | `{variant}` ({method.summary}; from {method.reference}) |",
         f"| options | {options} |",
-        f"| budget preset | {budget + ' % (the paper’s widths for BERT-base)' if budget else 'none (custom widths)'} |",
+        f"| budget preset | {budget + ' % (the paper’s widths for BERT-base)' if budget else 'none named'} |",
         f"| trainable | {parameters['trainable']:,} parameters, {parameters['percent']:.3f} % of the backbone |",
         f"| backbone | `{config['backbone']}` (fingerprint `{config['backbone_fingerprint']}`) |",
         f"| petir | {config.get('petir_version', '?')} |",

@@ -22,10 +22,10 @@ from petir import cli
 from petir.errors import PetirError
 from petir.files import check_new_directory, staged_directory
 from petir.models import BiEncoder, PetModel
-from petir.pet import get_method
-from petir.pet.lora import merge_lora
+from petir.pet import METHODS, get_method
 
-PEFT_DIR = "peft"
+#: The methods whose trained weights fold into a standard model: those with a ``merge``.
+MERGEABLE = [name for name, method in METHODS.items() if method.merge is not None]
 #: sentence-transformers' pooling modes for petir's poolings.
 POOLING_MODES = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
 
@@ -42,38 +42,22 @@ def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -
             f"{model_dir} is a {model.task} model; only retrievers export: a re-ranker's score head reads the raw "
             "[CLS] state, which no standard classification class does, so it needs petir (python -m petir.rerank)"
         )
-    merge = get_method(model.method).merge
-    if merge is None:
+    method = get_method(model.method)
+    if method.merge is None:
         raise PetirError(
             f"{model.method} adds modules that a standard {model.encoder.config.model_type} has no place for; "
             "use the directory itself with petir installed (its Pyserini plug-in loads it). Standard exports exist "
-            "for full, bitfit and lora"
+            f"for {', '.join(MERGEABLE)}"
         )
     with staged_directory(output, replace=True) as staging:  # checked above: empty, or --overwrite
-        if merge is merge_lora:
-            _save_peft_adapter(model, staging / PEFT_DIR)
-        merge(model.encoder)
+        if method.export_extra is not None:
+            method.export_extra(model.encoder, model.backbone, staging)
+        method.merge(model.encoder)
         model.encoder.save_pretrained(staging)
         model.tokenizer.save_pretrained(staging)
         _save_sentence_transformers_files(model, staging)
         (staging / "README.md").write_text(_card(model, Path(model_dir)))
     return Path(output)
-
-
-def _save_peft_adapter(model: BiEncoder, directory: Path) -> None:
-    """The LoRA weights alone, as ``PeftModel.save_pretrained`` writes them (before they are merged)."""
-    import peft
-    from safetensors.torch import save_file
-
-    directory.mkdir()
-    config = model.encoder.peft_config["default"]
-    config.base_model_name_or_path = model.backbone
-    config.save_pretrained(directory)
-    state = peft.get_peft_model_state_dict(model.encoder)
-    save_file(
-        {f"base_model.model.{key}": value.contiguous() for key, value in state.items()},
-        directory / "adapter_model.safetensors",
-    )
 
 
 def _save_sentence_transformers_files(model: BiEncoder, directory: Path) -> None:
@@ -129,7 +113,7 @@ Queries were trained at {model.query_max_length} tokens and passages at {model.p
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m petir.export", description=__doc__)
-    parser.add_argument("model_dir", type=Path, help="a saved petir retriever (full, bitfit or lora)")
+    parser.add_argument("model_dir", type=Path, help=f"a saved petir retriever ({', '.join(MERGEABLE)})")
     parser.add_argument("--output", required=True, type=Path, help="the plain Hugging Face model directory to write")
     cli.add_overwrite_flag(
         parser, "an earlier export in --output; a directory holding files this export does not write is still refused"

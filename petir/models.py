@@ -3,9 +3,9 @@
 Both share everything PET-related (:class:`PetModel`): loading the backbone, applying the method, counting
 parameters, and the save format. A saved directory holds
 
-- ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method and its
-  config, and the task options (pooling, similarity, lengths). It explains the directory by itself, and lets
-  ``transformers.AutoModel`` (and so Pyserini) load it once :mod:`petir_pyserini` is installed;
+- ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method, its
+  config and budget preset, and the task options (pooling, similarity, lengths). It explains the directory by
+  itself, and lets ``transformers.AutoModel`` (and so Pyserini) load it once :mod:`petir_pyserini` is installed;
 - ``petir_state.safetensors``: only the trained tensors (PET modules and task head);
 - the tokenizer files.
 """
@@ -36,7 +36,15 @@ from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portabl
 from petir.data import Corpus, Queries, Run, read_json, require_fields
 from petir.errors import ModelMismatchError, PetirError, check_choice, check_type
 from petir.files import recover_directory, staged_directory
-from petir.pet import DEFAULT_METHOD, apply_pet, count_parameters, get_method, make_config, saved_method_name
+from petir.pet import (
+    DEFAULT_METHOD,
+    apply_pet,
+    count_parameters,
+    get_method,
+    make_config,
+    saved_budget,
+    saved_method_name,
+)
 from petir.sampling import Group
 
 CONFIG_FILE = "config.json"
@@ -89,7 +97,8 @@ class PetModel(nn.Module):
     A task is one subclass: its ``task`` name (what ``--task`` and config.json say), its options dataclass (saved in
     config.json, and the source of its CLI flags), its loss (``collate``/``forward``), its inference function for
     ONNX (``inference``, output ``graph_output``) and its ranking (``rank``). ``BiEncoder(backbone, method)`` loads
-    the backbone; :meth:`on_backbone` builds on one already in memory.
+    the backbone; :meth:`on_backbone` builds on one already in memory. ``pet_budget`` is the budget preset the PET
+    options were resolved at (:func:`petir.pet.resolved_budget`; None: none named), saved for the card and the study.
     """
 
     task: ClassVar[str]
@@ -108,10 +117,11 @@ class PetModel(nn.Module):
         backbone: str = DEFAULT_BACKBONE,
         method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
+        pet_budget: str | None = None,
         **options: Any,
     ):
         encoder, tokenizer = load_backbone(backbone)
-        self._build(backbone, encoder, tokenizer, method, pet_options, options)
+        self._build(backbone, encoder, tokenizer, method, pet_options, pet_budget, options)
 
     @classmethod
     def on_backbone(
@@ -121,11 +131,12 @@ class PetModel(nn.Module):
         tokenizer: Any,
         method: str = DEFAULT_METHOD,
         pet_options: dict[str, Any] | None = None,
+        pet_budget: str | None = None,
         **options: Any,
     ) -> PetModel:
         """Build the model on a backbone already in memory (``encoder``, ``tokenizer``, loaded from ``backbone``)."""
         model = cls.__new__(cls)
-        model._build(backbone, encoder, tokenizer, method, pet_options, options)
+        model._build(backbone, encoder, tokenizer, method, pet_options, pet_budget, options)
         return model
 
     def _build(
@@ -135,6 +146,7 @@ class PetModel(nn.Module):
         tokenizer: Any,
         method: str,
         pet_options: dict[str, Any] | None,
+        pet_budget: str | None,
         options: dict[str, Any],
     ) -> None:
         task_options = make_options(self.options_class, options)  # bad options fail before any PET work
@@ -146,6 +158,7 @@ class PetModel(nn.Module):
         self.backbone_parameters = count_parameters(self.encoder)[1]
         self.method = method
         self.pet_config = make_config(method, pet_options)
+        self.pet_budget = pet_budget
         apply_pet(self.encoder, method, self.pet_config)
         _own_trainable_parameters(self.encoder)
         self._setup(task_options)
@@ -221,6 +234,7 @@ class PetModel(nn.Module):
             "backbone_fingerprint": self.backbone_fingerprint,
             "pet_method": self.method,
             "pet_config": self.pet_config.to_dict(),
+            "pet_budget": self.pet_budget,
             "parameters": self.parameter_report(),
             **self.options(),
         }
@@ -293,7 +307,9 @@ class PetModel(nn.Module):
             )
         method = saved_method_name(config["pet_method"])
         try:  # what the saved config asks for may not build (a width the backbone cannot take): name the file
-            model = task_class.on_backbone(source, *loaded, method, config["pet_config"], **_saved_options(config))
+            budget = saved_budget(config)
+            options = _saved_options(config)
+            model = task_class.on_backbone(source, *loaded, method, config["pet_config"], budget, **options)
         except PetirError as error:
             raise PetirError(f"{Path(directory) / CONFIG_FILE}: {error}") from None
         model.backbone = config["backbone"]

@@ -8,13 +8,15 @@ import itertools
 import re
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from petir.data import Qrels, read_run
+from petir.errors import PetirError
 from petir.evaluate import evaluate_queries
-from petir.pet import DEFAULT_BUDGET
+from petir.pet import REFERENCE_METHOD, VARIANTS, PetMethod, resolve, resolved_budget
 from petir.trainer import METRICS_FILE, read_metrics
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
@@ -156,8 +158,6 @@ PAPER: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 
-#: The paper's scattered baselines; IAA (and petir's linked adapters) connect their modules instead.
-SCATTERED = ("bitfit", "lora", "adapter", "prefix", "mam")
 SIGNIFICANCE_LEVEL = 0.05
 SIGNIFICANCE_LEGEND = (
     "Marks on nDCG@10, as in the paper: † differs from full fine-tuning, ‡ from the best scattered method at the same "
@@ -177,12 +177,51 @@ def split_learning_rate(entry: str) -> tuple[str, float | None]:
     return (suffix["name"] + at + budget, float(suffix["lr"])) if suffix else (entry, None)
 
 
-def budget_of(method: str) -> str | None:
-    """The budget of a study entry: ``NAME@6.7`` -> "6.7"; ``full`` and baselines -> None; else the default preset."""
-    method = split_learning_rate(method)[0]
-    if method in ("full", "bm25", "zero-shot", "no re-ranking", "cosine"):
-        return None
-    return method.partition("@")[2] or DEFAULT_BUDGET
+#: The study's rows that are no trained entry: its baselines.
+BASELINES = ("bm25", "zero-shot", "no re-ranking", "cosine")
+#: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
+ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "iaa-l-near-identity": ("iaa-l", {"init": "near-identity"}),
+    "linked-bottleneck-identity": ("linked-bottleneck", {"link_init": "identity"}),
+}
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    variant: str
+    budget: str | None = None  # as the entry names it (``@6.7``); None: the variant's default preset
+    options: dict[str, str] = field(default_factory=dict)
+    learning_rate: float | None = None  # None: the method's default
+
+    @property
+    def method(self) -> PetMethod:
+        return VARIANTS[self.variant][0]
+
+    @property
+    def preset(self) -> str | None:
+        """The budget preset the entry trains at, as its model records it (:func:`petir.pet.resolved_budget`)."""
+        return resolved_budget(self.variant, self.options, self.budget)
+
+
+def study_entry(name: str) -> StudyEntry:
+    """A study entry: a registry variant (``iaa-l``, at the 0.5 % preset), ``VARIANT@BUDGET`` (``adapter@6.7``),
+    an ablation, each optionally at another learning rate (``full-lr1e-4``, ``adapter-lr3e-3@6.7``), checked
+    against the registry."""
+    name, learning_rate = split_learning_rate(name)
+    base, _, budget = name.partition("@")
+    variant, options = ABLATIONS.get(base, (base, {}))
+    if variant not in VARIANTS:
+        raise PetirError(
+            f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} "
+            "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
+        )
+    resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
+    return StudyEntry(variant, budget or None, options, learning_rate)
+
+
+def trained_entry(name: str) -> StudyEntry | None:
+    """The study entry a row names, or None for a baseline (:data:`BASELINES`)."""
+    return None if name in BASELINES else study_entry(name)
 
 
 CHOSEN_MARK = "◆"
@@ -238,19 +277,21 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
         return other is not None and other != values and ttest_rel(values, other).pvalue <= SIGNIFICANCE_LEVEL
 
     chosen = set(chosen_on_dev(rows).values())  # the reference rows: each method at its dev-chosen learning rate
-    full = next((entry for entry in chosen if split_learning_rate(entry)[0] == "full"), "full")
+    full = next((e for e in chosen if split_learning_rate(e)[0] == REFERENCE_METHOD), REFERENCE_METHOD)
+    entries = {method: trained_entry(method) for method, _ in means}
     marks = {}
     for (method, stage), values in means.items():
         mark = ""
-        budget = budget_of(method)
+        budget = entries[method].preset if entries[method] is not None else None
         if budget is not None:
             scattered = [
                 k
                 for k in means
                 if k[1] == stage
                 and k[0] in chosen
-                and split_learning_rate(k[0])[0].partition("@")[0] in SCATTERED
-                and budget_of(k[0]) == budget
+                and (entry := entries[k[0]]) is not None
+                and entry.method.scattered
+                and entry.preset == budget
             ]
             best = max(scattered, key=lambda k: statistics.fmean(means[k]), default=None)
             mark += "†" if differs(values, means.get((full, stage))) else ""
@@ -357,8 +398,7 @@ def plot_convergence(root: Path, stage: str, variants: Mapping[str, Sequence[int
         files = [path for seed in seeds if (path := root / stage / variant / f"seed{seed}" / METRICS_FILE).exists()]
         if not files:
             continue
-        family = split_learning_rate(variant)[0]
-        style = "--" if family.partition("@")[0] in SCATTERED else "-"
+        style = "--" if study_entry(variant).method.scattered else "-"
         for axis, read in ((dev_axis, dev_curve), (loss_axis, loss_curve)):
             curves = [read(path) for path in files]
             length = min(len(curve) for curve in curves)

@@ -11,7 +11,7 @@ and is skipped when its result exists, so an interrupted study continues where i
   of the retrieval stage (first seed) -> trec_eval.
 
 Results: OUTPUT/results-STAGE.{csv,md} (every run; then mean ± standard deviation over seeds per method) and
-OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; IAA and full solid, the rest dashed).
+OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; scattered methods dashed, the rest solid).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,9 @@ from petir.errors import PetirError
 from petir.evaluate import read_results
 from petir.files import check_output, foreign_entries, listing
 from petir.models import MAX_LENGTH, STATE_FILE
-from petir.pet import VARIANTS, resolve
+from petir.pet import VARIANTS
 from petir.report import (
+    ABLATIONS,
     DEPTH_SWEEP_NOTE,
     PAPER,
     SWEEP_DEPTHS,
@@ -45,44 +46,15 @@ from petir.report import (
     dev_curve,
     plot_convergence,
     significance,
-    split_learning_rate,
     steps_to_fraction,
+    study_entry,
     write_tables,
 )
 from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
-#: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
-ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "iaa-l-near-identity": ("iaa-l", {"init": "near-identity"}),
-    "linked-bottleneck-identity": ("linked-bottleneck", {"link_init": "identity"}),
-}
 #: Run with every seed by default: the reference, the best scattered method of the first study, the paper's best.
 MAIN_VARIANTS = ("full", "adapter", "iaa-l")
-
-
-@dataclass(frozen=True)
-class StudyEntry:
-    variant: str
-    budget: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-    learning_rate: float | None = None  # None: the method's default
-
-
-def study_entry(name: str) -> StudyEntry:
-    """A study entry: a registry variant (``iaa-l``, at the 0.5 % preset), ``VARIANT@BUDGET`` (``adapter@6.7``),
-    an ablation, each optionally at another learning rate (``full-lr1e-4``, ``adapter-lr3e-3@6.7``), checked
-    against the registry."""
-    name, learning_rate = split_learning_rate(name)
-    base, _, budget = name.partition("@")
-    variant, options = ABLATIONS.get(base, (base, {}))
-    if variant not in VARIANTS:
-        raise PetirError(
-            f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} "
-            "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
-        )
-    resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
-    return StudyEntry(variant, budget or None, options, learning_rate)
 
 
 def study_entries(methods: str) -> list[str]:

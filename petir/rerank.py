@@ -211,6 +211,7 @@ def load_scorer(model: Path, backend: str, device: str):
     (its mean-pooled cosine: the baseline a trained re-ranker must beat)."""
     from petir.models import CONFIG_FILE, MODEL_TYPE, STATE_FILE, BiEncoder
     from petir.onnx import load_inference_model
+    from petir.pet import REFERENCE_METHOD
 
     if not model.is_dir():
         raise PetirError(f"{model}: no such model directory; pass a petir model (OUTPUT/model of petir.train)")
@@ -221,7 +222,7 @@ def load_scorer(model: Path, backend: str, device: str):
     is_petir = is_petir or (model / STATE_FILE).exists()  # a petir directory, if a damaged one
     if is_petir or backend != "torch":
         return load_inference_model(model, backend=backend, device=device)
-    return BiEncoder(str(model), "full").to(cli.resolve_device(device)).eval()
+    return BiEncoder(str(model), REFERENCE_METHOD).to(cli.resolve_device(device)).eval()  # adds no modules
 
 
 def partial_key(args: argparse.Namespace) -> dict[str, str]:

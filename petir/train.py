@@ -41,6 +41,7 @@ from petir.pet import (
     get_method,
     make_config,
     resolve,
+    resolved_budget,
     variant_of,
 )
 from petir.sampling import GroupSampler, TrainingQuery, Triples, TripleSampler, training_queries
@@ -427,13 +428,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     check_flags(parser, args)
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
-    method, pet_options = resolve(args.method, parse_pet_options(args.pet), args.budget)
+    asked = parse_pet_options(args.pet)
+    method, pet_options = resolve(args.method, asked, args.budget)
     variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
+    budget = resolved_budget(args.method, asked, args.budget)  # recorded in config.json, read by the card and study
     cli.use_threads(args.threads)
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
         data = load_training_data(args)
     set_seed(args.seed)
-    model = TASKS[args.task](args.backbone, method, pet_options, **task_options(args))
+    model = TASKS[args.task](args.backbone, method, pet_options, budget, **task_options(args))
     report = model.parameter_report()
     print(
         f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "

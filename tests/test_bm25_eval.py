@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,39 @@ def test_index_and_search_refuse_bad_paths(tmp_path):
         bm25.build_lucene_index(tmp_path / "coll", tmp_path / "not-an-index")
     with pytest.raises(PetirError, match="not a Lucene index"):
         bm25.bm25_search(tmp_path / "not-an-index", tmp_path / "topics.tsv", tmp_path / "run.txt")
+
+
+def test_index_and_search_run_on_the_threads_a_cli_was_told(tmp_path, monkeypatch):
+    """``--threads`` of petir.train and petir.reproduce (cli.use_threads) reaches the Pyserini commands petir runs;
+    an explicit ``threads`` still wins."""
+    import torch
+
+    from petir import cli
+
+    threads = []
+
+    def pyserini(module, args, what):  # stands in for Java: leaves what the real command would
+        args = [str(arg) for arg in args]
+        threads.append(int(args[args.index("--threads") + 1]))
+        if module == "pyserini.index.lucene":
+            (Path(args[args.index("--index") + 1]) / "segments_1").touch()
+        else:
+            Path(args[args.index("--output") + 1]).write_text("q1 Q0 d 1 1.0 Anserini\n")
+
+    monkeypatch.setattr(bm25, "run_pyserini", pyserini)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored after the test, as torch's count is below
+    torch_threads, asked = torch.get_num_threads(), (os.cpu_count() or 1) + 1  # not every core: what was asked
+    (tmp_path / "coll").mkdir()
+    (tmp_path / "coll" / "docs.jsonl").write_text('{"id": "d", "contents": "x"}\n')
+    (tmp_path / "topics.tsv").write_text("q1\tx\n")
+    try:
+        cli.use_threads(asked)
+        index = bm25.build_lucene_index(tmp_path / "coll", tmp_path / "index")
+        bm25.bm25_search(index, tmp_path / "topics.tsv", tmp_path / "run.txt")
+        bm25.bm25_search(index, tmp_path / "topics.tsv", tmp_path / "run.txt", threads=2)
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert threads == [asked, asked, 2]
 
 
 @pytest.fixture

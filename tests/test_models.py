@@ -150,6 +150,21 @@ def test_a_model_saved_under_the_old_connected_name_loads_as_linked(tiny_backbon
     np.testing.assert_allclose(loaded.encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
 
 
+def test_a_saved_model_records_its_budget_and_older_saves_without_it_still_load(tiny_backbone, tmp_path):
+    model = BiEncoder(str(tiny_backbone), "adapter", {"bottleneck": 200}, pet_budget="6.7")
+    directory = model.save(tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    assert config["pet_budget"] == "6.7" and "| budget preset | 6.7 %" in (directory / "README.md").read_text()
+    assert PetModel.load(directory).pet_budget == "6.7"
+    del config["pet_budget"]  # as petir wrote it before it recorded the budget: derived from the widths
+    (directory / "config.json").write_text(json.dumps(config))
+    resaved = PetModel.load(directory).save(tmp_path / "again")
+    assert json.loads((resaved / "config.json").read_text())["pet_budget"] == "6.7"
+    assert "| budget preset | 6.7 %" in (resaved / "README.md").read_text()
+    unnamed = BiEncoder(str(tiny_backbone), "adapter", {"bottleneck": 200}).save(tmp_path / "unnamed")
+    assert "| budget preset | none named |" in (unnamed / "README.md").read_text()  # nobody asked for a preset
+
+
 def test_false_negatives_are_masked_in_the_batch_and_in_the_group():
     """Two queries that share a relevant passage: each one's in-batch negatives include the other's positive."""
     groups = [

@@ -19,6 +19,8 @@ from petir.pet import (
     count_parameters,
     make_config,
     resolve,
+    resolved_budget,
+    saved_budget,
     saved_method_name,
 )
 from petir.pet.base import BesideBlock, SublayerOutput
@@ -48,6 +50,9 @@ def with_method(base: BertModel, name: str, options: dict) -> BertModel:
 def test_registry_lists_every_method():
     assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "mam", "iaa", "linked"}
     assert {"iaa-s", "iaa-l", "iaa-m", "linked-bottleneck", "linked-hidden", "linked-side"} <= set(VARIANTS)
+    # the paper's scattered baselines; IAA and the linked adapters connect their modules, full trains everything
+    scattered = {name for name, method in METHODS.items() if method.scattered}
+    assert scattered == {"bitfit", "lora", "adapter", "prefix", "mam"}
 
 
 @pytest.mark.parametrize(("name", "options"), PET_VARIANTS, ids=PET_IDS)
@@ -313,6 +318,26 @@ def test_resolve_applies_variant_then_budget_then_explicit_options():
         resolve("bitfit", budget="6.7")
     with pytest.raises(PetirError, match="full has no 0.5 % budget preset; its presets: none"):
         resolve("full", budget="0.5")
+
+
+def test_the_budget_a_model_records_is_the_preset_resolve_applies_and_keeps():
+    assert resolved_budget("iaa-l", budget="6.7") == "6.7"
+    assert resolved_budget("adapter") == "0.5"  # no budget: the 0.5 % preset
+    assert resolved_budget("iaa-s", {"init": "near-identity"}) == "0.5"  # options beside the widths keep the preset
+    assert resolved_budget("adapter", {"bottleneck": "200"}, "0.5") is None  # its width replaced: no preset holds
+    assert resolved_budget("full") is None
+    with pytest.raises(PetirError, match="bitfit has no 6.7 % budget preset"):
+        resolved_budget("bitfit", budget="6.7")
+
+
+def test_a_saved_budget_is_read_as_recorded_and_derived_from_the_widths_of_older_saves():
+    name, options = resolve("lora", budget="6.7")
+    saved = {"pet_method": name, "pet_config": make_config(name, options).to_dict()}
+    assert saved_budget({**saved, "pet_budget": None}) is None  # recorded: no preset was named
+    assert saved_budget(saved) == "6.7"  # saved before petir recorded it: the preset whose widths it has
+    assert saved_budget({**saved, "pet_config": {**saved["pet_config"], "r": 7}}) is None
+    with pytest.raises(PetirError, match="saved pet_budget '7' is no budget preset of lora"):
+        saved_budget({**saved, "pet_budget": "7"})
 
 
 def test_the_old_connected_name_points_to_linked_and_to_iaa():

@@ -18,8 +18,8 @@ from conftest import REPO, TINY_PASSAGES, flags, run_cli
 from petir.data import read_run
 from petir.errors import PetirError
 from petir.pet import VARIANTS
-from petir.report import plot_convergence, steps_to_fraction, write_tables
-from petir.reproduce import MAIN_VARIANTS, StudyEntry, study_entry
+from petir.report import StudyEntry, plot_convergence, steps_to_fraction, study_entry, write_tables
+from petir.reproduce import MAIN_VARIANTS
 from petir.reproduce import main as reproduce_main
 
 CURVE = [(0, 0.80), (10, 0.82), (20, 0.90), (30, 0.84)]
@@ -302,6 +302,60 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
     write_tables([{**row, "ndcg@10": 0.5} for row in rows], tmp_path / "t", marks, {"paper": {"iaa-l": 0.314}})
     table = (tmp_path / "t.md").read_text()
     assert "| iaa-l | 1 | 0.5000 ‡ |" in table and "| 0.314 |" in table and "two-tailed paired t-test" in table
+
+
+def test_a_new_scattered_method_is_compared_and_drawn_as_one_by_its_registry_entry(tmp_path, monkeypatch):
+    """The report asks the registry, not a list of names: a method registered here, scattered, becomes the best
+    scattered method the others are marked against (‡), its preset budget comes from the registry, and its curves
+    are dashed."""
+    from dataclasses import dataclass
+
+    import matplotlib.figure
+
+    from petir.data import write_run
+    from petir.pet import METHODS, VARIANTS, PetConfig, PetMethod, Variant
+    from petir.pet.base import freeze
+    from petir.report import significance
+
+    @dataclass
+    class ToyConfig(PetConfig):
+        """No options: the toy trains nothing."""
+
+    variant = Variant("toy", budgets={"0.5": {}})
+    toy = PetMethod(
+        "toy", ToyConfig, lambda model, _: freeze(model), "a toy", "this test", 1e-3, (variant,), scattered=True
+    )
+    monkeypatch.setitem(METHODS, "toy", toy)
+    monkeypatch.setitem(VARIANTS, "toy", (toy, variant))
+    assert study_entry("toy").preset == "0.5"
+
+    qrels = {f"q{i}": {"rel": 1} for i in range(30)}
+
+    def run_file(name: str, misses: int) -> str:
+        run = {q: [("rel", 2.0 if i >= misses else 0.0), ("x", 1.0)] for i, q in enumerate(qrels)}
+        write_run(run, tmp_path / name, name)
+        return name
+
+    rows = [
+        {"method": "full", "seed": 1, "run": run_file("full", 0)},
+        {"method": "toy", "seed": 1, "run": run_file("toy", 15)},
+        {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1)},
+    ]
+    assert significance(rows, qrels, tmp_path) == {("toy", ""): "†", ("iaa-l", ""): "‡"}
+
+    for variant in ("toy", "iaa-l"):
+        run = tmp_path / "retrieval" / variant / "seed1"
+        run.mkdir(parents=True)
+        records = [{"step": step, "loss": 1.0, "dev": {"ndcg@10": 0.5}} for step in (0, 25)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    styles = {}
+
+    def keep_styles(figure, path, **_):
+        styles.update({line.get_label(): line.get_linestyle() for line in figure.axes[0].get_lines()})
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_styles)
+    plot_convergence(tmp_path, "retrieval", {"toy": [1], "iaa-l": [1]})
+    assert styles == {"toy (1 seed)": "--", "iaa-l (1 seed)": "-"}
 
 
 def test_the_dev_set_chooses_each_methods_learning_rate_and_marks_compare_with_the_choice(tmp_path):

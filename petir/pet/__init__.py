@@ -10,6 +10,7 @@ variant) and, per variant, the paper's budget presets (``--budget 0.5`` / ``--bu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -37,6 +38,9 @@ DEFAULT_BUDGET = "0.5"
 RENAMED = {"connected": "linked"}
 #: The default method: the paper's best variant, IAA-L, at its 0.5 % widths (IaaConfig's defaults).
 DEFAULT_METHOD = "iaa"
+#: The method every PET method is measured against (the study's † marks), and which, untrained, is the backbone
+#: itself: it adds no modules.
+REFERENCE_METHOD = "full"
 
 
 def get_method(name: str) -> PetMethod:
@@ -74,6 +78,22 @@ def resolve(name: str, options: dict[str, Any] | None = None, budget: str | None
     """``(method, options)`` for a method or variant ``name``: the variant's options, then the ``budget`` preset's
     widths (no budget: the :data:`DEFAULT_BUDGET` preset where the variant has one), then ``options`` (explicit
     options win)."""
+    method, variant, budget = _resolve(name, options, budget)
+    preset = variant.budgets[budget] if budget is not None else {}
+    return method.name, {**variant.options, **preset, **(options or {})}
+
+
+def resolved_budget(name: str, options: dict[str, Any] | None = None, budget: str | None = None) -> str | None:
+    """The budget preset :func:`resolve` applies for the same arguments, or None where it applies none or
+    ``options`` replace one of its widths: what a model trained from them records (config.json's ``pet_budget``)."""
+    _, variant, budget = _resolve(name, options, budget)
+    if budget is None or any(key in (options or {}) for key in variant.budgets[budget]):
+        return None
+    return budget
+
+
+def _resolve(name: str, options: dict[str, Any] | None, budget: str | None) -> tuple[PetMethod, Variant, str | None]:
+    """The method and variant ``name`` (with ``options``) is, and the budget preset it gets, checked."""
     if name in VARIANTS:
         method, variant = VARIANTS[name]
         clash = [key for key in variant.options if key in (options or {})]
@@ -90,8 +110,26 @@ def resolve(name: str, options: dict[str, Any] | None = None, budget: str | None
     if budget is not None and budget not in variant.budgets:
         presets = ", ".join(variant.budgets) or "none (it trains a fixed set of weights)"
         raise PetirError(f"{variant.name} has no {budget} % budget preset; its presets: {presets}")
-    preset = variant.budgets[budget] if budget is not None else {}
-    return method.name, {**variant.options, **preset, **(options or {})}
+    return method, variant, budget
+
+
+def saved_budget(saved: Mapping[str, Any]) -> str | None:
+    """The budget preset of a saved model, from its config.json (``saved``): the ``pet_budget`` it records, or, for
+    a model saved before petir recorded it, the preset whose widths its ``pet_config`` has."""
+    name = saved_method_name(saved["pet_method"])
+    variant = variant_of(name, make_config(name, saved["pet_config"]))
+    if "pet_budget" not in saved:
+        widths = saved["pet_config"]
+        matching = (b for b, preset in variant.budgets.items() if all(widths.get(k) == v for k, v in preset.items()))
+        return next(matching, None)
+    budget = saved["pet_budget"]
+    if budget is not None and budget not in variant.budgets:
+        presets = ", ".join(variant.budgets) or "none"
+        raise PetirError(
+            f"saved pet_budget {budget!r} is no budget preset of {variant.name} (its presets: {presets}); "
+            "save the model again"
+        )
+    return budget
 
 
 def apply_pet(model: nn.Module, name: str, config: PetConfig) -> None:
@@ -126,6 +164,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "DEFAULT_METHOD",
     "METHODS",
+    "REFERENCE_METHOD",
     "VARIANTS",
     "PetConfig",
     "PetMethod",
@@ -136,6 +175,8 @@ __all__ = [
     "get_method",
     "make_config",
     "resolve",
+    "resolved_budget",
+    "saved_budget",
     "saved_method_name",
     "variant_of",
 ]

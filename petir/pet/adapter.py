@@ -37,4 +37,5 @@ METHOD = PetMethod(
     reference="Houlsby et al., ICML 2019",
     learning_rate=1e-3,
     variants=(Variant("adapter", budgets={"0.5": {"bottleneck": 16}, "6.7": {"bottleneck": 200}}),),
+    scattered=True,
 )

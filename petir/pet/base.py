@@ -11,6 +11,7 @@ import dataclasses
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,10 +84,17 @@ class PetMethod:
     the learning rate it trains well with (PET modules start from zero or random values and need far larger steps
     than pretrained weights), and its named variants (at least one).
 
+    ``scattered`` is True for the paper's scattered PET methods, whose trainable pieces sit apart in the backbone
+    (BitFit, LoRA, adapters, prefix tuning, MAM), and False for full fine-tuning and for methods whose modules form
+    one pathway (IAA, linked adapters): the study marks each method against the best scattered one (‡) and draws
+    scattered curves dashed. It has no default, so a new method cannot leave those comparisons unnoticed.
+
     ``merge`` folds the trained modules into the backbone's own weights, leaving a standard model (for
     ``python -m petir.export``); it is ``None`` for methods whose modules have no place in a standard model.
-    ``layer_local`` is False for methods whose modules pass state between layers outside the layers' inputs and
-    outputs: per-layer activation checkpointing would recompute a layer without that state.
+    ``export_extra(encoder, backbone, directory)`` writes, before the merge, what the method's own library loads
+    besides the merged model into the export ``directory`` (LoRA: the PEFT adapter); ``backbone`` is the backbone's
+    name. ``layer_local`` is False for methods whose modules pass state between layers outside the layers' inputs
+    and outputs: per-layer activation checkpointing would recompute a layer without that state.
     """
 
     name: str
@@ -96,7 +104,9 @@ class PetMethod:
     reference: str
     learning_rate: float
     variants: tuple[Variant, ...]
+    scattered: bool
     merge: Callable[[nn.Module], None] | None = None
+    export_extra: Callable[[nn.Module, str, Path], None] | None = None
     layer_local: bool = True
 
 

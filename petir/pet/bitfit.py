@@ -34,5 +34,6 @@ METHOD = PetMethod(
     reference="Ben Zaken et al., ACL 2022",
     learning_rate=1e-3,
     variants=(Variant("bitfit", budgets={"0.5": {}}),),
+    scattered=True,
     merge=nothing_to_merge,
 )

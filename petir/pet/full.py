@@ -27,5 +27,6 @@ METHOD = PetMethod(
     reference="the reference every PET method is measured against",
     learning_rate=2e-5,
     variants=(Variant("full"),),
+    scattered=False,
     merge=nothing_to_merge,
 )

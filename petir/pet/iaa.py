@@ -91,4 +91,5 @@ METHOD = PetMethod(
         Variant("iaa-l", {"placement": "layer"}, budgets={"0.5": {"r": 12, "ar": 12}, "6.7": {"r": 50, "ar": 300}}),
         Variant("iaa-m", {"placement": "model"}, budgets={"0.5": {"r": 15, "ar": 24}, "6.7": {"r": 185, "ar": 960}}),
     ),
+    scattered=False,
 )

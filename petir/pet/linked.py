@@ -230,5 +230,6 @@ METHOD = PetMethod(
         Variant(f"linked-{topology}", {"topology": topology}, budgets={"0.5": {"bottleneck": 16}})
         for topology in TOPOLOGIES
     ),
+    scattered=False,
     layer_local=False,  # the chain's state crosses layers beside the hidden states
 )

@@ -3,12 +3,14 @@
 PEFT does the layer surgery; petir only chooses the targets and keeps the registry, save format and
 fingerprinting uniform with the other methods. A target named ``query``, ``key`` or ``value`` is a role: the
 attention projection that the backbone's architecture calls so (DistilBERT's ``q_lin``, MPNet's ``q``, DeBERTa's
-``query_proj``; :mod:`petir.anatomy`); any other target is a module name, as PEFT takes it.
+``query_proj``; :mod:`petir.anatomy`); any other target is a module name, as PEFT takes it. An export
+(``python -m petir.export``) also holds the adapter alone, as PEFT saves it, in ``peft/``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import peft
 from torch import nn
@@ -54,6 +56,27 @@ def merge_lora(model: nn.Module) -> None:
                 setattr(parent, child_name, child.get_base_layer())
 
 
+#: Where an export keeps the adapter alone: ``PeftModel.from_pretrained(backbone, "EXPORT/peft")``.
+PEFT_DIR = "peft"
+
+
+def save_peft_adapter(model: nn.Module, backbone: str, directory: Path) -> None:
+    """The LoRA weights alone, as ``PeftModel.save_pretrained`` writes them, in ``directory/peft`` (before they are
+    merged); ``backbone`` is the name PEFT records as the base model."""
+    from safetensors.torch import save_file
+
+    adapter = directory / PEFT_DIR
+    adapter.mkdir()
+    config = model.peft_config["default"]
+    config.base_model_name_or_path = backbone
+    config.save_pretrained(adapter)
+    state = peft.get_peft_model_state_dict(model)
+    save_file(
+        {f"base_model.model.{key}": value.contiguous() for key, value in state.items()},
+        adapter / "adapter_model.safetensors",
+    )
+
+
 METHOD = PetMethod(
     "lora",
     LoraConfig,
@@ -62,5 +85,7 @@ METHOD = PetMethod(
     reference="Hu et al., ICLR 2022",
     learning_rate=5e-4,
     variants=(Variant("lora", budgets={"0.5": {"r": 16}, "6.7": {"r": 200}}),),
+    scattered=True,
     merge=merge_lora,
+    export_extra=save_peft_adapter,
 )

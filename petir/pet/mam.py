@@ -53,4 +53,5 @@ METHOD = PetMethod(
             budgets={"0.5": {"num_prefix": 16, "bottleneck": 16}, "6.7": {"num_prefix": 200, "bottleneck": 200}},
         ),
     ),
+    scattered=True,
 )

@@ -145,4 +145,5 @@ METHOD = PetMethod(
     reference="Li & Liang, ACL 2021; Liu et al., ACL 2022",
     learning_rate=5e-3,
     variants=(Variant("prefix", budgets={"0.5": {"num_prefix": 32}, "6.7": {"num_prefix": 200}}),),
+    scattered=True,
 )
