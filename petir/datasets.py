@@ -41,6 +41,24 @@ def load_beir(directory: PathLike, split: str = "test") -> Dataset:
 
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+#: The datasets BEIR_URL serves (BEIR's public ones): any other name is a typo or a missing directory, not a download.
+BEIR_DATASETS = (
+    "msmarco",
+    "trec-covid",
+    "nfcorpus",
+    "nq",
+    "hotpotqa",
+    "fiqa",
+    "arguana",
+    "webis-touche2020",
+    "cqadupstack",
+    "quora",
+    "dbpedia-entity",
+    "scidocs",
+    "fever",
+    "climate-fever",
+    "scifact",
+)
 
 
 def cache_root() -> Path:
@@ -65,6 +83,10 @@ def resolve_beir(spec: PathLike) -> Path:
     for root in roots:
         if (root / path.name / "queries.jsonl").exists():
             return root / path.name
+    if path.name not in BEIR_DATASETS:
+        raise DataError(
+            f"{spec}: no such dataset directory, and not a BEIR dataset name to download ({', '.join(BEIR_DATASETS)})"
+        )
     return _download_beir(path.name, cache_root() / "datasets")
 
 
@@ -86,8 +108,11 @@ def _download_beir(name: str, root: Path) -> Path:
             raise DataError(
                 f"cannot download BEIR dataset {name!r} from {url} ({error}); pass the path of a local copy instead"
             ) from None
-        with zipfile.ZipFile(archive) as bundle:
-            bundle.extractall(staging)
+        try:
+            with zipfile.ZipFile(archive) as bundle:
+                bundle.extractall(staging)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise DataError(f"{url}: the download is not a readable zip ({error}); try again later") from None
         if not (Path(staging) / name / "queries.jsonl").exists():
             raise DataError(f"{url} did not contain {name}/queries.jsonl")
         shutil.move(str(Path(staging) / name), root / name)

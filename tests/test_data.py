@@ -339,6 +339,7 @@ def test_resolve_beir_finds_local_copies_then_downloads_into_the_cache(tmp_path,
         for file in source.rglob("*"):
             bundle.write(file, file.relative_to(source.parent))
     monkeypatch.setattr(datasets, "BEIR_URL", tmp_path.as_uri() + "/{name}.zip")
+    monkeypatch.setattr(datasets, "BEIR_DATASETS", ("tinybeir", "gone", "junk"))
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("PETIR_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -350,7 +351,12 @@ def test_resolve_beir_finds_local_copies_then_downloads_into_the_cache(tmp_path,
     assert datasets.resolve_beir("tinybeir") == downloaded  # the cached copy, no second download
     monkeypatch.setenv("PETIR_DATA", str(tmp_path / "src"))
     assert datasets.resolve_beir("tinybeir") == source
-    with pytest.raises(DataError, match="cannot download BEIR dataset 'nosuch'"):
-        datasets.resolve_beir("nosuch")
+    with pytest.raises(DataError, match="cannot download BEIR dataset 'gone'"):
+        datasets.resolve_beir("gone")
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="junk.zip: the download is not a readable zip"):
+        datasets.resolve_beir("junk")
+    with pytest.raises(DataError, match="nosuch: no such dataset directory, and not a BEIR dataset name"):
+        datasets.resolve_beir("nosuch")  # a typo is not sent to the network
     with pytest.raises(DataError, match="no such dataset directory"):
         datasets.resolve_beir(tmp_path / "missing" / "dir")
