@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import sys
+import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from petir.errors import PetirError
@@ -168,22 +171,69 @@ class Bounded:
 SEED = Bounded(int, minimum=0, maximum=2**32 - 1)
 
 
+#: Where Linux counts each CPU's busy and idle time; :func:`default_threads` samples it twice.
+PROC_STAT = Path("/proc/stat")
+#: How long :func:`default_threads` watches the CPUs: many scheduler ticks (10 ms each), yet short at start-up.
+SAMPLE_SECONDS = 0.3
+
+
 def default_threads() -> int:
-    """Threads for one job: ``$OMP_NUM_THREADS`` where set, else the cores not busy with other work (the CPU count
-    less the 1-minute load average, at least 1). On 2 shared cores, 2 threads against another job ran training 3x
-    and Faiss search 22x slower than 1 thread did."""
+    """Threads for one job: ``$OMP_NUM_THREADS`` where set, else the cores idle now (:func:`idle_threads` over a
+    :data:`SAMPLE_SECONDS` sample of ``/proc/stat``, taken once per process). The 1-minute load average this replaced
+    lags: a job started just after another ended took 1 thread on 2 idle cores for its whole run. Too many threads
+    cost more than too few: on 2 cores shared with another job, 2 threads ran training 3x and Faiss search 22x
+    slower than 1 thread did."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         return int(os.environ["OMP_NUM_THREADS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - round(os.getloadavg()[0]))
+    return _idle_now()
 
 
-def use_threads(threads: int) -> None:
-    """Run this process's torch work on ``threads`` threads, and any child process (Pyserini, Faiss) on as many."""
+@functools.cache  # every parser build calls default_threads(); one sample per process is enough
+def _idle_now() -> int:
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    try:
+        before = PROC_STAT.read_text()
+        time.sleep(SAMPLE_SECONDS)
+        after = PROC_STAT.read_text()
+    except OSError:  # not Linux: the load average where the system keeps one, else every core
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return max(1, len(cpus) - round(load))
+    return idle_threads(before, after, cpus)
+
+
+def idle_threads(before: str, after: str, cpus: Collection[int]) -> int:
+    """The cores of ``cpus`` (this process's, by number) not busy between two ``/proc/stat`` texts: ``len(cpus)``
+    less the busy share of each CPU between the samples, summed and rounded half up; at least 1. Waiting for I/O
+    counts as idle; a CPU missing from the samples counts as idle."""
+    first, second = _cpu_ticks(before), _cpu_ticks(after)
+    busy = 0.0
+    for cpu in set(cpus) & first.keys() & second.keys():
+        idle, total = (now - then for now, then in zip(second[cpu], first[cpu], strict=True))
+        busy += 1 - idle / total if total > 0 else 0.0
+    return max(1, len(cpus) - math.floor(busy + 0.5))
+
+
+def _cpu_ticks(stat: str) -> dict[int, tuple[int, int]]:
+    """``cpuN user nice system idle iowait irq softirq steal guest guest_nice`` lines -> N: (idle + iowait ticks,
+    ticks of the first eight fields; guest time is already inside user)."""
+    ticks = {}
+    for line in stat.splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            counts = [int(value) for value in fields[:8]]
+            ticks[int(name[3:])] = (counts[3] + counts[4], sum(counts))
+    return ticks
+
+
+def use_threads(threads: int | None = None) -> int:
+    """Run this process's torch work on ``threads`` threads (None: :func:`default_threads`), and any child process
+    (Pyserini, Faiss) on as many; returns the number used."""
     import torch
 
+    threads = threads if threads is not None else default_threads()
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
 
 
 class _LogLines:

@@ -102,16 +102,19 @@ COLUMNS = {  # Markdown header -> row key
 def write_tables(
     rows: list[dict[str, Any]],
     path_stem: Path,
-    marks: dict[tuple[str, str], str] | None = None,
+    tests: Significance | None = None,
     paper: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    """``STEM.csv`` with every run, ``STEM.md`` with the per-method summary (mean ± std over seeds), nDCG@10 marked
-    with :func:`significance`'s ``marks``, and the paper's figures (``paper``: column -> method -> value) beside."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+    """``STEM.csv`` with every run (and, with ``tests``, the p-values of its method's tests, uncorrected and
+    Holm-adjusted), ``STEM.md`` with the per-method summary (mean ± std over seeds), nDCG@10 marked where a test of
+    :func:`significance` holds after correction, and the paper's figures (``paper``: column -> method -> value)
+    beside."""
+    csv_rows = [{**row, **tests.p_values(row)} for row in rows] if tests is not None else rows
+    columns = list(dict.fromkeys(key for row in csv_rows for key in row))
     with open(path_stem.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_rows)
     table = aggregate(rows)
     tried = [split_learning_rate(row["method"])[0] for row in table if not row["first_stage"].endswith("RRF")]
     several = {family for family in tried if tried.count(family) > 1}
@@ -122,13 +125,13 @@ def write_tables(
     for row in table:
         cells = [_cell(row, COLUMNS[header]) for header in headers]
         cells[0] += f" {CHOSEN_MARK}" if row["method"] in chosen else ""
-        mark = (marks or {}).get((row["method"], row["first_stage"]), "")
+        mark = tests.marks.get((row["method"], row["first_stage"]), "") if tests is not None else ""
         cells[headers.index("nDCG@10")] += f" {mark}" if mark else ""
         paper_entry = split_learning_rate(row["method"])[0]
         cells += [f"{column[paper_entry]:.3f}" if paper_entry in column else "–" for column in paper.values()]
         lines.append("| " + " | ".join(cells) + " |")
-    if marks is not None:
-        lines += ["", SIGNIFICANCE_LEGEND]
+    if tests is not None:
+        lines += ["", tests.legend(path_stem.with_suffix(".csv").name)]
     if chosen:
         lines += ["", CHOSEN_LEGEND]
     agreement = dev_test_agreement(table)
@@ -159,11 +162,68 @@ PAPER: dict[str, dict[str, dict[str, float]]] = {
 }
 
 SIGNIFICANCE_LEVEL = 0.05
-SIGNIFICANCE_LEGEND = (
-    "Marks on nDCG@10, as in the paper: † differs from full fine-tuning, ‡ from the best scattered method at the same "
-    "budget; and § (re-ranking) from the first stage it re-ranks (two-tailed paired t-test over the test queries, "
-    f"p ≤ {SIGNIFICANCE_LEVEL}; per-query nDCG@10 averaged over seeds)."
-)
+#: Each mark, and the CSV column stem of its tests' p-values: what the marked row is compared with.
+MARKS = {"†": "p_vs_full", "‡": "p_vs_best_scattered", "§": "p_vs_first_stage"}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given: the i-th smallest of m is multiplied by m - i + 1 (at
+    most 1) and kept at least as large as every smaller one's adjusted value, so that "adjusted p <= level" is
+    Holm's step-down test at ``level``: the chance of any false mark in the family stays below ``level``."""
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(sorted(range(len(p_values)), key=p_values.__getitem__)):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """One two-tailed paired t-test of a row's per-query nDCG@10 against a reference's (``mark`` names which)."""
+
+    method: str
+    first_stage: str
+    mark: str
+    p: float
+    p_holm: float  # adjusted over every test of the same table (:func:`holm`)
+
+
+@dataclass(frozen=True)
+class Significance:
+    """Every test behind one table's marks (:func:`significance`), one family for the correction: a table is read as
+    a whole, so dozens of uncorrected tests at 0.05 would mark a few differences that are not there."""
+
+    tests: tuple[PairedTest, ...]
+
+    @property
+    def marks(self) -> dict[tuple[str, str], str]:
+        """(method, first stage) -> its marks in ``†‡§`` order, each where the adjusted p is at most the level."""
+        marks: dict[tuple[str, str], str] = {}
+        for test in self.tests:
+            if test.p_holm <= SIGNIFICANCE_LEVEL:
+                key = (test.method, test.first_stage)
+                marks[key] = marks.get(key, "") + test.mark
+        return marks
+
+    def p_values(self, row: Mapping[str, Any]) -> dict[str, float]:
+        """The CSV columns of a run's row: its method's p-values, uncorrected and Holm-adjusted (the tests compare
+        per-query values averaged over seeds, so every seed's row repeats them)."""
+        key = (row["method"], row.get("first_stage", ""))
+        columns = {}
+        for test in self.tests:
+            if (test.method, test.first_stage) == key:
+                columns |= {MARKS[test.mark]: test.p, f"{MARKS[test.mark]}_holm": test.p_holm}
+        return columns
+
+    def legend(self, csv_name: str) -> str:
+        return (
+            "Marks on nDCG@10, as in the paper: † differs from full fine-tuning, ‡ from the best scattered method at "
+            "the same budget; and § (re-ranking) from the first stage it re-ranks (two-tailed paired t-test over the "
+            f"test queries, per-query nDCG@10 averaged over seeds; p ≤ {SIGNIFICANCE_LEVEL} after Holm-Bonferroni "
+            f"correction over this table's {len(self.tests)} tests; {csv_name} keeps each p-value, uncorrected "
+            f"({', '.join(MARKS.values())}) and adjusted (_holm))."
+        )
 
 
 #: ``NAME-lrVALUE`` (``full-lr1e-4``): a study entry trained at a learning rate other than its method's default.
@@ -248,12 +308,13 @@ def chosen_on_dev(rows: list[dict[str, Any]]) -> dict[str, str]:
     return chosen
 
 
-def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[tuple[str, str], str]:
-    """Marks per (method, first stage) for :func:`write_tables`: ``†`` where the method's per-query nDCG@10 differs
-    from full fine-tuning's, ``‡`` where it differs from the best scattered method's at the same budget (the one
-    with the highest mean), each reference at its learning rate chosen on dev (:func:`chosen_on_dev`); ``§`` where a
-    re-ranked run's differs from its first stage's; by a two-tailed paired t-test at p <= 0.05. Rows name their run
-    file in ``run`` and a re-ranked one its first stage's in ``first_stage_run``."""
+def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> Significance:
+    """The tests behind the marks of :func:`write_tables`: ``†`` where the method's per-query nDCG@10 differs from
+    full fine-tuning's, ``‡`` where it differs from the best scattered method's at the same budget (the one with the
+    highest mean), each reference at its learning rate chosen on dev (:func:`chosen_on_dev`); ``§`` where a
+    re-ranked run's differs from its first stage's; each by a two-tailed paired t-test, Holm-adjusted over all of
+    them (:func:`holm`). A row identical to its reference is not tested. Rows name their run file in ``run`` and a
+    re-ranked one its first stage's in ``first_stage_run``."""
     from scipy.stats import ttest_rel
 
     qids = sorted(qrels)
@@ -273,15 +334,12 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
                 first_stages[key] = per_query(row["first_stage_run"])
     means = {key: [statistics.fmean(column) for column in zip(*seeds, strict=True)] for key, seeds in per_seed.items()}
 
-    def differs(values: list[float], other: list[float] | None) -> bool:
-        return other is not None and other != values and ttest_rel(values, other).pvalue <= SIGNIFICANCE_LEVEL
-
     chosen = set(chosen_on_dev(rows).values())  # the reference rows: each method at its dev-chosen learning rate
     full = next((e for e in chosen if split_learning_rate(e)[0] == REFERENCE_METHOD), REFERENCE_METHOD)
     entries = {method: trained_entry(method) for method, _ in means}
-    marks = {}
+    found: list[tuple[str, str, str, float]] = []
     for (method, stage), values in means.items():
-        mark = ""
+        references: dict[str, list[float] | None] = {"§": first_stages.get((method, stage))}
         budget = entries[method].preset if entries[method] is not None else None
         if budget is not None:
             scattered = [
@@ -294,12 +352,13 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> dict[t
                 and entry.preset == budget
             ]
             best = max(scattered, key=lambda k: statistics.fmean(means[k]), default=None)
-            mark += "†" if differs(values, means.get((full, stage))) else ""
-            mark += "‡" if best is not None and differs(values, means[best]) else ""
-        mark += "§" if differs(values, first_stages.get((method, stage))) else ""
-        if mark:
-            marks[(method, stage)] = mark
-    return marks
+            references |= {"†": means.get((full, stage)), "‡": means[best] if best is not None else None}
+        for mark in MARKS:  # in †‡§ order, as the marks are printed
+            other = references.get(mark)
+            if other is not None and other != values:
+                found.append((method, stage, mark, float(ttest_rel(values, other).pvalue)))
+    adjusted = holm([p for *_, p in found])
+    return Significance(tuple(PairedTest(*test, p_holm) for test, p_holm in zip(found, adjusted, strict=True)))
 
 
 #: Re-ranking depths the sweep reports (each at most the study's --rerank-depth).

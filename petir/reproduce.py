@@ -10,7 +10,8 @@ and is skipped when its result exists, so an interrupted study continues where i
 - rerank: ``petir.train --task rerank`` -> ``petir.rerank`` of the BM25 run (every seed) and of the best dense run
   of the retrieval stage (first seed) -> trec_eval.
 
-Results: OUTPUT/results-STAGE.{csv,md} (every run; then mean ± standard deviation over seeds per method) and
+Results: OUTPUT/results-STAGE.{csv,md} (every run with its method's p-values, uncorrected and Holm-adjusted; then
+mean ± standard deviation over seeds per method, with the marks that hold after the correction) and
 OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; scattered methods dashed, the rest solid).
 """
 
@@ -570,8 +571,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_stage = study.retrieval if stage == "retrieval" else study.rerank
         rows = run_stage(variants, args.seeds, args.seed_methods)
         if not args.dry_run:
-            marks = significance(rows, read_qrels(study.qrels), args.output)
-            write_tables(rows, args.output / f"results-{stage}", marks, PAPER[stage])
+            tests = significance(rows, read_qrels(study.qrels), args.output)
+            write_tables(rows, args.output / f"results-{stage}", tests, PAPER[stage])
             chosen = set(chosen_on_dev(rows).values())  # one curve per method: the rate its dev set picked
             picked = [variant for variant in variants if variant in chosen]
             plot_convergence(args.output, stage, {v: seeds_of(v, args.seeds, args.seed_methods) for v in picked})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import flags, run_cli
+from petir import cli
 from petir.models import PetModel
 from petir.train import main as train_main
 
@@ -225,3 +226,62 @@ def test_retrieval_dev_searches_the_corpus_or_a_sample_that_keeps_every_judged_p
     assert len(sample) == 8 == len(set(sample))
     assert {"d3", "d4", "d5", "d17", "d18", "d19"} <= set(sample)
     assert sample == dev_corpus(corpus, first_stage, dev_qrels, size=8)  # seeded
+
+
+def proc_stat(*cpus: tuple[int, int, int]) -> str:
+    """A /proc/stat text with one ``cpuN`` line per (busy, idle, iowait) tick counts, after the all-CPU line."""
+    lines = [f"cpu  {sum(c[0] for c in cpus)} 0 0 {sum(c[1] for c in cpus)} {sum(c[2] for c in cpus)} 0 0 0 0 0"]
+    lines += [f"cpu{n} {busy} 0 0 {idle} {iowait} 0 0 0 0 0" for n, (busy, idle, iowait) in enumerate(cpus)]
+    return "\n".join([*lines, "intr 1845979 0 0", "ctxt 123", "btime 1700000000", "processes 10"]) + "\n"
+
+
+BEFORE = proc_stat((1000, 5000, 10), (2000, 4000, 10))
+
+
+@pytest.mark.parametrize(
+    ("after", "cpus", "threads"),
+    [
+        (proc_stat((1002, 5028, 10), (2001, 4029, 10)), {0, 1}, 2),  # idle: 1-2 busy ticks in 30 per core
+        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {0, 1}, 1),  # a busy loop on core 0
+        (proc_stat((1030, 5000, 10), (2030, 4000, 10)), {0, 1}, 1),  # both busy: still 1
+        (proc_stat((1015, 5015, 10), (2015, 4015, 10)), {0, 1}, 1),  # two half-busy cores make one busy core
+        (proc_stat((1002, 5000, 38), (2001, 4029, 10)), {0, 1}, 2),  # waiting for I/O is idle
+        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {1}, 1),  # confined to core 1, which is idle
+        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {1, 2, 3}, 3),  # cores missing from /proc/stat: idle
+    ],
+    ids=["idle", "one-busy", "both-busy", "half-busy", "iowait", "affinity", "missing-cpus"],
+)
+def test_idle_threads_counts_the_cores_busy_between_two_samples(after, cpus, threads):
+    assert cli.idle_threads(BEFORE, after, cpus) == threads
+
+
+@pytest.fixture
+def unsampled(monkeypatch):
+    """default_threads() with no $OMP_NUM_THREADS, 2 cores of its own and a fresh per-process sample."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
+    cli._idle_now.cache_clear()
+    yield cli
+    cli._idle_now.cache_clear()
+
+
+def test_default_threads_samples_proc_stat_once_per_process(unsampled, tmp_path, monkeypatch):
+    stat, sleeps = tmp_path / "stat", []
+    stat.write_text(BEFORE)
+
+    def sleep(seconds: float) -> None:  # the other job keeps core 0 busy while we watch
+        sleeps.append(seconds)
+        stat.write_text(proc_stat((1030, 5000, 10), (2001, 4029, 10)))
+
+    monkeypatch.setattr(unsampled, "PROC_STAT", stat)
+    monkeypatch.setattr(unsampled.time, "sleep", sleep)
+    assert [unsampled.default_threads() for _ in range(3)] == [1, 1, 1]
+    assert sleeps == [unsampled.SAMPLE_SECONDS]
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert unsampled.default_threads() == 5
+
+
+def test_default_threads_without_proc_stat_uses_the_load_average(unsampled, tmp_path, monkeypatch):
+    monkeypatch.setattr(unsampled, "PROC_STAT", tmp_path / "missing")
+    monkeypatch.setattr(unsampled.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert unsampled.default_threads() == 1

@@ -287,9 +287,10 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
         {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1)},
         {"method": "adapter@6.7", "seed": 1, "run": run_file("adapter-6.7", 2)},
     ]
-    marks = significance(rows, qrels, tmp_path)
+    tests = significance(rows, qrels, tmp_path)
+    marks = tests.marks
     assert marks[("adapter", "")] == "†"  # 15 of 30 queries worse than full; it is the best scattered at 0.5 %
-    assert marks[("lora", "")] == "†‡"
+    assert marks[("lora", "")] == "†"  # 5 queries below the adapter: p = 0.023, 0.068 once corrected over 6 tests
     assert marks[("iaa-l", "")] == "‡"  # one query apart from full: no difference; far above the adapter
     assert ("adapter@6.7", "") not in marks  # two queries apart from full, and the only scattered one at 6.7 %
     first_stage = run_file("bm25", 20)
@@ -297,11 +298,57 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
         {"method": "cosine", "first_stage": "bm25", "run": run_file("cosine", 0), "first_stage_run": first_stage},
         {"method": "iaa-l", "first_stage": "bm25", "run": run_file("iaa-l-bm25", 19), "first_stage_run": first_stage},
     ]
-    marks_vs_first_stage = significance(reranked, qrels, tmp_path)
+    marks_vs_first_stage = significance(reranked, qrels, tmp_path).marks
     assert marks_vs_first_stage == {("cosine", "bm25"): "§"}  # 20 queries better; iaa-l's one query is no difference
-    write_tables([{**row, "ndcg@10": 0.5} for row in rows], tmp_path / "t", marks, {"paper": {"iaa-l": 0.314}})
+    write_tables([{**row, "ndcg@10": 0.5} for row in rows], tmp_path / "t", tests, {"paper": {"iaa-l": 0.314}})
     table = (tmp_path / "t.md").read_text()
     assert "| iaa-l | 1 | 0.5000 ‡ |" in table and "| 0.314 |" in table and "two-tailed paired t-test" in table
+
+
+def test_holm_multiplies_the_ith_smallest_p_value_by_m_minus_i_plus_1_and_keeps_the_order():
+    from petir.report import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_significance_marks_hold_after_holm_correction_over_the_whole_table(tmp_path):
+    """A mark an uncorrected test would give (the adapter vs full, p = 0.043) is dropped once the table's five tests
+    are corrected together; the strong ones stay, and the CSV keeps both p-values of every test."""
+    from petir.data import write_run
+    from petir.report import significance
+
+    qrels = {f"q{i}": {"rel": 1} for i in range(30)}
+
+    def run_file(name: str, misses: int) -> str:
+        """The relevant passage first for every query but the first ``misses``, where it comes third."""
+        run = {
+            q: [(d, 3.0 - k) for k, d in enumerate(["rel", "x", "y"] if i >= misses else ["x", "y", "rel"])]
+            for i, q in enumerate(qrels)
+        }
+        write_run(run, tmp_path / name, name)
+        return name
+
+    rows = [
+        {"method": "full", "seed": 1, "run": run_file("full", 0), "ndcg@10": 1.0},
+        {"method": "adapter", "seed": 1, "run": run_file("adapter", 4), "ndcg@10": 0.93},  # best scattered
+        {"method": "lora", "seed": 1, "run": run_file("lora", 12), "ndcg@10": 0.8},
+        {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1), "ndcg@10": 0.98},
+    ]
+    tests = significance(rows, qrels, tmp_path)
+    p = {(t.method, t.mark): (round(t.p, 4), round(t.p_holm, 4)) for t in tests.tests}
+    assert p[("adapter", "†")] == (0.0434, 0.1302)  # 4 of 30 queries worse: marked without correction, not with
+    assert p[("lora", "‡")] == (0.0029, 0.0118)  # 8 queries worse than the adapter: marked either way
+    assert len(tests.tests) == 5  # adapter †, lora † ‡, iaa-l † ‡ (the adapter is not tested against itself)
+    assert tests.marks == {("lora", ""): "†‡"}
+    write_tables(rows, tmp_path / "t", tests)
+    table = (tmp_path / "t.md").read_text()
+    assert "| adapter | 1 | 0.9300 |" in table and "Holm-Bonferroni correction over this table's 5 tests" in table
+    with open(tmp_path / "t.csv") as handle:
+        adapter = next(row for row in csv.DictReader(handle) if row["method"] == "adapter")
+    assert float(adapter["p_vs_full"]) == pytest.approx(0.0434, abs=1e-4)
+    assert float(adapter["p_vs_full_holm"]) == pytest.approx(0.1302, abs=1e-4)
+    assert adapter["p_vs_best_scattered"] == ""
 
 
 def test_a_new_scattered_method_is_compared_and_drawn_as_one_by_its_registry_entry(tmp_path, monkeypatch):
@@ -341,7 +388,7 @@ def test_a_new_scattered_method_is_compared_and_drawn_as_one_by_its_registry_ent
         {"method": "toy", "seed": 1, "run": run_file("toy", 15)},
         {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1)},
     ]
-    assert significance(rows, qrels, tmp_path) == {("toy", ""): "†", ("iaa-l", ""): "‡"}
+    assert significance(rows, qrels, tmp_path).marks == {("toy", ""): "†", ("iaa-l", ""): "‡"}
 
     for variant in ("toy", "iaa-l"):
         run = tmp_path / "retrieval" / variant / "seed1"
@@ -378,9 +425,9 @@ def test_the_dev_set_chooses_each_methods_learning_rate_and_marks_compare_with_t
         {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1), "dev_ndcg@10": 0.6, "ndcg@10": 0.9},
     ]
     assert chosen_on_dev(rows) == {"full": "full-lr1e-4", "iaa-l": "iaa-l"}  # mean dev 0.65 > 0.5
-    marks = significance(rows, qrels, tmp_path)
-    assert marks == {}  # iaa-l is one query from full-lr1e-4 (against full at 2e-5 it would be marked †)
-    write_tables(rows, tmp_path / "t", marks)
+    tests = significance(rows, qrels, tmp_path)
+    assert tests.marks == {}  # iaa-l is one query from full-lr1e-4 (against full at 2e-5 it would be marked †)
+    write_tables(rows, tmp_path / "t", tests)
     table = (tmp_path / "t.md").read_text()
     assert "| full-lr1e-4 ◆ | 2 |" in table and "| full | 1 |" in table and "| iaa-l | 1 |" in table
     assert "learning rate the dev set chose" in table

@@ -3,7 +3,7 @@
 An earlier reading of "connect the scattered modules" (Ma et al., CIKM 2022), made before the paper's Figure 3 was
 at hand: instead of the paper's aside bottlenecks beside frozen blocks, the inside modules (bottleneck adapters at
 the same sublayer positions as :mod:`petir.pet.adapter`) are joined by links between their states, so every module
-has a short, fully trainable path to the output. Kept as measured variants (docs/reproduce-cpu.md); saved models
+has a short, fully trainable path to the output. Kept as measured variants (docs/results-log.md); saved models
 whose config says ``connected`` (this method's name before IAA was added) load as ``linked``.
 
 Sites are numbered k = 1..K bottom to top; ``h_k`` is the sublayer's projected output (adapter input), ``x_k``
@@ -87,7 +87,7 @@ def resolve_link_init(config: LinkedConfig) -> str:
     """``auto``: closed links for the bottleneck topology, open ones for the side path.
 
     With open links a bottleneck site's state is the sum of every lower module's, which grows with depth: in the
-    study (docs/reproduce-cpu.md) identity links gave 11x larger up-projection gradients at the start and a
+    study (docs/results-log.md) identity links gave 11x larger up-projection gradients at the start and a
     re-ranker whose loss never left ln 4, while closed ones gave the best seed-1 dev nDCG@10 at both stages.
     Closed links still open: they get gradient as soon as the up-projections have moved. The side path's taps
     have no up-projection of their own, so the chain is their only way to the output and must start open.
