@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             [
                 sys.executable,
                 "-c",
-                "from petir.models import CrossEncoder; "
+                "from petir.tasks.rerank import CrossEncoder; "
                 f"CrossEncoder({str(backbone)!r}, 'iaa').save({str(reranker)!r})",
             ],
             check=True,

@@ -63,9 +63,11 @@ from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.cli import HelpFormatter
 from petir.data import read_corpus
 from petir.datasets import load_beir
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
 from petir.sampling import Group
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 from petir.trainer import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts are not a package

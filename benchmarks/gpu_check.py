@@ -38,9 +38,10 @@ import torch
 
 from petir.backbone import random_backbone
 from petir.data import Document
-from petir.models import BiEncoder, CrossEncoder
 from petir.pet import VARIANTS, get_method, resolve
 from petir.sampling import GroupSampler, TrainingQuery
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 from petir.trainer import SUMMARY_FILE, TrainConfig, Trainer, peak_memory_mb, set_seed
 
 COMPARED = ("full", "adapter", "iaa-l")  # the table's rows: full fine-tuning, the scattered adapter, IAA-L

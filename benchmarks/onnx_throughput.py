@@ -53,8 +53,10 @@ import torch
 from petir.backbone import DEFAULT_BACKBONE
 from petir.cli import HelpFormatter
 from petir.datasets import load_beir
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.onnx import OnnxModel, export
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 SPINNING = "0" if os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE" else "1"

@@ -29,12 +29,13 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
+from petir.batching import MAX_LENGTH
 from petir.data import corpus_path, read_qrels
 from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
 from petir.files import check_output, foreign_entries, listing
-from petir.models import MAX_LENGTH, STATE_FILE
+from petir.models import STATE_FILE
 from petir.pet import VARIANTS
 from petir.report import (
     ABLATIONS,

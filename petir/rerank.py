@@ -16,7 +16,6 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from petir import cli
 from petir.data import Document, Run, normalize_text, read_queries, read_run, write_run
@@ -172,46 +171,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     passage = passage_lookup(args.index, args.corpus)
 
     model = load_scorer(args.model, args.backend, args.device)
-    reranked = rerank(run, queries, passage, pair_scorer(model, args.batch_size), args.depth, partial)
+    reranked = rerank(run, queries, passage, model.pair_scorer(args.batch_size), args.depth, partial)
     write_run(reranked, args.output, args.tag)
     os.remove(partial)
     _key_file(partial).unlink(missing_ok=True)
     print(f"petir: re-ranked {len(reranked)} queries (top {args.depth}) -> {args.output}")
 
 
-#: Passage vectors a bi-encoder keeps across queries while re-ranking (FIFO beyond this many).
-VECTOR_CACHE_SIZE = 200_000
-
-
-def pair_scorer(model: Any, batch_size: int) -> Callable[[list[str], list[str]], Any]:
-    """The model's score of aligned (query, passage) pairs. A bi-encoder encodes each distinct passage once per run
-    (a first stage repeats passages across queries: SciFact's BM25 top 100 is 30k pairs over a few thousand
-    passages); a cross-encoder scores every pair."""
-    if not hasattr(model, "encode"):
-        return lambda queries, passages: model.score(queries, passages, batch_size=batch_size)
-    import numpy as np
-
-    vectors: dict[str, Any] = {}
-
-    def score(queries: list[str], passages: list[str]) -> Any:
-        new = [text for text in dict.fromkeys(passages) if text not in vectors]
-        vectors.update(zip(new, model.encode(new, "passage", batch_size), strict=True))
-        distinct = list(dict.fromkeys(queries))
-        query_vectors = dict(zip(distinct, model.encode(distinct, "query", batch_size), strict=True))
-        scores = np.array([vectors[p] @ query_vectors[q] for q, p in zip(queries, passages, strict=True)])
-        for text in list(vectors)[: max(0, len(vectors) - VECTOR_CACHE_SIZE)]:
-            del vectors[text]
-        return scores
-
-    return score
-
-
 def load_scorer(model: Path, backend: str, device: str):
-    """What scores the pairs: a petir cross-encoder, a petir bi-encoder (its retrieval score), or a plain backbone
-    (its mean-pooled cosine: the baseline a trained re-ranker must beat)."""
-    from petir.models import CONFIG_FILE, MODEL_TYPE, STATE_FILE, BiEncoder
+    """What scores the pairs (its ``pair_scorer``): a petir model of any task (a cross-encoder's score, a
+    bi-encoder's retrieval score), or a plain backbone (as :data:`petir.tasks.PLAIN_BACKBONE_TASK`'s untrained model:
+    its mean-pooled cosine, the baseline a trained re-ranker must beat)."""
+    from petir.models import CONFIG_FILE, MODEL_TYPE, STATE_FILE
     from petir.onnx import load_inference_model
     from petir.pet import REFERENCE_METHOD
+    from petir.tasks import PLAIN_BACKBONE_TASK, get_task
 
     if not model.is_dir():
         raise PetirError(f"{model}: no such model directory; pass a petir model (OUTPUT/model of petir.train)")
@@ -222,7 +196,8 @@ def load_scorer(model: Path, backend: str, device: str):
     is_petir = is_petir or (model / STATE_FILE).exists()  # a petir directory, if a damaged one
     if is_petir or backend != "torch":
         return load_inference_model(model, backend=backend, device=device)
-    return BiEncoder(str(model), REFERENCE_METHOD).to(cli.resolve_device(device)).eval()  # adds no modules
+    plain = get_task(PLAIN_BACKBONE_TASK).model(str(model), REFERENCE_METHOD)  # adds no modules
+    return plain.to(cli.resolve_device(device)).eval()
 
 
 def partial_key(args: argparse.Namespace) -> dict[str, str]:

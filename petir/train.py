@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,9 +27,10 @@ from petir.data import (
     split_dev,
 )
 from petir.datasets import load_beir, resolve_beir
+from petir.distributed import main_process_first
 from petir.errors import PetirError
-from petir.models import TASKS, PetModel
-from petir.ondisk import ids_by_position, open_corpus, open_queries
+from petir.models import PetModel
+from petir.ondisk import open_corpus, open_queries
 from petir.pet import (
     BUDGETS,
     DEFAULT_BUDGET,
@@ -45,7 +45,8 @@ from petir.pet import (
     variant_of,
 )
 from petir.sampling import GroupSampler, TrainingQuery, Triples, TripleSampler, training_queries
-from petir.trainer import RUN_OUTPUTS, TrainConfig, Trainer, check_run_directory, main_process_first, set_seed
+from petir.tasks import DEFAULT_TASK, TASKS, Task, get_task
+from petir.trainer import RUN_OUTPUTS, TrainConfig, Trainer, check_run_directory, set_seed
 
 EXAMPLES = """
 examples:
@@ -155,17 +156,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="rerank: dev queries re-rank their BM25 top-k, as at test time; retrieval: BM25 candidates kept in a "
         "sampled dev corpus",
     )
-    data.add_argument(
-        "--dev-corpus",
-        type=cli.Bounded(int, minimum=1),
-        default=10_000,
-        help="retrieval: dev queries search the whole corpus up to this many passages; above, their judged "
-        "passages and BM25 candidates plus a seeded sample",
-    )
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--task", choices=TASKS, default="retrieval", help="retrieval: a bi-encoder; rerank: a cross-encoder"
+        "--task",
+        choices=TASKS,
+        default=DEFAULT_TASK,
+        help="; ".join(f"{task.name}: a {task.kind}" for task in TASKS.values()),
     )
     model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
     model.add_argument(
@@ -289,32 +286,9 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
         dev_run = workspace.bm25(dev_queries, hits=args.dev_depth) if dev_queries else {}
     negatives = mine_hard_negatives(train_run, train_qrels, args.negative_depth)
     first_stage = {qid: [docid for docid, _ in dev_run.get(qid, [])[: args.dev_depth]] for qid in dev_queries}
-    if args.task == "retrieval":
-        pools = dict.fromkeys(dev_queries, dev_corpus(corpus, first_stage, dev_qrels, args.dev_corpus))
-    else:
-        pools = first_stage
+    task = get_task(args.task)
+    pools = task.dev_pools(corpus, first_stage, dev_qrels, task_data_options(task, args))
     return TrainingData(corpus, queries, training_queries(queries, train_qrels, negatives), dev_qrels, pools)
-
-
-def dev_corpus(
-    corpus: Mapping[str, Document], first_stage: dict[str, list[str]], dev_qrels: Qrels, size: int
-) -> list[str]:
-    """The passages a retrieval dev check searches: the whole corpus up to ``size`` passages; above, the dev
-    queries' judged passages and BM25 candidates plus a seeded sample of the rest (a corpus-wide search, scaled
-    down, so the dev metric ranks against the same kind of distractors as the test)."""
-    ids = ids_by_position(corpus)
-    if len(ids) <= size:
-        return list(ids)
-    kept = dict.fromkeys(
-        [*(docid for qid in first_stage for docid in first_stage[qid]), *(d for q in first_stage for d in dev_qrels[q])]
-    )
-    # positions, not ids, are sampled: listing every id of an MS MARCO-sized corpus would hold it in memory
-    wanted = max(0, size - len(kept))
-    for position in random.Random(0).sample(range(len(ids)), min(len(ids), wanted + len(kept))):
-        if len(kept) >= size:
-            break
-        kept.setdefault(ids[position], None)
-    return list(kept)
 
 
 def _check_dev_size(dev_queries: int, available: int) -> None:
@@ -384,43 +358,56 @@ def describe_dev(data: TrainingData) -> str:
     return f"{len(data.dev_pools)} dev queries over {passages:,} passages ({pairs:,} query-passage scores a check)"
 
 
-#: Data flags that only one task reads.
-TASK_DATA_FLAGS = {"retrieval": ("dev_corpus",)}
-#: Flags that only one task reads (its options, and its own data flags): giving one to the other task is an error,
-#: not silently ignored.
-TASK_FLAGS = {
-    task: (*(field.name for field in dataclasses.fields(task_class.options_class)), *TASK_DATA_FLAGS.get(task, ()))
-    for task, task_class in TASKS.items()
-}
-#: Flags that --triples makes meaningless (the triples bring passages and negatives).
-NOT_WITH_TRIPLES = (
-    *("data", "qrels", "dev_qrels"),
-    *("negatives_run", "negative_depth", "dev_depth", "dev_corpus"),
-)
+#: Flags that --triples makes meaningless (the triples bring passages and negatives; and a task's own data flags
+#: shape the dev pools of a BM25 search, which triples have none of).
+NOT_WITH_TRIPLES = (*("data", "qrels", "dev_qrels"), *("negatives_run", "negative_depth", "dev_depth"))
+
+
+def task_flags(task: Task) -> list[str]:
+    """The flags only ``task`` reads (its options and its own data flags): giving one to another task is an error,
+    not silently ignored."""
+    return [*_field_names(task.model.options_class), *_field_names(task.data_options)]
+
+
+def _field_names(options_class: type | None) -> list[str]:
+    return [field.name for field in dataclasses.fields(options_class)] if options_class is not None else []
 
 
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     given = {name for name, value in vars(args).items() if value != parser.get_default(name)}
-    for task, names in TASK_FLAGS.items():
-        wrong = sorted(given & set(names)) if task != args.task else []
+    task = get_task(args.task)
+    for other in TASKS.values():
+        wrong = sorted(given & set(task_flags(other))) if other is not task else []
         if wrong:
-            raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {task} only")
-    if args.task == "rerank" and args.negatives == 0:
-        raise PetirError("--negatives 0 leaves a re-ranker no passage to rank a positive against; give 1 or more")
+            raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {other.name} only")
+    if args.negatives < task.min_negatives:
+        raise PetirError(
+            f"--negatives {args.negatives} leaves a {task.noun} no passage to rank a positive against; give "
+            f"{task.min_negatives} or more"
+        )
     if args.triples:
-        wrong = sorted(given & set(NOT_WITH_TRIPLES))
+        wrong = sorted(given & {*NOT_WITH_TRIPLES, *_field_names(task.data_options)})
         if wrong:
             raise PetirError(f"--{wrong[0].replace('_', '-')} cannot be combined with --triples")
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
-    return cli.dataclass_values(TASKS[args.task].options_class, args)
+    return cli.dataclass_values(get_task(args.task).model.options_class, args)
+
+
+def task_data_options(task: Task, args: argparse.Namespace) -> Any:
+    """The task's own data flags as its ``data_options`` dataclass (None where it has none)."""
+    return task.data_options(**cli.dataclass_values(task.data_options, args)) if task.data_options else None
 
 
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of each task's options dataclass: its default, choices and help live there alone."""
-    for task, task_class in TASKS.items():
-        cli.add_dataclass_flags(parser.add_argument_group(f"{task} options (--task {task})"), task_class.options_class)
+    """One flag per field of each task's options (and data options) dataclass: its default, choices and help live
+    there alone."""
+    for task in TASKS.values():
+        group = parser.add_argument_group(f"{task.name} options (--task {task.name})")
+        for options_class in (task.model.options_class, task.data_options):
+            if options_class is not None:
+                cli.add_dataclass_flags(group, options_class)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -436,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
         data = load_training_data(args)
     set_seed(args.seed)
-    model = TASKS[args.task](args.backbone, method, pet_options, budget, **task_options(args))
+    model = get_task(args.task).model(args.backbone, method, pet_options, budget, **task_options(args))
     report = model.parameter_report()
     print(
         f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "

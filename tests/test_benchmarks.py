@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_PASSAGES
-from petir.models import BiEncoder, CrossEncoder
 from petir.pet import VARIANTS
 from petir.sampling import Group
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 
 QUERIES = ["the cat sat", "cancer risk increase", "protein gene cell", "a dog on the mat"]
 PASSAGES = TINY_PASSAGES

@@ -11,9 +11,12 @@ from safetensors.torch import load_file
 
 from conftest import make_tiny_backbone, perturb
 from petir.errors import ModelMismatchError, PetirError
-from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, false_negatives
+from petir.losses import false_negatives
+from petir.models import STATE_FILE, PetModel
 from petir.pet import METHODS, count_parameters
 from petir.sampling import Group
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 
 TEXTS = ["the cat sat on the mat", "a dog", "protein cell gene"]
 GROUPS = [Group("the cat", ["cat sat on the mat", "dog"]), Group("cancer risk", ["cancer risk increase", "a mat"])]

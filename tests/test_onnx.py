@@ -12,17 +12,17 @@ import pytest
 
 from conftest import PET_IDS, PET_VARIANTS, perturb
 from petir.errors import PetirError
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_DIR,
     ONNX_FILE,
-    OnnxBiEncoder,
-    OnnxCrossEncoder,
     export,
     load_inference_model,
     main,
 )
+from petir.tasks.rerank import CrossEncoder, OnnxCrossEncoder
+from petir.tasks.retrieval import BiEncoder, OnnxBiEncoder
 
 # Unequal lengths (padding inside a batch), and lengths and batch sizes other than the traced example's.
 QUERIES = ["the cat", "cancer risk increase in a protein study on the cell", "gene", "a dog sat on the mat", "x"]
@@ -133,7 +133,7 @@ import faiss, numpy as np
 import pyserini.encode  # first, so that petir's start-up hook (where installed) registers its encoders
 from pyserini.search.faiss import FaissSearcher
 from petir_pyserini._encoders import PetirQueryEncoder
-from petir.models import BiEncoder
+from petir.tasks.retrieval import BiEncoder
 
 model_dir, index_dir, passages, queries = {str(model_dir)!r}, {str(tmp_path / "index")!r}, {PASSAGES!r}, {QUERIES!r}
 import os; os.makedirs(index_dir)

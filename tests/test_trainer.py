@@ -17,8 +17,10 @@ import torch
 from conftest import PET_IDS, PET_VARIANTS, perturb
 from petir.data import Document
 from petir.errors import PetirError
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.sampling import Group, GroupSampler, Permutation, TrainingQuery, Triples, TripleSampler
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 from petir.trainer import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, TrainConfig, Trainer, set_seed
 
 WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()

@@ -1,0 +1,55 @@
+"""What a task is to petir: one :class:`Task` entry, read by every command, so that none of them asks which task a
+model is (as :class:`petir.pet.PetMethod` is for a PET method)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from petir.data import Document, Pools, Qrels
+
+if TYPE_CHECKING:
+    from petir.models import PetModel
+    from petir.onnx import OnnxModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task: its model, its ONNX twin, how its dev check and its saved model are made, and what it can do.
+
+    - ``model``: its :class:`~petir.models.PetModel` subclass (options dataclass, loss, ranking, inference and
+      :class:`~petir.batching.GraphOutput`), whose ``task`` is the task's :attr:`name`; ``onnx``: its
+      :class:`~petir.onnx.OnnxModel` twin, with the same ``encode`` or ``score`` and ``pair_scorer``;
+    - ``kind``: what its model is ("bi-encoder": the model card, ``--task`` help); ``noun``: what a trained one is
+      called in messages ("retriever");
+    - ``dev_pools(corpus, first_stage, dev_qrels, data_options)``: the candidates each dev query ranks, from its
+      BM25 top ``--dev-depth`` (``first_stage``); ``data_options``: a dataclass of the flags only this task's data
+      reads (each field a :func:`petir.cli.option`), or None;
+    - ``usage``: the model card's "Use" section (markdown);
+    - ``min_negatives``: the fewest hard negatives per query its loss can learn from;
+    - ``export(model, directory, source)``: writes what makes a merged backbone in ``directory`` a standard model of
+      this task (``python -m petir.export``); None where there is none, ``no_export`` saying why;
+    - ``pyserini``: its ``encode`` gives one vector per text that Pyserini's Faiss encode and search take (the
+      plug-in's encoders);
+    - ``study``: its stage of ``python -m petir.reproduce`` (:class:`petir.reproduce.StudyStage`), or None.
+    """
+
+    model: type[PetModel]
+    onnx: type[OnnxModel]
+    kind: str
+    noun: str
+    dev_pools: Callable[[Mapping[str, Document], Pools, Qrels, Any], Pools]
+    usage: str
+    data_options: type | None = None
+    min_negatives: int = 0
+    export: Callable[[PetModel, Path, Path], None] | None = None
+    no_export: str = ""
+    pyserini: bool = False
+    study: Any = None
+
+    @property
+    def name(self) -> str:
+        """The one word for the task in ``--task``, config.json, the study's stage directories and the docs."""
+        return self.model.task
