@@ -234,9 +234,12 @@ def option(
     """A dataclass field that is also a CLI flag: its default, ``--help`` text, choices and range (``bounds``, for a
     number) live here alone (:func:`add_dataclass_flags`). ``flag`` overrides the flag's name (``--lr`` for
     ``learning_rate``); ``parse`` turns the flag's text into the value where the field's type cannot (a
-    comma-separated list). A list default makes a repeatable flag (each use appends); a :class:`Computed` default
-    is computed anew each time."""
+    comma-separated list), and then a text default is the flag's as written (``--help`` shows it) and parsed for the
+    field's. A list default makes a repeatable flag (each use appends); a :class:`Computed` default is computed anew
+    each time."""
     metadata = {"help": help, "choices": choices, "flag": flag, "bounds": bounds, "metavar": metavar, "parse": parse}
+    if parse is not None and isinstance(default, str):
+        return dataclasses.field(default_factory=lambda: parse(default), metadata={**metadata, "text": default})
     if isinstance(default, Computed):
         return dataclasses.field(default_factory=default.compute, metadata=metadata)
     if isinstance(default, list):
@@ -255,6 +258,7 @@ def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
         metadata = field.metadata
         flag = metadata["flag"] or f"--{field.name.replace('_', '-')}"
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        default = metadata.get("text", default)  # argparse parses a text default as it parses the flag
         common = {"dest": field.name, "default": default, "help": metadata["help"]}
         if metadata["metavar"] is not None:
             common["metavar"] = metadata["metavar"]
@@ -264,7 +268,7 @@ def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
         choices = choices.compute() if isinstance(choices, Computed) else choices
         if kind is bool:
             group.add_argument(flag, action="store_true", **common)
-        elif typing.get_origin(hint) is list:
+        elif typing.get_origin(hint) is list and metadata["parse"] is None:
             group.add_argument(flag, action="append", type=kind, choices=choices, **common)
         else:
             kind = metadata["parse"] or metadata["bounds"] or kind

@@ -11,6 +11,7 @@ scores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +32,22 @@ example (BM25 top-100 from Pyserini, then an IAA-L re-ranker):
 """
 
 
+@dataclasses.dataclass
+class RerankCommand:
+    """How ``petir.rerank`` scores (its flags beside the input and output paths)."""
+
+    depth: int = cli.option(100, "passages re-scored per query", bounds=cli.Bounded(int, minimum=1))
+    batch_size: int = cli.option(32, "query-passage pairs per forward pass", bounds=cli.Bounded(int, minimum=1))
+    device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
+    backend: str = cli.option(
+        "torch",
+        "onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "
+        "graph (docs/results/onnx-throughput.md: speed and quality)",
+        ("torch", "onnx", "onnx-int8"),
+    )
+    tag: str = cli.option("petir", "run tag written in the last column")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m petir.rerank", description=__doc__, epilog=EXAMPLES)
     parser.add_argument("--run", required=True, type=Path, help="input TREC run ('qid Q0 docid rank score tag')")
@@ -46,19 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "retrieval score (the backbone: mean-pooled cosine)",
     )
     parser.add_argument("--output", required=True, type=Path, help="output TREC run")
-    parser.add_argument("--depth", type=cli.Bounded(int, minimum=1), default=100, help="passages re-scored per query")
-    parser.add_argument(
-        "--batch-size", type=cli.Bounded(int, minimum=1), default=32, help="query-passage pairs per forward pass"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--backend",
-        choices=("torch", "onnx", "onnx-int8"),
-        default="torch",
-        help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "
-        "graph (docs/results/onnx-throughput.md: speed and quality)",
-    )
-    parser.add_argument("--tag", default="petir", help="run tag written in the last column")
+    cli.add_dataclass_flags(parser, RerankCommand)
     cli.add_overwrite_flag(
         parser,
         "an existing --output, and discard the scores OUTPUT.partial.jsonl kept from an interrupted re-ranking of "
