@@ -39,7 +39,6 @@ import torch
 
 from petir.backbone import random_backbone
 from petir.data import Document
-from petir.models import PetModel
 from petir.pet import VARIANTS, get_method, resolve
 from petir.reproduce import stage_training
 from petir.sampling import GroupSampler, TrainingQuery
@@ -137,8 +136,8 @@ def train_variant(
 
 
 def cuda_matches_cpu(backbone: Path, texts: Texts, device: torch.device) -> dict[str, float]:
-    """Max abs difference of every task's IAA-L outputs (its inference function) between ``device`` and the CPU
-    (fp32)."""
+    """Max abs difference of every task's IAA-L outputs (a bi-encoder's vectors, a cross-encoder's scores) between
+    ``device`` and the CPU (fp32)."""
     method, options = resolve("iaa-l")
     queries, passages = [texts(10) for _ in range(16)], [texts(120) for _ in range(16)]
     differences = {}
@@ -149,24 +148,10 @@ def cuda_matches_cpu(backbone: Path, texts: Texts, device: torch.device) -> dict
             for parameter in model.parameters():
                 if parameter.requires_grad:
                     parameter.add_(torch.randn_like(parameter) * 0.02)
-        on_cpu = outputs(model.to("cpu"), queries, passages)
-        on_device = outputs(model.to(device), queries, passages)
+        on_cpu = model.to("cpu").outputs(queries, passages, batch_size=8)
+        on_device = model.to(device).outputs(queries, passages, batch_size=8)
         differences[task.name] = float(np.abs(on_cpu - on_device).max())
     return differences
-
-
-def outputs(model: PetModel, queries: list[str], passages: list[str], batch: int = 8) -> np.ndarray:
-    """The model's inference outputs on its own features of the (query, passage) pairs, ``batch`` at a time."""
-    with torch.inference_mode():
-        return np.concatenate(
-            [
-                model.inference(model.example_features(queries[i : i + batch], passages[i : i + batch]))
-                .float()
-                .cpu()
-                .numpy()
-                for i in range(0, len(passages), batch)
-            ]
-        )
 
 
 def inference_throughput(backbone: Path, texts: Texts, count: int, device: torch.device) -> dict[str, Any]:
@@ -178,9 +163,9 @@ def inference_throughput(backbone: Path, texts: Texts, count: int, device: torch
             model = task.model(str(backbone), method, options).to(device).eval()  # 256 tokens: the tasks' default
             for label in ("fp32", "bf16"):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=label == "bf16"):
-                    outputs(model, queries[:256], passages[:256], batch=128)  # warm-up
+                    model.outputs(queries[:256], passages[:256], batch_size=128)  # warm-up
                     begin = time.perf_counter()
-                    outputs(model, queries, passages, batch=128)
+                    model.outputs(queries, passages, batch_size=128)
                     _sync(device)
                     results.setdefault(f"{variant}/{label}", {})[task.name] = round(
                         count / (time.perf_counter() - begin), 1

@@ -138,6 +138,11 @@ class TextEncoder:
             self.graph_output.item_shape(self.dimension),
         )
 
+    def outputs(self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32) -> Any:
+        """What the task's graph computes for these examples, batched as :meth:`encode` batches: the passages'
+        vectors (the queries are not used)."""
+        return self.encode(passages, "passage", batch_size)
+
     def pair_scorer(self, batch_size: int) -> Scorer:
         """The retrieval score (vector product) of aligned (query, passage) pairs, as ``petir.rerank`` uses it. Each
         distinct passage is encoded once per run (a first stage repeats passages across queries: SciFact's BM25 top
@@ -178,6 +183,10 @@ class PairScorer:
             progress,
             self.graph_output.item_shape(0),
         )
+
+    def outputs(self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """What the task's graph computes for these examples, batched as :meth:`score` batches: the pairs' scores."""
+        return self.score(queries, passages, batch_size)
 
     def pair_scorer(self, batch_size: int) -> Scorer:
         """The model's score of aligned (query, passage) pairs, as ``petir.rerank`` uses it."""

@@ -152,7 +152,8 @@ class PetModel(nn.Module):
         self._setup(task_options)
 
     def _setup(self, options: Any) -> None:
-        """Set the task's options (an ``options_class`` instance) and build its head, if any."""
+        """Keep the task's options (an ``options_class`` instance), each as an attribute of its name (what
+        :meth:`options` saves in config.json, a length within the backbone's limit), and build its head, if any."""
         raise NotImplementedError
 
     # -- what is trained -------------------------------------------------------------------------------------
