@@ -14,7 +14,7 @@ knows nothing about PET methods, nor about tasks.
 Then swap the torch model for its twin (the task's ``onnx`` class), which has the same ``encode``/``score``
 signatures::
 
-    model = load_inference_model(MODEL_DIR, backend="onnx")     # e.g. petir.tasks.retrieval.OnnxBiEncoder
+    model = load_inference_model(MODEL_DIR, backend="onnx")     # the twin of the saved task
     vectors = model.encode(texts, "query")
 
 Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). It needs only the ``onnx``

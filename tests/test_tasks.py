@@ -3,8 +3,9 @@
 A toy third task (late interaction: one vector per token, scored by MaxSim, as ColBERT does) and a toy PET method are
 registered here, in the test (the registries patched, the library untouched), and go through the public entry points:
 ``petir.train`` trains, saves and loads each; ``petir.onnx`` exports the toy task (its per-token output: a dynamic
-sequence axis, and texts of different lengths batched together); ``petir.export`` refuses the toy task in one line and
-exports the toy method's retriever. The other tests over tasks enumerate :data:`petir.tasks.TASKS`.
+sequence axis, and texts of different lengths batched together) and ``petir.rerank`` re-ranks with its twin;
+``petir.export`` refuses the toy task in one line and exports the toy method's retriever. The other tests over tasks
+enumerate :data:`petir.tasks.TASKS`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from torch import nn
 from conftest import TINY_PASSAGES, flags, run_cli
 from petir import cli, pet
 from petir.batching import MAX_LENGTH, GraphOutput, TextEncoder
-from petir.data import Corpus, Pools, Queries, Run, write_run
+from petir.data import Corpus, Document, Pools, Queries, Run, read_run, write_run, write_topics
 from petir.errors import PetirError
 from petir.losses import listwise_loss
 from petir.models import CONFIG_FILE, PetModel
 from petir.onnx import OnnxModel, export, load_inference_model
 from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, nothing_to_merge, ranged
+from petir.rerank import main as rerank_main
 from petir.sampling import Group
 from petir.tasks import RENAMED, TASKS, Task, get_task, saved_task_name
 from petir.train import main as train_main
@@ -82,7 +84,19 @@ def maxsim(query: np.ndarray, passage: np.ndarray) -> float:
     return float((query @ passage.T).max(axis=1).sum())
 
 
-class LateInteraction(PetModel, TextEncoder):
+class MaxSim(TextEncoder):
+    """A late-interaction encoder's score of (query, passage) pairs: each query token's best passage token, summed."""
+
+    def pair_scorer(self, batch_size: int):
+        def score(queries: list[str], passages: list[str]) -> np.ndarray:
+            queries, passages = self.encode(queries, "query", batch_size), self.encode(passages, "passage", batch_size)
+            scores = [maxsim(query, passage) for query, passage in zip(queries, passages, strict=True)]
+            return np.array(scores, dtype=np.float32)
+
+        return score
+
+
+class LateInteraction(PetModel, MaxSim):
     task = "toy"
     options_class = ToyOptions
     graph_output = TOKENS
@@ -122,16 +136,15 @@ class LateInteraction(PetModel, TextEncoder):
         return per_text(self.inference(features).float().cpu().numpy(), features["attention_mask"].cpu().numpy())
 
     def rank(self, queries: Queries, pools: Pools, corpus: Corpus, batch_size: int = 32, progress: bool = False) -> Run:
+        score = self.pair_scorer(batch_size)
         run = {}
         for qid, pool in pools.items():
-            query = self.encode([queries[qid]], "query")[0]
-            passages = self.encode([corpus[docid].contents for docid in pool], "passage", batch_size)
-            scores = [maxsim(query, passage) for passage in passages]
+            scores = score([queries[qid]] * len(pool), [corpus[docid].contents for docid in pool]).tolist()
             run[qid] = sorted(zip(pool, scores, strict=True), key=lambda hit: -hit[1])
         return run
 
 
-class OnnxLateInteraction(OnnxModel, TextEncoder):
+class OnnxLateInteraction(OnnxModel, MaxSim):
     task = "toy"
     graph_output = TOKENS
 
@@ -212,6 +225,16 @@ def test_a_task_and_a_method_registered_in_a_test_train_save_load_and_export(toy
     assert isinstance(onnx_model, OnnxLateInteraction)
     found = onnx_model.encode(TINY_PASSAGES, batch_size=4)
     assert all(np.abs(a - b).max() < 1e-4 for a, b in zip(found, vectors, strict=True))
+
+    # petir.rerank with the ONNX twin: the task's own pair score, the same as torch's ranking of the pools.
+    write_topics({"q1": "the cat", "q2": "gene risk"}, tmp_path / "topics.tsv")
+    write_run({qid: [(f"d{j}", 1.0) for j in range(6)] for qid in ("q1", "q2")}, tmp_path / "first.trec", "x")
+    argv = flags(run=tmp_path / "first.trec", topics=tmp_path / "topics.tsv", corpus=beir[0] / "corpus.jsonl")
+    argv += flags(model=model_dir, backend="onnx", output=tmp_path / "reranked.trec")
+    assert run_cli(rerank_main, argv) is None
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(TINY_PASSAGES)}
+    ranked = model.rank({"q1": "the cat"}, {"q1": [f"d{j}" for j in range(6)]}, corpus)
+    assert [docid for docid, _ in read_run(tmp_path / "reranked.trec")["q1"]] == [docid for docid, _ in ranked["q1"]]
 
     # petir.export: the toy task has no standard form, said in one line.
     error = run_cli(export_main, [str(model_dir), "--output", str(tmp_path / "plain")])
