@@ -11,8 +11,9 @@ For the default backbone (all-MiniLM-L6-v2) and every named variant of :data:`pe
    how petir's ``PetirAutoModel`` always runs. Overheads are given against both; the inference-mode one is the
    like-for-like comparison. The models are untrained: a forward pass does the same arithmetic whatever the
    weights' values (dense kernels, no sparsity shortcuts), so throughput does not depend on training.
-2. **Training** per method, for both tasks at the study's settings (bi-encoder: 16 queries x (1 positive + 1
-   negative) passages, 128 passage tokens; cross-encoder: 8 queries x 4 pairs, 128 tokens): the median time of
+2. **Training** per method, for every task of the study at its settings (``petir.reproduce``'s defaults, from each
+   task's stage: retrieval: 16 queries x (1 positive + 1 negative) passages, 128 passage tokens; rerank: 8 queries x
+   4 pairs, 128 tokens): the median time of
    one optimizer step (forward, backward, gradient clipping, AdamW; the batch is tokenised once, outside the
    timing), and the training memory beyond the frozen weights, counted exactly rather than read from the
    process's RSS (which holds everything loaded before): (a) activations, the bytes of the tensors autograd saves
@@ -63,9 +64,11 @@ from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.cli import HelpFormatter
 from petir.data import read_corpus
 from petir.datasets import load_beir
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
+from petir.reproduce import stage_training, study_tasks
 from petir.sampling import Group
+from petir.tasks import TASKS
 from petir.trainer import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts are not a package
@@ -123,6 +126,10 @@ def variant_model(task_class: type[PetModel], backbone: str, variant: str, **opt
 
 
 # -- 1. encoding throughput through Pyserini -----------------------------------------------------------------------
+#: The task whose models Pyserini encodes with (its vectors index in Faiss): a bi-encoder.
+ENCODER = next(task for task in TASKS.values() if task.pyserini)
+
+
 def pyserini_encoder(directory: str | os.PathLike, max_length: int, inference_mode: bool = False) -> Encode:
     """Pyserini's ``AutoDocumentEncoder`` on ``directory`` (a petir directory or a plain backbone), called as
     ``python -m pyserini.encode`` calls it; ``inference_mode`` wraps each call in ``torch.inference_mode``."""
@@ -267,13 +274,14 @@ def training_costs(models: dict[str, PetModel], groups: Sequence[Group], steps: 
     return results
 
 
-TASKS = {
-    # task: (model class, model options, queries per batch, passages per query): the study's settings
-    # (petir.reproduce: --batch-size 16, 1 hard negative, --train-passage-length 128; rerank: --rerank-batch-size
-    # 8, --rerank-negatives 3, --rerank-max-length 128)
-    "bi-encoder": (BiEncoder, {"passage_max_length": 128}, 16, 2),
-    "cross-encoder": (CrossEncoder, {"max_length": 128}, 8, 4),
-}
+def study_training() -> dict[str, tuple[type[PetModel], dict[str, Any], int, int]]:
+    """Per task of the study: (model class, model options, queries per batch, passages per query), as
+    ``petir.reproduce`` trains it by default."""
+    settings = {}
+    for task in study_tasks():
+        options, queries, negatives = stage_training(task)
+        settings[task.name] = (task.model, options, queries, 1 + negatives)
+    return settings
 
 
 # -- report ------------------------------------------------------------------------------------------------------
@@ -529,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             REFERENCE_INFERENCE: pyserini_encoder(backbone_dir, args.max_length, inference_mode=True),
         }
         for variant in variants:
-            directory = variant_model(BiEncoder, args.backbone, variant).save(Path(scratch) / variant)
+            directory = variant_model(ENCODER.model, args.backbone, variant).save(Path(scratch) / variant)
             encoders[variant] = pyserini_encoder(directory, args.max_length)
         rows = encoding_throughput(encoders, texts, args.batch_size, args.repeats)
         del encoders
@@ -553,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     loads["after encoding"] = load_average()
 
     results["training"] = {"steps": args.steps, "tasks": {}}
-    for task, (task_class, options, queries, group_size) in TASKS.items():
+    for task, (task_class, options, queries, group_size) in study_training().items():
         groups, source = training_groups(queries, group_size)
         results["training"]["data"] = source
         print(f"training {task}: {queries} queries x {group_size} passages ({source})", flush=True)
@@ -570,12 +578,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"total {100 * row['memory_vs_full']:5.1f} % of full",
                 flush=True,
             )
-        tokens = options.get("passage_max_length", options.get("max_length"))
-        setting = (
-            f"{queries} queries x (1 positive + {group_size - 1} negative) passages, {tokens} passage tokens"
-            if task_class is BiEncoder
-            else f"{queries} queries x {group_size} pairs, {tokens} tokens"
-        )
+        shown = ", ".join(f"{name} {value}" for name, value in options.items())
+        setting = f"{queries} queries x (1 positive + {group_size - 1} negatives) passages, {shown}"
         results["training"]["tasks"][task] = {
             "queries": queries,
             "group_size": group_size,

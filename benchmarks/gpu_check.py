@@ -5,15 +5,16 @@ network and no model weights: the backbone is a randomly initialised BERT-base c
 110 M parameters) with a synthetic word-piece vocabulary, saved to a temporary directory, and the texts are
 synthetic sentences over that vocabulary. Nothing imported here needs Pyserini (checked at the end).
 
-1. **Training**: every registry variant trains a retriever for ``--steps`` optimizer steps through petir's
-   ``Trainer`` (bf16 autocast, or fp16 with a gradient scaler where the GPU lacks bf16), batch 32 queries x
-   (1 positive + 3 negatives) passages of 128 tokens; the loss must be finite. Training queries/s (steps after the
-   first) and peak GPU memory are reported; the table in the output compares full fine-tuning, IAA-L and the
-   adapter, the question a GPU user asks first.
-2. **CUDA against CPU**: an IAA-L bi-encoder and cross-encoder (trained modules perturbed off zero) compute the
-   same vectors and scores on the GPU and on the CPU (fp32, max abs difference <= 1e-3).
-3. **Inference throughput**: ``--passages`` passages encoded (256 tokens, batch 128) and as many query-passage
-   pairs scored, fp32 and under bf16 autocast: passages/s and pairs/s, IAA-L against the plain backbone.
+1. **Training**: every registry variant trains a model of ``--task`` (default: a retriever) for ``--steps``
+   optimizer steps through petir's ``Trainer`` (bf16 autocast, or fp16 with a gradient scaler where the GPU lacks
+   bf16), batch 32 queries x (1 positive + 3 negatives) passages, at the lengths the study trains with (128
+   tokens); the loss must be finite. Training queries/s (steps after the first) and peak GPU memory are reported;
+   the table in the output compares full fine-tuning, IAA-L and the adapter, the question a GPU user asks first.
+2. **CUDA against CPU**: an IAA-L model of every task (trained modules perturbed off zero) computes the same outputs
+   (a bi-encoder's vectors, a cross-encoder's scores) on the GPU and on the CPU (fp32, max abs difference <= 1e-3).
+3. **Inference throughput**: ``--passages`` items through every task's inference function (256 tokens, batch
+   128; a bi-encoder encodes passages, a cross-encoder scores query-passage pairs), fp32 and under bf16 autocast:
+   items/s per task, IAA-L against the plain backbone.
 
 Writes a JSON report (``--output``) and prints a Markdown table::
 
@@ -38,9 +39,10 @@ import torch
 
 from petir.backbone import random_backbone
 from petir.data import Document
-from petir.models import BiEncoder, CrossEncoder
 from petir.pet import VARIANTS, get_method, resolve
+from petir.reproduce import stage_training
 from petir.sampling import GroupSampler, TrainingQuery
+from petir.tasks import DEFAULT_TASK, TASKS, Task
 from petir.trainer import SUMMARY_FILE, TrainConfig, Trainer, peak_memory_mb, set_seed
 
 COMPARED = ("full", "adapter", "iaa-l")  # the table's rows: full fine-tuning, the scattered adapter, IAA-L
@@ -81,11 +83,11 @@ def precision(device: torch.device) -> dict[str, bool]:
 
 
 def train_variant(
-    backbone: Path, variant: str, data: tuple, steps: int, batch: int, device: torch.device, work: Path
+    task: Task, backbone: Path, variant: str, data: tuple, steps: int, batch: int, device: torch.device, work: Path
 ) -> dict[str, Any]:
     method, options = resolve(variant)
     set_seed(1)
-    model = BiEncoder(str(backbone), method, options, passage_max_length=128, query_max_length=32)
+    model = task.model(str(backbone), method, options, **stage_training(task)[0])
     sampler = GroupSampler(data[0], data[1], batch_size=batch, negatives=3, seed=1)
     config = TrainConfig(
         output_dir=work / variant,
@@ -134,23 +136,21 @@ def train_variant(
 
 
 def cuda_matches_cpu(backbone: Path, texts: Texts, device: torch.device) -> dict[str, float]:
-    """Max abs difference of IAA-L vectors and scores between ``device`` and the CPU (fp32)."""
+    """Max abs difference of every task's IAA-L outputs (a bi-encoder's vectors, a cross-encoder's scores) between
+    ``device`` and the CPU (fp32)."""
     method, options = resolve("iaa-l")
     queries, passages = [texts(10) for _ in range(16)], [texts(120) for _ in range(16)]
     differences = {}
-    for task, compute in (
-        (BiEncoder, lambda m: m.encode(passages, batch_size=8)),
-        (CrossEncoder, lambda m: m.score(queries, passages, batch_size=8)),
-    ):
+    for task in TASKS.values():
         set_seed(2)
-        model = task(str(backbone), method, options).eval()
+        model = task.model(str(backbone), method, options).eval()
         with torch.no_grad():
             for parameter in model.parameters():
                 if parameter.requires_grad:
                     parameter.add_(torch.randn_like(parameter) * 0.02)
-        on_cpu = compute(model.to("cpu"))
-        on_device = compute(model.to(device))
-        differences[task.task] = float(np.abs(on_cpu - on_device).max())
+        on_cpu = model.to("cpu").outputs(queries, passages, batch_size=8)
+        on_device = model.to(device).outputs(queries, passages, batch_size=8)
+        differences[task.name] = float(np.abs(on_cpu - on_device).max())
     return differences
 
 
@@ -159,21 +159,18 @@ def inference_throughput(backbone: Path, texts: Texts, count: int, device: torch
     results: dict[str, Any] = {}
     for variant in ("full", "iaa-l"):  # full = the plain backbone's arithmetic
         method, options = resolve(variant)
-        encoder = BiEncoder(str(backbone), method, options, passage_max_length=256).to(device).eval()
-        scorer = CrossEncoder(str(backbone), method, options, max_length=256).to(device).eval()
-        for label in ("fp32", "bf16"):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=label == "bf16"):
-                encoder.encode(passages[:256], batch_size=128)  # warm-up
-                begin = time.perf_counter()
-                encoder.encode(passages, batch_size=128)
-                _sync(device)
-                passages_s = count / (time.perf_counter() - begin)
-                begin = time.perf_counter()
-                scorer.score(queries, passages, batch_size=128)
-                _sync(device)
-                pairs_s = count / (time.perf_counter() - begin)
-            results[f"{variant}/{label}"] = {"passages_per_s": round(passages_s, 1), "pairs_per_s": round(pairs_s, 1)}
-        del encoder, scorer
+        for task in TASKS.values():
+            model = task.model(str(backbone), method, options).to(device).eval()  # 256 tokens: the tasks' default
+            for label in ("fp32", "bf16"):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=label == "bf16"):
+                    model.outputs(queries[:256], passages[:256], batch_size=128)  # warm-up
+                    begin = time.perf_counter()
+                    model.outputs(queries, passages, batch_size=128)
+                    _sync(device)
+                    results.setdefault(f"{variant}/{label}", {})[task.name] = round(
+                        count / (time.perf_counter() - begin), 1
+                    )
+            del model
     return results
 
 
@@ -184,8 +181,8 @@ def _sync(device: torch.device) -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"GPU check on {report['device_name']} (torch {report['torch']}, {report['precision']}, batch "
-        f"{report['batch']} queries x 4 passages, 128 tokens, {report['steps']} steps)",
+        f"GPU check on {report['device_name']} (torch {report['torch']}, {report['precision']}, {report['task']}, "
+        f"batch {report['batch']} queries x 4 passages, 128 tokens, {report['steps']} steps)",
         "",
         "| method (**compared**) | trainable % | training queries/s | peak memory (MB; GPU: allocated, CPU: RSS) "
         "| final loss |",
@@ -196,9 +193,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {row['percent']} | {row['queries_per_s']} | {row['peak_memory_mb']} | {row['final_loss']} |"
         )
-    lines += ["", "| model / precision | passages/s (256 tokens) | pairs/s (256 tokens) |", "| --- | ---: | ---: |"]
+    header = " | ".join(f"{task} ({TASKS[task].model.graph_output.name})/s" for task in TASKS)
+    lines += ["", f"| model / precision | {header} (256 tokens) |", "| --- |" + " ---: |" * len(TASKS)]
     for name, row in report["inference"].items():
-        lines.append(f"| {name} | {row['passages_per_s']} | {row['pairs_per_s']} |")
+        lines.append(f"| {name} | {' | '.join(str(row[task]) for task in TASKS)} |")
     lines += ["", f"CUDA vs CPU max abs difference (IAA-L, fp32): {report['cuda_vs_cpu']}"]
     return "\n".join(lines)
 
@@ -209,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--device", default="cuda", help="cuda (the check) or cpu (a smoke test)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer toy backbone instead of BERT-base")
+    parser.add_argument("--task", choices=TASKS, default=DEFAULT_TASK, help="the task every variant trains")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated registry variants")
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per variant (the first is warm-up)")
     parser.add_argument("--batch-size", type=int, default=32, help="training queries per step")
@@ -226,13 +225,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         data = training_data(texts, max(args.batch_size * 2, 64))
         training = {}
         for variant in args.variants.split(","):
-            training[variant] = train_variant(backbone, variant, data, args.steps, args.batch_size, device, work)
+            task = TASKS[args.task]
+            training[variant] = train_variant(task, backbone, variant, data, args.steps, args.batch_size, device, work)
             print(f"gpu_check: trained {variant}: {training[variant]}", file=sys.stderr)
         report = {
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
             "torch": torch.__version__,
             "precision": "bf16" if precision(device)["bf16"] else "fp16 + grad scaler",
             "backbone": "random 2-layer toy" if args.tiny else "random BERT-base (110 M)",
+            "task": args.task,
             "batch": args.batch_size,
             "steps": args.steps,
             "training": training,

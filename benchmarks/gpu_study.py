@@ -45,17 +45,9 @@ from pathlib import Path
 from petir import cli
 from petir.data import corpus_path
 from petir.ondisk import open_corpus, open_queries
-from petir.reproduce import (
-    TEST_RUN_FILE,
-    build_parser,
-    continue_flags,
-    seeds_of,
-    settings_from_args,
-    study_entries,
-    train_command,
-)
-from petir.trainer import MODEL_DIR, SUMMARY_FILE
-from petir.workspace import TOPICS_FILE
+from petir.reproduce import build_parser, continue_flags, seeds_of, settings_from_args, study_entries, train_command
+from petir.tasks import get_task
+from petir.trainer import SUMMARY_FILE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,9 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from_args(args)
     deadline = time.monotonic() + args.deadline
     root = settings.output
-    first_stage = root / "retrieval" / "bm25" / TEST_RUN_FILE
-    needed_by_stage = {"rerank": (first_stage, root / TOPICS_FILE), "retrieval": ()}
-    for needed in (*needed_by_stage[args.stage], args.negatives_run):
+    stage = get_task(args.stage).study
+    for needed in (*stage.gpu_inputs(root), args.negatives_run):
         if not needed.exists():
             sys.exit(f"gpu_study: {needed} is missing (run petir.reproduce on the CPU machine first, then carry it)")
     corpus = corpus_path(settings.data)
@@ -107,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def job(name: str, seed: int) -> str:
         run_dir = root / args.stage / name / f"seed{seed}"
-        reranked = run_dir / "test.rerank-bm25.trec"
-        last_output = run_dir / SUMMARY_FILE if args.stage == "retrieval" else reranked
+        steps = stage.gpu_steps(settings, run_dir, corpus, args.device)  # after training: e.g. re-rank BM25's run
+        last_output = steps[-1][1] if steps else run_dir / SUMMARY_FILE
         if last_output.exists():
             return f"{name} seed {seed}: done before"
         if time.monotonic() >= deadline:
@@ -120,15 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         train += [*cli.flags(negatives_run=args.negatives_run, device=args.device), *continue_flags(run_dir)]
         if not (run_dir / SUMMARY_FILE).exists() and not run_one(train, log, deadline):
             return f"{name} seed {seed}: training FAILED or cut (see {log})"
-        if args.stage == "retrieval":  # the test run is pyserini.encode's, on the CPU machine
-            return f"{name} seed {seed}: trained in {time.monotonic() - started:.0f} s"
-        partial = reranked.with_name(reranked.name + ".partial")
-        partial.unlink(missing_ok=True)  # a re-ranking done but not renamed: redone (its scores are kept to resume)
-        rerank = ["petir.rerank", *cli.flags(run=first_stage, topics=root / TOPICS_FILE, corpus=corpus)]
-        rerank += cli.flags(model=run_dir / MODEL_DIR, output=partial, depth=settings.rerank_depth, device=args.device)
-        if not run_one(rerank, log, deadline):
-            return f"{name} seed {seed}: re-ranking FAILED or cut (see {log})"
-        partial.rename(reranked)
+        for command, output in steps:  # a stage's test output is written to OUTPUT.partial, renamed when done
+            partial = output.with_name(output.name + ".partial")
+            partial.unlink(missing_ok=True)  # done but not renamed: redone (a re-ranking's scores are kept to resume)
+            if not run_one([partial if arg == "OUTPUT" else arg for arg in command], log, deadline):
+                return f"{name} seed {seed}: {command[0]} FAILED or cut (see {log})"
+            partial.rename(output)
         return f"{name} seed {seed}: done in {time.monotonic() - started:.0f} s"
 
     started = time.monotonic()

@@ -53,8 +53,9 @@ import torch
 from petir.backbone import DEFAULT_BACKBONE
 from petir.cli import HelpFormatter
 from petir.datasets import load_beir
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.onnx import OnnxModel, export
+from petir.tasks import TASKS, Task
 
 REPO = Path(__file__).resolve().parents[1]
 SPINNING = "0" if os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE" else "1"
@@ -359,7 +360,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         return model.encode(passages[:n], "passage", batch_size, max_length=256)
 
     def score_pairs(model, n: int, batch_size: int) -> np.ndarray:
-        return model.score([q for q, _ in pairs[:n]], [p for _, p in pairs[:n]], batch_size)
+        return model.pair_scorer(batch_size)([q for q, _ in pairs[:n]], [p for _, p in pairs[:n]])
+
+    def workloads(task: Task) -> list[tuple]:
+        """A dense encoder (its vectors index in Pyserini) encodes queries and passages, and re-ranking with it is
+        that same encoding; any other task scores (query, passage) pairs."""
+        if task.pyserini:
+            return [
+                ("query encoding, batch 1", encode_queries, len(queries), "queries", 1),
+                ("query encoding, batch 32", encode_queries, len(queries), "queries", 32),
+                ("passage encoding (256 tokens), batch 32", encode_passages, args.passages, "passages", 32),
+            ]
+        return [("re-ranking (256 tokens), batch 32", score_pairs, len(pairs), "pairs", 32)]
 
     results = {
         "command": " ".join(["python benchmarks/onnx_throughput.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -372,25 +384,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{source}: {len(queries)} queries, {len(pairs)} pairs; {args.threads} threads", flush=True)
     with tempfile.TemporaryDirectory(prefix="petir-onnx-bench-") as scratch:
         for method in args.methods.split(","):
-            for task_class, workloads in (
-                (
-                    BiEncoder,
-                    [
-                        ("query encoding, batch 1", encode_queries, len(queries), "queries", 1),
-                        ("query encoding, batch 32", encode_queries, len(queries), "queries", 32),
-                        ("passage encoding (256 tokens), batch 32", encode_passages, args.passages, "passages", 32),
-                    ],
-                ),
-                (CrossEncoder, [("re-ranking (256 tokens), batch 32", score_pairs, len(pairs), "pairs", 32)]),
-            ):
-                directory = as_if_trained(task_class(DEFAULT_BACKBONE, method)).save(
-                    Path(scratch) / f"{task_class.task}-{method}"
+            for task in TASKS.values():
+                directory = as_if_trained(task.model(DEFAULT_BACKBONE, method)).save(
+                    Path(scratch) / f"{task.name}-{method}"
                 )
                 start = time.perf_counter()
                 export(directory)
-                print(f"{task_class.task} {method}: exported in {time.perf_counter() - start:.0f} s", flush=True)
+                print(f"{task.name} {method}: exported in {time.perf_counter() - start:.0f} s", flush=True)
                 models = {backend: load(directory, backend) for backend in ("torch", *ONNX_BACKENDS)}
-                for name, call, n_items, unit, batch_size in workloads:
+                for name, call, n_items, unit, batch_size in workloads(task):
                     results["rows"].append(measure(name, method, unit, n_items, batch_size, args.repeats, call, models))
                 del models
         if args.retriever and args.reranker and args.run:

@@ -7,11 +7,13 @@ import shlex
 from typing import Any
 
 from petir.pet import get_method, make_config, saved_budget, variant_of
+from petir.tasks import get_task
 
 
 def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -> str:
     """The card of a model whose ``config.json`` is ``config``; ``training`` (argv, steps, final_dev, wall_time_s)
     adds how it was trained."""
+    task = get_task(config["task"])
     method = get_method(config["pet_method"])
     variant = variant_of(method.name, make_config(method.name, config["pet_config"])).name
     budget = saved_budget(config)
@@ -22,7 +24,7 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
         "",
         "| | |",
         "|---|---|",
-        f"| task | {config['task']} ({'bi-encoder' if config['task'] == 'retrieval' else 'cross-encoder'}) |",
+        f"| task | {task.name} ({task.kind}) |",
         f"| PET method | `{variant}` ({method.summary}; from {method.reference}) |",
         f"| options | {options} |",
         f"| budget preset | {budget + ' % (the paper’s widths for BERT-base)' if budget else 'none named'} |",
@@ -43,7 +45,7 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
             + (f"; saved: the best dev check, step {kept['step']} ({_metrics(kept['dev'])})" if kept else "")
             + ".",
         ]
-    lines += ["", "## Use", "", *_usage(config["task"]), ""]
+    lines += ["", "## Use", "", task.usage, ""]
     lines += [
         "Only the trained tensors are stored (`petir_state.safetensors`); the backbone is loaded by name and checked "
         "against the fingerprint. Loading needs petir (`pip install petir`): its PET modules are not standard "
@@ -51,23 +53,6 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
         "",
     ]
     return "\n".join(lines)
-
-
-def _usage(task: str) -> list[str]:
-    if task == "retrieval":
-        return [
-            "```bash",
-            "python -m pyserini.encode input --corpus COLLECTION output --embeddings INDEX --to-faiss \\",
-            "    encoder --encoder THIS_DIR --device cpu",
-            "python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR --output run.trec",
-            "```",
-        ]
-    return [
-        "```bash",
-        "python -m petir.rerank --run FIRST_STAGE.trec --topics TOPICS --index LUCENE_INDEX --model THIS_DIR \\",
-        "    --output reranked.trec",
-        "```",
-    ]
 
 
 def _metrics(values: dict[str, float]) -> str:

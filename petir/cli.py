@@ -12,9 +12,11 @@ import time
 import typing
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from petir.errors import PetirError
+
+T = TypeVar("T")
 
 
 class UsageError(SystemExit):
@@ -261,35 +263,66 @@ def progress(iterable: Any = None, **kwargs: Any):
     return tqdm(iterable, file=_LogLines(sys.stderr), mininterval=30, maxinterval=60, ascii=True, **kwargs)
 
 
+@dataclasses.dataclass(frozen=True)
+class Computed:
+    """An option's default (or choices) computed when a parser is built or the dataclass made, not at import:
+    ``--threads``' idle cores now, or the PET methods registered by then."""
+
+    compute: Callable[[], Any]
+
+
 def option(
     default: Any,
     help: str,
-    choices: tuple[str, ...] | None = None,
+    choices: Collection[str] | Computed | None = None,
     flag: str | None = None,
     bounds: Bounded | None = None,
+    *,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a CLI flag: its default, ``--help`` text, choices and range (``bounds``, for a
     number) live here alone (:func:`add_dataclass_flags`). ``flag`` overrides the flag's name (``--lr`` for
-    ``learning_rate``)."""
-    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": bounds}
+    ``learning_rate``); ``parse`` turns the flag's text into the value where the field's type cannot (a
+    comma-separated list), and then a text default is the flag's as written (``--help`` shows it) and parsed for the
+    field's. A list default makes a repeatable flag (each use appends); a :class:`Computed` default is computed anew
+    each time."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": bounds, "metavar": metavar, "parse": parse}
+    if parse is not None and isinstance(default, str):
+        return dataclasses.field(default_factory=lambda: parse(default), metadata={**metadata, "text": default})
+    if isinstance(default, Computed):
+        return dataclasses.field(default_factory=default.compute, metadata=metadata)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
 def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
-    """One flag per :func:`option` field of ``options_class`` (``--field-name``; a bool is a switch); returns the
-    field names, which are the parsed arguments' names."""
+    """One flag per :func:`option` field of ``options_class`` (``--field-name``; a bool is a switch, a list a
+    repeatable flag); returns the field names, which are the parsed arguments' names."""
     hints = typing.get_type_hints(options_class)
     names = []
     for field in dataclasses.fields(options_class):
         if "help" not in field.metadata:
             continue  # not a CLI option (set by the program)
-        flag = field.metadata["flag"] or f"--{field.name.replace('_', '-')}"
-        kind = next(t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None))
-        common = {"dest": field.name, "default": field.default, "help": field.metadata["help"]}
+        metadata = field.metadata
+        flag = metadata["flag"] or f"--{field.name.replace('_', '-')}"
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        default = metadata.get("text", default)  # argparse parses a text default as it parses the flag
+        common = {"dest": field.name, "default": default, "help": metadata["help"]}
+        if metadata["metavar"] is not None:
+            common["metavar"] = metadata["metavar"]
+        hint = hints[field.name]
+        kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+        choices = metadata["choices"]
+        choices = choices.compute() if isinstance(choices, Computed) else choices
         if kind is bool:
             group.add_argument(flag, action="store_true", **common)
+        elif typing.get_origin(hint) is list and metadata["parse"] is None:
+            group.add_argument(flag, action="append", type=kind, choices=choices, **common)
         else:
-            group.add_argument(flag, type=field.metadata["bounds"] or kind, choices=field.metadata["choices"], **common)
+            kind = metadata["parse"] or metadata["bounds"] or kind
+            group.add_argument(flag, type=kind, choices=choices, **common)
         names.append(field.name)
     return names
 
@@ -299,3 +332,9 @@ def dataclass_values(options_class: type, args: argparse.Namespace) -> dict[str,
     return {
         field.name: getattr(args, field.name) for field in dataclasses.fields(options_class) if "help" in field.metadata
     }
+
+
+def from_args(options_class: type[T], args: argparse.Namespace, **others: Any) -> T:
+    """``options_class`` made from its parsed flags (:func:`add_dataclass_flags`), plus ``others``: the fields that
+    are no flag (set by the program)."""
+    return options_class(**dataclass_values(options_class, args), **others)

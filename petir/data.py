@@ -47,6 +47,7 @@ Corpus: TypeAlias = dict[str, Document]  # insertion-ordered, as in the file
 Queries: TypeAlias = dict[str, str]
 Qrels: TypeAlias = dict[str, dict[str, int]]  # qid -> docid -> relevance
 Run: TypeAlias = dict[str, list[tuple[str, float]]]  # qid -> [(docid, score)] in the file's rank order
+Pools: TypeAlias = dict[str, list[str]]  # qid -> the docids it ranks (a dev check's candidates)
 
 COLLECTION_FILE = "docs.jsonl"
 _BEIR_QRELS_HEADER = ["query-id", "corpus-id", "score"]

@@ -1,7 +1,6 @@
-"""Retrieval models built from one backbone and one PET method: the bi-encoder and the cross-encoder.
-
-Both share everything PET-related (:class:`PetModel`): loading the backbone, applying the method, counting
-parameters, and the save format. A saved directory holds
+"""The PET model format shared by every task: a frozen backbone, one PET method, the task's head, and the save
+format. Each task (:mod:`petir.tasks`) is one subclass of :class:`PetModel`; loading finds the class by the task
+name the directory records. A saved directory holds
 
 - ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method, its
   config and budget preset, and the task options (pooling, similarity, lengths). It explains the directory by
@@ -17,23 +16,20 @@ import dataclasses
 import json
 import os
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import petir
-from petir import cli
 from petir.anatomy import anatomy_of
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
-from petir.data import Corpus, Queries, Run, read_json, require_fields
+from petir.batching import GraphOutput, tokenize
+from petir.data import Corpus, Pools, Queries, Run, read_json, require_fields
 from petir.errors import ModelMismatchError, PetirError, check_choice, check_type
 from petir.files import recover_directory, staged_directory
 from petir.pet import (
@@ -53,8 +49,6 @@ CARD_FILE = "README.md"
 MODEL_TYPE = "petir"
 
 
-#: Task names of earlier petir versions, still found in saved config.json files.
-RENAMED_TASKS = {"bi-encoder": "retrieval", "cross-encoder": "rerank"}
 #: What every saved config.json names, with its JSON type, and what to do when a model directory is damaged.
 REQUIRED_KEYS = {"task": str, "backbone": str, "backbone_fingerprint": str, "pet_method": str, "pet_config": dict}
 DAMAGED = "the model directory is damaged: copy it again, or save the model again"
@@ -94,23 +88,17 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
 class PetModel(nn.Module):
     """A frozen backbone with one PET method applied, plus the task's own head (if any).
 
-    A task is one subclass: its ``task`` name (what ``--task`` and config.json say), its options dataclass (saved in
-    config.json, and the source of its CLI flags), its loss (``collate``/``forward``), its inference function for
-    ONNX (``inference``, output ``graph_output``) and its ranking (``rank``). ``BiEncoder(backbone, method)`` loads
-    the backbone; :meth:`on_backbone` builds on one already in memory. ``pet_budget`` is the budget preset the PET
+    A task's model is one subclass (in its module of :mod:`petir.tasks`): its ``task`` name (what ``--task`` and
+    config.json say), its options dataclass (saved in config.json, and the source of its CLI flags), its loss
+    (``collate``/``forward``), its inference function for ONNX (``inference``, output ``graph_output``) and its
+    ranking (``rank``). ``Subclass(backbone, method)`` loads the backbone; :meth:`on_backbone` builds on one already
+    in memory. ``pet_budget`` is the budget preset the PET
     options were resolved at (:func:`petir.pet.resolved_budget`; None: none named), saved for the card and the study.
     """
 
     task: ClassVar[str]
     options_class: ClassVar[type]
-    graph_output: ClassVar[str]
-    _tasks: ClassVar[dict[str, type[PetModel]]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.task in PetModel._tasks:
-            raise RuntimeError(f"two tasks are named {cls.task!r}")
-        PetModel._tasks[cls.task] = cls
+    graph_output: ClassVar[GraphOutput]
 
     def __init__(
         self,
@@ -164,7 +152,8 @@ class PetModel(nn.Module):
         self._setup(task_options)
 
     def _setup(self, options: Any) -> None:
-        """Set the task's options (an ``options_class`` instance) and build its head, if any."""
+        """Keep the task's options (an ``options_class`` instance), each as an attribute of its name (what
+        :meth:`options` saves in config.json, a length within the backbone's limit), and build its head, if any."""
         raise NotImplementedError
 
     # -- what is trained -------------------------------------------------------------------------------------
@@ -267,12 +256,16 @@ class PetModel(nn.Module):
         if config.get("model_type") != MODEL_TYPE:
             raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
         require_fields(config, REQUIRED_KEYS, str(path), DAMAGED)
-        config["task"] = RENAMED_TASKS.get(config["task"], config["task"])
-        if config["task"] not in PetModel._tasks:
-            raise PetirError(f"{path}: unknown task {config['task']!r}; petir has {', '.join(PetModel._tasks)}")
+        from petir.tasks import get_task, saved_task_name
+
+        config["task"] = saved_task_name(config["task"])
+        try:
+            task = get_task(config["task"])
+        except PetirError as error:
+            raise PetirError(f"{path}: {error}") from None
         try:  # the values' types, so that nothing reading the config later (ONNX, Pyserini) meets a string for a size
             make_config(saved_method_name(config["pet_method"]), config["pet_config"])
-            make_options(PetModel._tasks[config["task"]].options_class, _saved_options(config))
+            make_options(task.model.options_class, _saved_options(config))
         except PetirError as error:
             raise PetirError(f"{path}: {error}; {DAMAGED}") from None
         return config
@@ -289,8 +282,10 @@ class PetModel(nn.Module):
         """Load a saved model; ``backbone`` overrides where the backbone weights are read from (its fingerprint
         must still match the one the state was trained on), and ``loaded`` gives them already in memory as
         ``(encoder, tokenizer)`` (:class:`SharedBackbone`)."""
+        from petir.tasks import get_task
+
         config = cls.read_config(directory)
-        task_class = PetModel._tasks[config["task"]]
+        task_class = get_task(config["task"]).model
         if not issubclass(task_class, cls):
             raise PetirError(
                 f"{directory} holds a {config['task']} model ({task_class.__name__}), not a {cls.task} model "
@@ -340,14 +335,16 @@ class PetModel(nn.Module):
         """The training loss of a collated batch (a forward so that DistributedDataParallel can wrap it)."""
         raise NotImplementedError
 
-    def rank(
-        self,
-        queries: Queries,
-        pools: dict[str, list[str]],
-        corpus: Corpus,
-        batch_size: int = 32,
-        progress: bool = False,
-    ) -> Run:
+    def inference(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the ONNX graph computes from the tokenizer's inputs: the task's :attr:`graph_output`."""
+        raise NotImplementedError
+
+    def example_features(self, queries: Sequence[str], passages: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A padded batch of :meth:`inference`'s inputs in the model's own tokenisation (ONNX tracing and parity
+        checks), from example queries and passages."""
+        raise NotImplementedError
+
+    def rank(self, queries: Queries, pools: Pools, corpus: Corpus, batch_size: int = 32, progress: bool = False) -> Run:
         """Score each query's candidate passages; returns the run (per query, best first)."""
         raise NotImplementedError
 
@@ -367,147 +364,6 @@ def _length_limit(encoder: nn.Module, tokenizer: Any) -> int:
     limit = anatomy_of(encoder).max_tokens(encoder.config)
     declared = getattr(tokenizer, "model_max_length", limit)
     return min(limit, declared) if declared < 10**6 else limit  # tokenizers without a limit declare 1e30
-
-
-def tokenize(
-    tokenizer: Any,
-    texts: Sequence[str],
-    max_length: int,
-    pairs: Sequence[str] | None = None,
-    return_tensors: str = "pt",
-) -> Any:
-    """The one tokenizer call of petir (torch models and their ONNX twins): padded to the batch's longest text,
-    truncated to ``max_length`` tokens; for (query, passage) pairs only the passage is truncated."""
-    return tokenizer(
-        list(texts),
-        list(pairs) if pairs is not None else None,
-        max_length=max_length,
-        truncation="only_second" if pairs is not None else True,
-        padding=True,
-        return_tensors=return_tensors,
-    )
-
-
-class TextEncoder:
-    """``encode`` for a bi-encoder and its ONNX twin: batching, max lengths and progress in one place.
-
-    Subclasses set ``query_max_length``, ``passage_max_length`` and ``dimension`` and implement ``_embed_batch``.
-    """
-
-    query_max_length: int
-    passage_max_length: int
-    dimension: int
-
-    def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        kind: str = "passage",
-        batch_size: int = 32,
-        progress: bool = False,
-        max_length: int | None = None,
-    ) -> np.ndarray:
-        """Returns: float32 array [len(texts), hidden], L2-normalised when the similarity is cosine. ``kind``
-        ("query" or "passage") picks the trained max length in tokens unless ``max_length`` overrides it."""
-        max_length = max_length or (self.query_max_length if kind == "query" else self.passage_max_length)
-        return _in_batches(
-            lambda rows: self._embed_batch([texts[i] for i in rows], max_length),
-            [len(text) for text in texts],
-            batch_size,
-            f"encoding {kind}s",
-            progress,
-            (0, self.dimension),
-        )
-
-
-class PairScorer:
-    """``score`` for a cross-encoder and its ONNX twin. Subclasses implement ``_score_batch``."""
-
-    def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def score(
-        self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray:
-        """Returns: float32 array [len(queries)] of scores (logits) for the aligned (query, passage) pairs."""
-        return _in_batches(
-            lambda rows: self._score_batch([queries[i] for i in rows], [passages[i] for i in rows]),
-            [len(query) + len(passage) for query, passage in zip(queries, passages, strict=True)],
-            batch_size,
-            "re-ranking",
-            progress,
-            (0,),
-        )
-
-
-def _in_batches(
-    compute: Callable[[list[int]], np.ndarray],
-    lengths: Sequence[int],
-    batch_size: int,
-    desc: str,
-    progress: bool,
-    empty_shape: tuple[int, ...],
-) -> np.ndarray:
-    """``compute`` over batches of items of similar length (sorted by ``lengths``, in characters, so a batch pads
-    little), the results put back in input order. Padding never changes a result (a test checks it)."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    chunks = [
-        compute(order[start : start + batch_size])
-        for start in cli.progress(range(0, len(order), batch_size), desc=desc, disable=not progress)
-    ]
-    if not chunks:
-        return np.zeros(empty_shape, dtype=np.float32)
-    results = np.concatenate(chunks)
-    restored = np.empty_like(results)
-    restored[order] = results
-    return restored
-
-
-def false_negatives(groups: Sequence[Group], in_batch: bool, rows: slice = slice(None)) -> torch.Tensor:
-    """Bool mask [queries, candidates]: True where a candidate is judged relevant to the query but is not its own
-    positive. Candidates are every passage of the batch (``in_batch``, the bi-encoder's contrastive loss) or the
-    query's own group (the cross-encoder's). Passages are matched by id, so the same passage drawn for two queries
-    is caught too. ``rows`` picks the queries (one rank's share of a gathered batch)."""
-    sizes = [len(group.passages) for group in groups]
-    starts = np.cumsum([0, *sizes])
-    chosen = range(len(groups))[rows]
-    mask = torch.zeros(len(chosen), int(starts[-1]) if in_batch else sizes[0], dtype=torch.bool)
-    columns: dict[str, list[int]] = {}  # docid -> its columns among all candidates
-    for group, start in zip(groups, starts, strict=False):
-        for offset, docid in enumerate(group.docids):  # groups without ids match nothing
-            columns.setdefault(docid, []).append(int(start) + offset)
-    for row, index in enumerate(chosen):
-        first = int(starts[index])
-        for docid in groups[index].positives:
-            for column in columns.get(docid, ()):
-                local = column if in_batch else column - first
-                if column != first and (in_batch or 0 < local < sizes[index]):
-                    mask[row, local] = True
-    return mask
-
-
-def _ids_only(group: Group) -> Group:
-    """What masking needs of a group (its ids), light enough to send to every rank."""
-    return group._replace(query="", passages=[""] * len(group.passages))
-
-
-class _GatherWithGradient(torch.autograd.Function):
-    """All ranks' tensors concatenated in rank order; the gradient of each part returns, summed over the ranks
-    whose losses used it, to the rank that computed it (all-reduce then slice: any backend, gloo included)."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:
-        gradient = gradient.contiguous()
-        dist.all_reduce(gradient)
-        return gradient.chunk(dist.get_world_size())[dist.get_rank()]
 
 
 def _own_trainable_parameters(module: nn.Module) -> None:
@@ -567,210 +423,7 @@ def make_options(options_class: type, values: dict[str, Any]) -> Any:
 
 def _saved_options(config: dict[str, Any]) -> dict[str, Any]:
     """The task options a saved config holds (the rest take their defaults: a config saved before they existed)."""
-    names = {field.name for field in dataclasses.fields(PetModel._tasks[config["task"]].options_class)}
+    from petir.tasks import get_task
+
+    names = {field.name for field in dataclasses.fields(get_task(config["task"]).model.options_class)}
     return {key: config[key] for key in names if key in config}
-
-
-#: Truncation lengths in tokens: below 8, the special tokens ([CLS], [SEP]; a RoBERTa pair has 4) leave a text little
-#: or no room, and tokenizers silently ignore a max_length of 1.
-MAX_LENGTH = cli.Bounded(int, minimum=8)
-
-
-@dataclasses.dataclass
-class RetrievalOptions:
-    """The bi-encoder's options, saved in config.json."""
-
-    pooling: str = cli.option("mean", "token pooling", ("mean", "cls"))
-    similarity: str = cli.option("cosine", "score: cosine (L2-normalised vectors) or dot product", ("cosine", "dot"))
-    query_max_length: int = cli.option(64, "query tokens", bounds=MAX_LENGTH)
-    passage_max_length: int = cli.option(256, "passage tokens", bounds=MAX_LENGTH)
-    # Cosine scores live in [-1, 1]: a temperature of 0.05 (scale 20, as all-MiniLM-L6-v2 was trained with) gives
-    # the softmax enough range; dot products are unbounded and need none.
-    temperature: float | None = cli.option(
-        None,
-        "softmax temperature of the contrastive loss (default: 0.05 for cosine, 1 for dot)",
-        bounds=cli.Bounded(float, above=0),
-    )
-
-
-@dataclasses.dataclass
-class RerankOptions:
-    """The cross-encoder's options, saved in config.json."""
-
-    max_length: int = cli.option(256, "query+passage tokens", bounds=MAX_LENGTH)
-    loss: str = cli.option(
-        "listwise",
-        "listwise: softmax cross-entropy over each query's group; pointwise: binary cross-entropy",
-        ("listwise", "pointwise"),
-    )
-
-
-class BiEncoder(PetModel, TextEncoder):
-    """A shared query/passage encoder: pooled token states, L2-normalised for cosine similarity.
-
-    Trained with a contrastive loss over in-batch and hard negatives.
-    """
-
-    task = "retrieval"
-    options_class = RetrievalOptions
-    graph_output = "embeddings"
-
-    def _setup(self, options: RetrievalOptions) -> None:
-        self.pooling = options.pooling
-        self.similarity = options.similarity
-        self.query_max_length = min(options.query_max_length, self.length_limit)
-        self.passage_max_length = min(options.passage_max_length, self.length_limit)
-        default_temperature = 0.05 if options.similarity == "cosine" else 1.0
-        self.temperature = options.temperature if options.temperature is not None else default_temperature
-
-    def inference(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What the ONNX graph computes: :meth:`embed`."""
-        return self.embed(features)
-
-    def example_features(self, queries: Sequence[str], passages: Sequence[str]) -> dict[str, torch.Tensor]:
-        """A padded batch in the model's own tokenisation (ONNX tracing and parity checks): the passages."""
-        return self.tokenize(passages, self.passage_max_length)
-
-    def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Returns: float tensor [batch, hidden], L2-normalised when similarity is cosine."""
-        states = self.encoder(**features).last_hidden_state
-        if self.pooling == "cls":
-            pooled = states[:, 0]
-        else:
-            mask = features["attention_mask"].unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, dim=-1) if self.similarity == "cosine" else pooled
-
-    def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        passages = [passage for group in groups for passage in group.passages]
-        return {
-            "queries": self.tokenize([group.query for group in groups], self.query_max_length),
-            "passages": self.tokenize(passages, self.passage_max_length),
-            "groups": [_ids_only(group) for group in groups],
-        }
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Contrastive loss: each query against every passage in the batch (its positive, its hard negatives and
-        all other queries' passages), except passages judged relevant to it other than its positive (false
-        negatives, masked out). Passages come grouped per query, positive first.
-
-        Under ``torchrun`` the batch is the global one, as in Tevatron and sentence-transformers: passage vectors
-        are gathered from every rank (gradients flow back to the rank that encoded them), so each query sees
-        every passage of every process as a candidate; the loss equals one process on the whole batch."""
-        queries = self.embed(batch["queries"])
-        passages = self.embed(batch["passages"])
-        group = passages.shape[0] // queries.shape[0]
-        groups, first = batch["groups"], 0
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            everyone: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(everyone, groups)
-            first = dist.get_rank() * len(groups)
-            groups = [group for part in everyone for group in part]
-            passages = _GatherWithGradient.apply(passages)
-        mask = false_negatives(groups, True, slice(first, first + queries.shape[0])).to(queries.device)
-        scores = (queries @ passages.T / self.temperature).masked_fill(mask, float("-inf"))
-        labels = (first + torch.arange(queries.shape[0], device=scores.device)) * group
-        return F.cross_entropy(scores, labels)
-
-    @property
-    def dimension(self) -> int:
-        return self.encoder.config.hidden_size
-
-    @torch.inference_mode()
-    def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
-        return self.embed(self.tokenize(texts, max_length)).float().cpu().numpy()
-
-    def rank(
-        self,
-        queries: Queries,
-        pools: dict[str, list[str]],
-        corpus: Corpus,
-        batch_size: int = 32,
-        progress: bool = False,
-    ) -> Run:
-        docids = sorted({docid for pool in pools.values() for docid in pool})
-        row = {docid: i for i, docid in enumerate(docids)}
-        passages = self.encode([corpus[docid].contents for docid in docids], "passage", batch_size, progress)
-        qids = list(pools)
-        query_vectors = self.encode([queries[qid] for qid in qids], "query", batch_size)
-        run = {}
-        for qid, vector in zip(qids, query_vectors, strict=True):
-            scores = passages[[row[docid] for docid in pools[qid]]] @ vector
-            run[qid] = sorted(zip(pools[qid], scores.tolist(), strict=True), key=lambda hit: -hit[1])
-        return run
-
-
-class CrossEncoder(PetModel, PairScorer):
-    """A monoBERT-style re-ranker: ``[CLS] query [SEP] passage [SEP]`` -> a relevance score from the [CLS] state.
-
-    The score head is task-specific and always trained (counted with the trainable parameters).
-    """
-
-    task = "rerank"
-    options_class = RerankOptions
-    graph_output = "scores"
-
-    def _setup(self, options: RerankOptions) -> None:
-        self.max_length = min(options.max_length, self.length_limit)
-        self.loss = options.loss
-        hidden = self.encoder.config.hidden_size
-        dropout = anatomy_of(self.encoder).config_value(self.encoder.config, "hidden_dropout_prob")
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1))
-
-    def inference(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What the ONNX graph computes: :meth:`scores`."""
-        return self.scores(features)
-
-    def example_features(self, queries: Sequence[str], passages: Sequence[str]) -> dict[str, torch.Tensor]:
-        """A padded batch in the model's own tokenisation (ONNX tracing and parity checks): the pairs."""
-        return self.tokenize(queries, self.max_length, pairs=passages)
-
-    def scores(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Returns: float tensor [batch] of relevance scores (logits)."""
-        return self.head(self.encoder(**features).last_hidden_state[:, 0]).squeeze(-1)
-
-    def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        queries = [group.query for group in groups for _ in group.passages]
-        passages = [passage for group in groups for passage in group.passages]
-        return {
-            "pairs": self.tokenize(queries, self.max_length, pairs=passages),
-            "false_negatives": false_negatives(groups, in_batch=False).to(self.device),
-        }
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Listwise softmax cross-entropy over each query's group (positive first), or pointwise BCE; a negative
-        judged relevant to the query (a false negative) is left out of either loss."""
-        mask = batch["false_negatives"]
-        scores = self.scores(batch["pairs"]).view(mask.shape)
-        if self.loss == "pointwise":
-            labels = torch.zeros_like(scores)
-            labels[:, 0] = 1.0
-            losses = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
-            return losses[~mask].mean()
-        labels = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
-        return F.cross_entropy(scores.masked_fill(mask, float("-inf")), labels)
-
-    @torch.inference_mode()
-    def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        return self.scores(self.tokenize(queries, self.max_length, passages)).float().cpu().numpy()
-
-    def rank(
-        self,
-        queries: Queries,
-        pools: dict[str, list[str]],
-        corpus: Corpus,
-        batch_size: int = 32,
-        progress: bool = False,
-    ) -> Run:
-        pairs = [(qid, docid) for qid, pool in pools.items() for docid in pool]
-        scores = self.score(
-            [queries[qid] for qid, _ in pairs], [corpus[docid].contents for _, docid in pairs], batch_size, progress
-        )
-        run: Run = {qid: [] for qid in pools}
-        for (qid, docid), score in zip(pairs, scores.tolist(), strict=True):
-            run[qid].append((docid, score))
-        return {qid: sorted(hits, key=lambda hit: -hit[1]) for qid, hits in run.items()}
-
-
-#: Every task, by the name ``--task`` and config.json use: one model class each (its options, loss and inference).
-TASKS: dict[str, type[PetModel]] = PetModel._tasks

@@ -1,18 +1,20 @@
-"""ONNX export of saved petir models, and onnxruntime twins of :class:`BiEncoder` and :class:`CrossEncoder`.
+"""ONNX export of saved petir models, and the base of their onnxruntime twins (each task's module has its own).
 
-Export a saved model directory (any PET method, either task)::
+Export a saved model directory (any PET method, any task)::
 
     python -m petir.onnx MODEL_DIR                    # writes MODEL_DIR/onnx/{model.onnx,onnx_config.json}
 
 The graph takes the tokenizer's inputs (``input_ids``, ``attention_mask`` and, for BERT-style tokenizers,
 ``token_type_ids``; int64 [batch, length], both axes dynamic) and returns exactly what the torch model's inference
-function returns: ``embeddings`` float32 [batch, hidden] (:meth:`BiEncoder.embed`, L2-normalised when the similarity
-is cosine) or ``scores`` float32 [batch] (:meth:`CrossEncoder.scores`). The PET modules are traced into the graph
-like any other layer, so the exporter knows nothing about PET methods.
+function returns, as its task's :class:`~petir.batching.GraphOutput` names and shapes it (dynamic axes included):
+``embeddings`` float32 [batch, hidden] for a retriever (L2-normalised when the similarity is cosine), ``scores``
+float32 [batch] for a re-ranker. The PET modules are traced into the graph like any other layer, so the exporter
+knows nothing about PET methods, nor about tasks.
 
-Then swap the torch model for its twin, which has the same ``encode``/``score`` signatures::
+Then swap the torch model for its twin (the task's ``onnx`` class), which has the same ``encode``/``score``
+signatures::
 
-    model = load_inference_model(MODEL_DIR, backend="onnx")     # OnnxBiEncoder or OnnxCrossEncoder
+    model = load_inference_model(MODEL_DIR, backend="onnx")     # the twin of the saved task
     vectors = model.encode(texts, "query")
 
 Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). It needs only the ``onnx``
@@ -39,20 +41,12 @@ from torch import nn
 
 import petir
 from petir.backbone import load_tokenizer
+from petir.batching import tokenize
 from petir.cli import ArgumentParser, Bounded, add_overwrite_flag, resolve_device, run
 from petir.data import read_json, require_fields
 from petir.errors import PetirError, check_choice
 from petir.files import check_new_directory, staged_directory
-from petir.models import (
-    DAMAGED,
-    STATE_FILE,
-    BiEncoder,
-    CrossEncoder,
-    PairScorer,
-    PetModel,
-    TextEncoder,
-    tokenize,
-)
+from petir.models import DAMAGED, STATE_FILE, PetModel
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
@@ -107,14 +101,14 @@ def export(
     check_new_directory(target, overwrite, source=model_dir, inside_source=True)
     config = PetModel.read_config(model_dir)
     model = PetModel.load(model_dir, backbone=backbone, device="cpu")
-    output_name = model.graph_output
+    output = model.graph_output
     features = model.example_features(_CHECK_QUERIES, _CHECK_PASSAGES)
     input_names = list(features)
     graph = _InferenceGraph(model, input_names).eval()
 
     with staged_directory(target, replace=True) as staging:  # checked above: empty, or --overwrite
         dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
-        dynamic_axes[output_name] = {0: "batch"}
+        dynamic_axes[output.name] = output.dynamic_axes()
         with warnings.catch_warnings():
             # The TorchScript exporter warns that it is deprecated, and that advanced indexing would be wrong for
             # negative indices (transformers' padding mask indexes with aranges, never negative); tracing warns
@@ -130,7 +124,7 @@ def export(
                     str(staging / ONNX_FILE),
                     dynamo=False,
                     input_names=input_names,
-                    output_names=[output_name],
+                    output_names=[output.name],
                     dynamic_axes=dynamic_axes,
                     opset_version=opset,
                     do_constant_folding=True,
@@ -155,7 +149,7 @@ def export(
             "task": model.task,
             "opset": opset,
             "inputs": input_names,
-            "output": output_name,
+            "output": output.name,
             "parity_max_abs_diff": difference,
             "int8_max_abs_diff": _quantize(staging, inputs, expected, model.encoder.config.hidden_size),
             "state_sha256": _state_digest(model_dir),
@@ -244,14 +238,11 @@ def _session(path: Path, device: str | None, session_config: dict[str, str] | No
 
 
 class OnnxModel:
-    """A petir model exported to ONNX, run by onnxruntime; tokenises exactly as the torch model does."""
+    """A petir model exported to ONNX, run by onnxruntime; tokenises exactly as the torch model does. Each task's
+    twin (its ``onnx`` class) subclasses it: its ``task`` name, and the task's ``encode`` or ``score``, with the
+    task's options read from the saved ``config``."""
 
     task: ClassVar[str] = ""
-    _tasks: ClassVar[dict[str, type[OnnxModel]]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        OnnxModel._tasks[cls.task] = cls
 
     def __init__(self, config: dict[str, Any], onnx_config: dict[str, Any], tokenizer: Any, session: Any):
         self.config = config
@@ -259,6 +250,11 @@ class OnnxModel:
         self.tokenizer = tokenizer
         self.session = session
         self.input_names = onnx_config["inputs"]
+        self._setup(config)
+
+    def _setup(self, config: dict[str, Any]) -> None:
+        """Keep what the task's ``encode`` or ``score`` needs of the saved model's ``config`` (its options)."""
+        raise NotImplementedError
 
     @classmethod
     def load(
@@ -289,8 +285,10 @@ class OnnxModel:
                 f"the ONNX export in {onnx_dir} is from an older version of {model_dir}; "
                 f"re-run `python -m petir.onnx {model_dir}`"
             )
-        task_class = OnnxModel._tasks.get(config["task"])
-        if task_class is None or not issubclass(task_class, cls):
+        from petir.tasks import get_task
+
+        task_class = get_task(config["task"]).onnx
+        if not issubclass(task_class, cls):
             raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task} model")
         # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
         # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
@@ -315,35 +313,6 @@ class OnnxModel:
         return self.session.run(None, features)[0].astype(np.float32, copy=False)
 
 
-class OnnxBiEncoder(OnnxModel, TextEncoder):
-    """The ONNX twin of :class:`BiEncoder`: ``encode`` returns the same vectors (to float32 rounding)."""
-
-    task = BiEncoder.task
-
-    def __init__(self, config, onnx_config, tokenizer, session):
-        super().__init__(config, onnx_config, tokenizer, session)
-        self.query_max_length = config["query_max_length"]
-        self.passage_max_length = config["passage_max_length"]
-        self.similarity = config["similarity"]
-        self.dimension = session.get_outputs()[0].shape[1]
-
-    def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
-        return self.run(self.tokenize(texts, max_length))
-
-
-class OnnxCrossEncoder(OnnxModel, PairScorer):
-    """The ONNX twin of :class:`CrossEncoder`: ``score`` returns the same scores (to float32 rounding)."""
-
-    task = CrossEncoder.task
-
-    def __init__(self, config, onnx_config, tokenizer, session):
-        super().__init__(config, onnx_config, tokenizer, session)
-        self.max_length = config["max_length"]
-
-    def _score_batch(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        return self.run(self.tokenize(queries, self.max_length, passages))
-
-
 def _load_torch(model_dir: str | os.PathLike, device: str) -> PetModel:
     return PetModel.load(model_dir, device=resolve_device(device))
 
@@ -363,9 +332,8 @@ BACKENDS: dict[str, Callable[[str | os.PathLike, str], PetModel | OnnxModel]] = 
 def load_inference_model(
     model_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu"
 ) -> PetModel | OnnxModel:
-    """The saved model as a :class:`BiEncoder`/:class:`CrossEncoder` (backend "torch") or its ONNX twin
-    (backend "onnx", which needs ``python -m petir.onnx MODEL_DIR`` first); both have the same ``encode`` or
-    ``score`` signature."""
+    """The saved model as its task's torch model (backend "torch") or its ONNX twin (backend "onnx", which needs
+    ``python -m petir.onnx MODEL_DIR`` first); both have the same ``encode`` or ``score`` signature."""
     check_choice("backend", backend, BACKENDS)
     return BACKENDS[backend](model_dir, device)
 
@@ -374,7 +342,7 @@ def load_inference_model(
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m petir.onnx",
-        description="Export a saved petir model (bi-encoder or cross-encoder, any PET method) to ONNX for "
+        description="Export a saved petir model (any task, any PET method) to ONNX for "
         "onnxruntime inference, and check it against the torch model on a padded batch.\n\n"
         "example:\n  python -m petir.onnx runs/scifact-reranker/model\n"
         "  # then: python -m petir.rerank ... --model runs/scifact-reranker/model --backend onnx",

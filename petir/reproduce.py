@@ -18,13 +18,14 @@ OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; scatt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,12 @@ from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
 from petir.files import check_output, foreign_entries, listing
-from petir.models import MAX_LENGTH, STATE_FILE
+from petir.models import STATE_FILE
 from petir.pet import VARIANTS
 from petir.report import (
     ABLATIONS,
-    DEPTH_SWEEP_NOTE,
     PAPER,
-    SWEEP_DEPTHS,
     chosen_on_dev,
-    depth_sweep,
     dev_curve,
     plot_convergence,
     significance,
@@ -51,9 +49,12 @@ from petir.report import (
     study_entry,
     write_tables,
 )
+from petir.sampling import SamplingOptions
+from petir.tasks import TASKS, Task, get_task
 from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
+POSITIVE = cli.Bounded(int, minimum=1)
 #: Run with every seed by default: the reference, the best scattered method of the first study, the paper's best.
 MAIN_VARIANTS = ("full", "adapter", "iaa-l")
 
@@ -81,25 +82,66 @@ def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> S
 
 @dataclass
 class StudySettings:
-    data: Path
-    output: Path
-    backbone: str
-    steps: int
-    batch_size: int
-    eval_every: int
-    eval_budget: float
-    keep_best: bool
-    train_passage_length: int
-    dev_queries: int
-    dev_depth: int
-    hits: int
-    rerank_batch_size: int
-    rerank_negatives: int
-    rerank_max_length: int
-    rerank_depth: int
-    threads: int
-    dry_run: bool
-    test_picked: bool = False
+    """What every stage's runs share (``petir.reproduce``'s flags), and each stage's own options (``stages``: task
+    name -> its :attr:`StudyStage.options <petir.tasks.base.StudyStage.options>`)."""
+
+    data: Path = cli.option(
+        Path("scifact"),
+        "BEIR dataset with train and test qrels: a directory, or a name looked up in "
+        "$PETIR_DATA, ../shared/data and the cache, else downloaded",
+    )
+    output: Path = field(default=Path())  # the study directory: a required flag (build_parser)
+    backbone: str = cli.option(DEFAULT_BACKBONE, "BERT-family model name or directory")
+    steps: int = cli.option(150, "training steps per run", bounds=POSITIVE)
+    eval_every: int = cli.option(15, "dev evaluation interval (convergence curves)", bounds=cli.Bounded(int, minimum=0))
+    eval_budget: float = cli.option(
+        0.25, "most share of training time dev checks may take (petir.train)", bounds=cli.Bounded(float, minimum=0)
+    )
+    keep_best: bool = cli.option(
+        False,
+        "each run saves its best dev check, not its last step (petir.train --keep-best): the rule that lets "
+        "the dev set pick every method's training length",
+    )
+    dev_queries: int = cli.option(50, "training queries held out as dev set", bounds=cli.Bounded(int, minimum=0))
+    dev_depth: int = cli.option(100, "rerank dev: the BM25 top-k each dev query re-ranks (as at test)", bounds=POSITIVE)
+    hits: int = cli.option(1000, "retrieval depth of the test runs", bounds=POSITIVE)
+    threads: int = cli.option(
+        cli.Computed(cli.default_threads),
+        "CPU threads for every step, Pyserini's included (default: $OMP_NUM_THREADS, else the idle cores)",
+        bounds=POSITIVE,
+    )
+    dry_run: bool = cli.option(False, "print the commands without running them")
+    stages: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudyPlan:
+    """Which runs a study makes: its methods, and the seeds each runs with."""
+
+    methods: str = cli.option(
+        ",".join(VARIANTS),
+        f"comma-separated, from: {', '.join([*VARIANTS, *ABLATIONS])}; each at the 0.5 %% preset, or NAME@6.7; "
+        "NAME-lr1e-4 trains at that learning rate (with several rates of a method, the tables mark the one dev picks)",
+    )
+    seeds: list[int] = cli.option("1", "comma-separated seeds", parse=seed_list)
+    seed_methods: list[str] = cli.option(
+        ",".join(MAIN_VARIANTS),
+        "comma-separated: methods run with every seed (the others with the first seed only)",
+        parse=lambda text: text.split(","),
+    )
+
+
+def study_tasks() -> list[Task]:
+    """The tasks with a stage in the study, in the order ``all`` runs them."""
+    return [task for task in TASKS.values() if task.study is not None]
+
+
+def stage_training(task: Task) -> tuple[dict[str, Any], int, int]:
+    """How the study trains ``task`` by default: (model options, queries per batch, hard negatives per query), from
+    its stage's ``petir.train`` flags (petir.train's defaults where the stage sets none)."""
+    flags = {**dataclasses.asdict(SamplingOptions()), **task.study.train_flags(task.study.options())}
+    names = [option.name for option in dataclasses.fields(task.model.options_class)]
+    return {name: flags[name] for name in names if name in flags}, flags["batch_size"], flags["negatives"]
 
 
 COMMANDS_FILE = "commands.sh"
@@ -110,23 +152,19 @@ def train_command(settings: StudySettings, stage: str, name: str, seed: int, run
     """The ``petir.train`` argv of one run of the study (also what benchmarks/gpu_study.py runs on a GPU)."""
     entry = study_entry(name)
     pet = [item for key, value in entry.options.items() for item in ("--pet", f"{key}={value}")]
-    if stage == "retrieval":
-        batch_size, task_args = settings.batch_size, cli.flags(passage_max_length=settings.train_passage_length)
-    else:
-        batch_size = settings.rerank_batch_size
-        task_args = cli.flags(max_length=settings.rerank_max_length, negatives=settings.rerank_negatives)
+    stage_flags = get_task(stage).study.train_flags(settings.stages[stage])
     return [
         "petir.train",
         *cli.flags(data=settings.data, task=stage, backbone=settings.backbone, method=entry.variant),
         *(cli.flags(budget=entry.budget) if entry.budget else []),
         *pet,
         *(["--lr", str(entry.learning_rate)] if entry.learning_rate is not None else []),
-        *cli.flags(steps=settings.steps, batch_size=batch_size, eval_every=settings.eval_every, seed=seed),
+        *cli.flags(steps=settings.steps, eval_every=settings.eval_every, seed=seed),
         *cli.flags(eval_budget=settings.eval_budget),
         *(["--keep-best"] if settings.keep_best else []),
         *dev_flags(settings),
         *cli.flags(threads=settings.threads, output=run_dir),
-        *task_args,
+        *cli.flags(**stage_flags),
     ]
 
 
@@ -137,19 +175,17 @@ def dev_flags(settings: StudySettings) -> list[str]:
     return [*held_out, *cli.flags(dev_depth=settings.dev_depth)]
 
 
-#: What marks a directory as a study's: its script, or a stage directory (benchmarks/gpu_study.py writes those alone).
-STUDY_MARKS = (COMMANDS_FILE, "retrieval", "rerank")
-
-
 def check_study_directory(output: Path) -> Path:
-    """A study directory is new, empty, or one a study wrote (:data:`STUDY_MARKS`), which a re-run continues
-    (finished runs are reused); a directory holding anything else is refused."""
+    """A study directory is new, empty, or one a study wrote, which a re-run continues (finished runs are reused);
+    a directory holding anything else is refused. What marks a study's: its script, or a stage directory
+    (benchmarks/gpu_study.py writes those alone)."""
     check_output(output, directory=True)
     found = foreign_entries(output)
-    if found and not set(STUDY_MARKS) & set(found):
+    marks = (COMMANDS_FILE, *(task.name for task in study_tasks()))
+    if found and not set(marks) & set(found):
         raise PetirError(
             f"--output {output} is not empty ({listing(found)}) and is not a petir study directory (none of "
-            f"{', '.join(STUDY_MARKS)}); pick a new or empty directory"
+            f"{', '.join(marks)}); pick a new or empty directory"
         )
     return output
 
@@ -179,7 +215,7 @@ class Study:
             self._write_script_header()
             self._log_line('CACHE=$(python -m petir.workspace --data "$DATA" --output "$OUT")')
         self.workspace = Workspace(corpus_path(settings.data), load_beir(settings.data, "test").corpus)
-        self.paths = {str(settings.data): "$DATA", str(self.root.resolve()): "$OUT", self._backbone_dir(): "$BACKBONE"}
+        self.paths = {str(settings.data): "$DATA", str(self.root.resolve()): "$OUT", self.backbone_dir(): "$BACKBONE"}
         self.paths[str(self.workspace.root)] = "$CACHE"
         if not self.qrels.exists():  # logged above as the line that sets $CACHE
             self.run("petir.workspace", *cli.flags(data=settings.data.resolve(), output=self.root.resolve()), log=False)
@@ -196,12 +232,12 @@ class Study:
             f"DATA=${{DATA:-{shlex.quote(str(self.s.data.resolve()))}}}\n"
             f"OUT=${{OUT:-{shlex.quote(str(self.root.resolve()))}}}\n"
             "# the backbone's local directory (the zero-shot baseline encodes with it as a plain HF model)\n"
-            f"BACKBONE=${{BACKBONE:-{shlex.quote(self._backbone_dir())}}}\n"
+            f"BACKBONE=${{BACKBONE:-{shlex.quote(self.backbone_dir())}}}\n"
             f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{self.s.threads}}}\n"
             'mkdir -p "$OUT"\n'
         )
 
-    def _backbone_dir(self) -> str:
+    def backbone_dir(self) -> str:
         return resolve_backbone(self.s.backbone)
 
     def _log_line(self, line: str) -> None:
@@ -268,7 +304,7 @@ class Study:
         lines += [f"  {command:<24} {len(times):>3} runs  {_clock(sum(times))}" for command, times in totals.items()]
         return "\n".join(lines)
 
-    # -- retrieval ---------------------------------------------------------------------------------------------
+    # -- the steps every stage takes ---------------------------------------------------------------------------
     def train(self, stage: str, variant: str, seed: int) -> Path:
         run_dir = self.root / stage / variant / f"seed{seed}"
         self.announce(stage, variant, seed)
@@ -289,27 +325,6 @@ class Study:
             partial.rename(output)
         return output
 
-    def dense_run(self, encoder: str, directory: Path, encoder_flags: Sequence[str] = ()) -> Path:
-        """Encode the corpus with the stock ``pyserini.encode`` and search with ``pyserini.search.faiss``."""
-        index = self.produce(
-            directory / "faiss-index",
-            *("pyserini.encode", "input", "--corpus", self.workspace.collection),
-            *("output", "--embeddings", "OUTPUT", "--to-faiss"),
-            *("encoder", "--encoder", encoder, *encoder_flags),
-            *cli.flags(dimension=self._dimension(), device="cpu", batch_size=32, max_length=256),
-        )
-        return self.produce(
-            directory / TEST_RUN_FILE,
-            *("pyserini.search.faiss", "--index", index, "--topics", self.topics, "--encoder", encoder),
-            *encoder_flags,
-            *cli.flags(output="OUTPUT", hits=self.s.hits, device="cpu", batch_size=64, threads=self.s.threads),
-        )
-
-    def _dimension(self) -> int:
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(resolve_backbone(self.s.backbone)).hidden_size
-
     def evaluate(self, run_file: Path) -> dict[str, float]:
         """trec_eval of a test run (``python -m petir.evaluate``), cached beside it."""
         path = self.produce(
@@ -324,114 +339,14 @@ class Study:
             return {}
         return {**read_results(path), "run": str(run_file.relative_to(self.root))}
 
-    def retrieval(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
-        rows = [self._bm25_row(), self._zero_shot_row()]
-        runs = [
-            (variant, seed, self.train("retrieval", variant, seed))
-            for variant in variants
-            for seed in seeds_of(variant, seeds, seed_variants)
-        ]
-        trained = [self._row(variant, seed, run_dir, {}) for variant, seed, run_dir in runs]
-        tested = set(chosen_on_dev(trained).values()) if self.s.test_picked and not self.s.dry_run else set(variants)
-        for (variant, seed, run_dir), row in zip(runs, trained, strict=True):
-            if variant not in tested:
-                if (run_dir / TEST_RUN_FILE).exists():  # searched by an earlier command: reporting it costs nothing
-                    row.update(self.evaluate(run_dir / TEST_RUN_FILE))
-                continue
-            if not (self.s.dry_run or (run_dir / MODEL_DIR / STATE_FILE).exists()):
-                print(
-                    f"petir.reproduce: {variant} seed {seed}: its weights are not here (trained on another machine "
-                    "and left there): dev values only",
-                    flush=True,
-                )
-                continue
-            row.update(self.evaluate(self.dense_run(str(run_dir / MODEL_DIR), run_dir)))
-        return rows + trained
-
-    def best_dense_run(self, seed: int) -> tuple[str, Path] | None:
-        """The retrieval stage's best trained dense run of ``seed`` (by nDCG@10), if that stage has run."""
-        candidates = []
-        for run_file in (self.root / "retrieval").glob(f"*/seed{seed}/{TEST_RUN_FILE}"):
-            if run_file.with_name(run_file.name + ".metrics.json").exists():
-                candidates.append((self.evaluate(run_file)["ndcg@10"], run_file.parent.parent.name, run_file))
-        if not candidates:
-            return None
-        _, variant, run_file = max(candidates)
-        return f"dense-{variant}", run_file
-
-    def rerank(self, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> list[dict]:
-        first_stages = {"bm25": self.bm25_run()}
-        dense = self.best_dense_run(seeds[0])
-        if dense is not None:
-            first_stages[dense[0]] = dense[1]
-        rows = [
-            {"method": "no re-ranking", "first_stage": stage, "seed": "", **self.evaluate(run_file)}
-            for stage, run_file in first_stages.items()
-        ]
-        for stage, run_file in first_stages.items():  # the baseline a user tries first: the backbone's own cosine
-            reranked = self.rerank_run(run_file, Path(self._backbone_dir()), self.root / "rerank" / "cosine", stage)
-            rows += self._rerank_rows({"method": "cosine", "seed": ""}, stage, run_file, reranked)
-        for variant in variants:
-            for seed in seeds_of(variant, seeds, seed_variants):
-                run_dir = self.train("rerank", variant, seed)
-                for stage, run_file in first_stages.items():
-                    if stage != "bm25" and seed != seeds[0]:
-                        continue  # seeds are compared on the BM25 run only (CPU time)
-                    reranked = self.rerank_run(run_file, run_dir / MODEL_DIR, run_dir, stage)
-                    rows += self._rerank_rows(self._row(variant, seed, run_dir, {}), stage, run_file, reranked)
-        return rows
-
-    def _rerank_rows(self, row: dict[str, Any], stage: str, first_stage: Path, reranked: Path) -> list[dict]:
-        """The re-ranked run's row, and the row of its reciprocal-rank fusion with the first stage (the stock
-        ``pyserini.fusion --method rrf`` over the re-ranked depth): a re-ranker that knows something the first stage
-        does not helps fused even where it loses alone."""
-        fused = self.produce(
-            reranked.with_name(reranked.stem + ".rrf.trec"),
-            *("pyserini.fusion", "--runs", first_stage, reranked, "--method", "rrf"),
-            *cli.flags(depth=self.s.rerank_depth, k=self.s.hits, output="OUTPUT"),
-        )
-        first_stage_run = str(first_stage.relative_to(self.root)) if not self.s.dry_run else ""
-        return [
-            {**row, "first_stage": stage, **self.evaluate(reranked), "first_stage_run": first_stage_run},
-            {
-                **row,
-                "first_stage": f"{stage} + RRF",
-                **self.evaluate(fused),
-                "first_stage_run": first_stage_run,
-                "fused": True,
-            },
-        ]
-
-    def rerank_run(self, run_file: Path, model: Path, directory: Path, stage: str) -> Path:
-        """``petir.rerank`` of ``run_file``'s top ``--rerank-depth`` with ``model``, into ``directory``."""
-        return self.produce(
-            directory / f"test.rerank-{stage}.trec",
-            "petir.rerank",
-            *cli.flags(run=run_file, topics=self.topics, index=self.workspace.lucene_index),
-            *cli.flags(model=model, output="OUTPUT", depth=self.s.rerank_depth, device="cpu"),
-        )
-
-    def bm25_run(self) -> Path:
-        directory = self.root / "retrieval" / "bm25"
-        directory.mkdir(parents=True, exist_ok=True)
-        return self.produce(
-            directory / TEST_RUN_FILE,
-            *("pyserini.search.lucene", "--index", self.workspace.lucene_index, "--topics", self.topics, "--bm25"),
-            *cli.flags(output="OUTPUT", hits=self.s.hits, threads=self.s.threads, batch_size=64),
-        )
-
-    def _bm25_row(self) -> dict[str, Any]:
-        return {"method": "bm25", "seed": "", **self.evaluate(self.bm25_run())}
-
-    def _zero_shot_row(self) -> dict[str, Any]:
-        directory = self.root / "retrieval" / "zero-shot"
-        directory.mkdir(parents=True, exist_ok=True)
-        flags = ["--pooling", "mean", "--l2-norm"]
-        run_file = self.dense_run(resolve_backbone(self.s.backbone), directory, flags)
-        return {"method": "zero-shot", "seed": "", **self.evaluate(run_file)}
+    def first_stages(self, seed: int) -> dict[str, Path]:
+        """The test runs the study's stages offer a later stage to re-rank, by name (BM25; ``seed``'s best dense
+        run)."""
+        return {name: run for task in study_tasks() for name, run in task.study.first_stages(self, seed).items()}
 
     # -- one result row ----------------------------------------------------------------------------------------
-    def _row(self, variant: str, seed: int, run_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+    def row(self, variant: str, seed: int, run_dir: Path) -> dict[str, Any]:
+        """A trained run's row of a results table (its stage adds the test metrics)."""
         if self.s.dry_run:
             return {"method": variant, "seed": seed}
         summary = read_summary(run_dir / SUMMARY_FILE)
@@ -441,7 +356,6 @@ class Study:
         return {
             "method": variant,
             "seed": seed,
-            **metrics,
             "trainable": summary["parameters"]["trainable"],
             "trainable_%": summary["parameters"]["percent"],
             "state_mb": state.stat().st_size / 2**20 if state.exists() else None,  # absent: weights left where trained
@@ -461,96 +375,23 @@ def _clock(seconds: float) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m petir.reproduce", description=__doc__)
-    positive, count = cli.Bounded(int, minimum=1), cli.Bounded(int, minimum=0)
-    parser.add_argument("stage", choices=("retrieval", "rerank", "all"), help="which stage of the study to run")
-    parser.add_argument(
-        "--data",
-        default="scifact",
-        help="BEIR dataset with train and test qrels: a directory, or a name looked up in "
-        "$PETIR_DATA, ../shared/data and the cache, else downloaded",
-    )
+    stages = [task.name for task in study_tasks()]
+    parser.add_argument("stage", choices=(*stages, "all"), help="which stage of the study to run")
     parser.add_argument("--output", type=Path, required=True, help="study directory (runs, tables, plots)")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
-    parser.add_argument(
-        "--methods",
-        default=",".join(VARIANTS),
-        help=f"comma-separated, from: {', '.join([*VARIANTS, *ABLATIONS])}; each at the 0.5 %% preset, or NAME@6.7; "
-        "NAME-lr1e-4 trains at that learning rate (with several rates of a method, the tables mark the one dev picks)",
-    )
-    parser.add_argument("--seeds", type=seed_list, default="1", help="comma-separated seeds")
-    parser.add_argument(
-        "--seed-methods",
-        type=lambda text: text.split(","),
-        default=",".join(MAIN_VARIANTS),
-        help="comma-separated: methods run with every seed (the others with the first seed only)",
-    )
-    parser.add_argument("--steps", type=positive, default=150, help="training steps per run")
-    parser.add_argument("--batch-size", type=positive, default=16, help="queries per training batch")
-    parser.add_argument("--eval-every", type=count, default=15, help="dev evaluation interval (convergence curves)")
-    parser.add_argument(
-        "--eval-budget",
-        type=cli.Bounded(float, minimum=0),
-        default=0.25,
-        help="most share of training time dev checks may take (petir.train)",
-    )
-    parser.add_argument(
-        "--keep-best",
-        action="store_true",
-        help="each run saves its best dev check, not its last step (petir.train --keep-best): the rule that lets "
-        "the dev set pick every method's training length",
-    )
-    parser.add_argument("--train-passage-length", type=MAX_LENGTH, default=128, help="passage tokens in training")
-    parser.add_argument("--dev-queries", type=count, default=50, help="training queries held out as dev set")
-    parser.add_argument(
-        "--dev-depth",
-        type=positive,
-        default=100,
-        help="rerank dev: the BM25 top-k each dev query re-ranks (as at test)",
-    )
-    parser.add_argument("--hits", type=positive, default=1000, help="retrieval depth of the test runs")
-    parser.add_argument("--rerank-batch-size", type=positive, default=8, help="rerank: queries per training batch")
-    parser.add_argument("--rerank-negatives", type=positive, default=3, help="rerank: BM25 negatives per query")
-    parser.add_argument("--rerank-max-length", type=MAX_LENGTH, default=128, help="rerank: query+passage tokens")
-    parser.add_argument("--rerank-depth", type=positive, default=100, help="rerank: passages re-scored per query")
-    parser.add_argument(
-        "--threads",
-        type=positive,
-        default=cli.default_threads(),
-        help="CPU threads for every step, Pyserini's included (default: $OMP_NUM_THREADS, else the idle cores)",
-    )
-    parser.add_argument(
-        "--test-picked",
-        action="store_true",
-        help="retrieval: encode and search the test queries only with each method's learning rate its dev set picks "
-        "(the other rates are reported by their dev values, and by test where an earlier command searched them), "
-        "as a sweep is used, at a fraction of the CPU time",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    cli.add_dataclass_flags(parser, StudySettings)
+    cli.add_dataclass_flags(parser, StudyPlan)
+    for task in study_tasks():
+        cli.add_dataclass_flags(parser.add_argument_group(f"{task.name} stage"), task.study.options)
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
-    """The study's settings from its command line (:func:`build_parser`)."""
+    """The study's settings from its command line (:func:`build_parser`), the dataset resolved to its directory."""
+    values = cli.dataclass_values(StudySettings, args)
     return StudySettings(
-        data=resolve_beir(args.data).resolve(),
+        **{**values, "data": resolve_beir(values["data"]).resolve()},
         output=args.output,
-        backbone=args.backbone,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        eval_every=args.eval_every,
-        eval_budget=args.eval_budget,
-        keep_best=args.keep_best,
-        train_passage_length=args.train_passage_length,
-        dev_queries=args.dev_queries,
-        dev_depth=args.dev_depth,
-        hits=args.hits,
-        rerank_batch_size=args.rerank_batch_size,
-        rerank_negatives=args.rerank_negatives,
-        rerank_max_length=args.rerank_max_length,
-        rerank_depth=args.rerank_depth,
-        threads=args.threads,
-        dry_run=args.dry_run,
-        test_picked=args.test_picked,
+        stages={task.name: cli.from_args(task.study.options, args) for task in study_tasks()},
     )
 
 
@@ -559,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     variants = study_entries(args.methods)
     settings = settings_from_args(args)
     cli.use_threads(args.threads)
-    stages = ("retrieval", "rerank") if args.stage == "all" else (args.stage,)
+    stages = [task.name for task in study_tasks()] if args.stage == "all" else [args.stage]
     runs = sum(len(seeds_of(variant, args.seeds, args.seed_methods)) for variant in variants) * len(stages)
     study = Study(settings, planned_runs=runs)
     print(
@@ -568,18 +409,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     for stage in stages:
-        run_stage = study.retrieval if stage == "retrieval" else study.rerank
-        rows = run_stage(variants, args.seeds, args.seed_methods)
+        stage_runner = get_task(stage).study
+        rows = stage_runner.run(study, variants, args.seeds, args.seed_methods)
         if not args.dry_run:
             tests = significance(rows, read_qrels(study.qrels), args.output)
-            write_tables(rows, args.output / f"results-{stage}", tests, PAPER[stage])
+            write_tables(rows, args.output / f"results-{stage}", tests, PAPER.get(stage))
             chosen = set(chosen_on_dev(rows).values())  # one curve per method: the rate its dev set picked
             picked = [variant for variant in variants if variant in chosen]
             plot_convergence(args.output, stage, {v: seeds_of(v, args.seeds, args.seed_methods) for v in picked})
-            if stage == "rerank":
-                depths = [depth for depth in SWEEP_DEPTHS if depth <= args.rerank_depth]
-                sweep = depth_sweep(rows, read_qrels(study.qrels), args.output, depths)
-                (args.output / "results-rerank-depth.md").write_text(DEPTH_SWEEP_NOTE + "\n\n" + sweep + "\n")
+            stage_runner.report(study, rows)
             print((args.output / f"results-{stage}.md").read_text())
     print(study.timing_summary())
 

@@ -11,12 +11,12 @@ scores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from petir import cli
 from petir.data import Document, Run, normalize_text, read_queries, read_run, write_run
@@ -30,6 +30,22 @@ example (BM25 top-100 from Pyserini, then an IAA-L re-ranker):
   python -m petir.rerank --run bm25.trec --topics topics.tsv --index IDX \\
       --model runs/scifact-reranker/model --output reranked.trec
 """
+
+
+@dataclasses.dataclass
+class RerankCommand:
+    """How ``petir.rerank`` scores (its flags beside the input and output paths)."""
+
+    depth: int = cli.option(100, "passages re-scored per query", bounds=cli.Bounded(int, minimum=1))
+    batch_size: int = cli.option(32, "query-passage pairs per forward pass", bounds=cli.Bounded(int, minimum=1))
+    device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
+    backend: str = cli.option(
+        "torch",
+        "onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "
+        "graph (docs/results/onnx-throughput.md: speed and quality)",
+        ("torch", "onnx", "onnx-int8"),
+    )
+    tag: str = cli.option("petir", "run tag written in the last column")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,19 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "retrieval score (the backbone: mean-pooled cosine)",
     )
     parser.add_argument("--output", required=True, type=Path, help="output TREC run")
-    parser.add_argument("--depth", type=cli.Bounded(int, minimum=1), default=100, help="passages re-scored per query")
-    parser.add_argument(
-        "--batch-size", type=cli.Bounded(int, minimum=1), default=32, help="query-passage pairs per forward pass"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--backend",
-        choices=("torch", "onnx", "onnx-int8"),
-        default="torch",
-        help="onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "
-        "graph (docs/results/onnx-throughput.md: speed and quality)",
-    )
-    parser.add_argument("--tag", default="petir", help="run tag written in the last column")
+    cli.add_dataclass_flags(parser, RerankCommand)
     cli.add_overwrite_flag(
         parser,
         "an existing --output, and discard the scores OUTPUT.partial.jsonl kept from an interrupted re-ranking of "
@@ -172,46 +176,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     passage = passage_lookup(args.index, args.corpus)
 
     model = load_scorer(args.model, args.backend, args.device)
-    reranked = rerank(run, queries, passage, pair_scorer(model, args.batch_size), args.depth, partial)
+    reranked = rerank(run, queries, passage, model.pair_scorer(args.batch_size), args.depth, partial)
     write_run(reranked, args.output, args.tag)
     os.remove(partial)
     _key_file(partial).unlink(missing_ok=True)
     print(f"petir: re-ranked {len(reranked)} queries (top {args.depth}) -> {args.output}")
 
 
-#: Passage vectors a bi-encoder keeps across queries while re-ranking (FIFO beyond this many).
-VECTOR_CACHE_SIZE = 200_000
-
-
-def pair_scorer(model: Any, batch_size: int) -> Callable[[list[str], list[str]], Any]:
-    """The model's score of aligned (query, passage) pairs. A bi-encoder encodes each distinct passage once per run
-    (a first stage repeats passages across queries: SciFact's BM25 top 100 is 30k pairs over a few thousand
-    passages); a cross-encoder scores every pair."""
-    if not hasattr(model, "encode"):
-        return lambda queries, passages: model.score(queries, passages, batch_size=batch_size)
-    import numpy as np
-
-    vectors: dict[str, Any] = {}
-
-    def score(queries: list[str], passages: list[str]) -> Any:
-        new = [text for text in dict.fromkeys(passages) if text not in vectors]
-        vectors.update(zip(new, model.encode(new, "passage", batch_size), strict=True))
-        distinct = list(dict.fromkeys(queries))
-        query_vectors = dict(zip(distinct, model.encode(distinct, "query", batch_size), strict=True))
-        scores = np.array([vectors[p] @ query_vectors[q] for q, p in zip(queries, passages, strict=True)])
-        for text in list(vectors)[: max(0, len(vectors) - VECTOR_CACHE_SIZE)]:
-            del vectors[text]
-        return scores
-
-    return score
-
-
 def load_scorer(model: Path, backend: str, device: str):
-    """What scores the pairs: a petir cross-encoder, a petir bi-encoder (its retrieval score), or a plain backbone
-    (its mean-pooled cosine: the baseline a trained re-ranker must beat)."""
-    from petir.models import CONFIG_FILE, MODEL_TYPE, STATE_FILE, BiEncoder
+    """What scores the pairs (its ``pair_scorer``): a petir model of any task (a cross-encoder's score, a
+    bi-encoder's retrieval score), or a plain backbone (as :data:`petir.tasks.PLAIN_BACKBONE_TASK`'s untrained model:
+    its mean-pooled cosine, the baseline a trained re-ranker must beat)."""
+    from petir.models import CONFIG_FILE, MODEL_TYPE, STATE_FILE
     from petir.onnx import load_inference_model
     from petir.pet import REFERENCE_METHOD
+    from petir.tasks import PLAIN_BACKBONE_TASK, get_task
 
     if not model.is_dir():
         raise PetirError(f"{model}: no such model directory; pass a petir model (OUTPUT/model of petir.train)")
@@ -222,7 +201,8 @@ def load_scorer(model: Path, backend: str, device: str):
     is_petir = is_petir or (model / STATE_FILE).exists()  # a petir directory, if a damaged one
     if is_petir or backend != "torch":
         return load_inference_model(model, backend=backend, device=device)
-    return BiEncoder(str(model), REFERENCE_METHOD).to(cli.resolve_device(device)).eval()  # adds no modules
+    plain = get_task(PLAIN_BACKBONE_TASK).model(str(model), REFERENCE_METHOD)  # adds no modules
+    return plain.to(cli.resolve_device(device)).eval()
 
 
 def partial_key(args: argparse.Namespace) -> dict[str, str]:

@@ -14,9 +14,24 @@ from typing import NamedTuple
 
 import numpy as np
 
+from petir import cli
 from petir.data import Corpus, Document, PathLike, Qrels, Queries, relevant, triple_record
 from petir.errors import DataError
 from petir.ondisk import LineFile, ids_by_position
+
+
+@dataclass
+class SamplingOptions:
+    """How training groups are drawn (``petir.train``'s flags)."""
+
+    batch_size: int = cli.option(16, "queries per micro-batch (per process)", bounds=cli.Bounded(int, minimum=1))
+    negatives: int = cli.option(
+        1,
+        "hard negatives per query (BM25, not relevant); retrieval: 0 trains on in-batch negatives alone",
+        bounds=cli.Bounded(int, minimum=0),
+    )
+    negative_depth: int = cli.option(30, "run depth hard negatives are drawn from", bounds=cli.Bounded(int, minimum=1))
+    seed: int = cli.option(42, "seed for initialisation, sampling and dropout", bounds=cli.SEED)
 
 
 @dataclass(frozen=True)

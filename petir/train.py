@@ -5,32 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
-from petir.data import (
-    Document,
-    Qrels,
-    Queries,
-    check_qrels,
-    corpus_path,
-    read_qrels,
-    read_queries,
-    read_run,
-    relevant,
-    split_dev,
-)
-from petir.datasets import load_beir, resolve_beir
+from petir.distributed import main_process_first
 from petir.errors import PetirError
-from petir.models import TASKS, PetModel
-from petir.ondisk import ids_by_position, open_corpus, open_queries
 from petir.pet import (
     BUDGETS,
     DEFAULT_BUDGET,
@@ -44,8 +27,10 @@ from petir.pet import (
     resolved_budget,
     variant_of,
 )
-from petir.sampling import GroupSampler, TrainingQuery, Triples, TripleSampler, training_queries
-from petir.trainer import RUN_OUTPUTS, TrainConfig, Trainer, check_run_directory, main_process_first, set_seed
+from petir.sampling import SamplingOptions, Triples
+from petir.tasks import DEFAULT_TASK, TASKS, Task, get_task
+from petir.trainer import RUN_OUTPUTS, TrainConfig, Trainer, check_run_directory, set_seed
+from petir.training_data import TrainingDataOptions, describe_dev, dev_evaluator, load_training_data
 
 EXAMPLES = """
 examples:
@@ -110,6 +95,43 @@ def _default(field: dataclasses.Field) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
+@dataclasses.dataclass
+class ModelOptions:
+    """What ``petir.train`` trains: the task, the backbone and the PET method (its variant, budget and options)."""
+
+    task: str = cli.option(DEFAULT_TASK, "; ".join(f"{task.name}: a {task.kind}" for task in TASKS.values()), TASKS)
+    backbone: str = cli.option(DEFAULT_BACKBONE, "BERT-family model name or directory")
+    method: str = cli.option(
+        "iaa-l",
+        "PET method or variant (listed below); iaa-l is the paper's best",
+        # a renamed one gets a message saying so; computed when the parser is built: the methods registered then
+        cli.Computed(lambda: list(dict.fromkeys([*METHODS, *VARIANTS, *RENAMED]))),
+        metavar="METHOD",
+    )
+    budget: str | None = cli.option(
+        None,
+        "the paper's budget preset (%% of BERT-base) for the method's widths "
+        f"(default: {DEFAULT_BUDGET} where the method has it); --pet options override it",
+        BUDGETS,
+    )
+    pet: list[str] = cli.option([], "PET method option", metavar="KEY=VALUE")
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How this process runs: its threads, and whether it continues an interrupted run."""
+
+    threads: int = cli.option(
+        cli.Computed(cli.default_threads),
+        "CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other work)",
+        bounds=cli.Bounded(int, minimum=1),
+    )
+    resume: bool = cli.option(
+        False,
+        "continue the run in --output from its checkpoint (its model/ and summary.json are rewritten at the end)",
+    )
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; its --help counts trainable parameters on the ``--backbone`` found in ``argv`` (only when help
     is asked for: the counts build every variant on the meta device, a second of start-up otherwise wasted)."""
@@ -121,96 +143,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description=__doc__,
         epilog=(_method_help(backbone) + "\n" if wants_help else "") + EXAMPLES,
     )
-    data = parser.add_argument_group("training data (a BEIR directory, or files)")
-    data.add_argument(
-        "--data",
-        help="BEIR dataset: a directory (corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv) "
-        "or a name (scifact) looked up in $PETIR_DATA, ../shared/data, the cache, else downloaded",
+    cli.add_dataclass_flags(
+        parser.add_argument_group("training data (a BEIR directory, or files)"), TrainingDataOptions
     )
-    data.add_argument("--split", default="train", help="qrels split of --data to train on")
-    data.add_argument("--corpus", help="corpus file (BEIR/Pyserini jsonl or MS MARCO collection tsv)")
-    data.add_argument("--queries", help="queries file (BEIR jsonl or 'qid<TAB>text' tsv)")
-    data.add_argument("--qrels", help="training qrels (BEIR tsv or TREC)")
-    data.add_argument(
-        "--triples",
-        help="MS MARCO triples, read in place (no BM25 mining): text 'query<TAB>positive<TAB>negative', or with "
-        "--corpus and --queries ids 'qid<TAB>pid<TAB>pid'",
-    )
-    data.add_argument(
-        "--negatives-run",
-        help="TREC run of the training queries to draw hard negatives from "
-        "(e.g. Pyserini BM25 on a prebuilt index) instead of petir's own BM25 search",
-    )
-    data.add_argument("--dev-qrels", help="dev qrels (queries from the same queries file)")
-    data.add_argument(
-        "--dev-queries",
-        type=cli.Bounded(int, minimum=0),
-        default=100,
-        help="without --dev-qrels: training queries held out",
-    )
-    data.add_argument(
-        "--dev-depth",
-        type=cli.Bounded(int, minimum=1),
-        default=100,
-        help="rerank: dev queries re-rank their BM25 top-k, as at test time; retrieval: BM25 candidates kept in a "
-        "sampled dev corpus",
-    )
-    data.add_argument(
-        "--dev-corpus",
-        type=cli.Bounded(int, minimum=1),
-        default=10_000,
-        help="retrieval: dev queries search the whole corpus up to this many passages; above, their judged "
-        "passages and BM25 candidates plus a seeded sample",
-    )
-
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--task", choices=TASKS, default="retrieval", help="retrieval: a bi-encoder; rerank: a cross-encoder"
-    )
-    model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
-    model.add_argument(
-        "--method",
-        choices=list(dict.fromkeys([*METHODS, *VARIANTS, *RENAMED])),  # a renamed one gets a message saying so
-        default="iaa-l",
-        metavar="METHOD",
-        help="PET method or variant (listed below); iaa-l is the paper's best",
-    )
-    model.add_argument(
-        "--budget",
-        choices=BUDGETS,
-        help="the paper's budget preset (%% of BERT-base) for the method's widths "
-        f"(default: {DEFAULT_BUDGET} where the method has it); --pet options override it",
-    )
-    model.add_argument("--pet", action="append", default=[], metavar="KEY=VALUE", help="PET method option")
+    cli.add_dataclass_flags(parser.add_argument_group("model"), ModelOptions)
     _add_task_options(parser)
-
-    sampling = parser.add_argument_group("training groups")
-    positive = cli.Bounded(int, minimum=1)
-    sampling.add_argument("--batch-size", type=positive, default=16, help="queries per micro-batch (per process)")
-    sampling.add_argument(
-        "--negatives",
-        type=cli.Bounded(int, minimum=0),
-        default=1,
-        help="hard negatives per query (BM25, not relevant); retrieval: 0 trains on in-batch negatives alone",
-    )
-    sampling.add_argument("--negative-depth", type=positive, default=30, help="run depth hard negatives are drawn from")
-    sampling.add_argument("--seed", type=cli.SEED, default=42, help="seed for initialisation, sampling and dropout")
-
+    cli.add_dataclass_flags(parser.add_argument_group("training groups"), SamplingOptions)
     train = parser.add_argument_group("optimisation")
     cli.add_dataclass_flags(train, TrainConfig)
-    train.add_argument(
-        "--threads",
-        type=positive,
-        default=cli.default_threads(),
-        help="CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other work)",
-    )
+    cli.add_dataclass_flags(train, RunOptions)
     train.add_argument(
         "--output", required=True, type=Path, help="run directory (model, checkpoint, logs): new or empty"
-    )
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --output from its checkpoint (its model/ and summary.json are rewritten at the end)",
     )
     cli.add_overwrite_flag(
         train,
@@ -240,187 +183,47 @@ def parse_pet_options(pairs: Sequence[str]) -> dict[str, str]:
     return options
 
 
-@dataclasses.dataclass
-class TrainingData:
-    corpus: Mapping[str, Document]  # on disk (petir.ondisk) for corpus files, in memory for a triples' dev pool
-    queries: Mapping[str, str]
-    train: list[TrainingQuery] | Triples  # judged queries, or triples read in place
-    dev_qrels: Qrels
-    dev_pools: dict[str, list[str]]  # candidate passages ranked for the dev metric
-    held_out: list[int] = dataclasses.field(default_factory=list)  # triples lines kept for the dev set
-
-    def sampler(self, batch_size: int, negatives: int, seed: int) -> GroupSampler | TripleSampler:
-        if isinstance(self.train, Triples):
-            if negatives != TripleSampler.negatives:
-                raise PetirError("each training triple carries one negative: --negatives must be 1 with --triples")
-            return TripleSampler(self.train, batch_size, seed, self.held_out)
-        return GroupSampler(self.train, self.corpus, batch_size, negatives, seed)
+#: Flags that --triples makes meaningless (the triples bring passages and negatives; and a task's own data flags
+#: shape the dev pools of a BM25 search, which triples have none of).
+NOT_WITH_TRIPLES = (*("data", "qrels", "dev_qrels"), *("negatives_run", "negative_depth", "dev_depth"))
 
 
-def load_training_data(args: argparse.Namespace) -> TrainingData:
-    """Read the inputs, mine hard negatives (BM25, or a given run) and set a dev split with its pools aside."""
-    if args.triples:
-        return _from_triples(args)
-    corpus_path, queries, train_qrels = _read_inputs(args)
-    corpus = open_corpus(corpus_path)
-    check_qrels(train_qrels, corpus, queries, args.qrels or f"{args.data} qrels/{args.split}.tsv")
-    if args.dev_qrels:
-        dev_qrels = read_qrels(args.dev_qrels)
-        check_qrels(dev_qrels, corpus, queries, args.dev_qrels)
-    elif args.dev_queries > 0:
-        _check_dev_size(args.dev_queries, len(train_qrels))
-        train_qrels, dev_qrels = split_dev(train_qrels, args.dev_queries, seed=0)
-    else:
-        dev_qrels = {}
-    from petir.bm25 import mine_hard_negatives
-    from petir.workspace import Workspace
-
-    judged = {qid: queries[qid] for qid in train_qrels if relevant(train_qrels, qid)}
-    dev_queries = {qid: queries[qid] for qid in dev_qrels if relevant(dev_qrels, qid)}
-    if args.negatives_run:
-        candidates = read_run(args.negatives_run)
-        missing = [qid for qid in dev_queries if qid not in candidates]
-        if missing:
-            raise PetirError(f"--negatives-run has no results for dev query {missing[0]!r}; include the dev queries")
-        train_run, dev_run = candidates, candidates
-    else:
-        workspace = Workspace(corpus_path, corpus)
-        train_run = workspace.bm25(judged, hits=args.negative_depth)
-        dev_run = workspace.bm25(dev_queries, hits=args.dev_depth) if dev_queries else {}
-    negatives = mine_hard_negatives(train_run, train_qrels, args.negative_depth)
-    first_stage = {qid: [docid for docid, _ in dev_run.get(qid, [])[: args.dev_depth]] for qid in dev_queries}
-    if args.task == "retrieval":
-        pools = dict.fromkeys(dev_queries, dev_corpus(corpus, first_stage, dev_qrels, args.dev_corpus))
-    else:
-        pools = first_stage
-    return TrainingData(corpus, queries, training_queries(queries, train_qrels, negatives), dev_qrels, pools)
+def task_flags(task: Task) -> list[str]:
+    """The flags only ``task`` reads (its options and its own data flags): giving one to another task is an error,
+    not silently ignored."""
+    return [*_field_names(task.model.options_class), *_field_names(task.data_options)]
 
 
-def dev_corpus(
-    corpus: Mapping[str, Document], first_stage: dict[str, list[str]], dev_qrels: Qrels, size: int
-) -> list[str]:
-    """The passages a retrieval dev check searches: the whole corpus up to ``size`` passages; above, the dev
-    queries' judged passages and BM25 candidates plus a seeded sample of the rest (a corpus-wide search, scaled
-    down, so the dev metric ranks against the same kind of distractors as the test)."""
-    ids = ids_by_position(corpus)
-    if len(ids) <= size:
-        return list(ids)
-    kept = dict.fromkeys(
-        [*(docid for qid in first_stage for docid in first_stage[qid]), *(d for q in first_stage for d in dev_qrels[q])]
-    )
-    # positions, not ids, are sampled: listing every id of an MS MARCO-sized corpus would hold it in memory
-    wanted = max(0, size - len(kept))
-    for position in random.Random(0).sample(range(len(ids)), min(len(ids), wanted + len(kept))):
-        if len(kept) >= size:
-            break
-        kept.setdefault(ids[position], None)
-    return list(kept)
-
-
-def _check_dev_size(dev_queries: int, available: int) -> None:
-    if dev_queries >= available:
-        raise PetirError(
-            f"--dev-queries {dev_queries} leaves no training query (there are {available}); lower it"
-            " (0: no dev set), or pass --dev-qrels"
-        )
-
-
-def _read_inputs(args: argparse.Namespace) -> tuple[Path, Queries, Qrels]:
-    if args.data:
-        directory = resolve_beir(args.data)
-        dataset = load_beir(directory, args.split)
-        return corpus_path(directory), read_queries(directory / "queries.jsonl"), dataset.qrels
-    missing = [flag for flag in ("corpus", "queries", "qrels") if not getattr(args, flag)]
-    if missing:
-        raise PetirError(f"give --data DIR, or --corpus, --queries and --qrels (missing: --{', --'.join(missing)})")
-    return Path(args.corpus), read_queries(args.queries), read_qrels(args.qrels)
-
-
-def _from_triples(args: argparse.Namespace) -> TrainingData:
-    """Triples bring their own negatives and are read in place (text triples, or id triples with --corpus and
-    --queries). The dev set is ``--dev-queries`` seeded lines held out of training: each dev query ranks the
-    passages of all dev lines, and its own positive is the one relevant."""
-    if bool(args.corpus) != bool(args.queries):
-        raise PetirError("id triples need both --corpus and --queries (text triples need neither)")
-    corpus = open_corpus(args.corpus) if args.corpus else None
-    triples = Triples(args.triples, corpus, open_queries(args.queries) if args.queries else None)
-    held_out: list[int] = []
-    if args.dev_queries > 0:
-        _check_dev_size(args.dev_queries, len(triples))
-        held_out = sorted(np.random.default_rng(0).choice(len(triples), args.dev_queries, replace=False).tolist())
-    dev = {f"dev-{position}": triples.group(position) for position in held_out}
-    pool = list(dict.fromkeys(docid for group in dev.values() for docid in group.docids))
-    if corpus is None:  # text triples: the dev lines' passages are the dev corpus, each text its own id
-        texts = (zip(group.docids, group.passages, strict=True) for group in dev.values())
-        corpus = {docid: Document(docid, "", text) for pairs in texts for docid, text in pairs}
-    return TrainingData(
-        corpus=corpus,
-        queries={qid: group.query for qid, group in dev.items()},
-        train=triples,
-        dev_qrels={qid: {group.docids[0]: 1} for qid, group in dev.items()},
-        dev_pools=dict.fromkeys(dev, pool),
-        held_out=held_out,
-    )
-
-
-def dev_evaluator(data: TrainingData):
-    """Dev metric: nDCG@10 and MRR@10 of the model's ranking of each dev query's pool (with a progress bar: a check
-    can take minutes)."""
-    from petir.evaluate import evaluate_run
-
-    queries = {qid: data.queries[qid] for qid in data.dev_pools}
-
-    def evaluate(model: PetModel) -> dict[str, float]:
-        metrics = evaluate_run(data.dev_qrels, model.rank(queries, data.dev_pools, data.corpus, progress=True))
-        return {name: round(metrics[name], 4) for name in ("ndcg@10", "mrr@10")}
-
-    return evaluate
-
-
-def describe_dev(data: TrainingData) -> str:
-    """What a dev check ranks: the cost of one check grows with the pool (passages) and the pairs (re-ranking)."""
-    passages = len({docid for pool in data.dev_pools.values() for docid in pool})
-    pairs = sum(len(pool) for pool in data.dev_pools.values())
-    return f"{len(data.dev_pools)} dev queries over {passages:,} passages ({pairs:,} query-passage scores a check)"
-
-
-#: Data flags that only one task reads.
-TASK_DATA_FLAGS = {"retrieval": ("dev_corpus",)}
-#: Flags that only one task reads (its options, and its own data flags): giving one to the other task is an error,
-#: not silently ignored.
-TASK_FLAGS = {
-    task: (*(field.name for field in dataclasses.fields(task_class.options_class)), *TASK_DATA_FLAGS.get(task, ()))
-    for task, task_class in TASKS.items()
-}
-#: Flags that --triples makes meaningless (the triples bring passages and negatives).
-NOT_WITH_TRIPLES = (
-    *("data", "qrels", "dev_qrels"),
-    *("negatives_run", "negative_depth", "dev_depth", "dev_corpus"),
-)
+def _field_names(options_class: type | None) -> list[str]:
+    return [field.name for field in dataclasses.fields(options_class)] if options_class is not None else []
 
 
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     given = {name for name, value in vars(args).items() if value != parser.get_default(name)}
-    for task, names in TASK_FLAGS.items():
-        wrong = sorted(given & set(names)) if task != args.task else []
+    task = get_task(args.task)
+    for other in TASKS.values():
+        wrong = sorted(given & set(task_flags(other))) if other is not task else []
         if wrong:
-            raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {task} only")
-    if args.task == "rerank" and args.negatives == 0:
-        raise PetirError("--negatives 0 leaves a re-ranker no passage to rank a positive against; give 1 or more")
+            raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {other.name} only")
+    if args.negatives < task.min_negatives:
+        raise PetirError(
+            f"--negatives {args.negatives} leaves a {task.noun} no passage to rank a positive against; give "
+            f"{task.min_negatives} or more"
+        )
     if args.triples:
-        wrong = sorted(given & set(NOT_WITH_TRIPLES))
+        wrong = sorted(given & {*NOT_WITH_TRIPLES, *_field_names(task.data_options)})
         if wrong:
             raise PetirError(f"--{wrong[0].replace('_', '-')} cannot be combined with --triples")
 
 
-def task_options(args: argparse.Namespace) -> dict[str, Any]:
-    return cli.dataclass_values(TASKS[args.task].options_class, args)
-
-
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of each task's options dataclass: its default, choices and help live there alone."""
-    for task, task_class in TASKS.items():
-        cli.add_dataclass_flags(parser.add_argument_group(f"{task} options (--task {task})"), task_class.options_class)
+    """One flag per field of each task's options (and data options) dataclass: its default, choices and help live
+    there alone."""
+    for task in TASKS.values():
+        group = parser.add_argument_group(f"{task.name} options (--task {task.name})")
+        for options_class in (task.model.options_class, task.data_options):
+            if options_class is not None:
+                cli.add_dataclass_flags(group, options_class)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -433,10 +236,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
     budget = resolved_budget(args.method, asked, args.budget)  # recorded in config.json, read by the card and study
     cli.use_threads(args.threads)
+    task = get_task(args.task)
+    task_data = cli.from_args(task.data_options, args) if task.data_options is not None else None
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
-        data = load_training_data(args)
+        data = load_training_data(cli.from_args(TrainingDataOptions, args), args.negative_depth, task, task_data)
     set_seed(args.seed)
-    model = TASKS[args.task](args.backbone, method, pet_options, budget, **task_options(args))
+    task_options = cli.dataclass_values(task.model.options_class, args)
+    model = task.model(args.backbone, method, pet_options, budget, **task_options)
     report = model.parameter_report()
     print(
         f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "
@@ -458,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "extra": {"argv": list(argv) if argv is not None else sys.argv[1:], "task": args.task},
         }
     )
-    sampler = data.sampler(args.batch_size, args.negatives, args.seed)
+    sampler = data.sampler(cli.from_args(SamplingOptions, args))
     evaluate = dev_evaluator(data) if data.dev_pools else None
     summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume, overwrite=args.overwrite)
     train_s, dev_s, steps = summary["wall_time_s"], summary["dev_time_s"], max(summary["steps"], 1)

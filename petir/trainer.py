@@ -18,15 +18,14 @@ What it guarantees:
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from petir.cli import Bounded, option, progress, resolve_device
 from petir.data import read_json, require_fields
+from petir.distributed import barrier, init_distributed
 from petir.errors import PetirError
 from petir.files import (
     check_output,
@@ -178,11 +178,11 @@ class Trainer:
         from the checkpoint in the output directory; ``overwrite`` deletes an earlier run's :data:`RUN_OUTPUTS` there
         and starts over (see :func:`check_run_directory`)."""
         check_run_directory(self.output, resume, overwrite)  # every rank sees the same directory: all raise or none
-        _barrier(self.world_size)  # no rank writes before every rank has looked
+        barrier(self.world_size)  # no rank writes before every rank has looked
         if overwrite and self.is_main:
             for name in RUN_OUTPUTS:
                 remove_output(self.output / name)
-        _barrier(self.world_size)
+        barrier(self.world_size)
         self.output.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_checkpoint()
@@ -296,7 +296,7 @@ class Trainer:
                 f"dev at step {self.step}: {metrics} in {self._last_check_seconds:.1f} s; dev checks so far "
                 f"{self.dev_seconds:.0f} s ({self._share()} of {self.elapsed:.0f} s training)"
             )
-        _barrier(self.world_size)
+        barrier(self.world_size)
         return metrics
 
     def _remember_if_best(self, metrics: dict[str, float]) -> None:
@@ -337,7 +337,7 @@ class Trainer:
             _write_json(self.output / SUMMARY_FILE, summary)
         if self._board is not None:
             self._board.close()
-        _barrier(self.world_size)
+        barrier(self.world_size)
         return summary
 
     # -- logging -----------------------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ class Trainer:
             dist.all_gather_object(rng_states, _rng_state())
         if self.is_main:
             self._write_checkpoint(rng_states)
-        _barrier(self.world_size)
+        barrier(self.world_size)
 
     def _write_checkpoint(self, rng_states: list[dict[str, Any]]) -> None:
         with staged_directory(self.output / CHECKPOINT_DIR, replace=True) as staging:
@@ -671,31 +671,6 @@ class _StopRequest:
             raise KeyboardInterrupt
         self.requested = True
         print("\npetir: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
-
-
-def init_distributed(device: str = "auto") -> tuple[int, int, int]:
-    """(rank, world size, local rank); joins the process group when launched by torchrun (NCCL for GPUs, gloo
-    for CPU processes). Idempotent."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if resolve_device(device).startswith("cuda") else "gloo")
-    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-@contextmanager
-def main_process_first(device: str = "auto") -> Iterator[None]:
-    """Under torchrun, rank 0 runs the block first (building shared caches), the other ranks after it."""
-    rank, world_size, _ = init_distributed(device)
-    if rank != 0:
-        _barrier(world_size)
-    yield
-    if rank == 0:
-        _barrier(world_size)
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        dist.barrier()
 
 
 def _maybe_no_sync(module: torch.nn.Module, sync: bool):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from petir.pet import VARIANTS, resolve
+from petir.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,6 +81,10 @@ def run_cli(main, argv: list[str]) -> str | None:
 #: variant names as test ids: a method added to the registry is picked up by every property test.
 PET_VARIANTS = [resolve(name) for name in VARIANTS]
 PET_IDS = list(VARIANTS)
+#: Every task's model class, with the task names as test ids: a task added to the registry is picked up by every
+#: test over tasks.
+TASK_MODELS = [task.model for task in TASKS.values()]
+TASK_IDS = list(TASKS)
 
 
 #: A handful of passages over the tiny vocabulary (ids d0..d9 where a test needs ids).

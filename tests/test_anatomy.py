@@ -30,12 +30,14 @@ from conftest import (
 from petir.anatomy import ANATOMIES, find
 from petir.backbone import random_backbone, random_encoder, without_pooler
 from petir.errors import PetirError
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.onnx import export, load_inference_model
 from petir.pet import DEFAULT_METHOD, apply_pet, make_config, resolve
 from petir.pet.base import BesideBlock, SublayerNorm, SublayerOutput
 from petir.pet.iaa import METHOD as IAA
 from petir.pet.prefix import PrefixSelfAttention
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 
 ARCHITECTURES = list(ANATOMIES)
 SIZES = {

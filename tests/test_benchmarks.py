@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_PASSAGES
-from petir.models import BiEncoder, CrossEncoder
 from petir.pet import VARIANTS
 from petir.sampling import Group
+from petir.tasks import TASKS
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 
 QUERIES = ["the cat sat", "cancer risk increase", "protein gene cell", "a dog on the mat"]
 PASSAGES = TINY_PASSAGES
@@ -46,8 +48,9 @@ def groups(queries: int, group_size: int) -> list[Group]:
     ]
 
 
-@pytest.mark.parametrize("task_class, group_size", [(BiEncoder, 2), (CrossEncoder, 4)])
-def test_training_costs_rank_methods_as_expected(efficiency, tiny_backbone, task_class, group_size):
+@pytest.mark.parametrize("task", [name for name, task in TASKS.items() if task.study is not None])
+def test_training_costs_rank_methods_as_expected(efficiency, tiny_backbone, task):
+    task_class, _, _, group_size = efficiency.study_training()[task]  # the study's groups (passages per query)
     torch.manual_seed(0)
     models = {name: efficiency.variant_model(task_class, str(tiny_backbone), name) for name in VARIANTS}
     rows = efficiency.training_costs(models, groups(4, group_size), steps=2)

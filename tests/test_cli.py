@@ -216,7 +216,7 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
 
 def test_retrieval_dev_searches_the_corpus_or_a_sample_that_keeps_every_judged_passage():
     from petir.data import Document
-    from petir.train import dev_corpus
+    from petir.tasks.retrieval import dev_corpus
 
     corpus = {f"d{i}": Document(f"d{i}", "", "text") for i in range(20)}
     first_stage = {"q1": ["d3", "d4"], "q2": ["d5"]}

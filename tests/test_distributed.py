@@ -14,8 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import TINY_PASSAGES, perturb
-from petir.models import BiEncoder
 from petir.sampling import Group
+from petir.tasks.retrieval import BiEncoder
 
 WORLD = 2
 # Four queries, two per rank. Passage d4 is judged relevant to query 0 (on rank 0) and is query 2's positive (on

@@ -9,8 +9,9 @@ import torch
 
 from conftest import TINY_PASSAGES, perturb, run_cli
 from petir.export import export, main
-from petir.models import BiEncoder, CrossEncoder
 from petir.pet.lora import PEFT_DIR
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 
 TEXTS = TINY_PASSAGES[:5]
 

@@ -9,11 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_tiny_backbone, perturb
+from conftest import TASK_IDS, TASK_MODELS, make_tiny_backbone, perturb
 from petir.errors import ModelMismatchError, PetirError
-from petir.models import STATE_FILE, BiEncoder, CrossEncoder, PetModel, false_negatives
+from petir.losses import false_negatives
+from petir.models import STATE_FILE, PetModel
 from petir.pet import METHODS, count_parameters
 from petir.sampling import Group
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 
 TEXTS = ["the cat sat on the mat", "a dog", "protein cell gene"]
 GROUPS = [Group("the cat", ["cat sat on the mat", "dog"]), Group("cancer risk", ["cancer risk increase", "a mat"])]
@@ -70,7 +73,7 @@ def test_cross_encoder_round_trip_includes_its_head(tiny_backbone, tmp_path):
     np.testing.assert_allclose(loaded.score(queries, passages), model.eval().score(queries, passages), atol=1e-6)
 
 
-@pytest.mark.parametrize("task", [BiEncoder, CrossEncoder])
+@pytest.mark.parametrize("task", TASK_MODELS, ids=TASK_IDS)
 def test_training_loss_is_finite_and_reaches_every_trainable_tensor(tiny_backbone, task):
     model = task(str(tiny_backbone), "iaa")
     perturb(model)  # zero-initialised up-projections would block gradients of the modules below them
@@ -85,8 +88,9 @@ def test_rank_orders_each_pool_by_score(tiny_backbone):
     from petir.data import Document
 
     corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(TEXTS)}
-    for model in (BiEncoder(str(tiny_backbone), "adapter"), CrossEncoder(str(tiny_backbone), "adapter")):
-        run = model.eval().rank({"q1": "the cat", "q2": "gene"}, {"q1": ["d0", "d1", "d2"], "q2": ["d2"]}, corpus)
+    for task in TASK_MODELS:
+        model = task(str(tiny_backbone), "adapter").eval()
+        run = model.rank({"q1": "the cat", "q2": "gene"}, {"q1": ["d0", "d1", "d2"], "q2": ["d2"]}, corpus)
         assert sorted(d for d, _ in run["q1"]) == ["d0", "d1", "d2"] and [d for d, _ in run["q2"]] == ["d2"]
         scores = [s for _, s in run["q1"]]
         assert scores == sorted(scores, reverse=True)
@@ -181,7 +185,7 @@ def test_false_negatives_are_masked_in_the_batch_and_in_the_group():
     assert not false_negatives(GROUPS, in_batch=True).any()
 
 
-@pytest.mark.parametrize("task", [BiEncoder, CrossEncoder])
+@pytest.mark.parametrize("task", TASK_MODELS, ids=TASK_IDS)
 def test_masked_false_negatives_do_not_enter_the_loss(tiny_backbone, task):
     model = task(str(tiny_backbone), "adapter").eval()
     perturb(model)

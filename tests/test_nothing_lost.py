@@ -26,7 +26,9 @@ from petir.files import (
     replace_directory,
     staged_directory,
 )
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 from petir.trainer import CHECKPOINT_DIR, LEGACY_TRAINER_STATE, MODEL_DIR, SUMMARY_FILE, TRAINER_STATE
 
 
@@ -452,8 +454,8 @@ def test_interrupted_rerank_scores_are_reused_only_for_the_same_inputs(rerank_in
         assert partial.read_bytes() == kept and not output.exists()
 
     calls = []
-    original = rerank.pair_scorer
-    monkeypatch.setattr(rerank, "pair_scorer", lambda *a: lambda q, p: calls.append(1) or original(*a)(q, p))
+    original = CrossEncoder.pair_scorer
+    monkeypatch.setattr(CrossEncoder, "pair_scorer", lambda *a: lambda q, p: calls.append(1) or original(*a)(q, p))
     assert run_cli(rerank.main, rerank_argv(rerank_inputs, output)) is None  # same inputs: continued, not re-scored
     assert not calls and output.read_text() == fresh.read_text() and not partial.exists()
 

@@ -10,19 +10,19 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import PET_IDS, PET_VARIANTS, perturb
+from conftest import PET_IDS, PET_VARIANTS, TASK_IDS, TASK_MODELS, perturb
 from petir.errors import PetirError
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_DIR,
     ONNX_FILE,
-    OnnxBiEncoder,
-    OnnxCrossEncoder,
     export,
     load_inference_model,
     main,
 )
+from petir.tasks.rerank import CrossEncoder, OnnxCrossEncoder
+from petir.tasks.retrieval import BiEncoder, OnnxBiEncoder
 
 # Unequal lengths (padding inside a batch), and lengths and batch sizes other than the traced example's.
 QUERIES = ["the cat", "cancer risk increase in a protein study on the cell", "gene", "a dog sat on the mat", "x"]
@@ -133,7 +133,7 @@ import faiss, numpy as np
 import pyserini.encode  # first, so that petir's start-up hook (where installed) registers its encoders
 from pyserini.search.faiss import FaissSearcher
 from petir_pyserini._encoders import PetirQueryEncoder
-from petir.models import BiEncoder
+from petir.tasks.retrieval import BiEncoder
 
 model_dir, index_dir, passages, queries = {str(model_dir)!r}, {str(tmp_path / "index")!r}, {PASSAGES!r}, {QUERIES!r}
 import os; os.makedirs(index_dir)
@@ -155,17 +155,14 @@ print("max_abs_diff", diff)
     assert diff < TOLERANCE, f"PetirQueryEncoder onnx vs torch: max abs diff {diff:.2e}"
 
 
-@pytest.mark.parametrize("task_class", [BiEncoder, CrossEncoder])
+@pytest.mark.parametrize("task_class", TASK_MODELS, ids=TASK_IDS)
 def test_the_int8_graph_runs_as_a_backend_and_stays_close(tiny_backbone, tmp_path, task_class):
     model_dir = saved_model(task_class, tiny_backbone, tmp_path / "model", "iaa", {})
     export(model_dir)
     config = json.loads((model_dir / ONNX_DIR / ONNX_CONFIG_FILE).read_text())
     int8 = load_inference_model(model_dir, "onnx-int8")
     fp32 = load_inference_model(model_dir, "onnx")
-    if task_class is BiEncoder:
-        found, expected = int8.encode(PASSAGES), fp32.encode(PASSAGES)
-    else:
-        found, expected = int8.score(QUERIES, PASSAGES), fp32.score(QUERIES, PASSAGES)
+    found, expected = int8.outputs(QUERIES, PASSAGES), fp32.outputs(QUERIES, PASSAGES)  # vectors, or scores
     assert found.dtype == np.float32 and found.shape == expected.shape
     assert 0 < max_diff(found, expected) < 0.1  # lossy, yet close on a tiny random model
     assert 0 < config["int8_max_abs_diff"] < 0.1

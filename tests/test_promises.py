@@ -43,10 +43,13 @@ from petir import cli
 from petir.data import Document, write_pyserini_collection, write_run, write_topics
 from petir.errors import ModelMismatchError, PetirError
 from petir.evaluate import main as evaluate_main
-from petir.models import CONFIG_FILE, STATE_FILE, TASKS, BiEncoder, CrossEncoder, PetModel, make_options
+from petir.models import CONFIG_FILE, STATE_FILE, PetModel, make_options
 from petir.onnx import ONNX_CONFIG_FILE, ONNX_DIR, ONNX_FILE, export
 from petir.pet import METHODS, make_config
 from petir.readers import READERS
+from petir.tasks import TASKS
+from petir.tasks.rerank import CrossEncoder
+from petir.tasks.retrieval import BiEncoder
 from petir.train import main as train_main
 from petir.trainer import CHECKPOINT_DIR, TRAINER_STATE, TRAINER_TENSORS
 
@@ -195,7 +198,7 @@ def test_unknown_flags_and_missing_arguments_are_one_line(name, capsys):
 
 
 def test_every_pet_and_task_number_declares_a_range_its_default_is_in():
-    classes = [entry.config_class for entry in METHODS.values()] + [task.options_class for task in TASKS.values()]
+    classes = [entry.config_class for entry in METHODS.values()] + [task.model.options_class for task in TASKS.values()]
     for options_class in classes:
         for option in numeric_fields(options_class):
             assert "bounds" in option.metadata, f"{options_class.__name__}.{option.name} declares no range"
@@ -218,7 +221,7 @@ def test_a_pet_option_out_of_range_is_refused_from_the_cli_and_from_a_saved_conf
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_a_task_option_out_of_range_is_refused_where_options_are_made(task):
-    options_class = TASKS[task].options_class
+    options_class = TASKS[task].model.options_class
     for option in numeric_fields(options_class):
         for value in outside(option.metadata["bounds"]):
             with pytest.raises(PetirError, match=f"^{option.name} must be {option.metadata['bounds'].description}"):

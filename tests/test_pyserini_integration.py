@@ -18,7 +18,7 @@ import torch
 
 from conftest import TINY_PASSAGES
 from petir.data import Document, read_run, write_pyserini_collection, write_qrels, write_topics
-from petir.models import BiEncoder
+from petir.tasks.retrieval import BiEncoder
 
 TOPICS = {"q1": "the cat sat", "q2": "cancer risk increase", "q3": "protein gene cell"}
 DOCS = TINY_PASSAGES

@@ -224,6 +224,7 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
     others keep their dev values, and their test values where an earlier command searched them), and a run whose
     weights stayed on another machine is reported by dev alone."""
     from petir.reproduce import Study, build_parser, settings_from_args
+    from petir.tasks.retrieval import RetrievalStage
 
     data = tiny_beir(tmp_path / "beir")
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
@@ -246,11 +247,12 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
     args = build_parser().parse_args(["retrieval", "--data", str(data), "--output", str(root), "--test-picked"])
     study = Study(settings_from_args(args), planned_runs=5)
     searched = []
-    monkeypatch.setattr(Study, "_bm25_row", lambda self: {"method": "bm25", "seed": ""})
-    monkeypatch.setattr(Study, "_zero_shot_row", lambda self: {"method": "zero-shot", "seed": ""})
-    monkeypatch.setattr(Study, "dense_run", lambda self, encoder, directory: searched.append(directory) or directory)
+    stage = RetrievalStage
+    monkeypatch.setattr(stage, "_bm25_row", lambda self, study: {"method": "bm25", "seed": ""})
+    monkeypatch.setattr(stage, "_zero_shot_row", lambda self, study: {"method": "zero-shot", "seed": ""})
+    monkeypatch.setattr(stage, "dense_run", lambda self, study, encoder, run_dir: searched.append(run_dir) or run_dir)
     monkeypatch.setattr(Study, "evaluate", lambda self, run: {"ndcg@10": 0.4})
-    rows = study.retrieval(["adapter", "adapter-lr3e-3", "adapter-lr3e-4", "lora", "full"], [1], [])
+    rows = stage().run(study, ["adapter", "adapter-lr3e-3", "adapter-lr3e-4", "lora", "full"], [1], [])
     assert sorted(path.parent.name for path in searched) == ["adapter-lr3e-3", "lora"]
     tested = {row["method"]: row.get("ndcg@10") for row in rows}
     assert tested == {

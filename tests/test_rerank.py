@@ -12,8 +12,8 @@ import torch
 from conftest import flags, run_cli
 from petir.data import Document, read_run, write_pyserini_collection, write_run, write_topics
 from petir.errors import DataError
-from petir.models import CrossEncoder
 from petir.rerank import main, rerank
+from petir.tasks.rerank import CrossEncoder
 
 QUERIES = {"q1": "the cat sat", "q2": "cancer risk", "q3": "gene protein"}
 TEXTS = ["the cat sat on the mat", "a dog", "cancer risk increase", "protein gene cell", "a mat", "risk study"]
@@ -148,7 +148,7 @@ def test_cli_reads_passages_from_a_lucene_index(files, tmp_path):
 
 def test_a_bi_encoder_or_a_plain_backbone_reranks_by_its_retrieval_score(files, tiny_backbone, tmp_path):
     """The baselines a trained re-ranker must beat: the backbone's own cosine, and a trained retriever's score."""
-    from petir.models import BiEncoder
+    from petir.tasks.retrieval import BiEncoder
 
     retriever = BiEncoder(str(tiny_backbone), "adapter").save(tmp_path / "retriever")
     for model_dir in (tiny_backbone, retriever):

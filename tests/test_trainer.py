@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PET_IDS, PET_VARIANTS, perturb
+from conftest import PET_IDS, PET_VARIANTS, TASK_IDS, TASK_MODELS, perturb
 from petir.data import Document
 from petir.errors import PetirError
-from petir.models import BiEncoder, CrossEncoder, PetModel
+from petir.models import PetModel
 from petir.sampling import Group, GroupSampler, Permutation, TrainingQuery, Triples, TripleSampler
+from petir.tasks.retrieval import BiEncoder
 from petir.trainer import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, TrainConfig, Trainer, set_seed
 
 WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()
@@ -93,7 +94,7 @@ def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
     assert isinstance(PetModel.load(tmp_path / MODEL_DIR), BiEncoder)
 
 
-@pytest.mark.parametrize("task", [BiEncoder, CrossEncoder])
+@pytest.mark.parametrize("task", TASK_MODELS, ids=TASK_IDS)
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, tmp_path, task):
     make_trainer(tiny_backbone, tmp_path / "straight", task=task).train()
 

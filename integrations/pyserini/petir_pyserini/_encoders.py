@@ -9,11 +9,8 @@ from __future__ import annotations
 import numpy as np
 from pyserini.encode import DocumentEncoder, QueryEncoder, document_encoder_class_map, query_encoder_class_map
 
-from petir.cli import resolve_device
 from petir.data import Document, normalize_text
-from petir.errors import PetirError
-from petir.models import BiEncoder
-from petir.onnx import load_inference_model
+from petir_pyserini._hf import load_dense_encoder
 
 #: Pyserini picks an encoder class by the first keyword of its maps found in the encoder path.
 KEYWORD = "petir"
@@ -23,7 +20,7 @@ class PetirDocumentEncoder(DocumentEncoder):
     """Passage encoder for ``python -m pyserini.encode`` and ``pyserini.encode`` Python use."""
 
     def __init__(self, model_name: str, tokenizer_name: str | None = None, device: str = "cpu", **_ignored):
-        self.model = BiEncoder.load(model_name, device=resolve_device(device))
+        self.model = load_dense_encoder(model_name, "passage encoding", device=device)
 
     def encode(self, texts, titles=None, max_length: int | None = None, **_ignored) -> np.ndarray:
         """Returns: float32 array [len(texts), hidden]; titles are joined to texts as ``"title text"``."""
@@ -50,9 +47,7 @@ class PetirQueryEncoder(QueryEncoder):
     ):
         super().__init__(encoded_query_dir)
         if encoder_dir:
-            self.model = load_inference_model(encoder_dir, backend, device)
-            if self.model.task != BiEncoder.task:
-                raise PetirError(f"{encoder_dir} holds a {self.model.task} model; query encoding needs a bi-encoder")
+            self.model = load_dense_encoder(encoder_dir, "query encoding", backend, device)
             self.has_model = True
 
     def encode(self, query: str, **_ignored) -> np.ndarray:
