@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from petir.data import Document, Pools, Qrels
 
-#: Rows of a study's results table, one per run (method, seed, metrics...).
-Rows = list[dict[str, Any]]
-
 if TYPE_CHECKING:
     from petir.models import PetModel
     from petir.onnx import OnnxModel
     from petir.reproduce import Study, StudySettings
 
+#: Rows of a study's results table, one per run (method, seed, metrics...).
+Rows = list[dict[str, Any]]
 #: Each first stage's run of the test queries, in its run directory of the study.
 TEST_RUN_FILE = "test.run.trec"
 #: A command of the study: ``python -m`` arguments, with ``"OUTPUT"`` where it writes its output.
