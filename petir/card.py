@@ -4,15 +4,18 @@ what it is (task, method, budget, backbone), how it was trained, and how to use 
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from petir.pet import get_method, make_config, saved_budget, variant_of
 from petir.tasks import get_task
 
+if TYPE_CHECKING:
+    from petir.models import PetModel
 
-def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -> str:
-    """The card of a model whose ``config.json`` is ``config``; ``training`` (argv, steps, final_dev, wall_time_s)
-    adds how it was trained."""
+
+def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
+    """The card of ``model``; ``training`` (argv, steps, final_dev, wall_time_s) adds how it was trained."""
+    config = model.config_dict()
     task = get_task(config["task"])
     method = get_method(config["pet_method"])
     variant = variant_of(method.name, make_config(method.name, config["pet_config"])).name
@@ -45,7 +48,7 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
             + (f"; saved: the best dev check, step {kept['step']} ({_metrics(kept['dev'])})" if kept else "")
             + ".",
         ]
-    lines += ["", "## Use", "", task.usage, ""]
+    lines += ["", "## Use", "", task.usage(model), ""]
     lines += [
         "Only the trained tensors are stored (`petir_state.safetensors`); the backbone is loaded by name and checked "
         "against the fingerprint. Loading needs petir (`pip install petir`): its PET modules are not standard "

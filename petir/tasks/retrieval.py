@@ -227,26 +227,27 @@ def _card(model: BiEncoder, source: Path) -> str:
 A plain Hugging Face model (`{model.encoder.config.model_type}`): petir's trained `{model.method}` weights folded into
 `{model.backbone}`, exported from `{source}` by `python -m petir.export`. No petir needed to use it.
 
-```bash
-python -m pyserini.encode input --corpus COLLECTION output --embeddings INDEX --to-faiss \\
-    encoder --encoder THIS_DIR {flags} --max-length {model.passage_max_length}
-python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR {flags} --output run.trec
-```
+{pyserini_commands(model, flags)}
 
 ```python
 from sentence_transformers import SentenceTransformer
 vectors = SentenceTransformer("THIS_DIR").encode(["a passage"])   # {vectors}
 ```
 
-Queries were trained at {model.query_max_length} tokens and passages at {model.passage_max_length}.
+Queries were trained at {model.query_max_length} tokens; passages are encoded at {model.passage_max_length}.
 """
 
 
-#: The model card's "Use" section.
-USAGE = """```bash
+def pyserini_commands(model: BiEncoder, encoder_flags: str = "") -> str:
+    """The stock Pyserini encode and search commands of ``model`` (markdown), placeholders in capitals: Pyserini's
+    ``--dimension`` defaults to 768 and its ``--device`` to cuda:0, so without the model's own a 384-wide model
+    fails with ``assert d == self.d`` (and a CPU machine cannot encode at all); ``--max-length`` is the length the
+    model was saved (and dev-checked) at."""
+    flags = f" {encoder_flags}" if encoder_flags else ""
+    return f"""```bash
 python -m pyserini.encode input --corpus COLLECTION output --embeddings INDEX --to-faiss \\
-    encoder --encoder THIS_DIR --device cpu
-python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR --output run.trec
+    encoder --encoder THIS_DIR{flags} --dimension {model.dimension} --max-length {model.passage_max_length} --device cpu
+python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR{flags} --device cpu --output run.trec
 ```"""
 
 
@@ -372,7 +373,7 @@ TASK = Task(
     noun="retriever",
     dev_pools=dev_pools,
     data_options=RetrievalDataOptions,
-    usage=USAGE,
+    usage=pyserini_commands,
     export=export_files,
     pyserini=True,
     study=RetrievalStage(),
