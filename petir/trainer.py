@@ -346,7 +346,8 @@ class Trainer:
             },
         }
         if self.is_main:  # a model/ already there is this run's own, saved before a kill (check_run_directory)
-            training = {**summary, "argv": self.config.extra.get("argv", [])}
+            extra = self.config.extra
+            training = {**summary, "argv": extra.get("argv", []), "dataset": extra.get("dataset")}
             self.model.save(self.output / MODEL_DIR, training=training, replace=True)
             _write_json(self.output / SUMMARY_FILE, summary)
         if self._board is not None:

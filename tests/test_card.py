@@ -21,14 +21,10 @@ DOCS = {"d1": "the cat sat", "d2": "a dog", "d3": "cancer risk", "d4": "gene pro
 QUERIES = {"q1": "cat", "q2": "dog", "q3": "risk", "q4": "gene"}
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z_]{2,}\b")
 
-pytestmark = pytest.mark.slow  # a JVM and a Python start per command: about a minute in all
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """A tiny BEIR set (``toyset``), its collection, topics, BM25-like run and Lucene index."""
-    from petir.bm25 import build_lucene_index
-
+    """A tiny BEIR set (``toyset``), its collection, topics and a BM25-like run."""
     root = tmp_path_factory.mktemp("card-files")
     data = root / "toyset"
     (data / "qrels").mkdir(parents=True)
@@ -38,13 +34,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     write_pyserini_collection({i: Document(i, "", t) for i, t in DOCS.items()}, root / "collection")
     write_topics(QUERIES, root / "topics.tsv")
     write_run({q: [(d, 1.0 / (r + 1)) for r, d in enumerate(DOCS)] for q in QUERIES}, root / "first.trec", "bm25")
-    lucene = build_lucene_index(root / "collection", root / "lucene")
     return {
         "data": data,
         "collection": root / "collection",
         "topics": root / "topics.tsv",
         "first": root / "first.trec",
-        "lucene": lucene,
         "root": root,
     }
 
@@ -81,12 +75,15 @@ def retrieval_places(files: dict[str, Path], model: Path, tmp_path: Path) -> dic
     }
 
 
+# a JVM and a Python start per command: about 30 s a test
+@pytest.mark.slow
 def test_a_retrievers_card_commands_run(files, tiny_backbone, tmp_path):
     model = trained(files, tiny_backbone, tmp_path / "run", "--method", "iaa-l")
     run_card(model / "README.md", retrieval_places(files, model, tmp_path), tmp_path)
     assert set(read_run(tmp_path / "run.trec")) == set(QUERIES)
 
 
+@pytest.mark.slow
 def test_an_exports_readme_commands_run(files, tiny_backbone, tmp_path):
     model = trained(files, tiny_backbone, tmp_path / "run", "--method", "lora")
     exported = export(model, tmp_path / "exported")
@@ -94,8 +91,48 @@ def test_an_exports_readme_commands_run(files, tiny_backbone, tmp_path):
     assert set(read_run(tmp_path / "run.trec")) == set(QUERIES)
 
 
+@pytest.mark.slow
 def test_a_rerankers_card_commands_run(files, tiny_backbone, tmp_path):
+    from petir.bm25 import build_lucene_index
+
+    lucene = build_lucene_index(files["collection"], tmp_path / "lucene")
     model = trained(files, tiny_backbone, tmp_path / "run", "--task", "rerank", "--method", "iaa-l")
-    places = {"FIRST_STAGE": files["root"] / "first", "TOPICS": files["topics"], "LUCENE_INDEX": files["lucene"]}
+    places = {"FIRST_STAGE": files["root"] / "first", "TOPICS": files["topics"], "LUCENE_INDEX": lucene}
     run_card(model / "README.md", {**places, "THIS_DIR": model}, tmp_path)
     assert set(read_run(tmp_path / "reranked.trec")) == set(QUERIES)
+
+
+@pytest.mark.parametrize(
+    ("task", "method", "tag", "plain"),
+    [("retrieval", "lora", "sentence-similarity", True), ("rerank", "iaa-l", "text-ranking", False)],
+)
+def test_cards_carry_hugging_face_front_matter(files, tiny_backbone, tmp_path, task, method, tag, plain):
+    """huggingface_hub reads the card's front matter back: library, tags, pipeline tag, the training data's name (not
+    its path), the dev metrics; the resolved learning rate and seed are in the card though no flag gave them."""
+    from huggingface_hub import ModelCard
+
+    model = trained(files, tiny_backbone, tmp_path / "run", "--task", task, "--method", method)
+    card = ModelCard.load(model / "README.md")
+    data = card.data
+    assert data.library_name == "petir" and data.pipeline_tag == tag
+    assert {"petir", "pyserini", method, tag} <= set(data.tags)
+    assert data.datasets == ["toyset"] and str(files["data"]) not in str(data.to_dict())
+    assert data.base_model is None  # a local backbone directory is no hub name
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    dev, settings = summary["final_dev"], summary["config"]
+    assert {(r.metric_type, r.metric_value, r.dataset_split) for r in data.eval_results} == {
+        (name, value, "dev") for name, value in dev.items()
+    }
+    assert f"learning rate {settings['learning_rate']:g}, seed {settings['seed']}" in card.text
+    assert ("python -m petir.export" in card.text) is plain
+
+
+def test_a_hub_backbone_is_the_cards_base_model(tiny_backbone, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    from petir.card import model_card
+    from petir.tasks.retrieval import BiEncoder
+
+    model = BiEncoder(str(tiny_backbone), "bitfit", {})
+    monkeypatch.setattr(model, "backbone", "google-bert/bert-base-uncased")
+    assert ModelCard(model_card(model)).data.base_model == "google-bert/bert-base-uncased"

@@ -163,6 +163,7 @@ TOY_TASK = Task(
     kind="late-interaction encoder",
     noun="toy model",
     dev_pools=lambda corpus, first_stage, dev_qrels, options: first_stage,  # re-rank the BM25 candidates
+    pipeline_tag="feature-extraction",
     usage=lambda model: "```python\nPetModel.load(THIS_DIR).encode(texts)   # per text: [tokens, hidden]\n```",
     no_export="a test's toy has no standard form",
 )

@@ -251,6 +251,7 @@ TASK = Task(
     noun="re-ranker",
     dev_pools=dev_pools,
     usage=usage,
+    pipeline_tag="text-ranking",
     min_negatives=1,
     study=RerankStage(),
     no_export="a re-ranker's score head reads the raw [CLS] state, which no standard classification class does, so "

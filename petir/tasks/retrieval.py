@@ -374,6 +374,7 @@ TASK = Task(
     dev_pools=dev_pools,
     data_options=RetrievalDataOptions,
     usage=pyserini_commands,
+    pipeline_tag="sentence-similarity",
     export=export_files,
     pyserini=True,
     study=RetrievalStage(),
