@@ -1,18 +1,27 @@
 """Model cards: the README.md of every saved model directory, so a directory found on a disk or a hub explains itself:
-what it is (task, method, budget, backbone), how it was trained, and how to use it with Pyserini and petir."""
+what it is (task, method, budget, backbone), how it was trained, and how to use it with Pyserini and petir.
+
+The card opens with the Hugging Face front matter (``huggingface_hub.ModelCardData``: library, base model, tags,
+pipeline tag, training data, dev metrics), which hub tooling reads; without it a hub shows the card as empty."""
 
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from petir.pet import get_method, make_config, saved_budget, variant_of
 from petir.tasks import get_task
 
+if TYPE_CHECKING:
+    from petir.models import PetModel
 
-def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -> str:
-    """The card of a model whose ``config.json`` is ``config``; ``training`` (argv, steps, final_dev, wall_time_s)
-    adds how it was trained."""
+
+def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
+    """The card of ``model``; ``training`` (the run's summary.json plus argv and dataset) adds how it was trained."""
+    config = model.config_dict()
     task = get_task(config["task"])
     method = get_method(config["pet_method"])
     variant = variant_of(method.name, make_config(method.name, config["pet_config"])).name
@@ -33,26 +42,66 @@ def model_card(config: dict[str, Any], training: dict[str, Any] | None = None) -
         f"| petir | {config.get('petir_version', '?')} |",
     ]
     if training:
-        dev, kept = training.get("final_dev"), training.get("kept")
+        dev, kept, settings = training.get("final_dev"), training.get("kept"), training["config"]
         lines += [
             "",
             "## Training",
             "",
             f"`python -m petir.train {' '.join(shlex.quote(a) for a in training.get('argv', []))}`",
             "",
-            f"{training['steps']} optimizer steps in {training['wall_time_s']:.0f} s of training"
+            f"Data: {training.get('dataset') or 'local files'}; learning rate {settings['learning_rate']:g}, seed "
+            f"{settings['seed']}, batch size {settings['batch_size']}. {training['steps']} optimizer steps in "
+            f"{training['wall_time_s']:.0f} s of training"
             + (f"; final dev {_metrics(dev)}" if dev else "; no dev set")
             + (f"; saved: the best dev check, step {kept['step']} ({_metrics(kept['dev'])})" if kept else "")
             + ".",
         ]
-    lines += ["", "## Use", "", task.usage, ""]
+    lines += ["", "## Use", "", task.usage(model), ""]
+    if method.merge is not None and task.export is not None:
+        loading = (
+            "Loading this directory needs petir (`pip install petir`); `python -m petir.export THIS_DIR --output DIR` "
+            "folds the trained weights into the backbone and writes a plain Hugging Face model that does not."
+        )
+    else:
+        loading = "Loading needs petir (`pip install petir`): its PET modules are not standard Hugging Face layers."
     lines += [
         "Only the trained tensors are stored (`petir_state.safetensors`); the backbone is loaded by name and checked "
-        "against the fingerprint. Loading needs petir (`pip install petir`): its PET modules are not standard "
-        "Hugging Face layers.",
+        f"against the fingerprint. {loading}",
         "",
     ]
-    return "\n".join(lines)
+    data = _card_data(config, variant, training)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _card_data(config: dict[str, Any], variant: str, training: dict[str, Any] | None) -> ModelCardData:
+    """The front matter: a local backbone path is no hub name, so it is left out of ``base_model``."""
+    task = get_task(config["task"])
+    dataset = (training or {}).get("dataset")
+    dev = ((training or {}).get("kept") or {}).get("dev") or (training or {}).get("final_dev") or {}
+    backbone = config["backbone"]
+    name = f"petir-{task.name}-{variant}"
+    results = [
+        EvalResult(
+            task_type=task.pipeline_tag,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split="dev",
+            metric_type=metric,
+            metric_value=value,
+        )
+        for metric, value in dev.items()
+        if dataset
+    ]
+    return ModelCardData(
+        library_name="petir",
+        base_model=None if Path(backbone).exists() else backbone,
+        tags=list(dict.fromkeys(["petir", "pyserini", config["pet_method"], variant, task.pipeline_tag])),
+        pipeline_tag=task.pipeline_tag,
+        datasets=[dataset] if dataset else None,
+        metrics=list(dev) or None,
+        model_name=name,
+        eval_results=results or None,
+    )
 
 
 def _metrics(values: dict[str, float]) -> str:

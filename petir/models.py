@@ -243,7 +243,7 @@ class PetModel(nn.Module):
             save_file(state, staging / STATE_FILE, metadata={"petir_method": self.method})
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
             self.tokenizer.save_pretrained(staging)
-            (staging / CARD_FILE).write_text(model_card(config, training))
+            (staging / CARD_FILE).write_text(model_card(self, training))
         return Path(directory)
 
     @staticmethod

@@ -261,7 +261,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             **cli.dataclass_values(TrainConfig, args),
             "output_dir": args.output,
             "learning_rate": args.learning_rate if args.learning_rate is not None else get_method(method).learning_rate,
-            "extra": {"argv": list(argv) if argv is not None else sys.argv[1:], "task": args.task},
+            "extra": {
+                "argv": list(argv) if argv is not None else sys.argv[1:],
+                "task": args.task,
+                "dataset": cli.from_args(TrainingDataOptions, args).dataset_name,
+            },
         }
     )
     sampler = data.sampler(cli.from_args(SamplingOptions, args))

@@ -17,6 +17,8 @@ What it guarantees:
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import random
 import resource
@@ -63,6 +65,17 @@ LEGACY_TRAINER_STATE = "trainer_state.pt"  # older petir's pickle: refused, as u
 RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR)
 
 
+TENSORBOARD_MISSING = "tensorboard needs the tensorboard package: pip install tensorboard"
+
+
+def report_target(text: str) -> str:
+    """``--report-to``'s value, refused as the flag is parsed when its package is missing: the writer is opened
+    only after data loading and model set-up, a minute and a half into a run on SciFact."""
+    if text == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise argparse.ArgumentTypeError(TENSORBOARD_MISSING)
+    return text
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings; each :func:`~petir.cli.option` field is also a ``petir.train`` flag. The sampler's
@@ -99,6 +112,7 @@ class TrainConfig:
         "none",
         "also log loss, learning rate and dev metrics for TensorBoard (OUTPUT/tensorboard; pip install tensorboard)",
         ("none", "tensorboard"),
+        parse=report_target,
     )
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     bf16: bool = option(False, "bfloat16 autocast (Ampere or newer GPUs, CPUs with bf16 support); the first choice")
@@ -332,7 +346,8 @@ class Trainer:
             },
         }
         if self.is_main:  # a model/ already there is this run's own, saved before a kill (check_run_directory)
-            training = {**summary, "argv": self.config.extra.get("argv", [])}
+            extra = self.config.extra
+            training = {**summary, "argv": extra.get("argv", []), "dataset": extra.get("dataset")}
             self.model.save(self.output / MODEL_DIR, training=training, replace=True)
             _write_json(self.output / SUMMARY_FILE, summary)
         if self._board is not None:
@@ -359,7 +374,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise PetirError("--report-to tensorboard needs the tensorboard package: pip install tensorboard") from None
+            raise PetirError(f"--report-to {TENSORBOARD_MISSING}") from None
         return SummaryWriter(str(self.output / BOARD_DIR), purge_step=self.step)
 
     def _truncate_log(self) -> None:

@@ -71,6 +71,12 @@ class TrainingDataOptions:
         bounds=cli.Bounded(int, minimum=1),
     )
 
+    @property
+    def dataset_name(self) -> str | None:
+        """The training data's name for a model card: a BEIR name or directory's name (``scifact`` for
+        ``../shared/data/scifact``), never a path of this machine; None for files, which carry no name."""
+        return Path(self.data).name if self.data else None
+
 
 @dataclasses.dataclass
 class TrainingData:

@@ -163,7 +163,8 @@ TOY_TASK = Task(
     kind="late-interaction encoder",
     noun="toy model",
     dev_pools=lambda corpus, first_stage, dev_qrels, options: first_stage,  # re-rank the BM25 candidates
-    usage="```python\nPetModel.load(THIS_DIR).encode(texts)   # per text: [tokens, hidden]\n```",
+    pipeline_tag="feature-extraction",
+    usage=lambda model: "```python\nPetModel.load(THIS_DIR).encode(texts)   # per text: [tokens, hidden]\n```",
     no_export="a test's toy has no standard form",
 )
 
@@ -252,7 +253,10 @@ def another_value(option: dataclasses.Field) -> str:
     """A valid value of a task's option other than its default, as typed on a command line."""
     if option.metadata["choices"]:
         return next(choice for choice in option.metadata["choices"] if choice != option.default)
-    return "0.5" if option.default is None else str(option.default + 1)
+    if option.default is None:  # an optional number: one its bounds allow
+        bounds = option.metadata["bounds"]
+        return str(bounds.minimum) if bounds is not None and bounds.kind is int else "0.5"
+    return str(option.default + 1)
 
 
 def test_a_tasks_own_flags_are_refused_for_every_other_task(toys, tmp_path):

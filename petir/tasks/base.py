@@ -72,7 +72,9 @@ class Task:
     - ``dev_pools(corpus, first_stage, dev_qrels, data_options)``: the candidates each dev query ranks, from its
       BM25 top ``--dev-depth`` (``first_stage``); ``data_options``: a dataclass of the flags only this task's data
       reads (each field a :func:`petir.cli.option`), or None;
-    - ``usage``: the model card's "Use" section (markdown);
+    - ``usage(model)``: the model card's "Use" section (markdown): commands that run as written on a CPU machine,
+      placeholders in capitals (``THIS_DIR``, ``TOPICS``), the model's own dimension and lengths filled in;
+    - ``pipeline_tag``: its Hugging Face pipeline tag (the model card's front matter: what hub tooling lists it as);
     - ``min_negatives``: the fewest hard negatives per query its loss can learn from;
     - ``export(model, directory, source)``: writes what makes a merged backbone in ``directory`` a standard model of
       this task (``python -m petir.export``); None where there is none, ``no_export`` saying why;
@@ -86,7 +88,8 @@ class Task:
     kind: str
     noun: str
     dev_pools: Callable[[Mapping[str, Document], Pools, Qrels, Any], Pools]
-    usage: str
+    usage: Callable[[PetModel], str]
+    pipeline_tag: str
     data_options: type | None = None
     min_negatives: int = 0
     export: Callable[[PetModel, Path, Path], None] | None = None

@@ -236,11 +236,13 @@ def _rerank_command(
     ]
 
 
-#: The model card's "Use" section.
-USAGE = """```bash
+def usage(model: CrossEncoder) -> str:
+    """The model card's "Use" section."""
+    return """```bash
 python -m petir.rerank --run FIRST_STAGE.trec --topics TOPICS --index LUCENE_INDEX --model THIS_DIR \\
     --output reranked.trec
 ```"""
+
 
 TASK = Task(
     model=CrossEncoder,
@@ -248,7 +250,8 @@ TASK = Task(
     kind="cross-encoder",
     noun="re-ranker",
     dev_pools=dev_pools,
-    usage=USAGE,
+    usage=usage,
+    pipeline_tag="text-ranking",
     min_negatives=1,
     study=RerankStage(),
     no_export="a re-ranker's score head reads the raw [CLS] state, which no standard classification class does, so "

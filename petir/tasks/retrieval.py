@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 NAME = "retrieval"
 
 
+#: Passage tokens of every test encode (the study's ``pyserini.encode --max-length``, Pyserini's default too) and
+#: the saved model's default: dev checks encode at the saved length, so they measure the model that is tested.
+TEST_PASSAGE_LENGTH = 256
+
+
 @dataclasses.dataclass
 class RetrievalOptions:
     """The bi-encoder's options, saved in config.json."""
@@ -39,7 +44,17 @@ class RetrievalOptions:
     pooling: str = cli.option("mean", "token pooling", ("mean", "cls"))
     similarity: str = cli.option("cosine", "score: cosine (L2-normalised vectors) or dot product", ("cosine", "dot"))
     query_max_length: int = cli.option(64, "query tokens", bounds=MAX_LENGTH)
-    passage_max_length: int = cli.option(256, "passage tokens", bounds=MAX_LENGTH)
+    passage_max_length: int = cli.option(
+        TEST_PASSAGE_LENGTH,
+        "passage tokens as the model is used: dev checks encode at it, and the card's pyserini.encode --max-length",
+        bounds=MAX_LENGTH,
+    )
+    train_passage_length: int | None = cli.option(
+        None,
+        "passage tokens in training batches (default: --passage-max-length); shorter trains faster, while dev checks "
+        "and the saved model still encode at --passage-max-length, so the dev set measures the model that is used",
+        bounds=MAX_LENGTH,
+    )
     # Cosine scores live in [-1, 1]: a temperature of 0.05 (scale 20, as all-MiniLM-L6-v2 was trained with) gives
     # the softmax enough range; dot products are unbounded and need none.
     temperature: float | None = cli.option(
@@ -80,6 +95,7 @@ class BiEncoder(PetModel, TextEncoder):
         self.similarity = options.similarity
         self.query_max_length = min(options.query_max_length, self.length_limit)
         self.passage_max_length = min(options.passage_max_length, self.length_limit)
+        self.train_passage_length = min(options.train_passage_length or options.passage_max_length, self.length_limit)
         default_temperature = 0.05 if options.similarity == "cosine" else 1.0
         self.temperature = options.temperature if options.temperature is not None else default_temperature
 
@@ -105,7 +121,7 @@ class BiEncoder(PetModel, TextEncoder):
         passages = [passage for group in groups for passage in group.passages]
         return {
             "queries": self.tokenize([group.query for group in groups], self.query_max_length),
-            "passages": self.tokenize(passages, self.passage_max_length),
+            "passages": self.tokenize(passages, self.train_passage_length),
             "groups": [ids_only(group) for group in groups],
         }
 
@@ -227,26 +243,28 @@ def _card(model: BiEncoder, source: Path) -> str:
 A plain Hugging Face model (`{model.encoder.config.model_type}`): petir's trained `{model.method}` weights folded into
 `{model.backbone}`, exported from `{source}` by `python -m petir.export`. No petir needed to use it.
 
-```bash
-python -m pyserini.encode input --corpus COLLECTION output --embeddings INDEX --to-faiss \\
-    encoder --encoder THIS_DIR {flags} --max-length {model.passage_max_length}
-python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR {flags} --output run.trec
-```
+{pyserini_commands(model, flags)}
 
 ```python
 from sentence_transformers import SentenceTransformer
 vectors = SentenceTransformer("THIS_DIR").encode(["a passage"])   # {vectors}
 ```
 
-Queries were trained at {model.query_max_length} tokens and passages at {model.passage_max_length}.
+Queries are encoded at {model.query_max_length} tokens, passages at {model.passage_max_length} (trained at
+{model.train_passage_length}).
 """
 
 
-#: The model card's "Use" section.
-USAGE = """```bash
+def pyserini_commands(model: BiEncoder, encoder_flags: str = "") -> str:
+    """The stock Pyserini encode and search commands of ``model`` (markdown), placeholders in capitals: Pyserini's
+    ``--dimension`` defaults to 768 and its ``--device`` to cuda:0, so without the model's own a 384-wide model
+    fails with ``assert d == self.d`` (and a CPU machine cannot encode at all); ``--max-length`` is the length the
+    model was saved (and dev-checked) at."""
+    flags = f" {encoder_flags}" if encoder_flags else ""
+    return f"""```bash
 python -m pyserini.encode input --corpus COLLECTION output --embeddings INDEX --to-faiss \\
-    encoder --encoder THIS_DIR --device cpu
-python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR --output run.trec
+    encoder --encoder THIS_DIR{flags} --dimension {model.dimension} --max-length {model.passage_max_length} --device cpu
+python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR{flags} --device cpu --output run.trec
 ```"""
 
 
@@ -282,7 +300,11 @@ class RetrievalStage(StudyStage):
     options = RetrievalStudyOptions
 
     def train_flags(self, options: RetrievalStudyOptions) -> dict[str, object]:
-        return {"batch_size": options.batch_size, "passage_max_length": options.train_passage_length}
+        return {
+            "batch_size": options.batch_size,
+            "train_passage_length": options.train_passage_length,
+            "passage_max_length": TEST_PASSAGE_LENGTH,  # dev checks encode as dense_run's test encode does
+        }
 
     def run(self, study: Study, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> Rows:
         from petir.report import chosen_on_dev
@@ -331,7 +353,8 @@ class RetrievalStage(StudyStage):
             *("pyserini.encode", "input", "--corpus", study.workspace.collection),
             *("output", "--embeddings", "OUTPUT", "--to-faiss"),
             *("encoder", "--encoder", encoder, *encoder_flags),
-            *cli.flags(dimension=_dimension(study.s.backbone), device="cpu", batch_size=32, max_length=256),
+            *cli.flags(dimension=_dimension(study.s.backbone), device="cpu", batch_size=32),
+            *cli.flags(max_length=TEST_PASSAGE_LENGTH),
         )
         return study.produce(
             directory / TEST_RUN_FILE,
@@ -372,7 +395,8 @@ TASK = Task(
     noun="retriever",
     dev_pools=dev_pools,
     data_options=RetrievalDataOptions,
-    usage=USAGE,
+    usage=pyserini_commands,
+    pipeline_tag="sentence-similarity",
     export=export_files,
     pyserini=True,
     study=RetrievalStage(),
