@@ -12,6 +12,9 @@ missing, empty, truncated inside its last record, binary bytes, valid text of an
 JSON type, a wrong tensor shape, a non-finite tensor or flipped gzip bytes. A reader added to the registry fails
 :func:`test_every_reader_has_an_example` until it has one. Then the bullets of issue 23 one by one: BEIR qrels and
 a missing run in ``petir.evaluate``, ``--model`` without config.json, and loading that runs no code.
+
+Cross-cutting: these promises hold for every CLI and reader at once, so they live here rather than in the
+``test_<module>.py`` files that mirror the package.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The command lines as a user meets them: --help, one-line errors on bad input, and small real runs."""
+"""petir.train as a user meets it: --help, one-line errors on bad input, and small real runs."""
 
 from __future__ import annotations
 
@@ -9,26 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import flags, run_cli
-from petir import cli
+from conftest import flags, require_data, run_cli
 from petir.models import PetModel
 from petir.train import main as train_main
-
-CLIS = [
-    "petir.train",
-    "petir.rerank",
-    "petir.onnx",
-    "petir.reproduce",
-    "petir.java",
-    "petir.evaluate",
-    "petir.workspace",
-]
-
-
-@pytest.mark.parametrize("module", CLIS)
-def test_every_cli_has_help(module):
-    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "usage: python -m " + module in result.stdout, result.stderr[-2000:]
 
 
 def test_train_help_lists_every_method_with_its_options():
@@ -200,11 +183,9 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
     """MS MARCO-style inputs (TREC topics tsv, the DL19 passage sample), BM25 mining and a held-out dev set."""
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
     mini = shared_data / "msmarco-passage" / "dl19-mini"
-    inputs = flags(
-        corpus=mini / "corpus.jsonl.gz",
-        queries=shared_data / "msmarco-passage" / "topics.dl19-passage.txt",
-        qrels=mini / "qrels" / "test.tsv",
-    )
+    corpus, queries = mini / "corpus.jsonl.gz", shared_data / "msmarco-passage" / "topics.dl19-passage.txt"
+    require_data(corpus, queries, mini / "qrels" / "test.tsv")
+    inputs = flags(corpus=corpus, queries=queries, qrels=mini / "qrels" / "test.tsv")
     tiny = flags(backbone=tiny_backbone, method="iaa-l", steps=4, batch_size=4, device="cpu")
     dev = flags(dev_queries=5, dev_depth=5, eval_every=2, eval_budget=1000, output=tmp_path / "run")
     error = run_train([*inputs, *tiny, *dev])
@@ -212,76 +193,3 @@ def test_train_on_msmarco_format_files_with_bm25_negatives(shared_data, tiny_bac
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev" in r] == [0, 2, 4]
     assert all(0 <= r["dev"]["ndcg@10"] <= 1 for r in records if "dev" in r)
-
-
-def test_retrieval_dev_searches_the_corpus_or_a_sample_that_keeps_every_judged_passage():
-    from petir.data import Document
-    from petir.tasks.retrieval import dev_corpus
-
-    corpus = {f"d{i}": Document(f"d{i}", "", "text") for i in range(20)}
-    first_stage = {"q1": ["d3", "d4"], "q2": ["d5"]}
-    dev_qrels = {"q1": {"d17": 1}, "q2": {"d18": 1, "d19": 0}}
-    assert dev_corpus(corpus, first_stage, dev_qrels, size=50) == list(corpus)  # small corpus: searched whole
-    sample = dev_corpus(corpus, first_stage, dev_qrels, size=8)
-    assert len(sample) == 8 == len(set(sample))
-    assert {"d3", "d4", "d5", "d17", "d18", "d19"} <= set(sample)
-    assert sample == dev_corpus(corpus, first_stage, dev_qrels, size=8)  # seeded
-
-
-def proc_stat(*cpus: tuple[int, int, int]) -> str:
-    """A /proc/stat text with one ``cpuN`` line per (busy, idle, iowait) tick counts, after the all-CPU line."""
-    lines = [f"cpu  {sum(c[0] for c in cpus)} 0 0 {sum(c[1] for c in cpus)} {sum(c[2] for c in cpus)} 0 0 0 0 0"]
-    lines += [f"cpu{n} {busy} 0 0 {idle} {iowait} 0 0 0 0 0" for n, (busy, idle, iowait) in enumerate(cpus)]
-    return "\n".join([*lines, "intr 1845979 0 0", "ctxt 123", "btime 1700000000", "processes 10"]) + "\n"
-
-
-BEFORE = proc_stat((1000, 5000, 10), (2000, 4000, 10))
-
-
-@pytest.mark.parametrize(
-    ("after", "cpus", "threads"),
-    [
-        (proc_stat((1002, 5028, 10), (2001, 4029, 10)), {0, 1}, 2),  # idle: 1-2 busy ticks in 30 per core
-        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {0, 1}, 1),  # a busy loop on core 0
-        (proc_stat((1030, 5000, 10), (2030, 4000, 10)), {0, 1}, 1),  # both busy: still 1
-        (proc_stat((1015, 5015, 10), (2015, 4015, 10)), {0, 1}, 1),  # two half-busy cores make one busy core
-        (proc_stat((1002, 5000, 38), (2001, 4029, 10)), {0, 1}, 2),  # waiting for I/O is idle
-        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {1}, 1),  # confined to core 1, which is idle
-        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {1, 2, 3}, 3),  # cores missing from /proc/stat: idle
-    ],
-    ids=["idle", "one-busy", "both-busy", "half-busy", "iowait", "affinity", "missing-cpus"],
-)
-def test_idle_threads_counts_the_cores_busy_between_two_samples(after, cpus, threads):
-    assert cli.idle_threads(BEFORE, after, cpus) == threads
-
-
-@pytest.fixture
-def unsampled(monkeypatch):
-    """default_threads() with no $OMP_NUM_THREADS, 2 cores of its own and a fresh per-process sample."""
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
-    cli._idle_now.cache_clear()
-    yield cli
-    cli._idle_now.cache_clear()
-
-
-def test_default_threads_samples_proc_stat_once_per_process(unsampled, tmp_path, monkeypatch):
-    stat, sleeps = tmp_path / "stat", []
-    stat.write_text(BEFORE)
-
-    def sleep(seconds: float) -> None:  # the other job keeps core 0 busy while we watch
-        sleeps.append(seconds)
-        stat.write_text(proc_stat((1030, 5000, 10), (2001, 4029, 10)))
-
-    monkeypatch.setattr(unsampled, "PROC_STAT", stat)
-    monkeypatch.setattr(unsampled.time, "sleep", sleep)
-    assert [unsampled.default_threads() for _ in range(3)] == [1, 1, 1]
-    assert sleeps == [unsampled.SAMPLE_SECONDS]
-    monkeypatch.setenv("OMP_NUM_THREADS", "5")
-    assert unsampled.default_threads() == 5
-
-
-def test_default_threads_without_proc_stat_uses_the_load_average(unsampled, tmp_path, monkeypatch):
-    monkeypatch.setattr(unsampled, "PROC_STAT", tmp_path / "missing")
-    monkeypatch.setattr(unsampled.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
-    assert unsampled.default_threads() == 1

@@ -1,0 +1,86 @@
+"""petir.cli, the plumbing every ``python -m petir.<tool>`` shares: each CLI answers --help, and the default thread
+count follows the cores that are idle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from petir import cli
+
+CLIS = [
+    "petir.train",
+    "petir.rerank",
+    "petir.onnx",
+    "petir.reproduce",
+    "petir.java",
+    "petir.evaluate",
+    "petir.workspace",
+]
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_every_cli_has_help(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "usage: python -m " + module in result.stdout, result.stderr[-2000:]
+
+
+def proc_stat(*cpus: tuple[int, int, int]) -> str:
+    """A /proc/stat text with one ``cpuN`` line per (busy, idle, iowait) tick counts, after the all-CPU line."""
+    lines = [f"cpu  {sum(c[0] for c in cpus)} 0 0 {sum(c[1] for c in cpus)} {sum(c[2] for c in cpus)} 0 0 0 0 0"]
+    lines += [f"cpu{n} {busy} 0 0 {idle} {iowait} 0 0 0 0 0" for n, (busy, idle, iowait) in enumerate(cpus)]
+    return "\n".join([*lines, "intr 1845979 0 0", "ctxt 123", "btime 1700000000", "processes 10"]) + "\n"
+
+
+BEFORE = proc_stat((1000, 5000, 10), (2000, 4000, 10))
+
+
+@pytest.mark.parametrize(
+    ("after", "cpus", "threads"),
+    [
+        (proc_stat((1002, 5028, 10), (2001, 4029, 10)), {0, 1}, 2),  # idle: 1-2 busy ticks in 30 per core
+        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {0, 1}, 1),  # a busy loop on core 0
+        (proc_stat((1030, 5000, 10), (2030, 4000, 10)), {0, 1}, 1),  # both busy: still 1
+        (proc_stat((1015, 5015, 10), (2015, 4015, 10)), {0, 1}, 1),  # two half-busy cores make one busy core
+        (proc_stat((1002, 5000, 38), (2001, 4029, 10)), {0, 1}, 2),  # waiting for I/O is idle
+        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {1}, 1),  # confined to core 1, which is idle
+        (proc_stat((1030, 5000, 10), (2001, 4029, 10)), {1, 2, 3}, 3),  # cores missing from /proc/stat: idle
+    ],
+    ids=["idle", "one-busy", "both-busy", "half-busy", "iowait", "affinity", "missing-cpus"],
+)
+def test_idle_threads_counts_the_cores_busy_between_two_samples(after, cpus, threads):
+    assert cli.idle_threads(BEFORE, after, cpus) == threads
+
+
+@pytest.fixture
+def unsampled(monkeypatch):
+    """default_threads() with no $OMP_NUM_THREADS, 2 cores of its own and a fresh per-process sample."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
+    cli._idle_now.cache_clear()
+    yield cli
+    cli._idle_now.cache_clear()
+
+
+def test_default_threads_samples_proc_stat_once_per_process(unsampled, tmp_path, monkeypatch):
+    stat, sleeps = tmp_path / "stat", []
+    stat.write_text(BEFORE)
+
+    def sleep(seconds: float) -> None:  # the other job keeps core 0 busy while we watch
+        sleeps.append(seconds)
+        stat.write_text(proc_stat((1030, 5000, 10), (2001, 4029, 10)))
+
+    monkeypatch.setattr(unsampled, "PROC_STAT", stat)
+    monkeypatch.setattr(unsampled.time, "sleep", sleep)
+    assert [unsampled.default_threads() for _ in range(3)] == [1, 1, 1]
+    assert sleeps == [unsampled.SAMPLE_SECONDS]
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert unsampled.default_threads() == 5
+
+
+def test_default_threads_without_proc_stat_uses_the_load_average(unsampled, tmp_path, monkeypatch):
+    monkeypatch.setattr(unsampled, "PROC_STAT", tmp_path / "missing")
+    monkeypatch.setattr(unsampled.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert unsampled.default_threads() == 1
