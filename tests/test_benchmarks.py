@@ -115,6 +115,7 @@ def test_encoding_throughput_through_pyserini(efficiency, tiny_backbone, tmp_pat
     assert np.isfinite(efficiency.overhead_pct(rows["linked-side"], rows["backbone-inference"]))
 
 
+@pytest.mark.slow  # every method, trained: about 8 s
 def test_gpu_check_runs_every_method_without_pyserini_on_cpu(tmp_path):
     """The GPU check's smoke test: a separate process (so nothing the test session imported counts), the toy
     backbone, every registry variant, a finite loss each, CPU against itself, and no Pyserini import."""

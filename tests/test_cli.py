@@ -21,6 +21,7 @@ CLIS = [
 ]
 
 
+@pytest.mark.slow  # a fresh interpreter per CLI: up to 10 s each where torch is imported
 @pytest.mark.parametrize("module", CLIS)
 def test_every_cli_has_help(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)

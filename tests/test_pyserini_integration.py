@@ -24,7 +24,7 @@ TOPICS = {"q1": "the cat sat", "q2": "cancer risk increase", "q3": "protein gene
 DOCS = TINY_PASSAGES
 
 
-pytestmark = needs_pyserini_hook
+pytestmark = [needs_pyserini_hook, pytest.mark.slow]  # Pyserini in subprocesses: 7-38 s a test
 
 
 @pytest.fixture(scope="module")

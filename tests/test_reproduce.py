@@ -104,6 +104,7 @@ def load_gpu_study():
     return gpu_study
 
 
+@pytest.mark.slow  # trains two models: about 10 s
 def test_gpu_study_trains_and_reranks_a_studys_runs_where_pyserini_is_absent(tiny_backbone, tmp_path):
     """benchmarks/gpu_study.py leaves each run where petir.reproduce looks for it (so the study there only fuses,
     evaluates and reports), trained with the entry's learning rate, and packs it without checkpoints."""

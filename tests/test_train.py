@@ -14,6 +14,7 @@ from petir.models import PetModel
 from petir.train import main as train_main
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: about 10 s
 def test_train_help_lists_every_method_with_its_options():
     result = subprocess.run([sys.executable, "-m", "petir.train", "--help"], capture_output=True, text=True)
     for text in (
