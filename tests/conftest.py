@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -13,19 +14,48 @@ from petir.tasks import TASKS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def data_root() -> Path | None:
-    """The shared real datasets (``$PETIR_DATA``, else ``<repo>/../shared/data``), or None where absent."""
-    root = Path(os.environ.get("PETIR_DATA", REPO.parent / "shared" / "data"))
-    return root if root.is_dir() else None
+def data_root() -> Path:
+    """Where the shared real datasets are: ``$PETIR_DATA``, else ``<repo>/../shared/data`` (present or not)."""
+    return Path(os.environ.get("PETIR_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_data(*paths: Path) -> None:
+    """Skip the calling test (a skip, never a pass) unless every path of real data exists; the reason names the
+    missing path and what to set."""
+    for path in paths:
+        if not path.exists():
+            pytest.skip(
+                f"real data not found: {path} is missing; set PETIR_DATA to the shared datasets directory "
+                "(default <repo>/../shared/data)"
+            )
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """Path to the shared real datasets; skips the test where they are not present."""
+    """Path to the shared real datasets; skips the test, saying what to set, where they are not present."""
     root = data_root()
-    if root is None:
-        pytest.skip("real datasets not found: set PETIR_DATA or place them in <repo>/../shared/data")
+    require_data(root)
     return root
+
+
+#: Marks a test that runs the stock Pyserini CLIs in subprocesses: they find petir through the start-up hook that
+#: ``pip install -e .`` puts in site-packages, so without it the test is skipped, saying so.
+needs_pyserini_hook = pytest.mark.skipif(
+    not (Path(sysconfig.get_paths()["purelib"]) / "petir_pyserini.pth").exists(),
+    reason="petir is not pip-installed (no petir_pyserini.pth in site-packages): run pip install -e .",
+)
+
+
+@pytest.fixture
+def restore_java_env(monkeypatch):
+    """ensure_java edits JAVA_HOME and PATH of this process; undo that after the test."""
+    for name in ("JAVA_HOME", "PATH"):
+        original = os.environ.get(name)
+        monkeypatch.setenv(name, "")  # records the original value, or its absence, to restore afterwards
+        if original is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, original)
 
 
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789"] + [

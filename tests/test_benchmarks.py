@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import sysconfig
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_PASSAGES
+from conftest import REPO, TINY_PASSAGES, needs_pyserini_hook
 from petir.pet import VARIANTS
 from petir.sampling import Group
 from petir.tasks import TASKS
@@ -95,11 +93,7 @@ def test_overhead_is_the_median_paired_ratio(efficiency):
     assert efficiency.overhead_pct(row, reference) == pytest.approx(10.0)
 
 
-def hook_installed() -> bool:
-    return (Path(sysconfig.get_paths()["purelib"]) / "petir_pyserini.pth").exists()
-
-
-@pytest.mark.skipif(not hook_installed(), reason="petir is not pip-installed (no petir_pyserini.pth)")
+@needs_pyserini_hook
 def test_encoding_throughput_through_pyserini(efficiency, tiny_backbone, tmp_path):
     directory = efficiency.variant_model(BiEncoder, str(tiny_backbone), "linked-side").save(tmp_path / "model")
     encoders = {
@@ -121,6 +115,7 @@ def test_encoding_throughput_through_pyserini(efficiency, tiny_backbone, tmp_pat
     assert np.isfinite(efficiency.overhead_pct(rows["linked-side"], rows["backbone-inference"]))
 
 
+@pytest.mark.slow  # every method, trained: about 8 s
 def test_gpu_check_runs_every_method_without_pyserini_on_cpu(tmp_path):
     """The GPU check's smoke test: a separate process (so nothing the test session imported counts), the toy
     backbone, every registry variant, a finite loss each, CPU against itself, and no Pyserini import."""

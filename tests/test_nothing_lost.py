@@ -1,6 +1,9 @@
 """Nothing lost: petir refuses outputs it cannot write, never deletes or replaces what it did not write in this run
 (unless --overwrite says so), recovers a checkpoint a kill left mid-swap, never unpickles a checkpoint, and never
-reuses re-ranking scores of other inputs."""
+reuses re-ranking scores of other inputs.
+
+Cross-cutting: the same promise over petir.files, petir.trainer, petir.train and petir.rerank, kept in one file
+rather than in the ``test_<module>.py`` files that mirror the package."""
 
 from __future__ import annotations
 

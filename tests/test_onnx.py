@@ -120,6 +120,7 @@ def test_an_export_of_an_older_model_or_of_the_other_task_is_refused(tiny_backbo
         OnnxCrossEncoder.load(model_dir, elsewhere)
 
 
+@pytest.mark.slow  # Pyserini and Faiss: about 9 s
 def test_pyserini_query_encoder_and_faiss_search_with_the_onnx_backend(tiny_backbone, tmp_path):
     """``PetirQueryEncoder(DIR, backend="onnx")`` gives torch's query vectors and FaissSearcher's hits.
 

@@ -12,6 +12,9 @@ missing, empty, truncated inside its last record, binary bytes, valid text of an
 JSON type, a wrong tensor shape, a non-finite tensor or flipped gzip bytes. A reader added to the registry fails
 :func:`test_every_reader_has_an_example` until it has one. Then the bullets of issue 23 one by one: BEIR qrels and
 a missing run in ``petir.evaluate``, ``--model`` without config.json, and loading that runs no code.
+
+Cross-cutting: these promises hold for every CLI and reader at once, so they live here rather than in the
+``test_<module>.py`` files that mirror the package.
 """
 
 from __future__ import annotations
@@ -357,6 +360,7 @@ class Example:
     path: str
     call: Callable[[Path, dict[str, Path]], str | None]
     targets: tuple[Target, ...]
+    slow: bool = False  # marks its cases slow (over ~5 s each, as a checkpoint trains twice): see setup.cfg
 
 
 def _copy_reranker(directory: Path, saved: dict[str, Path]) -> None:
@@ -552,6 +556,7 @@ EXAMPLES: dict[str, list[Example]] = {
                 ),
                 Target(f"run/{CHECKPOINT_DIR}/{TRAINER_TENSORS}", "binary", STATE_DAMAGES),
             ),
+            slow=True,
         ),
     ],
     "metrics-log": [
@@ -616,8 +621,17 @@ def test_every_reader_has_an_example():
     assert set(EXAMPLES) == set(READERS), "give every reader of petir.readers.READERS an example here"
 
 
+def marks(example: Example) -> tuple[pytest.MarkDecorator, ...]:
+    return (pytest.mark.slow,) if example.slow else ()
+
+
 @pytest.mark.parametrize(
-    ("reader", "index"), [(name, i) for name, examples in EXAMPLES.items() for i in range(len(examples))]
+    ("reader", "index"),
+    [
+        pytest.param(name, i, marks=marks(example))
+        for name, examples in EXAMPLES.items()
+        for i, example in enumerate(examples)
+    ],
 )
 def test_the_examples_are_valid(saved, tmp_path, reader, index):
     example = EXAMPLES[reader][index]
@@ -669,7 +683,7 @@ def damage(path: Path, how: str, target: Target) -> None:
 
 
 CASES = [
-    pytest.param(name, index, position, how, id=f"{name}-{target.file}-{how}")
+    pytest.param(name, index, position, how, id=f"{name}-{target.file}-{how}", marks=marks(example))
     for name, examples in EXAMPLES.items()
     for index, example in enumerate(examples)
     for position, target in enumerate(example.targets)

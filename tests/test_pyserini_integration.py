@@ -1,7 +1,8 @@
 """A petir model through the stock Pyserini CLIs: encode -> Faiss index -> search -> trec_eval.
 
 These tests run Pyserini in subprocesses, as a user would; they rely on petir being installed (``pip install
--e .``), which puts the ``petir_pyserini.pth`` start-up hook in site-packages.
+-e .``), which puts the ``petir_pyserini.pth`` start-up hook in site-packages. Cross-cutting: it covers the plug-in
+(integrations/pyserini/petir_pyserini) together with petir.onnx and stock Pyserini, as a user runs them.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_PASSAGES
+from conftest import TINY_PASSAGES, needs_pyserini_hook
 from petir.data import Document, read_run, write_pyserini_collection, write_qrels, write_topics
 from petir.tasks.retrieval import BiEncoder
 
@@ -24,11 +24,7 @@ TOPICS = {"q1": "the cat sat", "q2": "cancer risk increase", "q3": "protein gene
 DOCS = TINY_PASSAGES
 
 
-def hook_installed() -> bool:
-    return (Path(sysconfig.get_paths()["purelib"]) / "petir_pyserini.pth").exists()
-
-
-pytestmark = pytest.mark.skipif(not hook_installed(), reason="petir is not pip-installed (no petir_pyserini.pth)")
+pytestmark = [needs_pyserini_hook, pytest.mark.slow]  # Pyserini in subprocesses: 7-38 s a test
 
 
 @pytest.fixture(scope="module")

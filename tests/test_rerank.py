@@ -132,6 +132,7 @@ def test_bad_inputs_end_with_one_line_errors(files, tmp_path, mutate, message):
     assert __import__("re").search(message, error), error
 
 
+@pytest.mark.slow  # builds a Lucene index (Java): about 11 s
 def test_cli_reads_passages_from_a_lucene_index(files, tmp_path):
     from petir.bm25 import build_lucene_index
 

@@ -226,6 +226,7 @@ def test_permutation_visits_every_position_once(size):
         assert [order[i] for i in range(size)] != [Permutation(size, (7, 1))[i] for i in range(size)]
 
 
+@pytest.mark.slow  # torchrun subprocesses: about 10 s
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
 def test_two_process_torchrun_training_on_cpu(tiny_backbone, tmp_path):
     """Distributed data parallel with the gloo backend: both ranks step together, rank 0 writes the run."""
@@ -263,6 +264,7 @@ def test_metrics_log_drops_a_record_torn_by_a_crash_and_refuses_garbage(tmp_path
         read_metrics(path)
 
 
+@pytest.mark.slow  # kills and resumes subprocesses: about 20 s
 def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(tiny_backbone, tmp_path):
     """``petir.train`` killed with SIGKILL (no handler runs: mid-step, mid-log, mid-checkpoint), resumed each time,
     ends with exactly the weights of a run that was never interrupted."""

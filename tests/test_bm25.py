@@ -1,10 +1,9 @@
-"""BM25 (petir.bm25) and evaluation (petir.evaluate): hand-computed metrics, trec_eval parity, and the published
+"""BM25 (petir.bm25): hard negatives, qid spelling, argument errors, the threads a CLI was told, and the published
 Pyserini BM25 numbers on SciFact (slow)."""
 
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import shutil
 import time
@@ -12,61 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_data
 from petir import bm25, data
 from petir.errors import DataError, PetirError
 from petir.evaluate import evaluate_run, trec_eval
-
-# --- evaluate_run on cases small enough to compute by hand -----------------------------------------------------------
-
-
-def test_ndcg_uses_graded_gains_and_ideal_from_qrels():
-    qrels = {"q": {"a": 2, "b": 1, "c": 0, "d": 1}}
-    run = {"q": [("c", 3.0), ("a", 2.0), ("b", 1.0), ("x", 0.5)]}  # d (rel 1) is not retrieved
-    dcg = 0 + 2 / math.log2(3) + 1 / math.log2(4) + 0
-    ideal = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
-    scores = evaluate_run(qrels, run, k_ndcg=10, k_recall=(2, 100))
-    assert scores["ndcg@10"] == pytest.approx(dcg / ideal)
-    assert scores["mrr@10"] == pytest.approx(1 / 2)
-    assert scores["recall@2"] == pytest.approx(1 / 3)  # a of {a, b, d}
-    assert scores["recall@100"] == pytest.approx(2 / 3)
-
-
-def test_ndcg_cutoff_counts_only_top_k():
-    qrels = {"q": {"a": 1, "b": 1}}
-    run = {"q": [("x", 3.0), ("a", 2.0), ("b", 1.0)]}
-    assert evaluate_run(qrels, run, k_ndcg=2)["ndcg@2"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
-
-
-def test_mrr_is_cut_at_10():
-    qrels = {"q10": {"rel": 1}, "q11": {"rel": 1}}
-    ranked = [(f"n{i:02d}", 100.0 - i) for i in range(9)]  # nine non-relevant docs first
-    run = {"q10": ranked + [("rel", 50.0)], "q11": ranked + [("n99", 60.0), ("rel", 50.0)]}
-    scores = evaluate_run(qrels, run)
-    assert scores["mrr@10"] == pytest.approx((1 / 10 + 0) / 2)
-    assert scores["recall@100"] == pytest.approx(1.0)
-
-
-def test_ranking_by_score_then_docid_descending_like_trec_eval():
-    # File order and ties must not matter: trec_eval sorts by score, then docid, both descending.
-    qrels = {"q": {"b": 1}}
-    assert evaluate_run(qrels, {"q": [("b", 1.0), ("c", 1.0)]})["mrr@10"] == pytest.approx(1 / 2)
-    assert evaluate_run(qrels, {"q": [("a", 1.0), ("b", 1.0)]})["mrr@10"] == pytest.approx(1.0)
-    assert evaluate_run(qrels, {"q": [("c", 0.1), ("b", 0.9)]})["mrr@10"] == pytest.approx(1.0)
-
-
-def test_which_queries_are_averaged():
-    qrels = {"hit": {"a": 1}, "missing_from_run": {"b": 1}, "only_nonrelevant": {"c": 0}}
-    run = {"hit": [("a", 1.0)], "only_nonrelevant": [("c", 1.0)], "unjudged": [("a", 1.0)]}
-    # trec_eval -c: every qrels query counts (missing or without relevant docs: 0); unjudged run queries don't.
-    assert evaluate_run(qrels, run) == pytest.approx(
-        {"ndcg@10": 1 / 3, "mrr@10": 1 / 3, "recall@100": 1 / 3, "recall@1000": 1 / 3}
-    )
-
-
-def test_empty_qrels_is_an_error():
-    with pytest.raises(PetirError, match="empty qrels"):
-        evaluate_run({}, {"q": [("a", 1.0)]})
-
 
 # --- hard negatives, qid spelling, argument errors (no Java) ----------------------------------------------------------
 
@@ -139,56 +87,6 @@ def test_index_and_search_run_on_the_threads_a_cli_was_told(tmp_path, monkeypatc
     assert threads == [asked, asked, 2]
 
 
-@pytest.fixture
-def restore_java_env(monkeypatch):
-    """ensure_java edits JAVA_HOME and PATH of this process; undo that after the test."""
-    for name in ("JAVA_HOME", "PATH"):
-        original = os.environ.get(name)
-        monkeypatch.setenv(name, "")  # records the original value, or its absence, to restore afterwards
-        if original is None:
-            monkeypatch.delenv(name)
-        else:
-            monkeypatch.setenv(name, original)
-
-
-def test_subprocess_failure_reports_last_stderr_line(restore_java_env):
-    from petir.java import run_pyserini
-
-    with pytest.raises(PetirError) as error:
-        run_pyserini("petir.no_such_module", ["--x"], what="a test step")
-    assert str(error.value).startswith("a test step failed (python -m petir.no_such_module exited with status 1)")
-    assert str(error.value).endswith("No module named petir.no_such_module")
-
-
-# --- against the real trec_eval (Java, subprocesses) -----------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_evaluate_run_agrees_with_trec_eval_on_edge_cases(tmp_path, restore_java_env):
-    # Graded qrels, a judged query without relevant docs, a judged query missing from the run, an unjudged run
-    # query, ties, and a file order that disagrees with the scores.
-    qrels = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"d4": 0}, "q3": {"d5": 1}, "q5": {f"r{i}": 1 for i in range(3)}}
-    run = {
-        "q1": [("d1", 0.5), ("d3", 1.0), ("d2", 1.0)],
-        "q2": [("d4", 1.0)],
-        "q4": [("d1", 1.0)],
-        "q5": [(f"z{i:02d}", 1.0) for i in range(12)] + [("r0", 1.0), ("r1", 0.1), ("r2", 0.05)],
-    }
-    data.write_qrels(qrels, tmp_path / "qrels.txt")
-    with open(tmp_path / "run.txt", "w") as f:  # written by hand: write_run would sort the file by score
-        for qid, hits in run.items():
-            for rank, (docid, score) in enumerate(hits, 1):
-                f.write(f"{qid} Q0 {docid} {rank} {score} test\n")
-
-    reference = trec_eval(
-        tmp_path / "qrels.txt", tmp_path / "run.txt", metrics=("ndcg_cut.10", "recip_rank", "recall.2", "recall.14")
-    )
-    ours = evaluate_run(qrels, data.read_run(tmp_path / "run.txt"), k_recall=(2, 14))
-    assert ours == pytest.approx(reference, abs=1e-4)
-    # q1: d3 before d2 (tie, docid descending); q5: r0 ties with the z's but sorts after them, at rank 13.
-    assert reference["mrr@10"] == pytest.approx(1 / 2 / 4, abs=1e-4)
-
-
 # --- the published BM25 numbers on SciFact ----------------------------------------------------------------------------
 
 # Pyserini 2CR, BEIR "bm25-flat" on scifact (pyserini/2cr/beir.yaml): nDCG@10 0.6789, R@100 0.9253, R@1000 0.9767.
@@ -200,8 +98,7 @@ def test_bm25_scifact_reproduces_pyserini(shared_data, tmp_path, restore_java_en
     scifact = shared_data / "scifact"
     topics_gz = scifact / "anserini" / "topics.beir-v1.0.0-scifact.test.tsv.gz"
     qrels_path = scifact / "anserini" / "qrels.beir-v1.0.0-scifact.test.txt"
-    if not (topics_gz.is_file() and qrels_path.is_file() and (scifact / "corpus.jsonl.gz").is_file()):
-        pytest.skip(f"SciFact with Anserini topics/qrels not found under {scifact}")
+    require_data(topics_gz, qrels_path, scifact / "corpus.jsonl.gz")
     data.write_pyserini_collection(data.read_corpus(scifact), tmp_path / "collection")
     topics = tmp_path / "topics.scifact.test.tsv"
     with gzip.open(topics_gz, "rb") as src, open(topics, "wb") as dst:
