@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+from conftest import TINY_PASSAGES
+from petir.card import model_card
 from petir.data import Document
-from petir.tasks.retrieval import dev_corpus
+from petir.models import PetModel
+from petir.sampling import Group
+from petir.tasks.retrieval import TEST_PASSAGE_LENGTH, BiEncoder, RetrievalStage, RetrievalStudyOptions, dev_corpus
 
 
 def test_retrieval_dev_searches_the_corpus_or_a_sample_that_keeps_every_judged_passage():
@@ -15,3 +21,28 @@ def test_retrieval_dev_searches_the_corpus_or_a_sample_that_keeps_every_judged_p
     assert len(sample) == 8 == len(set(sample))
     assert {"d3", "d4", "d5", "d17", "d18", "d19"} <= set(sample)
     assert sample == dev_corpus(corpus, first_stage, dev_qrels, size=8)  # seeded
+
+
+# The dev signal measures the model that is tested: dev checks encode passages at the saved length, the one the
+# card's ``pyserini.encode --max-length`` and the study's test encode use, whatever length training used.
+def test_dev_checks_encode_at_the_cards_length_not_the_training_length(tiny_backbone, tmp_path):
+    model = BiEncoder(
+        str(tiny_backbone), "bitfit", {}, query_max_length=16, passage_max_length=64, train_passage_length=8
+    )
+    lengths = []
+    embed = model._embed_batch
+    model._embed_batch = lambda texts, max_length: lengths.append(max_length) or embed(texts, max_length)
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(TINY_PASSAGES)}
+    model.rank({"q1": "the cat"}, {"q1": list(corpus)}, corpus)  # what a dev check runs
+    card = re.search(r"pyserini\.encode .*?--max-length (\d+)", model_card(model), re.S)
+    assert set(lengths) - {model.query_max_length} == {64} == {int(card.group(1))}
+    batch = model.collate([Group("the cat", [" ".join(["cat"] * 50)])])
+    assert batch["passages"]["input_ids"].shape[1] == 8  # training still truncates at its own, shorter length
+    loaded = PetModel.load(model.save(tmp_path / "model"))
+    assert (loaded.passage_max_length, loaded.train_passage_length) == (64, 8)
+
+
+def test_the_study_saves_its_retrievers_at_the_test_encode_length():
+    options = RetrievalStudyOptions()
+    flags = RetrievalStage().train_flags(options)
+    assert flags["passage_max_length"] == TEST_PASSAGE_LENGTH != flags["train_passage_length"] == 128
