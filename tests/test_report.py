@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -77,20 +78,30 @@ def test_convergence_plot_draws_the_seeds_a_table_uses_not_every_seed_on_disk(tm
     assert legends == ["lora (1 seed)"]
 
 
-def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_scattered_method(tmp_path):
+#: Thirty queries, each with one relevant passage "rel" (the significance tests' judgments).
+THIRTY_QUERIES = {f"q{i}": {"rel": 1} for i in range(30)}
+
+
+def write_missing_run(directory: Path, name: str, misses: int) -> str:
+    """A run named ``name`` in ``directory``: "rel" first for every query but the first ``misses``, where it comes
+    third; returns the name."""
     from petir.data import write_run
+
+    run = {
+        q: [(d, 3.0 - k) for k, d in enumerate(["rel", "x", "y"] if i >= misses else ["x", "y", "rel"])]
+        for i, q in enumerate(THIRTY_QUERIES)
+    }
+    write_run(run, directory / name, name)
+    return name
+
+
+def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_scattered_method(tmp_path):
     from petir.report import significance
 
-    qrels = {f"q{i}": {"rel": 1} for i in range(30)}
+    qrels = THIRTY_QUERIES
 
     def run_file(name: str, misses: int) -> str:
-        """The relevant passage first for every query but the first ``misses``, where it comes third."""
-        run = {
-            q: [(d, 3.0 - k) for k, d in enumerate(["rel", "x", "y"] if i >= misses else ["x", "y", "rel"])]
-            for i, q in enumerate(qrels)
-        }
-        write_run(run, tmp_path / name, name)
-        return name
+        return write_missing_run(tmp_path, name, misses)
 
     rows = [
         {"method": "full", "seed": 1, "run": run_file("full", 0)},
@@ -127,19 +138,12 @@ def test_holm_multiplies_the_ith_smallest_p_value_by_m_minus_i_plus_1_and_keeps_
 def test_significance_marks_hold_after_holm_correction_over_the_whole_table(tmp_path):
     """A mark an uncorrected test would give (the adapter vs full, p = 0.043) is dropped once the table's five tests
     are corrected together; the strong ones stay, and the CSV keeps both p-values of every test."""
-    from petir.data import write_run
     from petir.report import significance
 
-    qrels = {f"q{i}": {"rel": 1} for i in range(30)}
+    qrels = THIRTY_QUERIES
 
     def run_file(name: str, misses: int) -> str:
-        """The relevant passage first for every query but the first ``misses``, where it comes third."""
-        run = {
-            q: [(d, 3.0 - k) for k, d in enumerate(["rel", "x", "y"] if i >= misses else ["x", "y", "rel"])]
-            for i, q in enumerate(qrels)
-        }
-        write_run(run, tmp_path / name, name)
-        return name
+        return write_missing_run(tmp_path, name, misses)
 
     rows = [
         {"method": "full", "seed": 1, "run": run_file("full", 0), "ndcg@10": 1.0},
