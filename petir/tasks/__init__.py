@@ -12,11 +12,11 @@ with it.
 from __future__ import annotations
 
 from petir.errors import PetirError
-from petir.tasks import rerank, retrieval
+from petir.tasks import rerank, retrieval, sparse
 from petir.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
-for _task in (retrieval, rerank):
+for _task in (retrieval, rerank, sparse):
     if _task.TASK.name in TASKS:
         raise RuntimeError(f"two tasks are named {_task.TASK.name!r}")
     TASKS[_task.TASK.name] = _task.TASK

@@ -80,6 +80,8 @@ class Task:
       this task (``python -m petir.export``); None where there is none, ``no_export`` saying why;
     - ``pyserini``: its ``encode`` gives one vector per text that Pyserini's Faiss encode and search take (the
       plug-in's encoders);
+    - ``impact``: its model gives masked-LM ``logits`` and integer ``term_weights`` per text that Pyserini's Lucene
+      impact indexes take (the plug-in's ``AutoModelForMaskedLM`` view and impact query encoder);
     - ``study``: its stage of ``python -m petir.reproduce`` (a :class:`StudyStage`), or None.
     """
 
@@ -95,6 +97,7 @@ class Task:
     export: Callable[[PetModel, Path, Path], None] | None = None
     no_export: str = ""
     pyserini: bool = False
+    impact: bool = False
     study: StudyStage | None = None
 
     @property

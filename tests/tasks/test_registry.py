@@ -283,12 +283,12 @@ def test_every_task_has_a_model_a_twin_and_a_graph_output(task):
 
 
 def test_an_unknown_task_is_one_line(tiny_backbone, tmp_path):
-    with pytest.raises(PetirError, match="unknown task 'colbert'; petir has retrieval, rerank"):
+    with pytest.raises(PetirError, match="unknown task 'colbert'; petir has retrieval, rerank, sparse"):
         get_task("colbert")
     model_dir = get_task("retrieval").model(str(tiny_backbone), "bitfit").save(tmp_path / "model")
     config = json.loads((model_dir / CONFIG_FILE).read_text())
     (model_dir / CONFIG_FILE).write_text(json.dumps({**config, "task": "colbert"}))
-    with pytest.raises(PetirError, match=r"config.json: unknown task 'colbert'; petir has retrieval, rerank$"):
+    with pytest.raises(PetirError, match=r"config.json: unknown task 'colbert'; petir has retrieval, rerank, sparse$"):
         PetModel.load(model_dir)
 
 

@@ -1,7 +1,8 @@
-"""petir encoders in Pyserini's encoder interface (compare ``pyserini/encode/_auto.py``).
+"""petir encoders in Pyserini's encoder interface (compare ``pyserini/encode/_auto.py`` and ``_splade.py``).
 
-``encode(texts, **kwargs) -> np.ndarray``, nothing more; pooling, normalisation and lengths come from the
-model directory's config.json, so no Pyserini flag can mismatch them.
+``encode(texts, **kwargs) -> np.ndarray`` (or, for impact search, ``encode(query) -> {token: impact}``), nothing
+more; pooling, normalisation, lengths and quantisation come from the model directory's config.json and task, so no
+Pyserini flag can mismatch them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 from pyserini.encode import DocumentEncoder, QueryEncoder, document_encoder_class_map, query_encoder_class_map
 
 from petir.data import Document, normalize_text
-from petir_pyserini._hf import load_dense_encoder
+from petir_pyserini._hf import load_dense_encoder, load_impact_encoder, serves_impact
 
 #: Pyserini picks an encoder class by the first keyword of its maps found in the encoder path.
 KEYWORD = "petir"
@@ -59,6 +60,36 @@ class PetirQueryEncoder(QueryEncoder):
     def encode_batch(self, queries: list[str]) -> np.ndarray:
         """Returns: float32 array [len(queries), hidden]; FaissSearcher.batch_search uses it when present."""
         return self.model.encode([normalize_text(query) for query in queries], "query")
+
+
+class PetirImpactQueryEncoder(QueryEncoder):
+    """Query encoder of ``LuceneImpactSearcher`` and ``python -m pyserini.search.lucene --impact --encoder
+    MODEL_DIR``: a sparse retriever's integer term weights, encoded and quantised as the model's dev check does."""
+
+    def __init__(self, encoder_dir: str, device: str = "cpu", **_ignored):
+        super().__init__()
+        self.model = load_impact_encoder(encoder_dir, "impact search", device)
+        self.has_model = True
+
+    def encode(self, query: str, **_ignored) -> dict[str, int]:
+        """Returns: ``{token: impact}``, the query's nonzero integer term weights."""
+        return self.model.term_weights([normalize_text(query)], "query")[0]
+
+
+def register_impact_searcher(searcher_class: type) -> None:
+    """Make ``searcher_class`` (Pyserini's ``LuceneImpactSearcher``) encode queries with
+    :class:`PetirImpactQueryEncoder` when its encoder is a petir sparse retriever's directory: Pyserini picks an
+    impact query encoder by a keyword of the encoder's name, with no map to add petir to, so its picker is wrapped;
+    any other encoder name goes to Pyserini's own choice."""
+    pick = searcher_class._init_query_encoder_from_str
+    if getattr(pick, "petir", False):
+        return
+
+    def init_query_encoder(query_encoder):
+        return PetirImpactQueryEncoder(query_encoder) if serves_impact(query_encoder) else pick(query_encoder)
+
+    init_query_encoder.petir = True
+    searcher_class._init_query_encoder_from_str = staticmethod(init_query_encoder)
 
 
 # Importing this module registers its classes (also when the import started inside pyserini.encode's own import,

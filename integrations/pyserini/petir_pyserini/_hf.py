@@ -1,4 +1,5 @@
-"""``transformers.AutoModel`` support for petir directories, which is what Pyserini's Auto encoders call.
+"""``transformers.AutoModel`` (and ``AutoModelForMaskedLM``) support for petir directories, which is what Pyserini's
+Auto (and SPLADE) encoders call.
 
 Pyserini's fallback encoders (``AutoDocumentEncoder``/``AutoQueryEncoder``, used for any encoder path without a
 known keyword) run ``AutoModel.from_pretrained(path)`` and pool ``outputs[0]`` with ``--pooling`` (default cls)
@@ -6,19 +7,26 @@ and ``--l2-norm``. A petir bi-encoder pools and normalises itself, so :class:`Pe
 embedding at every token position: cls and mean pooling then both give exactly the trained embedding, and
 ``--l2-norm`` cannot change a cosine model's vectors. It is an inference-only view of a petir model whose task
 gives Pyserini one vector per text (:attr:`petir.tasks.Task.pyserini`: a bi-encoder).
+
+Pyserini's SPLADE encoders (``--encoder-class splade``) run ``AutoModelForMaskedLM.from_pretrained(path)`` and pool
+its ``logits`` as SPLADE does; :class:`PetirMaskedLM` returns the masked-LM logits of a petir model whose task
+gives impact term weights (:attr:`petir.tasks.Task.impact`: a sparse retriever), PET modules applied, so the stock
+encoder writes exactly the weights the model was trained and dev-checked with.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
-from transformers.modeling_outputs import BaseModelOutput
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PretrainedConfig
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 
 from petir.errors import PetirError
-from petir.models import MODEL_TYPE, PetModel
+from petir.models import CONFIG_FILE, MODEL_TYPE, PetModel
 from petir.onnx import load_inference_model
 from petir.tasks import TASKS, get_task
 
@@ -26,11 +34,33 @@ from petir.tasks import TASKS, get_task
 def load_dense_encoder(directory: str, purpose: str, backend: str = "torch", device: str = "cpu") -> Any:
     """The petir model in ``directory`` (torch, or its ONNX twin), if its task gives Pyserini's Faiss one vector per
     text (:attr:`petir.tasks.Task.pyserini`); else one line saying which tasks ``purpose`` needs."""
+    return _load_serving(directory, purpose, "pyserini", backend, device)
+
+
+def load_impact_encoder(directory: str, purpose: str, device: str = "cpu") -> Any:
+    """The petir model in ``directory`` if its task gives Lucene impact term weights
+    (:attr:`petir.tasks.Task.impact`); else one line saying which tasks ``purpose`` needs."""
+    return _load_serving(directory, purpose, "impact", "torch", device)
+
+
+def _load_serving(directory: str, purpose: str, capability: str, backend: str, device: str) -> Any:
     model = load_inference_model(directory, backend, device)
-    if not get_task(model.task).pyserini:
-        kinds = " or ".join(f"a {task.kind}" for task in TASKS.values() if task.pyserini)
+    if not getattr(get_task(model.task), capability):
+        kinds = " or ".join(f"a {task.kind}" for task in TASKS.values() if getattr(task, capability))
         raise PetirError(f"{directory} holds a {model.task} model; {purpose} needs {kinds}")
     return model
+
+
+def serves_impact(path: str | None) -> bool:
+    """Whether ``path`` is a petir model directory whose task gives impact term weights (a cheap look at its
+    config.json, so that any other encoder name passes through untouched)."""
+    if not path or not (Path(path) / CONFIG_FILE).is_file():
+        return False
+    try:
+        task = json.loads((Path(path) / CONFIG_FILE).read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(task, str) and task in TASKS and TASKS[task].impact
 
 
 class PetirConfig(PretrainedConfig):
@@ -55,13 +85,37 @@ class PetirAutoModel(nn.Module):
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **features):
-        features = {"input_ids": input_ids, **features}
-        features["attention_mask"] = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        embedding = self.model.inference(features)
+        embedding = self.model.inference(_features(input_ids, attention_mask, features))
         states = embedding.unsqueeze(1).expand(-1, input_ids.shape[1], -1)
         return BaseModelOutput(last_hidden_state=states)
+
+
+class PetirMaskedLM(nn.Module):
+    """What ``AutoModelForMaskedLM.from_pretrained(petir_dir)`` returns: a sparse retriever's masked-LM logits."""
+
+    config_class = PetirConfig
+
+    def __init__(self, model: PetModel):
+        super().__init__()
+        self.model = model
+        self.config = model.encoder.config
+
+    @classmethod
+    def from_pretrained(cls, path, *args, **kwargs) -> PetirMaskedLM:
+        return cls(load_impact_encoder(path, "AutoModelForMaskedLM"))
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **features):
+        return MaskedLMOutput(logits=self.model.logits(_features(input_ids, attention_mask, features)))
+
+
+def _features(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, others: dict) -> dict[str, torch.Tensor]:
+    """The model's inputs from a transformers-style call (Pyserini's SPLADE query encoder passes no mask)."""
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    return {"input_ids": input_ids, **others, "attention_mask": mask}
 
 
 def register_auto_classes() -> None:
     AutoConfig.register(MODEL_TYPE, PetirConfig, exist_ok=True)
     AutoModel.register(PetirConfig, PetirAutoModel, exist_ok=True)
+    AutoModelForMaskedLM.register(PetirConfig, PetirMaskedLM, exist_ok=True)

@@ -3,7 +3,9 @@
 A meta-path finder wraps the loaders of two modules:
 
 - ``pyserini`` (before it runs): choose a JDK >= 21, because Pyserini starts its JVM while being imported;
-- ``pyserini.encode`` (after it runs): register petir's encoders (:func:`petir_pyserini.register`).
+- ``pyserini.encode`` (after it runs): register petir's encoders (:func:`petir_pyserini.register`);
+- ``pyserini.search.lucene._impact_searcher`` (after it runs): let impact search encode queries with a petir
+  sparse retriever (:func:`petir_pyserini._encoders.register_impact_searcher`).
 
 Nothing heavier than ``importlib`` is imported at interpreter start.
 """
@@ -33,10 +35,17 @@ def _register(module: ModuleType) -> None:
     register()
 
 
+def _register_impact(module: ModuleType) -> None:
+    from petir_pyserini._encoders import register_impact_searcher
+
+    register_impact_searcher(module.LuceneImpactSearcher)
+
+
 #: module name -> (run before the module's code, run after it)
 _ACTIONS: dict[str, tuple[Callable[[ModuleType], None] | None, Callable[[ModuleType], None] | None]] = {
     "pyserini": (_choose_java, None),
     "pyserini.encode": (None, _register),
+    "pyserini.search.lucene._impact_searcher": (None, _register_impact),
 }
 
 
