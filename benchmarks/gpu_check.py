@@ -50,10 +50,11 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def make_backbone(directory: Path, tiny: bool) -> Path:
-    """A random BERT-base (or a 2-layer toy with ``tiny``) and a synthetic vocabulary, saved as a HF directory."""
+    """A random BERT-base (or a 2-layer toy with ``tiny``) and a synthetic vocabulary, saved as a HF directory with a
+    masked-LM head (the sparse task's; the other tasks load the encoder alone, the same weights as without)."""
     words = SPECIAL + [f"w{i}" for i in range((1000 if tiny else 30522) - len(SPECIAL))]
     shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
-    return random_backbone(directory, words, **(shape if tiny else {}))
+    return random_backbone(directory, words, masked_lm=True, **(shape if tiny else {}))
 
 
 class Texts:
