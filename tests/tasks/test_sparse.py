@@ -9,6 +9,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -148,6 +150,12 @@ def test_petir_train_trains_and_saves_a_sparse_retriever(tiny_backbone, tmp_path
     assert "SPLADE sparse encoder" in card and "pyserini.search.lucene" in card and "--impact" in card
 
 
+def vectors(directory: Path) -> dict[str, dict[str, int]]:
+    """A JsonVectorCollection's nonzero impacts by passage id."""
+    records = [json.loads(line) for line in (directory / "embeddings.jsonl").read_text().splitlines()]
+    return {record["id"]: {t: w for t, w in record["vector"].items() if w} for record in records}
+
+
 # a JVM and a Python start per command, and the stock SPLADE classes: about 40 s
 @pytest.mark.slow
 def test_the_cards_stock_pyserini_commands_search_with_the_models_own_scores(tmp_path):
@@ -176,6 +184,13 @@ def test_the_cards_stock_pyserini_commands_search_with_the_models_own_scores(tmp
         query = {t: w for t, w in model.term_weights([QUERIES[qid]])[0].items() if t not in everywhere}
         scores = {d: sum(w * p.get(t, 0) for t, w in query.items()) for d, p in passages.items()}
         assert dict(hits) == {d: float(s) for d, s in scores.items() if s > 0}, qid
+    # Where the path names petir, Pyserini picks the plug-in's document encoder: the same impacts, zeros left out.
+    keyword = tmp_path / "petir-sparse"
+    keyword.symlink_to(model_dir)
+    encode = [sys.executable, "-m", "pyserini.encode", "input", "--corpus", str(tmp_path / "collection"), "output"]
+    encode += ["--embeddings", str(tmp_path / "plugin"), "encoder", "--encoder", str(keyword), "--device", "cpu"]
+    subprocess.run(encode, check=True, capture_output=True, timeout=600)
+    assert vectors(tmp_path / "plugin") == vectors(tmp_path / "vectors")
     argv = flags(run=tmp_path / "run.trec", topics=tmp_path / "topics.tsv", corpus=tmp_path / "toyset" / "corpus.jsonl")
     argv += flags(model=model_dir, output=tmp_path / "reranked.trec", depth=5)
     assert run_cli(rerank_main, argv) is None
