@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_VOCAB, flags, run_cli
+from conftest import PET_IDS, PET_VARIANTS, TINY_VOCAB, flags, perturb, run_cli
 from petir import backbone as backbones
 from petir.backbone import random_backbone
 from petir.data import Document, read_run, write_pyserini_collection, write_run, write_topics
@@ -82,6 +82,20 @@ def test_the_flops_regulariser_warms_up_quadratically_and_its_clock_is_saved(tin
     assert float(PetModel.load(tmp_path / "model").batches_seen) == 2  # a resumed run warms up where it stopped
     state = model.trainable_state_dict()
     assert STEP_TENSOR in state and STEP_TENSOR not in dict(model.named_parameters())
+
+
+@pytest.mark.parametrize(("method", "options"), PET_VARIANTS, ids=PET_IDS)
+def test_every_pet_method_trains_the_sparse_encoder(tiny_backbone, method, options):
+    """Each registry variant goes into the encoder under the masked-LM head: a finite loss whose gradient reaches
+    every tensor the method trains (modules perturbed off their zero start)."""
+    model = perturb(SparseEncoder(str(tiny_backbone), method, options, flops_warmup=0))
+    model.train()
+    loss = model(model.collate(GROUPS))
+    loss.backward()
+    assert torch.isfinite(loss)
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    assert trained and not any(name.startswith("head.") for name, _ in trained)
+    assert all(p.grad is not None for _, p in trained)
 
 
 def test_the_masked_lm_head_is_frozen_unless_asked_and_stays_tied(tiny_backbone):
