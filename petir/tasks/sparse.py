@@ -107,8 +107,9 @@ def splade_pooling(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.
     ReLU(logit))`` over non-padding tokens, as Pyserini's SPLADE encoders compute it.
 
     ``log(1 + ReLU(x))`` rises with ``x``, so it is taken of each term's largest logit rather than of every logit:
-    the same weights (and the same gradient, which reaches each term's arg-max token only) at a third of the cost on
-    a CPU, where the element-wise pass over [tokens, vocabulary] costs more than the head's matrix product."""
+    the same weights (and the same gradient, which reaches each term's arg-max token only) without the element-wise
+    pass over [tokens, vocabulary], which on a CPU costs twice the head's matrix product (1.4 s against 0.7 s for 8
+    passages of 256 tokens on one core)."""
     padding = ~attention_mask.bool().unsqueeze(-1)
     return torch.log(1 + torch.relu(logits.masked_fill(padding, float("-inf")).max(dim=1).values))
 
