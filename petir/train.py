@@ -46,13 +46,17 @@ from petir.training_data import TrainingDataOptions, describe_dev, dev_evaluator
 
 EXAMPLES = """
 examples:
-  # the paper's IAA-L retriever on SciFact (BEIR layout) at the paper's 0.5 % budget, 100 training queries as dev
+  # the paper's IAA-L retriever on SciFact (BEIR layout) at the paper's 0.5 % budget; 15 % of the training
+  # queries as dev set pick the learning rate (a ladder of 3) and the saved step (the untrained start included)
   python -m petir.train --data ../shared/data/scifact --method iaa-l --budget 0.5 \\
       --steps 300 --eval-every 50 --output runs/scifact-iaa-l
 
   # LoRA re-ranker from MS MARCO-style files, at the paper's 6.7 % budget (r=200)
   python -m petir.train --task rerank --corpus collection.tsv --queries queries.train.tsv \\
       --qrels qrels.train.tsv --method lora --budget 6.7 --output runs/msmarco-lora-reranker
+
+  # a fixed learning rate: no ladder
+  python -m petir.train --data ../shared/data/scifact --method full --lr 6e-5 --output runs/scifact-full
 
 The trained model is written to OUTPUT/model: a directory that Pyserini's encode/search CLIs and
 petir.rerank load directly (see docs/pyserini.md and docs/training.md).

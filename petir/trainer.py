@@ -317,7 +317,8 @@ class Trainer:
             record = self._last_record
         self._save_checkpoint()
         start = asdict(self.start) if self.start is not None else None
-        return {**(record or {}), "start": start}
+        cost = {"train_s": round(self.elapsed, 2), "dev_s": round(self.dev_seconds, 2)}  # what the rung took
+        return {**(record or {}), **cost, "start": start}
 
     def _check_due(self) -> bool:
         """A scheduled dev check runs unless it would take dev checks past ``eval_budget`` of the training time

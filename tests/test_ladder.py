@@ -45,7 +45,8 @@ def build(backbone: Path):
 
 def config(output: Path, **overrides) -> TrainConfig:
     settings = {"steps": 9, "save_every": 100, "log_every": 1, "eval_every": 3, "eval_budget": 1000.0}
-    return TrainConfig(output_dir=output, **{"learning_rate": DEFAULT, "lr_search_share": 1 / 3, **settings, **overrides})
+    settings.update(learning_rate=DEFAULT, lr_search_share=1 / 3, **overrides)
+    return TrainConfig(output_dir=output, **settings)
 
 
 def sampler() -> GroupSampler:
@@ -115,10 +116,16 @@ def test_an_interrupted_ladder_resumes_where_it_stopped_and_ends_as_an_uninterru
     assert [rung["lr"] for rung in kept["rungs"]] == [whole["rates"][0]]  # rung 1 recorded, rung 2 not
     again = Distance(start)
     resumed, _ = run_ladder(tiny_backbone, tmp_path / "cut", again, resume=True)
-    assert resumed == whole
+    assert outcome(resumed) == outcome(whole)
     assert again.calls == 2 + 3  # rungs 2 and 3 only (rung 1 and the step-0 check are not redone), then the run
     for name, tensor in saved(tmp_path / "whole").items():
         assert torch.equal(tensor, saved(tmp_path / "cut")[name]), name
+
+
+def outcome(ladder: dict) -> tuple:
+    """A ladder's rates, rung checks and pick (its timings aside)."""
+    checks = [{key: value for key, value in rung.items() if not key.endswith("_s")} for rung in ladder["rungs"]]
+    return ladder["rates"], ladder["steps"], checks, ladder["picked"]
 
 
 def test_keep_best_keeps_the_start_when_training_never_beats_it_and_says_so(tiny_backbone, tmp_path):
