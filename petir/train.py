@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if os.environ.get("WORLD_SIZE", "1") != "1":
             raise PetirError("under torchrun give --lr: the learning-rate ladder runs in one process (petir.train)")
         print(f"petir: {describe_ladder(default_rate, cli.from_args(TrainConfig, args, output_dir=args.output))}")
-    elif args.learning_rate is None:
+    elif args.learning_rate is None and not data.dev_pools:
         print(f"petir: learning rate {default_rate:g}, the method's default (no dev set to pick one on)")
     config = TrainConfig(
         **{

@@ -45,7 +45,7 @@ def build(backbone: Path):
 
 def config(output: Path, **overrides) -> TrainConfig:
     settings = {"steps": 9, "save_every": 100, "log_every": 1, "eval_every": 3, "eval_budget": 1000.0}
-    settings.update(learning_rate=DEFAULT, lr_search_share=1 / 3, **overrides)
+    settings.update({"learning_rate": DEFAULT, "lr_search_share": 1 / 3, **overrides})
     return TrainConfig(output_dir=output, **settings)
 
 
