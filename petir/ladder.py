@@ -115,14 +115,14 @@ def pick_learning_rate(
         _say(f"learning rate {rate:g}: dev {record.get('dev')}{describe_noise(record)} at step {ladder['steps']}")
         _write_json(path, ladder)
     if ladder.get("picked") is None:
-        ladder["picked"] = _winner(ladder["rungs"], default)
+        ladder["picked"] = winner(ladder["rungs"], default)
         _write_json(path, ladder)
     result = {key: value for key, value in ladder.items() if key != "start"}
     _hand_over(output, output / LADDER_DIR / f"lr-{ladder['picked']:g}", result)
     return result
 
 
-def _winner(rungs: list[dict[str, Any]], default: float) -> float:
+def winner(rungs: list[dict[str, Any]], default: float) -> float:
     """The rate of the rung with the best first dev metric; ties go to the default rate, then the lower rate."""
 
     def score(rung: dict[str, Any]) -> tuple[float, bool]:

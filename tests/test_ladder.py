@@ -12,7 +12,7 @@ from test_trainer import CORPUS, QUERIES
 
 from conftest import flags, run_cli
 from petir.errors import PetirError
-from petir.ladder import ladder_rates, pick_learning_rate, read_ladder, rung_steps
+from petir.ladder import ladder_rates, pick_learning_rate, read_ladder, rung_steps, winner
 from petir.models import PetModel
 from petir.pet import get_method
 from petir.sampling import GroupSampler
@@ -27,6 +27,7 @@ from petir.trainer import (
     DevCheck,
     TrainConfig,
     Trainer,
+    check_run_directory,
     dev_noise,
     set_seed,
 )
@@ -120,6 +121,20 @@ def test_an_interrupted_ladder_resumes_where_it_stopped_and_ends_as_an_uninterru
     assert again.calls == 2 + 3  # rungs 2 and 3 only (rung 1 and the step-0 check are not redone), then the run
     for name, tensor in saved(tmp_path / "whole").items():
         assert torch.equal(tensor, saved(tmp_path / "cut")[name]), name
+
+
+def test_a_tie_goes_to_the_methods_default_rate():
+    rungs = [{"lr": rate, "dev": {"ndcg@10": value}} for rate, value in ((0.001, 0.7), (0.003, 0.7), (0.009, 0.6))]
+    assert winner(rungs, default=0.003) == 0.003
+    assert winner(rungs, default=0.009) == 0.001  # the default lost: the lower of the tied rates
+    assert winner([*rungs, {"lr": 0.02, "dev": {"ndcg@10": 0.71}}], default=0.003) == 0.02
+
+
+def test_a_run_stopped_in_its_ladder_is_resumed_not_replaced(tmp_path):
+    (tmp_path / LADDER_DIR / "lr-0.001").mkdir(parents=True)  # a kill before the first rung's checkpoint
+    check_run_directory(tmp_path, resume=True, overwrite=False)
+    with pytest.raises(PetirError, match="already holds a run; pass --resume"):
+        check_run_directory(tmp_path, resume=False, overwrite=False)
 
 
 def outcome(ladder: dict) -> tuple:
