@@ -379,7 +379,8 @@ class Trainer:
         self._last_record = None
         if self.is_main and self.evaluate is not None:
             started = time.perf_counter()
-            if self.step == 0 and self.start is not None:
+            shared = self.step == 0 and self.start is not None
+            if shared:
                 check = self.start  # the same start was checked by an earlier trainer: not again
             else:
                 self.model.eval()
@@ -397,8 +398,10 @@ class Trainer:
             self._last_record = {"dev": metrics, **noise}
             self._log(**self._last_record, dev_check_s=round(self._last_check_seconds, 2))
             _say(
-                f"dev at step {self.step}: {metrics}{describe_noise(noise)} in {self._last_check_seconds:.1f} s; dev "
-                f"checks so far {self.dev_seconds:.0f} s ({self._share()} of {self.elapsed:.0f} s training)"
+                f"dev at step 0: {metrics}{describe_noise(noise)}, the check shared by every rung"
+                if shared
+                else f"dev at step {self.step}: {metrics}{describe_noise(noise)} in {self._last_check_seconds:.1f} s; "
+                f"dev checks so far {self.dev_seconds:.0f} s ({self._share()} of {self.elapsed:.0f} s training)"
             )
         barrier(self.world_size)
         return metrics
