@@ -56,6 +56,10 @@ def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
             + (f"; saved: the best dev check, step {kept['step']} ({_metrics(kept['dev'])})" if kept else "")
             + ".",
         ]
+        if training.get("lr_ladder"):
+            lines += ["", _ladder_line(training["lr_ladder"])]
+        if training.get("improved") is False:
+            lines += ["", "Training did not improve on the starting model on dev: this is the untrained start."]
     lines += ["", "## Use", "", task.usage(model), ""]
     if method.merge is not None and task.export is not None:
         loading = (
@@ -71,6 +75,19 @@ def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
     ]
     data = _card_data(config, variant, training)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _ladder_line(ladder: dict[str, Any]) -> str:
+    """How the learning rate was picked (petir.ladder): each rung's rate and dev value."""
+    rungs = ", ".join(
+        f"{rung['lr']:g}: {next(iter(rung['dev'].values())):.4f}"
+        + (f" ± {rung['dev_se']:.4f}" if "dev_se" in rung else "")
+        for rung in ladder["rungs"]
+    )
+    return (
+        f"Learning rate {ladder['picked']:g}, picked on dev among {', '.join(f'{r:g}' for r in ladder['rates'])} "
+        f"after {ladder['steps']} steps each (dev {rungs})."
+    )
 
 
 def _card_data(config: dict[str, Any], variant: str, training: dict[str, Any] | None) -> ModelCardData:
