@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -83,6 +84,9 @@ SYSTEMS = {
 }
 #: (system, reference) pairs tested for a difference in per-query test nDCG@10.
 COMPARISONS = (("petir-full", "st-full"), ("petir-iaa-l", "st-lora"))
+#: Idle OpenMP threads wait passively in every run (unless set): on cores shared with other jobs, spinning threads make
+#: torch 10-40x slower (benchmarks/onnx_throughput.py), which would make timings depend on the neighbours.
+CHILD_ENV = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
 
 
@@ -163,7 +167,11 @@ def train_petir(spec: dict[str, Any], system: System, scratch: Path):
     }
     model = BiEncoder.load(output / "model")
     length = spec["passage_length"]
-    return lambda texts, kind: model.encode(texts, kind, max_length=length if kind == "passage" else None), measured
+
+    def encode(texts: list[str], kind: str) -> np.ndarray:
+        return model.encode(texts, kind, progress=True, max_length=length if kind == "passage" else None)
+
+    return encode, measured
 
 
 def petir_groups(spec: dict[str, Any]) -> list:
@@ -238,7 +246,7 @@ def train_sentence_transformers(spec: dict[str, Any], system: System, scratch: P
     model.eval()
 
     def encode(texts: list[str], kind: str) -> np.ndarray:
-        return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        return model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=True)
 
     return encode, measured
 
@@ -435,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     **{"work": str(args.work), "result": str(path)},
                 }
                 print(f"peers: {name} seed {seed}", flush=True)
-                subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True)
+                subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True, env=CHILD_ENV)
             result = read_result(path)
             results.setdefault(name, []).append(result)
             print(
