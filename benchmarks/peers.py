@@ -31,9 +31,13 @@ already there. The summary compares petir full with ST full and petir IAA-L with
 t-tests over the test queries (per-query nDCG@10 averaged over seeds), Holm-adjusted over the two. Writes
 ``docs/results/peers.{json,md,png}``::
 
-    python benchmarks/peers.py            # 4 systems x 3 seeds, 150 steps: about 2-3 hours on 2 CPU cores (estimate)
-    python benchmarks/peers.py --quick    # a tiny sample of SciFact, 3 steps, 1 seed (minutes with the default
-                                          # backbone; seconds with a tiny one, as tests/test_benchmarks.py runs it)
+    python benchmarks/peers.py                  # 4 systems x 3 seeds, 150 steps, CPU: about 8 hours (see below)
+    python benchmarks/peers.py --device cuda    # the same on a GPU (same device for every system)
+    python benchmarks/peers.py --quick          # a small SciFact sample, 3 steps of 4 queries, 1 seed: 4 minutes
+
+Run time: not measured in full. ``--quick`` with the default backbone took 4 minutes on 1 busy CPU thread, at 2.8-4.4
+s per 4-query step (256 tokens); a 16-query step is about 4x that, so each CPU run is roughly 25-40 minutes of
+training plus a few minutes encoding the 5,183 test passages, and the 12 runs 6-10 hours on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -139,8 +143,14 @@ def versions() -> dict[str, str]:
     return {name: version(name) for name in ("petir", "sentence-transformers", "transformers", "peft", "torch")}
 
 
-def peak_memory_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+def peak_memory_mb(device: str) -> dict[str, float]:
+    """The process's peak resident memory (MB), and on a GPU the peak memory torch allocated there."""
+    peaks = {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: kilobytes
+    if device.startswith("cuda"):
+        import torch
+
+        peaks["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
 
 
 # -- one run, in its own process ---------------------------------------------------------------------------------
@@ -154,18 +164,18 @@ def train_petir(spec: dict[str, Any], system: System, scratch: Path):
         *("--data", spec["data"], "--backbone", spec["backbone"], "--method", system.method),
         *("--seed", str(spec["seed"]), "--steps", str(spec["steps"]), "--batch-size", str(spec["batch_size"])),
         *("--negatives", "1", "--dev-queries", str(spec["dev_queries"]), "--threads", str(spec["threads"])),
-        *("--passage-max-length", str(spec["passage_length"]), "--output", str(output)),
+        *("--passage-max-length", str(spec["passage_length"]), "--device", spec["device"], "--output", str(output)),
         *spec["petir_flags"],
     ]
     summary = train.main(argv)
     measured = {
         "seconds_per_step": summary["wall_time_s"] / summary["steps"],
-        "peak_memory_mb": peak_memory_mb(),
+        **peak_memory_mb(spec["device"]),
         "trainable_parameters": summary["parameters"]["trainable"],
         "learning_rate": summary["config"]["learning_rate"],
         "petir_argv": argv,
     }
-    model = BiEncoder.load(output / "model")
+    model = BiEncoder.load(output / "model", device=spec["device"])
     length = spec["passage_length"]
 
     def encode(texts: list[str], kind: str) -> np.ndarray:
@@ -209,7 +219,7 @@ def train_sentence_transformers(spec: dict[str, Any], system: System, scratch: P
     rows = {"anchor": [g.query for g in groups], "positive": [g.passages[0] for g in groups]}
     rows["negative"] = [g.passages[1] for g in groups]
     torch.manual_seed(spec["seed"])
-    model = SentenceTransformer(resolve_backbone(spec["backbone"]), device="cpu")
+    model = SentenceTransformer(resolve_backbone(spec["backbone"]), device=spec["device"])
     model.max_seq_length = spec["passage_length"]
     if system.lora:
         from peft import LoraConfig, get_peft_model
@@ -226,7 +236,7 @@ def train_sentence_transformers(spec: dict[str, Any], system: System, scratch: P
         save_strategy="no",
         report_to="none",
         logging_steps=max(1, spec["steps"] // 10),
-        use_cpu=True,
+        use_cpu=spec["device"] == "cpu",
     )
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -239,7 +249,7 @@ def train_sentence_transformers(spec: dict[str, Any], system: System, scratch: P
     seconds = time.perf_counter() - started
     measured = {
         "seconds_per_step": seconds / spec["steps"],
-        "peak_memory_mb": peak_memory_mb(),
+        **peak_memory_mb(spec["device"]),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "learning_rate": system.learning_rate,
     }
@@ -336,7 +346,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"Backbone {setting['backbone']}; SciFact train split less {setting['dev_queries']} dev queries; "
         f"{setting['steps']} steps of {setting['batch_size']} queries x (1 positive + 1 BM25 hard negative), the "
         f"same groups for every system (petir's sampler); {setting['passage_length']}-token passages; "
-        f"threads: {setting['threads']}; test: {setting['test_passages']} passages, exact cosine search. "
+        f"device {setting['device']}, threads: {setting['threads']}; "
+        f"test: {setting['test_passages']} passages, exact cosine search. "
         "Mean ± sd over seeds. Trainable parameters as each library counts them (sentence-transformers counts "
         "BERT's pooler, which its mean pooling never uses; petir drops it). Versions: "
         + ", ".join(f"{name} {v}" for name, v in setting["versions"].items())
@@ -406,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="queries per step")
     parser.add_argument("--passage-length", type=int, default=256, help="passage tokens, training and test")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every run")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda or cuda:N: every run's (on a GPU the run JSONs also hold torch's peak GPU memory)",
+    )
     parser.add_argument("--work", type=Path, default=REPO / "runs" / STEM, help="finished runs' results (resumable)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for peers.{json,md,png}")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one run's spec (JSON), in its own process
@@ -439,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 spec = {
                     **{"system": name, "seed": seed, "data": str(data), "backbone": args.backbone},
                     **{"steps": args.steps, "batch_size": args.batch_size, "passage_length": args.passage_length},
-                    **{"threads": args.threads, "dev_queries": dev_queries, "petir_flags": petir_flags},
+                    **{"threads": args.threads, "device": args.device, "dev_queries": dev_queries},
+                    "petir_flags": petir_flags,
                     **{"work": str(args.work), "result": str(path)},
                 }
                 print(f"peers: {name} seed {seed}", flush=True)
@@ -460,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "passage_length": args.passage_length,
             "threads": args.threads,
+            "device": args.device,
             "dev_queries": dev_queries,
             "seeds": seeds,
             "test_passages": results[systems[0]][0]["test_passages"],
