@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         picked = pick_learning_rate(build_model, sampler, config, evaluate, default_rate, resume)
         extra = {**config.extra, "lr_ladder": picked}
         config = dataclasses.replace(config, learning_rate=picked["picked"], extra=extra)
-        print(f"petir: learning rate {picked['picked']:g} picked on dev; it continues its rung to step {args.steps}")
+        print(f"petir: learning rate {picked['picked']:g} picked on dev; the run trains at it from the start")
         model, resume, overwrite = build_model(), True, False
     summary = Trainer(model, sampler, config, evaluate).train(resume=resume, overwrite=overwrite)
     print(last_line(summary, args.output))

@@ -102,8 +102,8 @@ class TrainConfig:
     )
     lr_search_share: float = option(
         0.3,
-        "share of --steps the ladder's rungs take together: each rate runs the start of the full run (same warm-up "
-        "and decay) for its part of it, then a dev check picks the rate whose rung continues to --steps",
+        "share of --steps the ladder's rungs take together: each rate runs a whole short run (its own warm-up and "
+        "decay) of its part of it, then a dev check picks the rate the full run trains at",
         bounds=Bounded(float, above=0, maximum=0.9),
     )
     grad_accumulation: int = option(1, "micro-batches per optimizer step", bounds=Bounded(int, minimum=1))
@@ -245,12 +245,12 @@ class Trainer:
         return self.rank == 0
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def train(self, resume: bool = False, overwrite: bool = False, stop_at: int | None = None) -> dict[str, Any]:
+    def train(self, resume: bool = False, overwrite: bool = False, rung: bool = False) -> dict[str, Any]:
         """Train to ``config.steps``; returns the summary also written to ``summary.json``. ``resume`` continues
         from the checkpoint in the output directory; ``overwrite`` deletes an earlier run's :data:`RUN_OUTPUTS` there
-        and starts over (see :func:`check_run_directory`). ``stop_at``: stop at that step (a rung of the
-        learning-rate ladder: the start of the full schedule) with a dev check and a checkpoint, and return that
-        check's record (``dev``, its noise, and the step-0 check as ``start``) instead of a summary."""
+        and starts over (see :func:`check_run_directory`). ``rung``: the run is a rung of the learning-rate
+        ladder (:mod:`petir.ladder`): it ends with a dev check and a checkpoint, and returns that check's record
+        (``dev``, its noise, and the step-0 check as ``start``) instead of a summary."""
         check_run_directory(self.output, resume, overwrite)  # every rank sees the same directory: all raise or none
         barrier(self.world_size)  # no rank writes before every rank has looked
         if overwrite and self.is_main:
@@ -262,18 +262,17 @@ class Trainer:
             self._load_checkpoint()
         self._truncate_log()
         self._board = self._open_board()
-        if self.step == 0 and (self.config.eval_every or self.config.keep_best or stop_at):
+        if self.step == 0 and (self.config.eval_every or self.config.keep_best or rung):
             self._evaluate()  # the starting point of the dev curve, and a candidate for --keep-best
         self.model.train()
         started = time.perf_counter() - self.elapsed
         dev_before = self.dev_seconds
-        last = min(stop_at or self.config.steps, self.config.steps)
-        desc = f"lr {self.config.learning_rate:g} rung" if stop_at else "training"
-        bar = progress(total=last, initial=self.step, desc=desc, disable=not self.is_main)
+        desc = f"lr {self.config.learning_rate:g} rung" if rung else "training"
+        bar = progress(total=self.config.steps, initial=self.step, desc=desc, disable=not self.is_main)
         window: list[float] = []
         with _StopRequest() as stop:
             try:
-                while self.step < last:
+                while self.step < self.config.steps:
                     window.append(self._optimizer_step())
                     self.step += 1
                     self.elapsed = time.perf_counter() - started - (self.dev_seconds - dev_before)
@@ -299,21 +298,18 @@ class Trainer:
                 ) from None
             finally:
                 bar.close()
-        if stop_at:
-            return self._stop_rung()
+        if rung:
+            return self._end_rung()
         final_dev = None
         if self.evaluate is not None and self._dev_step != self.step:
             final_dev = self._evaluate()
         return self._finish(final_dev)
 
-    def _stop_rung(self) -> dict[str, Any]:
-        """End a ladder rung: its dev check (a --keep-best candidate only where the full run checks at this step
-        too, so the continued run keeps what a run at this rate would), then a checkpoint the winner continues
-        from."""
+    def _end_rung(self) -> dict[str, Any]:
+        """End a ladder rung: its dev check, then a checkpoint (an interrupted ladder finds the rung done)."""
         record = self._last_record if self._dev_step == self.step else None
         if record is None:
-            scheduled = bool(self.config.eval_every) and self.step % self.config.eval_every == 0
-            self._evaluate(candidate=scheduled)
+            self._evaluate(candidate=False)
             record = self._last_record
         self._save_checkpoint()
         start = asdict(self.start) if self.start is not None else None

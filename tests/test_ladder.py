@@ -72,7 +72,8 @@ class Distance:
 
 
 def run_ladder(backbone: Path, output: Path, evaluate, resume: bool = False) -> tuple[dict, dict]:
-    """The ladder, then the winner continued to the end (what petir.train does); returns (ladder, summary)."""
+    """The ladder, then the full run at the winner from its step-0 checkpoint (what petir.train does); returns
+    (ladder, summary)."""
     make = build(backbone)
     settings = config(output)
     picked = pick_learning_rate(make, sampler(), settings, evaluate, DEFAULT, resume)
@@ -85,7 +86,7 @@ def saved(output: Path) -> dict[str, torch.Tensor]:
     return PetModel.load(output / MODEL_DIR).trainable_state_dict()
 
 
-def test_the_ladder_picks_the_best_rung_and_continues_it_into_the_run_that_rate_trains(tiny_backbone, tmp_path):
+def test_the_ladder_picks_the_best_rung_and_the_run_trains_at_its_rate_from_the_start(tiny_backbone, tmp_path):
     start = build(tiny_backbone)().trainable_state_dict()
     evaluate = Distance(start)
     ladder, summary = run_ladder(tiny_backbone, tmp_path / "ladder", evaluate)
