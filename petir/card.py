@@ -91,7 +91,8 @@ def _ladder_line(ladder: dict[str, Any]) -> str:
     )
     return (
         f"Learning rate {ladder['picked']:g}, picked on dev among {', '.join(f'{r:g}' for r in ladder['rates'])} "
-        f"after {ladder['steps']} steps each (dev {rungs})."
+        f"(highest first: the first whose {ladder['steps']}-step run is not significantly below the untrained "
+        f"start on dev; dev {rungs})."
     )
 
 

@@ -89,8 +89,8 @@ class TrainConfig:
     learning_rate: float | None = option(
         None,
         "learning rate; without it a ladder of rates (the method's default, listed below, times 1/F, 1 and F: "
-        "--lr-factor) is tried on dev within --lr-search-share of the steps and the best one continues (without a "
-        "dev set: the method's default)",
+        "--lr-factor) is tried on dev, highest first, within --lr-search-share of the steps, and the full run trains "
+        "at the first not significantly below the untrained start (without a dev set: the method's default)",
         flag="--lr",
         bounds=Bounded(float, above=0),
     )
@@ -102,8 +102,8 @@ class TrainConfig:
     )
     lr_search_share: float = option(
         0.3,
-        "share of --steps the ladder's rungs take together: each rate runs a whole short run (its own warm-up and "
-        "decay) of its part of it, then a dev check picks the rate the full run trains at",
+        "share of --steps the ladder's three rungs take together: each is a whole short run at its rate (its own "
+        "warm-up and decay), tried highest first; the first not significantly below the start on dev is taken",
         bounds=Bounded(float, above=0, maximum=0.9),
     )
     grad_accumulation: int = option(1, "micro-batches per optimizer step", bounds=Bounded(int, minimum=1))

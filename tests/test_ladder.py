@@ -12,7 +12,7 @@ from test_trainer import CORPUS, QUERIES
 
 from conftest import flags, run_cli
 from petir.errors import PetirError
-from petir.ladder import ladder_rates, pick_learning_rate, read_ladder, rung_steps, winner
+from petir.ladder import acceptable, ladder_rates, pick_learning_rate, read_ladder, rung_steps, winner
 from petir.models import PetModel
 from petir.pet import get_method
 from petir.sampling import GroupSampler
@@ -71,6 +71,14 @@ class Distance:
         return DevCheck({"ndcg@10": value}, [value, value / 2, value / 3])
 
 
+class Still(Distance):
+    """A dev metric that training does not move: every rung is level with the start."""
+
+    def __call__(self, model: PetModel) -> DevCheck:
+        self.calls += 1
+        return DevCheck({"ndcg@10": 0.5}, [0.5, 0.25, 0.75])
+
+
 def run_ladder(backbone: Path, output: Path, evaluate, resume: bool = False) -> tuple[dict, dict]:
     """The ladder, then the full run at the winner from its step-0 checkpoint (what petir.train does); returns
     (ladder, summary)."""
@@ -92,9 +100,10 @@ def test_the_ladder_picks_the_best_rung_and_the_run_trains_at_its_rate_from_the_
     ladder, summary = run_ladder(tiny_backbone, tmp_path / "ladder", evaluate)
     rates = ladder_rates(DEFAULT, 3.0)
     assert rates == [0.00333, 0.01, 0.03] and ladder["steps"] == rung_steps(9, 1 / 3, 3) == 1
-    assert [rung["lr"] for rung in ladder["rungs"]] == rates
+    assert [rung["lr"] for rung in ladder["rungs"]] == rates[::-1]  # highest first
     values = [rung["dev"]["ndcg@10"] for rung in ladder["rungs"]]
-    assert values == sorted(values, reverse=True) and ladder["picked"] == rates[0]  # the least moved is best here
+    assert not any(acceptable(rung) for rung in ladder["rungs"])  # every rung significantly below the start ...
+    assert values == sorted(values) and ladder["picked"] == rates[0]  # ... so the best: the least moved here
     assert all(rung["dev_se"] > 0 and "gain_se" in rung for rung in ladder["rungs"])
     assert summary["lr_ladder"] == ladder and summary["config"]["learning_rate"] == rates[0]
     assert not (tmp_path / "ladder" / LADDER_DIR).exists()  # the losers are gone
@@ -115,7 +124,7 @@ def test_an_interrupted_ladder_resumes_where_it_stopped_and_ends_as_an_uninterru
     with pytest.raises(PetirError, match="interrupted"):  # calls: step 0, rung 1's end, rung 2's end
         run_ladder(tiny_backbone, tmp_path / "cut", Distance(start, fail_on_call=3))
     kept = read_ladder(tmp_path / "cut" / LADDER_FILE)
-    assert [rung["lr"] for rung in kept["rungs"]] == [whole["rates"][0]]  # rung 1 recorded, rung 2 not
+    assert [rung["lr"] for rung in kept["rungs"]] == [whole["rates"][-1]]  # rung 1 recorded, rung 2 not
     again = Distance(start)
     resumed, _ = run_ladder(tiny_backbone, tmp_path / "cut", again, resume=True)
     assert outcome(resumed) == outcome(whole)
@@ -124,11 +133,26 @@ def test_an_interrupted_ladder_resumes_where_it_stopped_and_ends_as_an_uninterru
         assert torch.equal(tensor, saved(tmp_path / "cut")[name]), name
 
 
-def test_a_tie_goes_to_the_methods_default_rate():
-    rungs = [{"lr": rate, "dev": {"ndcg@10": value}} for rate, value in ((0.001, 0.7), (0.003, 0.7), (0.009, 0.6))]
-    assert winner(rungs, default=0.003) == 0.003
-    assert winner(rungs, default=0.009) == 0.001  # the default lost: the lower of the tied rates
-    assert winner([*rungs, {"lr": 0.02, "dev": {"ndcg@10": 0.71}}], default=0.003) == 0.02
+def test_the_highest_rate_not_significantly_below_the_start_is_taken_else_the_best_rung():
+    def rung(rate: float, value: float, gain: float, se: float) -> dict:
+        return {"lr": rate, "dev": {"ndcg@10": value}, "gain": gain, "gain_se": se}
+
+    # rungs in the order they ran, highest rate first: -0.011 +- 0.010 is within noise of the start, so taken
+    assert winner([rung(0.003, 0.731, -0.011, 0.010)]) == 0.003
+    assert winner([rung(0.003, 0.70, -0.04, 0.01), rung(0.001, 0.74, -0.001, 0.005)]) == 0.001
+    # every one significantly below the start: the best of them, a tie to the lower rate
+    below = [rung(0.003, 0.70, -0.04, 0.01), rung(0.001, 0.72, -0.03, 0.01), rung(0.0003, 0.72, -0.03, 0.01)]
+    assert winner(below) == 0.0003
+    assert acceptable({"lr": 0.1, "dev": {"ndcg@10": 0.5}})  # no per-query values: no noise to rule it out
+
+
+def test_a_rung_within_noise_of_the_start_ends_the_ladder_after_one_rung(tiny_backbone, tmp_path):
+    start = build(tiny_backbone)().trainable_state_dict()
+    still = Still(start)
+    ladder, summary = run_ladder(tiny_backbone, tmp_path / "one", still)
+    assert [rung["lr"] for rung in ladder["rungs"]] == [ladder["rates"][-1]] == [ladder["picked"]]
+    assert still.calls == 1 + 1 + 3  # the start, the one rung, the run's checks at 3, 6 and 9
+    assert summary["config"]["learning_rate"] == ladder["rates"][-1]
 
 
 def test_a_run_stopped_in_its_ladder_is_resumed_not_replaced(tmp_path):
@@ -204,7 +228,7 @@ def test_petir_train_picks_the_rate_by_default_and_lr_fixes_it(tiny_backbone, be
     picked = train(tiny_backbone, beir_with_run, tmp_path / "picked")
     ladder = picked["lr_ladder"]
     default = get_method("bitfit").learning_rate
-    assert ladder["rates"] == ladder_rates(default, 3.0) and len(ladder["rungs"]) == 3
+    assert ladder["rates"] == ladder_rates(default, 3.0) and 1 <= len(ladder["rungs"]) <= 3
     assert picked["config"]["learning_rate"] == ladder["picked"]
     assert "picked on dev among" in capsys.readouterr().out
     card = (tmp_path / "picked" / MODEL_DIR / "README.md").read_text()
