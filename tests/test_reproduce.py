@@ -43,7 +43,14 @@ def test_a_study_entry_at_another_learning_rate_trains_with_it(tmp_path):
     argv = [str(arg) for arg in train_command(settings, "rerank", "adapter-lr3e-3@6.7", 2, tmp_path / "run")]
     assert argv[argv.index("--lr") + 1] == "0.003" and argv[argv.index("--budget") + 1] == "6.7"
     assert argv[argv.index("--method") + 1] == "adapter" and argv[argv.index("--seed") + 1] == "2"
-    assert "--lr" not in map(str, train_command(settings, "rerank", "adapter", 1, tmp_path / "run"))
+    plain = [str(arg) for arg in train_command(settings, "rerank", "adapter", 1, tmp_path / "run")]
+    assert "--lr" not in plain  # a plain name: petir.train's defaults, the rate picked on dev by its ladder
+    assert "--no-keep-best" not in plain and "--dev-queries" not in plain  # keep-best on, petir.train's dev rule
+    off = build_parser().parse_args(["rerank", "--data", str(data), "--output", "out", "--no-keep-best"])
+    off_argv = train_command(settings_from_args(off), "rerank", "adapter", 1, tmp_path / "run")
+    assert "--no-keep-best" in map(str, off_argv)
+    old = build_parser().parse_args(["rerank", "--data", str(data), "--output", "out", "--keep-best"])  # docs' flag
+    assert settings_from_args(old).keep_best
 
 
 def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):

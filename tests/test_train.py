@@ -98,7 +98,7 @@ def test_train_reports_bad_flags_in_one_line(beir, tmp_path):
     assert error is not None and "LoraConfig has no option rank" in error and "\n" not in error
     error = run_train(["--corpus", str(beir / "corpus.jsonl"), "--output", str(tmp_path / "r")])
     assert error is not None and "missing: --queries, --qrels" in error
-    error = run_train(["--data", str(beir), "--output", str(tmp_path / "r")])
+    error = run_train(["--data", str(beir), "--output", str(tmp_path / "r"), "--dev-queries", "100"])
     assert error is not None and "--dev-queries 100 leaves no training query (there are 4)" in error
 
 
@@ -125,7 +125,7 @@ def test_train_with_negatives_and_dev_pools_from_a_given_run(beir, tiny_backbone
         for q in "q1 q2 q3 q4".split()
     }
     write_run(run, tmp_path / "bm25.trec", "bm25")
-    argv = flags(data=beir, negatives_run=tmp_path / "bm25.trec", dev_queries=1, dev_depth=3, eval_every=2)
+    argv = flags(data=beir, negatives_run=tmp_path / "bm25.trec", dev_queries=1, dev_depth=3, eval_every=2, lr=1e-3)
     tiny = flags(backbone=tiny_backbone, method="lora", steps=2, batch_size=2, device="cpu", output=tmp_path / "r")
     assert run_train([*argv, *tiny]) is None
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -145,7 +145,7 @@ def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
         ("dog", "a dog sat", "gene study"),
     ]
     triples.write_text("".join("\t".join(row) + "\n" for row in rows))
-    tiny = flags(backbone=tiny_backbone, steps=3, batch_size=2, device="cpu", eval_every=3)
+    tiny = flags(backbone=tiny_backbone, steps=3, batch_size=2, device="cpu", eval_every=3, lr=1e-3)
     error = run_train([*flags(triples=triples, dev_queries=1, method="adapter", output=tmp_path / "run"), *tiny])
     assert error is None, error
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -165,7 +165,9 @@ def test_train_from_msmarco_id_triples_read_in_place(tiny_backbone, tmp_path):
     files = flags(
         triples=tmp_path / "triples.tsv", corpus=tmp_path / "collection.tsv", queries=tmp_path / "queries.tsv"
     )
-    tiny = flags(backbone=tiny_backbone, steps=2, batch_size=2, device="cpu", eval_every=2, output=tmp_path / "run")
+    tiny = flags(
+        backbone=tiny_backbone, steps=2, batch_size=2, device="cpu", eval_every=2, lr=1e-3, output=tmp_path / "run"
+    )
     assert run_train([*files, *tiny, "--dev-queries", "2"]) is None
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev" in r] == [0, 2]

@@ -89,6 +89,11 @@ METHOD = PetMethod(
     variants=(
         Variant("iaa-s", {"placement": "sublayer"}, budgets={"0.5": {"r": 8, "ar": 8}, "6.7": {"r": 100, "ar": 100}}),
         Variant("iaa-l", {"placement": "layer"}, budgets={"0.5": {"r": 12, "ar": 12}, "6.7": {"r": 50, "ar": 300}}),
+        # The paper prints IAA-L's 0.5 % widths as 12/12, 12.5 % over every other 0.5 % row on BERT-base; at
+        # 2r + ar = 32 it holds the budget exactly, so a lead over the adapter is not bought with weights.
+        Variant(
+            "iaa-l-equal", {"placement": "layer"}, budgets={"0.5": {"r": 12, "ar": 8}, "6.7": {"r": 50, "ar": 300}}
+        ),
         Variant("iaa-m", {"placement": "model"}, budgets={"0.5": {"r": 15, "ar": 24}, "6.7": {"r": 185, "ar": 960}}),
     ),
     scattered=False,

@@ -302,6 +302,8 @@ def weight_count(variant: str, budget: str) -> int:
         ("adapter", "6.7", 7_372_800),  # r=200
         ("iaa-l", "6.7", 7_372_800),  # r=50, ar=300
         ("iaa-l", "0.5", 663_552),  # r=12, ar=12: the paper's widths give 0.6 %, a little over the budget
+        ("iaa-l-equal", "0.5", 589_824),  # r=12, ar=8: 2r + ar = 32, the budget exactly
+        ("iaa-l-equal", "6.7", 7_372_800),  # r=50, ar=300, as iaa-l
     ],
 )
 def test_budget_presets_reproduce_the_papers_parameter_counts_on_bert_base(variant, budget, weights):
