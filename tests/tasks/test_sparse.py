@@ -157,7 +157,10 @@ def train_sparse(tiny_backbone: Path, root: Path, *extra: str) -> Path:
 
 
 def test_petir_train_trains_and_saves_a_sparse_retriever(tiny_backbone, tmp_path):
-    model_dir = train_sparse(tiny_backbone, tmp_path, "--method", "iaa-l", "--flops-warmup", "1")
+    # the last step's state (--no-keep-best) at a fixed rate: the warm-up's clock is what is checked
+    model_dir = train_sparse(
+        tiny_backbone, tmp_path, "--method", "iaa-l", "--flops-warmup", "1", "--lr", "1e-3", "--no-keep-best"
+    )
     model = PetModel.load(model_dir)
     assert isinstance(model, SparseEncoder) and float(model.batches_seen) == 2 and model.flops_warmup == 1
     card = (model_dir / "README.md").read_text()
