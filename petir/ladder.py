@@ -12,9 +12,9 @@ them is taken, and keep-best (on by default) still saves the start if nothing be
 
 Why the highest acceptable rate and not the best rung: a short run judges rates by where they are after a few
 steps, which favours small rates (the short-horizon bias of greedy learning-rate tuning: Wu et al., ICLR 2018).
-On SciFact (IAA-L, seed 1) 15-step rungs ranked 3e-4 > 1e-3 > 3e-3 on dev (+0.005, +0.004, -0.011 over the
-start, each within 1.1 paired standard errors of it), the reverse of 150-step runs, where 3e-3 is best on dev and
-on test. What a short rung can tell reliably is that a rate does harm; so the ladder only rules rates out, highest
+On SciFact (IAA-L, seed 1) 15-step rungs ranked 1e-3 > 3e-4 > 3e-3 on dev (+0.006, +0.005, -0.011 over the
+start, none more than 1.6 paired standard errors from it): 3e-3 last, where 150-step runs put it first, on dev
+and on test. What a short rung can tell reliably is that a rate does harm; so the ladder only rules rates out, highest
 first, and usually runs one rung.
 
 While it runs, the rungs are run directories under OUTPUT/ladder/ and OUTPUT/ladder.json records each finished
