@@ -7,6 +7,7 @@ query's positive, or a mined negative the qrels call relevant) would otherwise b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,21 @@ def false_negatives(groups: Sequence[Group], in_batch: bool, rows: slice = slice
 def ids_only(group: Group) -> Group:
     """What masking needs of a group (its ids), light enough to send to every rank."""
     return group._replace(query="", passages=[""] * len(group.passages))
+
+
+def contrastive_batch(
+    tokenize: Callable[[Sequence[str], int], dict[str, torch.Tensor]],
+    groups: Sequence[Group],
+    query_length: int,
+    passage_length: int,
+) -> dict[str, Any]:
+    """A training batch of :func:`contrastive_loss`'s models: the queries and every group's passages (positive
+    first) tokenised, and the groups' ids for masking false negatives."""
+    return {
+        "queries": tokenize([group.query for group in groups], query_length),
+        "passages": tokenize([passage for group in groups for passage in group.passages], passage_length),
+        "groups": [ids_only(group) for group in groups],
+    }
 
 
 def contrastive_loss(

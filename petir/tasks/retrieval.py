@@ -18,7 +18,7 @@ from petir import cli
 from petir.backbone import resolve_backbone
 from petir.batching import MAX_LENGTH, GraphOutput, TextEncoder
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
-from petir.losses import contrastive_loss, ids_only
+from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import STATE_FILE, PetModel
 from petir.ondisk import ids_by_position
 from petir.onnx import OnnxModel
@@ -127,12 +127,7 @@ class BiEncoder(PetModel, TextEncoder):
         return F.normalize(pooled, dim=-1) if self.similarity == "cosine" else pooled
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        passages = [passage for group in groups for passage in group.passages]
-        return {
-            "queries": self.tokenize([group.query for group in groups], self.query_max_length),
-            "passages": self.tokenize(passages, self.train_passage_length),
-            "groups": [ids_only(group) for group in groups],
-        }
+        return contrastive_batch(self.tokenize, groups, self.query_max_length, self.train_passage_length)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Contrastive loss (:func:`petir.losses.contrastive_loss`): each query against every passage in the batch,

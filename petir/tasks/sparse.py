@@ -27,7 +27,7 @@ from petir.backbone import _from_pretrained, resolve_backbone
 from petir.batching import MAX_LENGTH, GraphOutput, TextEncoder, in_batches
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.errors import PetirError
-from petir.losses import contrastive_loss, ids_only
+from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import PetModel
 from petir.onnx import OnnxModel
 from petir.sampling import Group
@@ -187,12 +187,7 @@ class SparseEncoder(PetModel, TextEncoder):
         return self.tokenize(passages, self.passage_max_length)
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        passages = [passage for group in groups for passage in group.passages]
-        return {
-            "queries": self.tokenize([group.query for group in groups], self.query_max_length),
-            "passages": self.tokenize(passages, self.sparse_train_length),
-            "groups": [ids_only(group) for group in groups],
-        }
+        return contrastive_batch(self.tokenize, groups, self.query_max_length, self.sparse_train_length)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Contrastive loss on dot products (in-batch and hard negatives, false negatives masked) plus the FLOPS

@@ -17,6 +17,7 @@ encoder writes exactly the weights the model was trained and dev-checked with.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,13 @@ class PetirConfig(PretrainedConfig):
     model_type = MODEL_TYPE
 
 
-class PetirAutoModel(nn.Module):
-    """What ``AutoModel.from_pretrained(petir_dir)`` returns: the bi-encoder behind a BERT-like output."""
+class _PetirView(nn.Module):
+    """A petir model behind one of transformers' Auto classes (``auto_class``), loaded by ``load`` (which refuses,
+    in one line, a directory of a task that class cannot serve)."""
 
     config_class = PetirConfig
+    auto_class: str
+    load: Callable[[str, str], PetModel]
 
     def __init__(self, model: PetModel):
         super().__init__()
@@ -80,8 +84,15 @@ class PetirAutoModel(nn.Module):
         self.config = model.encoder.config
 
     @classmethod
-    def from_pretrained(cls, path, *args, **kwargs) -> PetirAutoModel:
-        return cls(load_dense_encoder(path, "AutoModel"))
+    def from_pretrained(cls, path, *args, **kwargs) -> _PetirView:
+        return cls(cls.load(path, cls.auto_class))
+
+
+class PetirAutoModel(_PetirView):
+    """What ``AutoModel.from_pretrained(petir_dir)`` returns: the bi-encoder behind a BERT-like output."""
+
+    auto_class = "AutoModel"
+    load = staticmethod(load_dense_encoder)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **features):
@@ -90,19 +101,11 @@ class PetirAutoModel(nn.Module):
         return BaseModelOutput(last_hidden_state=states)
 
 
-class PetirMaskedLM(nn.Module):
+class PetirMaskedLM(_PetirView):
     """What ``AutoModelForMaskedLM.from_pretrained(petir_dir)`` returns: a sparse retriever's masked-LM logits."""
 
-    config_class = PetirConfig
-
-    def __init__(self, model: PetModel):
-        super().__init__()
-        self.model = model
-        self.config = model.encoder.config
-
-    @classmethod
-    def from_pretrained(cls, path, *args, **kwargs) -> PetirMaskedLM:
-        return cls(load_impact_encoder(path, "AutoModelForMaskedLM"))
+    auto_class = "AutoModelForMaskedLM"
+    load = staticmethod(load_impact_encoder)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **features):
