@@ -63,7 +63,7 @@ from petir.cli import HelpFormatter
 from petir.data import read_json
 from petir.datasets import load_beir, resolve_beir
 from petir.evaluate import evaluate_queries
-from petir.files import write_lines_atomic
+from petir.files import write_json_atomic, write_lines_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **summarize(results),
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    write_lines_atomic(args.output / f"{STEM}.json", [json.dumps(report, indent=2) + "\n"])
+    write_json_atomic(args.output / f"{STEM}.json", report)
     write_markdown(report, args.output / f"{STEM}.md")
     plot(report, args.output / f"{STEM}.png")
     print(f"peers: wrote {args.output / STEM}.{{json,md,png}}")

@@ -263,6 +263,13 @@ def progress(iterable: Any = None, **kwargs: Any):
     return tqdm(iterable, file=_LogLines(sys.stderr), mininterval=30, maxinterval=60, ascii=True, **kwargs)
 
 
+def say(message: str) -> None:
+    """A ``petir: message`` line on stderr that does not break a progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"petir: {message}", file=sys.stderr)
+
+
 @dataclasses.dataclass(frozen=True)
 class Computed:
     """An option's default (or choices) computed when a parser is built or the dataclass made, not at import:

@@ -14,11 +14,13 @@ import contextlib
 import filecmp
 import glob
 import gzip
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from petir.errors import PetirError
 
@@ -120,6 +122,11 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> Path:
+    """``value`` as indented JSON at ``path``, written whole or not at all (a reader never sees half a file)."""
+    return write_lines_atomic(path, [json.dumps(value, indent=2) + "\n"])
 
 
 def write_file_unless_different(path: Path, write: Callable[[Path], object], overwrite: bool) -> None:

@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from petir.cli import progress
+from petir.cli import progress, say
 from petir.data import read_json, require_fields
-from petir.files import recover_directory, remove_output, write_lines_atomic
+from petir.files import recover_directory, remove_output, write_json_atomic, write_lines_atomic
 from petir.models import PetModel
 from petir.sampling import GroupSampler
 from petir.trainer import (
@@ -42,8 +42,6 @@ from petir.trainer import (
     DevCheck,
     TrainConfig,
     Trainer,
-    _say,
-    _write_json,
     describe_noise,
     resumable,
 )
@@ -131,15 +129,15 @@ def pick_learning_rate(
         ladder["start"] = start
         bar.update(1)
         verdict = "taken" if acceptable(ladder["rungs"][-1]) else "significantly below the start"
-        _say(
+        say(
             f"learning rate {rate:g}: dev {record.get('dev')}{describe_noise(record)} at step {ladder['steps']}: "
             + verdict
         )
-        _write_json(path, ladder)
+        write_json_atomic(path, ladder)
     bar.close()
     if ladder.get("picked") is None:
         ladder["picked"] = winner(ladder["rungs"])
-        _write_json(path, ladder)
+        write_json_atomic(path, ladder)
     result = {key: value for key, value in ladder.items() if key != "start"}
     run = dataclasses.replace(config, learning_rate=ladder["picked"], extra={**config.extra, "lr_ladder": result})
     _hand_over(Trainer(build_model(), sampler, run, evaluate, start=DevCheck(**start) if start else None), result)

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
-from petir.cli import Bounded, option, progress, resolve_device
+from petir.cli import Bounded, option, progress, resolve_device, say
 from petir.data import read_json, require_fields
 from petir.distributed import barrier, init_distributed
 from petir.errors import PetirError
@@ -48,7 +48,7 @@ from petir.files import (
     recover_directory,
     remove_output,
     staged_directory,
-    write_lines_atomic,
+    write_json_atomic,
 )
 from petir.models import PetModel
 from petir.sampling import GroupSampler
@@ -327,7 +327,7 @@ class Trainer:
             return True
         if not self._warned_budget and self.evaluate is not None:
             self._warned_budget = True
-            _say(
+            say(
                 f"dev checks so far took {self.dev_seconds:.0f} s, {self._share()} of training time: skipping "
                 f"checks that would pass {self.config.eval_budget:.0%} (--eval-budget), the final one still runs"
             )
@@ -393,7 +393,7 @@ class Trainer:
                 self._remember_if_best(metrics, noise)
             self._last_record = {"dev": metrics, **noise}
             self._log(**self._last_record, dev_check_s=round(self._last_check_seconds, 2))
-            _say(
+            say(
                 f"dev at step 0: {metrics}{describe_noise(noise)}, the check shared by every rung"
                 if shared
                 else f"dev at step {self.step}: {metrics}{describe_noise(noise)} in {self._last_check_seconds:.1f} s; "
@@ -445,7 +445,7 @@ class Trainer:
             extra = self.config.extra
             training = {**summary, "argv": extra.get("argv", []), "dataset": extra.get("dataset")}
             self.model.save(self.output / MODEL_DIR, training=training, replace=True)
-            _write_json(self.output / SUMMARY_FILE, summary)
+            write_json_atomic(self.output / SUMMARY_FILE, summary)
         if self._board is not None:
             self._board.close()
         barrier(self.world_size)
@@ -732,17 +732,6 @@ def read_summary(path: Path) -> dict[str, Any]:
     summary = read_json(path, "training summary", remedy, SUMMARY_FIELDS)
     require_fields(summary["parameters"], {"trainable": int, "percent": float}, f"{path}: parameters", remedy)
     return summary
-
-
-def _say(message: str) -> None:
-    """A line on stderr that does not break a progress bar."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(f"petir: {message}", file=sys.stderr)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    write_lines_atomic(path, [json.dumps(value, indent=2) + "\n"])
 
 
 def _rng_state() -> dict[str, Any]:
