@@ -143,18 +143,28 @@ class TextEncoder:
         vectors (the queries are not used)."""
         return self.encode(passages, "passage", batch_size)
 
+    def pair_vectors(self, texts: Sequence[str], kind: str, batch_size: int) -> Sequence[Any]:
+        """What :meth:`pair_scorer` keeps for each text: its vector."""
+        return self.encode(texts, kind, batch_size)
+
+    @staticmethod
+    def pair_product(query: Any, passage: Any) -> float:
+        """The retrieval score of two :meth:`pair_vectors`."""
+        return float(passage @ query)
+
     def pair_scorer(self, batch_size: int) -> Scorer:
         """The retrieval score (vector product) of aligned (query, passage) pairs, as ``petir.rerank`` uses it. Each
         distinct passage is encoded once per run (a first stage repeats passages across queries: SciFact's BM25 top
         100 is 30k pairs over a few thousand passages), up to :data:`VECTOR_CACHE_SIZE` kept."""
-        vectors: dict[str, np.ndarray] = {}
+        vectors: dict[str, Any] = {}
 
         def score(queries: list[str], passages: list[str]) -> np.ndarray:
             new = [text for text in dict.fromkeys(passages) if text not in vectors]
-            vectors.update(zip(new, self.encode(new, "passage", batch_size), strict=True))
+            vectors.update(zip(new, self.pair_vectors(new, "passage", batch_size), strict=True))
             distinct = list(dict.fromkeys(queries))
-            query_vectors = dict(zip(distinct, self.encode(distinct, "query", batch_size), strict=True))
-            scores = np.array([vectors[p] @ query_vectors[q] for q, p in zip(queries, passages, strict=True)])
+            query_vectors = dict(zip(distinct, self.pair_vectors(distinct, "query", batch_size), strict=True))
+            pairs = zip(queries, passages, strict=True)
+            scores = np.array([self.pair_product(query_vectors[q], vectors[p]) for q, p in pairs], dtype=np.float32)
             for text in list(vectors)[: max(0, len(vectors) - VECTOR_CACHE_SIZE)]:
                 del vectors[text]
             return scores

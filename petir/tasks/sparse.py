@@ -148,7 +148,20 @@ def masked_lm_head(backbone: str, encoder: nn.Module) -> nn.Module:
     return nn.Sequential(*parts)
 
 
-class SparseEncoder(PetModel, TextEncoder):
+class ImpactPairs:
+    """``petir.rerank``'s score for a sparse model and its ONNX twin: the integer dot product Lucene's impact search
+    computes, each text kept as its sparse row (vocabulary-wide dense vectors, 120 kB a passage on BERT's
+    vocabulary, would fill the memory on a deep re-rank)."""
+
+    def pair_vectors(self, texts: Sequence[str], kind: str, batch_size: int) -> list[csr_matrix]:
+        return impact_rows(self, texts, kind, batch_size)
+
+    @staticmethod
+    def pair_product(query: csr_matrix, passage: csr_matrix) -> float:
+        return float(query.multiply(passage).sum())
+
+
+class SparseEncoder(ImpactPairs, PetModel, TextEncoder):
     """A shared query/passage SPLADE encoder: PET modules in the backbone, its masked-LM head on top.
 
     ``encode`` gives float term weights [texts, vocabulary]; :meth:`impacts` the integer ones Pyserini indexes."""
@@ -238,7 +251,7 @@ class SparseEncoder(PetModel, TextEncoder):
         return [impacts_by_token(self.tokenizer, row) for row in rows]
 
 
-class OnnxSparseEncoder(OnnxModel, TextEncoder):
+class OnnxSparseEncoder(ImpactPairs, OnnxModel, TextEncoder):
     """The ONNX twin of :class:`SparseEncoder`: ``encode`` returns the same term weights (to float32 rounding)."""
 
     task = NAME

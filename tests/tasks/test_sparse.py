@@ -130,6 +130,18 @@ def test_the_dev_check_ranks_by_the_integer_impacts_pyserini_indexes(tiny_backbo
     assert [score for _, score in run["q"]] == sorted(expected.values(), reverse=True)
 
 
+def test_rerank_scores_are_the_impact_searchs_and_keep_passages_sparse(tiny_backbone):
+    """petir.rerank's scorer gives the dev check's (and Lucene's) integer dot products, and keeps each passage as
+    its nonzero impacts, not a vocabulary-wide vector."""
+    model = SparseEncoder(str(tiny_backbone), "iaa").eval()
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(TEXTS)}
+    ranked = dict(model.rank({"q": "the cat"}, {"q": list(corpus)}, corpus)["q"])
+    scores = model.pair_scorer(batch_size=2)(["the cat"] * len(TEXTS), list(TEXTS))
+    assert scores.tolist() == [ranked[f"d{i}"] for i in range(len(TEXTS))]
+    rows = model.pair_vectors(TEXTS, "passage", 2)
+    assert all(row.shape == (1, model.dimension) and row.nnz < model.dimension for row in rows)
+
+
 DOCS = {"d1": "the cat sat", "d2": "a dog", "d3": "cancer risk", "d4": "gene protein", "d5": "the mat"}
 QUERIES = {"q1": "cat", "q2": "dog", "q3": "risk", "q4": "gene"}
 
