@@ -93,9 +93,9 @@ def pick_learning_rate(
 ) -> dict[str, Any]:
     """Run the ladder in ``config.output_dir`` (continuing an interrupted one when ``resume``); leave the full run
     at the picked rate as a step-0 checkpoint in it (:func:`_hand_over`), for :class:`Trainer` to continue with
-    ``resume=True``. Returns the record
-    summary.json keeps: ``rates``, ``steps`` (each rung's), ``rungs`` (rate, dev metrics and noise each),
-    ``picked``. ``build_model`` builds the model as the run does (seeded): each rung starts from the same weights."""
+    ``resume=True``. Returns the record summary.json keeps: ``rates``, ``steps`` (each rung's), ``rungs`` (rate, dev
+    metrics and noise each), ``picked``. ``build_model`` builds the model as the run does (seeded): each rung
+    starts from the same weights."""
     output = Path(config.output_dir)
     path = output / LADDER_FILE
     rates = ladder_rates(default, config.lr_factor)
