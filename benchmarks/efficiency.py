@@ -66,8 +66,8 @@ from petir.data import read_corpus
 from petir.datasets import load_beir
 from petir.models import PetModel
 from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
-from petir.reproduce import stage_training, study_tasks
 from petir.sampling import Group
+from petir.study import STAGES, stage_training
 from petir.tasks import TASKS
 from petir.trainer import TrainConfig
 
@@ -278,9 +278,9 @@ def study_training() -> dict[str, tuple[type[PetModel], dict[str, Any], int, int
     """Per task of the study: (model class, model options, queries per batch, passages per query), as
     ``petir.reproduce`` trains it by default."""
     settings = {}
-    for task in study_tasks():
-        options, queries, negatives = stage_training(task)
-        settings[task.name] = (task.model, options, queries, 1 + negatives)
+    for name in STAGES:
+        options, queries, negatives = stage_training(name)
+        settings[name] = (TASKS[name].model, options, queries, 1 + negatives)
     return settings
 
 

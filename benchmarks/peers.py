@@ -301,7 +301,7 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     of :data:`COMPARISONS` over the test queries (each query's nDCG@10 averaged over seeds), Holm-adjusted."""
     from scipy.stats import ttest_rel
 
-    from petir.report import holm
+    from petir.study.report import holm
 
     def spread(values: list[float]) -> dict[str, float]:
         return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}

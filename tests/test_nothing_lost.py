@@ -501,7 +501,9 @@ def test_evaluate_refuses_to_replace_an_existing_output(in_tmp):
 
 
 def test_reproduce_continues_its_own_study_directory_and_refuses_a_foreign_one(in_tmp):
-    from petir.reproduce import COMMANDS_FILE, check_study_directory, main
+    from petir.reproduce import main
+    from petir.study import STAGES
+    from petir.study.runner import COMMANDS_FILE, check_study_directory
 
     foreign = in_tmp / "foreign"
     foreign.mkdir()
@@ -510,4 +512,4 @@ def test_reproduce_continues_its_own_study_directory_and_refuses_a_foreign_one(i
     assert_one_line(run_cli(main, ["retrieval", *flags(data=tiny_beir_data(), output=foreign)]), foreign)
     assert tree(foreign) == before
     (foreign / COMMANDS_FILE).write_text("#!/usr/bin/env bash\n")
-    assert check_study_directory(foreign) == foreign
+    assert check_study_directory(foreign, list(STAGES)) == foreign

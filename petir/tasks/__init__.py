@@ -4,9 +4,9 @@
 >>> task = get_task("retrieval")
 >>> model = task.model("sentence-transformers/all-MiniLM-L6-v2", "iaa")    # a BiEncoder
 
-Every command reads a task from here (its model, ONNX twin, dev check, card, export, flags, study stage), so none of
-them switches on a task's name or class: a task added here works with every PET method, and every command works
-with it.
+Every command reads a task from here (its model, ONNX twin, dev check, card, export, flags), so none of them
+switches on a task's name or class: a task added here works with every PET method, and every command works with it.
+The study's stages are registered apart, above the library (:mod:`petir.study`).
 """
 
 from __future__ import annotations
