@@ -50,11 +50,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from petir import tasks
 from petir.backbone import DEFAULT_BACKBONE
 from petir.cli import HelpFormatter
 from petir.datasets import load_beir
 from petir.models import PetModel
-from petir.onnx import OnnxModel, export
+from petir.onnx import export
 from petir.tasks import TASKS, Task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,9 +273,9 @@ def load(directory: Path, backend: str) -> object:
     """A saved model through petir's own loader for ``backend`` (onnxruntime sessions without spinning threads when
     OMP_WAIT_POLICY is passive)."""
     if backend == "torch":
-        return PetModel.load(directory)
+        return tasks.load(directory)
     config = {"session.intra_op.allow_spinning": SPINNING}
-    return OnnxModel.load(directory, session_config=config, int8=backend == "onnx-int8")
+    return tasks.load_onnx(directory, session_config=config, int8=backend == "onnx-int8")
 
 
 def quality(retriever: Path, reranker: Path, run_path: Path, depth: int, scratch: Path) -> dict:

@@ -22,9 +22,8 @@ from pathlib import Path
 from petir import cli
 from petir.errors import PetirError
 from petir.files import check_new_directory, staged_directory
-from petir.models import PetModel
 from petir.pet import METHODS, get_method
-from petir.tasks import TASKS, get_task
+from petir.tasks import TASKS, get_task, load
 
 #: The methods whose trained weights fold into a standard model: those with a ``merge``.
 MERGEABLE = [name for name, method in METHODS.items() if method.merge is not None]
@@ -36,7 +35,7 @@ def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -
     export does not write, or the model directory itself, is refused). Raises PetirError for a model that has no
     standard form (its task has none, or its method adds modules a standard model has no place for)."""
     check_new_directory(output, overwrite, source=Path(model_dir))
-    model = PetModel.load(model_dir)
+    model = load(model_dir)
     task = get_task(model.task)
     if task.export is None:
         exporting = " and ".join(f"{other.noun}s" for other in TASKS.values() if other.export is not None)

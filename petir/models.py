@@ -1,6 +1,6 @@
 """The PET model format shared by every task: a frozen backbone, one PET method, the task's head, and the save
-format. Each task (:mod:`petir.tasks`) is one subclass of :class:`PetModel`; loading finds the class by the task
-name the directory records. A saved directory holds
+format. Each task (:mod:`petir.tasks`) is one subclass of :class:`PetModel`; :func:`petir.tasks.load` finds the
+class by the task name the directory records (this module knows no task). A saved directory holds
 
 - ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method, its
   config and budget preset, and the task options (pooling, similarity, lengths). It explains the directory by
@@ -11,7 +11,6 @@ name the directory records. A saved directory holds
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -99,6 +98,9 @@ class PetModel(nn.Module):
     task: ClassVar[str]
     options_class: ClassVar[type]
     graph_output: ClassVar[GraphOutput]
+    #: The task's registry entry (a :class:`petir.tasks.Task`), set when the entry is made: what the model card
+    #: says of the task (its kind, usage, pipeline tag, export), read without asking a registry.
+    task_record: ClassVar[Any]
 
     def __init__(
         self,
@@ -246,29 +248,22 @@ class PetModel(nn.Module):
             (staging / CARD_FILE).write_text(model_card(self, training))
         return Path(directory)
 
-    @staticmethod
-    def read_config(directory: str | os.PathLike) -> dict[str, Any]:
-        """The saved ``config.json``, checked: every problem is one line naming the file."""
-        path = recover_directory(directory) / CONFIG_FILE  # a save killed mid-swap left the previous copy beside it
-        if not path.is_file():
-            raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
-        config = read_json(path, "petir model config", DAMAGED)
-        if config.get("model_type") != MODEL_TYPE:
-            raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
-        require_fields(config, REQUIRED_KEYS, str(path), DAMAGED)
-        from petir.tasks import get_task, saved_task_name
+    @classmethod
+    def saved_options(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The task options a saved config holds (the rest take their defaults: a config saved before they
+        existed)."""
+        names = {field.name for field in dataclasses.fields(cls.options_class)}
+        return {key: config[key] for key in names if key in config}
 
-        config["task"] = saved_task_name(config["task"])
+    @classmethod
+    def check_config(cls, config: dict[str, Any], path: Path) -> None:
+        """The saved values' types and ranges (PET config and task options), so that nothing reading the config
+        later (ONNX, Pyserini) meets a string for a size; a bad one is one line naming ``path``."""
         try:
-            task = get_task(config["task"])
-        except PetirError as error:
-            raise PetirError(f"{path}: {error}") from None
-        try:  # the values' types, so that nothing reading the config later (ONNX, Pyserini) meets a string for a size
             make_config(saved_method_name(config["pet_method"]), config["pet_config"])
-            make_options(task.model.options_class, _saved_options(config))
+            make_options(cls.options_class, cls.saved_options(config))
         except PetirError as error:
             raise PetirError(f"{path}: {error}; {DAMAGED}") from None
-        return config
 
     @classmethod
     def load(
@@ -278,19 +273,20 @@ class PetModel(nn.Module):
         device: str | torch.device = "cpu",
         *,
         loaded: tuple[nn.Module, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> PetModel:
-        """Load a saved model; ``backbone`` overrides where the backbone weights are read from (its fingerprint
-        must still match the one the state was trained on), and ``loaded`` gives them already in memory as
-        ``(encoder, tokenizer)`` (:class:`SharedBackbone`)."""
-        from petir.tasks import get_task
-
-        config = cls.read_config(directory)
-        task_class = get_task(config["task"]).model
-        if not issubclass(task_class, cls):
-            raise PetirError(
-                f"{directory} holds a {config['task']} model ({task_class.__name__}), not a {cls.task} model "
-                f"({cls.__name__})"
-            )
+        """Load a saved model of this class's task (:func:`petir.tasks.load` loads one of any task); ``backbone``
+        overrides where the backbone weights are read from (its fingerprint must still match the one the state was
+        trained on), ``loaded`` gives them already in memory as ``(encoder, tokenizer)``
+        (:class:`petir.tasks.SharedBackbone`), and ``config`` the directory's config.json already read and checked
+        (:func:`petir.tasks.read_config`)."""
+        if not hasattr(cls, "task"):
+            raise TypeError("PetModel.load loads a model of the class's own task: petir.tasks.load loads any task's")
+        if config is None:
+            config = read_saved_config(directory)
+            cls.check_config(config, Path(directory) / CONFIG_FILE)
+        if config["task"] != cls.task:
+            raise PetirError(f"{directory} holds a {config['task']} model, not a {cls.task} model ({cls.__name__})")
         source = backbone or config["backbone"]
         loaded = loaded or load_backbone(source)
         found = fingerprint(loaded[0])
@@ -303,17 +299,17 @@ class PetModel(nn.Module):
         method = saved_method_name(config["pet_method"])
         try:  # what the saved config asks for may not build (a width the backbone cannot take): name the file
             budget = saved_budget(config)
-            options = _saved_options(config)
-            model = task_class.on_backbone(source, *loaded, method, config["pet_config"], budget, **options)
+            options = cls.saved_options(config)
+            model = cls.on_backbone(source, *loaded, method, config["pet_config"], budget, **options)
         except PetirError as error:
             raise PetirError(f"{Path(directory) / CONFIG_FILE}: {error}") from None
         model.backbone = config["backbone"]
-        model.restore(directory)
+        model._load_state(directory)
         return model.to(device).eval()
 
     def restore(self, directory: str | os.PathLike) -> None:
         """Load the trained tensors saved in ``directory`` into this model, which must be built the same way."""
-        config = self.read_config(directory)
+        config = read_saved_config(directory)
         same = (
             config["task"] == self.task
             and config["backbone_fingerprint"] == self.backbone_fingerprint
@@ -323,6 +319,9 @@ class PetModel(nn.Module):
         )
         if not same:
             raise PetirError(f"{directory} was saved from a differently configured model than this one")
+        self._load_state(directory)
+
+    def _load_state(self, directory: str | os.PathLike) -> None:
         path = Path(directory) / STATE_FILE
         self.load_trainable_state_dict(read_state(path), str(path))
 
@@ -368,34 +367,11 @@ def _length_limit(encoder: nn.Module, tokenizer: Any) -> int:
 
 def _own_trainable_parameters(module: nn.Module) -> None:
     """Give every trainable parameter its own storage, so training or loading a state never writes into frozen
-    weights that other models may share (see :class:`SharedBackbone`)."""
+    weights that other models may share (see :class:`petir.tasks.SharedBackbone`)."""
     for submodule in module.modules():
         for name, parameter in list(submodule._parameters.items()):
             if parameter is not None and parameter.requires_grad:
                 submodule._parameters[name] = nn.Parameter(parameter.detach().clone())
-
-
-class SharedBackbone:
-    """One frozen backbone in memory serving many trained PET models: the practical point of PET.
-
-    Each :meth:`load` builds a model whose frozen weights are the backbone's own tensors (not copies); only the
-    PET modules and heads are per task. Switching task means calling another model, with no reload::
-
-        shared = SharedBackbone("sentence-transformers/all-MiniLM-L6-v2")
-        rerankers = {name: shared.load(path) for name, path in [("scifact", ...), ("trec-covid", ...)]}
-    """
-
-    def __init__(self, backbone: str = DEFAULT_BACKBONE):
-        self.name = backbone
-        self.encoder, self.tokenizer = load_backbone(backbone)
-        for parameter in self.encoder.parameters():
-            parameter.requires_grad_(False)
-
-    def load(self, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PetModel:
-        """Load a saved petir model onto this backbone (its fingerprint must match)."""
-        shared = {id(tensor): tensor for tensor in (*self.encoder.parameters(), *self.encoder.buffers())}
-        shell = copy.deepcopy(self.encoder, memo=shared)
-        return PetModel.load(directory, backbone=self.name, device=device, loaded=(shell, self.tokenizer))
 
 
 def make_options(options_class: type, values: dict[str, Any]) -> Any:
@@ -421,9 +397,15 @@ def make_options(options_class: type, values: dict[str, Any]) -> Any:
     return options_class(**values)
 
 
-def _saved_options(config: dict[str, Any]) -> dict[str, Any]:
-    """The task options a saved config holds (the rest take their defaults: a config saved before they existed)."""
-    from petir.tasks import get_task
-
-    names = {field.name for field in dataclasses.fields(get_task(config["task"]).model.options_class)}
-    return {key: config[key] for key in names if key in config}
+def read_saved_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The saved ``config.json`` of a petir model directory, checked for what every task's has (its model type and
+    :data:`REQUIRED_KEYS`); every problem is one line naming the file. Its task's own values are checked by the
+    task's class (:meth:`PetModel.check_config`, :func:`petir.tasks.read_config`)."""
+    path = recover_directory(directory) / CONFIG_FILE  # a save killed mid-swap left the previous copy beside it
+    if not path.is_file():
+        raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
+    config = read_json(path, "petir model config", DAMAGED)
+    if config.get("model_type") != MODEL_TYPE:
+        raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
+    require_fields(config, REQUIRED_KEYS, str(path), DAMAGED)
+    return config

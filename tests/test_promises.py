@@ -42,11 +42,11 @@ from safetensors.torch import load, save
 
 import petir
 from conftest import REPO, TINY_PASSAGES, flags, run_cli
-from petir import cli
+from petir import cli, tasks
 from petir.data import Document, write_pyserini_collection, write_run, write_topics
 from petir.errors import ModelMismatchError, PetirError
 from petir.evaluate import main as evaluate_main
-from petir.models import CONFIG_FILE, STATE_FILE, PetModel, make_options
+from petir.models import CONFIG_FILE, STATE_FILE, make_options
 from petir.onnx import ONNX_CONFIG_FILE, ONNX_DIR, ONNX_FILE, export
 from petir.pet import METHODS, make_config
 from petir.readers import READERS
@@ -829,7 +829,7 @@ def test_a_model_directory_naming_a_pickled_backbone_runs_no_code(saved, pickled
     config = json.loads((model / CONFIG_FILE).read_text())
     (model / CONFIG_FILE).write_text(json.dumps({**config, "backbone": str(pickled_backbone)}))
     with pytest.raises(PetirError, match="cannot load backbone"):
-        PetModel.load(model)
+        tasks.load(model)
     assert not (tmp_path / "ran").exists()
 
 
@@ -852,7 +852,7 @@ def test_the_fingerprint_is_checked_before_the_trained_tensors_are_read(saved, t
     (model / CONFIG_FILE).write_text(json.dumps({**config, "backbone_fingerprint": "0" * 16}))
     (model / STATE_FILE).write_bytes(BINARY)
     with pytest.raises(ModelMismatchError, match="fingerprint 0000000000000000"):
-        PetModel.load(model)
+        tasks.load(model)
 
 
 # --- model and checkpoint files that no single damage covers -------------------------------------------------------
@@ -863,5 +863,5 @@ def test_a_bi_encoder_state_file_from_another_method_is_one_line(tiny_backbone, 
     adapter = BiEncoder(str(tiny_backbone), "adapter").save(tmp_path / "adapter")
     (adapter / STATE_FILE).write_bytes((lora / STATE_FILE).read_bytes())
     with pytest.raises(PetirError, match=f"{STATE_FILE} does not fit adapter on this backbone") as error:
-        PetModel.load(adapter)
+        tasks.load(adapter)
     assert "\n" not in str(error.value)

@@ -12,7 +12,7 @@ from petir.data import Document, Pools, Qrels
 
 if TYPE_CHECKING:
     from petir.models import PetModel
-    from petir.onnx import OnnxModel
+    from petir.onnx_runtime import OnnxModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Task:
 
     - ``model``: its :class:`~petir.models.PetModel` subclass (options dataclass, loss, ranking, inference and
       :class:`~petir.batching.GraphOutput`), whose ``task`` is the task's :attr:`name`; ``onnx``: its
-      :class:`~petir.onnx.OnnxModel` twin, with the same ``encode`` or ``score`` and ``pair_scorer``;
+      :class:`~petir.onnx_runtime.OnnxModel` twin, with the same ``encode`` or ``score`` and ``pair_scorer``;
     - ``kind``: what its model is ("bi-encoder": the model card, ``--task`` help); ``noun``: what a trained one is
       called in messages ("retriever");
     - ``dev_pools(corpus, first_stage, dev_qrels, data_options)``: the candidates each dev query ranks, from its
@@ -52,6 +52,10 @@ class Task:
     no_export: str = ""
     pyserini: bool = False
     impact: bool = False
+
+    def __post_init__(self) -> None:
+        # The model knows its entry, so that its card reads the task's kind, usage and export without a registry.
+        self.model.task_record = self
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ from petir.batching import MAX_LENGTH, GraphOutput, PairScorer
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.losses import GROUP_LOSSES, false_negatives
 from petir.models import PetModel
-from petir.onnx import OnnxModel
+from petir.onnx_runtime import OnnxModel
 from petir.sampling import Group
 from petir.tasks.base import Task
 

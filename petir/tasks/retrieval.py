@@ -20,7 +20,7 @@ from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import PetModel
 from petir.ondisk import ids_by_position
-from petir.onnx import OnnxModel
+from petir.onnx_runtime import OnnxModel
 from petir.sampling import Group
 from petir.tasks.base import Task
 

@@ -29,7 +29,7 @@ from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.errors import PetirError
 from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import PetModel
-from petir.onnx import OnnxModel
+from petir.onnx_runtime import OnnxModel
 from petir.sampling import Group
 from petir.tasks.base import Task
 from petir.tasks.retrieval import dev_corpus

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from conftest import TINY_PASSAGES
+from petir import tasks
 from petir.card import model_card
 from petir.data import Document
-from petir.models import PetModel
 from petir.sampling import Group
 from petir.tasks.retrieval import BiEncoder, dev_corpus
 
@@ -38,5 +38,5 @@ def test_dev_checks_encode_at_the_cards_length_not_the_training_length(tiny_back
     assert set(lengths) - {model.query_max_length} == {64} == {int(card.group(1))}
     batch = model.collate([Group("the cat", [" ".join(["cat"] * 50)])])
     assert batch["passages"]["input_ids"].shape[1] == 8  # training still truncates at its own, shorter length
-    loaded = PetModel.load(model.save(tmp_path / "model"))
+    loaded = tasks.load(model.save(tmp_path / "model"))
     assert (loaded.passage_max_length, loaded.train_passage_length) == (64, 8)

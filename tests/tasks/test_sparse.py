@@ -20,10 +20,10 @@ import torch
 
 from conftest import PET_IDS, PET_VARIANTS, TINY_VOCAB, flags, perturb, run_cli
 from petir import backbone as backbones
+from petir import tasks
 from petir.backbone import random_backbone
 from petir.data import Document, read_run, write_pyserini_collection, write_run, write_topics
 from petir.errors import PetirError
-from petir.models import PetModel
 from petir.sampling import Group
 from petir.tasks.sparse import STEP_TENSOR, SparseEncoder, flops, quantise, splade_pooling
 
@@ -79,7 +79,7 @@ def test_the_flops_regulariser_warms_up_quadratically_and_its_clock_is_saved(tin
     with torch.no_grad():
         assert model(batch).item() == pytest.approx(base + (2 / 4) ** 2 * regulariser, rel=1e-5)
     model.save(tmp_path / "model")
-    assert float(PetModel.load(tmp_path / "model").batches_seen) == 2  # a resumed run warms up where it stopped
+    assert float(tasks.load(tmp_path / "model").batches_seen) == 2  # a resumed run warms up where it stopped
     state = model.trainable_state_dict()
     assert STEP_TENSOR in state and STEP_TENSOR not in dict(model.named_parameters())
 
@@ -173,7 +173,7 @@ def test_petir_train_trains_and_saves_a_sparse_retriever(tiny_backbone, tmp_path
     model_dir = train_sparse(
         tiny_backbone, tmp_path, "--method", "iaa-l", "--flops-warmup", "1", "--lr", "1e-3", "--no-keep-best"
     )
-    model = PetModel.load(model_dir)
+    model = tasks.load(model_dir)
     assert isinstance(model, SparseEncoder) and float(model.batches_seen) == 2 and model.flops_warmup == 1
     card = (model_dir / "README.md").read_text()
     assert "SPLADE sparse encoder" in card and "pyserini.search.lucene" in card and "--impact" in card
@@ -206,7 +206,7 @@ def test_the_cards_stock_pyserini_commands_search_with_the_models_own_scores(tmp
     assert set(searched) == set(QUERIES)
     # Lucene's impact scores are the model's integer dot products. Pyserini's impact search drops query terms whose
     # idf is not above --min-idf (0): terms found in every passage, which a random tiny model gives every passage.
-    model = PetModel.load(model_dir)
+    model = tasks.load(model_dir)
     passages = dict(zip(DOCS, model.term_weights(list(DOCS.values()), "passage"), strict=True))
     everywhere = set.intersection(*(set(weights) for weights in passages.values()))
     for qid, hits in searched.items():
