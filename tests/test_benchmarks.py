@@ -139,6 +139,25 @@ def test_gpu_check_runs_every_method_without_pyserini_on_cpu(tmp_path):
     assert "| **iaa-l** |" in output.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow  # every method, trained on the sparse task: about 20 s
+def test_gpu_check_trains_a_task_the_study_has_no_stage_for(tmp_path):
+    """--task sparse (no stage of the study) trains with the task's own defaults and says so, instead of failing on
+    the study settings it does not have."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    output = tmp_path / "gpu-check.json"
+    argv = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--device", "cpu", "--task", "sparse"]
+    argv += ["--steps", "1", "--batch-size", "2", "--passages", "8", "--output", str(output)]
+    result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert report["task"] == "sparse" and report["task_options"].startswith("the task's defaults")
+    assert all(row["finite"] for row in report["training"].values())
+
+
 # -- benchmarks/peers.py -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def peers(monkeypatch_module):

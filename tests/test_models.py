@@ -64,6 +64,18 @@ def test_a_cross_encoder_directory_is_not_a_bi_encoder(tiny_backbone, tmp_path):
         tasks.load(tmp_path)
 
 
+def test_a_load_reads_config_json_once(tiny_backbone, tmp_path, monkeypatch):
+    """petir.tasks.load reads and checks config.json once, and passes it down (restoring the state re-read it)."""
+    import petir.models
+    from petir.models import CONFIG_FILE
+
+    directory = BiEncoder(str(tiny_backbone), "bitfit").save(tmp_path / "model")
+    reads, read_json = [], petir.models.read_json
+    monkeypatch.setattr(petir.models, "read_json", lambda path, *args: reads.append(path) or read_json(path, *args))
+    assert isinstance(tasks.load(directory), BiEncoder)
+    assert reads == [directory / CONFIG_FILE]
+
+
 def test_cross_encoder_round_trip_includes_its_head(tiny_backbone, tmp_path):
     model = CrossEncoder(str(tiny_backbone), "iaa", max_length=64)
     perturb(model)
