@@ -68,7 +68,7 @@ from petir.models import PetModel
 from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
 from petir.sampling import Group
 from petir.study import STAGES, stage_training
-from petir.tasks import TASKS
+from petir.tasks import DEFAULT_TASK, TASKS
 from petir.trainer import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts are not a package
@@ -126,10 +126,6 @@ def variant_model(task_class: type[PetModel], backbone: str, variant: str, **opt
 
 
 # -- 1. encoding throughput through Pyserini -----------------------------------------------------------------------
-#: The task whose models Pyserini encodes with (its vectors index in Faiss): a bi-encoder.
-ENCODER = next(task for task in TASKS.values() if task.pyserini)
-
-
 def pyserini_encoder(directory: str | os.PathLike, max_length: int, inference_mode: bool = False) -> Encode:
     """Pyserini's ``AutoDocumentEncoder`` on ``directory`` (a petir directory or a plain backbone), called as
     ``python -m pyserini.encode`` calls it; ``inference_mode`` wraps each call in ``torch.inference_mode``."""
@@ -499,6 +495,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="one batch of passages, 2 passes, 1 step (~3 min)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
+    parser.add_argument(
+        "--task", choices=TASKS, default=DEFAULT_TASK, help="the task whose models pyserini.encode encodes (part 1)"
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--passages", type=int, default=128, help="passages encoded per timed pass")
@@ -514,6 +513,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if not TASKS[args.task].pyserini:  # Task.pyserini: its encode gives the one vector per text Faiss indexes
+        encoders = ", ".join(name for name, task in TASKS.items() if task.pyserini)
+        parser.error(f"--task {args.task}: pyserini.encode cannot index its models in Faiss; choose {encoders}")
 
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per model otherwise
@@ -537,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             REFERENCE_INFERENCE: pyserini_encoder(backbone_dir, args.max_length, inference_mode=True),
         }
         for variant in variants:
-            directory = variant_model(ENCODER.model, args.backbone, variant).save(Path(scratch) / variant)
+            directory = variant_model(TASKS[args.task].model, args.backbone, variant).save(Path(scratch) / variant)
             encoders[variant] = pyserini_encoder(directory, args.max_length)
         rows = encoding_throughput(encoders, texts, args.batch_size, args.repeats)
         del encoders

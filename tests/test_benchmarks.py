@@ -96,6 +96,15 @@ def test_overhead_is_the_median_paired_ratio(efficiency):
 
 
 @needs_pyserini_hook
+def test_the_encoding_benchmark_refuses_a_task_pyserini_cannot_index(efficiency, capsys):
+    """It asks the task for the capability it measures (Task.pyserini), and names the tasks that have it."""
+    with pytest.raises(SystemExit) as exit:
+        efficiency.main(["--task", "sparse", "--output", "unused"])
+    assert exit.value.code == 2
+    refusal = "--task sparse: pyserini.encode cannot index its models in Faiss; choose retrieval"
+    assert refusal in capsys.readouterr().err
+
+
 def test_encoding_throughput_through_pyserini(efficiency, tiny_backbone, tmp_path):
     directory = efficiency.variant_model(BiEncoder, str(tiny_backbone), "linked-side").save(tmp_path / "model")
     encoders = {

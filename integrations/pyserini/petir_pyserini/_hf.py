@@ -43,10 +43,22 @@ def load_impact_encoder(directory: str, purpose: str, device: str = "cpu") -> An
     return _load_serving(directory, purpose, "impact", "torch", device)
 
 
-def _load_serving(directory: str, purpose: str, capability: str, backend: str, device: str) -> Any:
-    """The model, through petir's one loader, once its task is known to have ``capability`` (a :class:`Task` flag);
-    else one line, before any weights are read."""
+def load_passage_encoder(directory: str, purpose: str, device: str = "cpu") -> tuple[Any, bool]:
+    """The petir model in ``directory`` and whether it writes impact term weights (its task's ``impact``) rather than
+    vectors for Faiss (``pyserini``): asked of its task, once; a task with neither is one line naming those there
+    are."""
     config = read_config(directory)
+    impact = get_task(config["task"]).impact
+    model = _load_serving(directory, purpose, "impact" if impact else "pyserini", "torch", device, config)
+    return model, impact
+
+
+def _load_serving(
+    directory: str, purpose: str, capability: str, backend: str, device: str, config: dict[str, Any] | None = None
+) -> Any:
+    """The model, through petir's one loader, once its task is known to have ``capability`` (a :class:`Task` flag);
+    else one line, before any weights are read. ``config``: the directory's, where the caller read it."""
+    config = read_config(directory) if config is None else config
     if not getattr(get_task(config["task"]), capability):
         kinds = " or ".join(f"a {task.kind}" for task in TASKS.values() if getattr(task, capability))
         raise PetirError(f"{directory} holds a {config['task']} model; {purpose} needs {kinds}")
