@@ -41,7 +41,6 @@ def state_digest(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-
 def open_session(path: Path, device: str | None, session_config: dict[str, str] | None = None):
     """An onnxruntime session with full graph optimisation and torch's thread count; CUDA when ``device`` asks
     for it ("auto" takes CUDA only where onnxruntime has the CUDA provider). ``session_config``: onnxruntime
@@ -150,5 +149,3 @@ class OnnxModel:
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, features)[0].astype(np.float32, copy=False)
-
-

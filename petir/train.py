@@ -255,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     task = get_task(args.task)
     task_data = cli.from_args(task.data_options, args) if task.data_options is not None else None
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
-        data = load_training_data(cli.from_args(TrainingDataOptions, args), args.negative_depth, task, task_data)
+        data = load_training_data(
+            cli.from_args(TrainingDataOptions, args), args.negative_depth, task, task_data, args.threads
+        )
     task_options = cli.dataclass_values(task.model.options_class, args)
 
     def build_model() -> Any:

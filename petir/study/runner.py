@@ -189,11 +189,14 @@ class Study:
         if not (self.root / COMMANDS_FILE).exists():
             self._write_script_header()
             self._log_line('CACHE=$(python -m petir.workspace --data "$DATA" --output "$OUT")')
-        self.workspace = Workspace(corpus_path(settings.data), load_beir(settings.data, "test").corpus)
+        self.workspace = Workspace(
+            corpus_path(settings.data), load_beir(settings.data, "test").corpus, settings.threads
+        )
         self.paths = {str(settings.data): "$DATA", str(self.root.resolve()): "$OUT", self.backbone_dir(): "$BACKBONE"}
         self.paths[str(self.workspace.root)] = "$CACHE"
         if not self.qrels.exists():  # logged above as the line that sets $CACHE
-            self.run("petir.workspace", *cli.flags(data=settings.data.resolve(), output=self.root.resolve()), log=False)
+            workspace = cli.flags(data=settings.data.resolve(), output=self.root.resolve(), threads=settings.threads)
+            self.run("petir.workspace", *workspace, log=False)
 
     # -- running commands --------------------------------------------------------------------------------------
     def _write_script_header(self) -> None:
