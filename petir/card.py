@@ -17,7 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, mod
 from huggingface_hub.errors import HfHubHTTPError
 
 from petir.backbone import resolve_backbone
-from petir.pet import get_method, make_config, saved_budget, variant_of
+from petir.pet import get_method
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,9 +29,8 @@ def model_card(model: nn.Module, training: dict[str, Any] | None = None) -> str:
     adds how it was trained."""
     config = model.config_dict()
     task = model.task_record
-    method = get_method(config["pet_method"])
-    variant = variant_of(method.name, make_config(method.name, config["pet_config"])).name
-    budget = saved_budget(config)
+    method = get_method(model.method)
+    variant, budget = model.variant.name, model.pet_budget  # as the model records them (config.json)
     parameters = config["parameters"]
     options = ", ".join(f"{key}={value}" for key, value in config["pet_config"].items()) or "none"
     lines = [

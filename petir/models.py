@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,16 +28,19 @@ from petir.anatomy import anatomy_of
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.batching import GraphOutput, tokenize
 from petir.data import Corpus, Pools, Queries, Run, read_json, require_fields
-from petir.errors import ModelMismatchError, PetirError, check_choice, check_type
+from petir.errors import ModelMismatchError, PetirError
 from petir.files import recover_directory, staged_directory
+from petir.options import make_options
 from petir.pet import (
     DEFAULT_METHOD,
+    Variant,
     apply_pet,
     count_parameters,
     get_method,
     make_config,
     saved_budget,
     saved_method_name,
+    variant_of,
 )
 from petir.sampling import Group
 
@@ -157,6 +159,11 @@ class PetModel(nn.Module):
         """Keep the task's options (an ``options_class`` instance), each as an attribute of its name (what
         :meth:`options` saves in config.json, a length within the backbone's limit), and build its head, if any."""
         raise NotImplementedError
+
+    @property
+    def variant(self) -> Variant:
+        """The named variant this model's PET config is (iaa with placement=model: iaa-m)."""
+        return variant_of(self.method, self.pet_config)
 
     # -- what is trained -------------------------------------------------------------------------------------
     def enable_gradient_checkpointing(self) -> None:
@@ -372,29 +379,6 @@ def _own_trainable_parameters(module: nn.Module) -> None:
         for name, parameter in list(submodule._parameters.items()):
             if parameter is not None and parameter.requires_grad:
                 submodule._parameters[name] = nn.Parameter(parameter.detach().clone())
-
-
-def make_options(options_class: type, values: dict[str, Any]) -> Any:
-    """The task's options from ``values`` over the defaults; an unknown option, or a value of the wrong type (from a
-    saved config.json) or not among the choices, is one line."""
-    fields = {field.name: field for field in dataclasses.fields(options_class)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise PetirError(f"{options_class.__name__} has no option {', '.join(unknown)}; options: {', '.join(fields)}")
-    values = dict(values)
-    hints = typing.get_type_hints(options_class)
-    for name, value in values.items():
-        bounds = fields[name].metadata.get("bounds")
-        if bounds is not None and not (value is None and fields[name].default is None):
-            try:
-                values[name] = bounds.parse(value)  # the type and the range, in one message
-            except ValueError as error:
-                raise PetirError(f"{name} {error}") from None
-        else:
-            check_type(name, value, hints[name])
-        if fields[name].metadata.get("choices"):
-            check_choice(name, value, fields[name].metadata["choices"])
-    return options_class(**values)
 
 
 def read_saved_config(directory: str | os.PathLike) -> dict[str, Any]:

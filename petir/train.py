@@ -27,8 +27,7 @@ from petir.pet import (
     get_method,
     make_config,
     resolve,
-    resolved_budget,
-    variant_of,
+    resolve_method,
 )
 from petir.sampling import SamplingOptions, Triples
 from petir.tasks import DEFAULT_TASK, TASKS, Task, get_task
@@ -70,10 +69,11 @@ def _method_help(backbone: str) -> str:
     lines = ["PET methods (--method) and their options (--pet KEY=VALUE, repeatable):"]
     for method in METHODS.values():
         fields = dataclasses.fields(method.config_class)
-        options = ", ".join(f"{f.name}={_default(f)}" for f in fields) or "no options"
         lines.append(f"  {method.name:<8} {method.summary}")
         lines.append(f"  {'':<8} from {method.reference}; default lr {method.learning_rate:g}")
-        lines.append(f"  {'':<8} options: {options}")
+        lines += [f"  {'':<8} {f.name}={_default(f)}: {f.metadata['help']}" for f in fields] or [
+            f"  {'':<8} no options"
+        ]
     where = f"on {backbone}" if backbone_config is not None else f"(counts need {backbone}'s config)"
     lines += [
         "",
@@ -247,10 +247,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     check_flags(parser, args)
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
-    asked = parse_pet_options(args.pet)
-    method, pet_options = resolve(args.method, asked, args.budget)
-    variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
-    budget = resolved_budget(args.method, asked, args.budget)  # recorded in config.json, read by the card and study
+    resolved = resolve_method(args.method, parse_pet_options(args.pet), args.budget)  # a bad --pet fails here
+    method, pet_options, variant, budget = resolved.method, resolved.options, resolved.variant, resolved.budget
     cli.use_threads(args.threads)
     task = get_task(args.task)
     task_data = cli.from_args(task.data_options, args) if task.data_options is not None else None

@@ -156,7 +156,7 @@ def _pet_cases() -> list:
         pytest.param(method, field.name, value, field.metadata["bounds"], id=f"{method}-{field.name}={value}")
         for method, entry in METHODS.items()
         for field in numeric_fields(entry.config_class)
-        if "bounds" in field.metadata
+        if field.metadata.get("bounds") is not None
         for value in outside(field.metadata["bounds"])
     ]
 
@@ -205,9 +205,17 @@ def test_every_pet_and_task_number_declares_a_range_its_default_is_in():
     classes = [entry.config_class for entry in METHODS.values()] + [task.model.options_class for task in TASKS.values()]
     for options_class in classes:
         for option in numeric_fields(options_class):
-            assert "bounds" in option.metadata, f"{options_class.__name__}.{option.name} declares no range"
+            assert option.metadata.get("bounds"), f"{options_class.__name__}.{option.name} declares no range"
             if option.default is not None:
                 option.metadata["bounds"].parse(option.default)
+
+
+def test_every_pet_and_task_option_has_help_text():
+    """PET options are options like a task's: their help is field metadata, shown by petir.train --help."""
+    classes = [entry.config_class for entry in METHODS.values()] + [task.model.options_class for task in TASKS.values()]
+    for options_class in classes:
+        for option in dataclasses.fields(options_class):
+            assert option.metadata.get("help"), f"{options_class.__name__}.{option.name} has no help text"
 
 
 @pytest.mark.parametrize(("method", "option", "value", "bounds"), _pet_cases())

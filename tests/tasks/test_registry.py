@@ -30,7 +30,7 @@ from petir.errors import PetirError
 from petir.losses import listwise_loss
 from petir.models import CONFIG_FILE, PetModel
 from petir.onnx import OnnxModel, export, load_inference_model
-from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, nothing_to_merge, ranged
+from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, nothing_to_merge
 from petir.rerank import main as rerank_main
 from petir.sampling import Group
 from petir.tasks import RENAMED, TASKS, Task, get_task, saved_task_name
@@ -42,7 +42,7 @@ from petir.train import task_flags
 
 @dataclasses.dataclass
 class ToyConfig(PetConfig):
-    layers: int = ranged(1, cli.Bounded(int, minimum=1))
+    layers: int = cli.option(1, "encoder layers that get a toy module", bounds=cli.Bounded(int, minimum=1))
 
 
 def apply_toy(model: nn.Module, config: ToyConfig) -> None:
