@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -72,7 +71,7 @@ from petir.tasks import DEFAULT_TASK, TASKS
 from petir.trainer import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts are not a package
-from onnx_throughput import SYNTHETIC_WORDS, scifact_dir  # noqa: E402
+from onnx_throughput import SYNTHETIC_WORDS, machine, scifact_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -283,27 +282,6 @@ def study_training() -> dict[str, tuple[type[PetModel], dict[str, Any], int, int
 # -- report ------------------------------------------------------------------------------------------------------
 def load_average() -> float:
     return os.getloadavg()[0]
-
-
-def machine(threads: int) -> dict[str, Any]:
-    from importlib.metadata import version
-
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [
-        line.split(":", 1)[1].strip()
-        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-        if line.startswith("model name")
-    ]
-    return {
-        "cpu": names[0] if names else platform.processor(),
-        "logical_cpus": os.cpu_count(),
-        "threads": threads,
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "pyserini": version("pyserini"),
-    }
 
 
 def mb(count: float) -> float:
@@ -524,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[str, Any] = {
         "command": " ".join(["python benchmarks/efficiency.py", *(argv if argv is not None else sys.argv[1:])]),
         "backbone": args.backbone,
-        "machine": machine(args.threads),
+        "machine": machine(args.threads, ("torch", "transformers", "pyserini")),
         "load_average_1min": loads,
     }
     print(

@@ -46,6 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,9 +156,11 @@ def measure(
     return row
 
 
-def machine(threads: int) -> dict:
-    import onnxruntime
-    import transformers
+def machine(threads: int, packages: Sequence[str], **settings: Any) -> dict[str, Any]:
+    """The machine a benchmark ran on (every benchmark's, in its results): the CPU, the threads, OpenMP's wait
+    policy, the benchmark's own ``settings``, Python and the versions of ``packages`` (a package already imported
+    reports its ``__version__``, any other its installed distribution's)."""
+    from importlib.metadata import version
 
     cpuinfo = Path("/proc/cpuinfo")
     names = [
@@ -170,12 +173,9 @@ def machine(threads: int) -> dict:
         "logical_cpus": os.cpu_count(),
         "threads": threads,
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-        "onnxruntime_allow_spinning": SPINNING,
-        "load_average_1min_at_start": os.getloadavg()[0],
+        **settings,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "transformers": transformers.__version__,
+        **{name: getattr(sys.modules.get(name), "__version__", None) or version(name) for name in packages},
     }
 
 
@@ -379,7 +379,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "backbone": DEFAULT_BACKBONE,
         "data": source,
         "repeats": args.repeats,
-        "machine": machine(args.threads),
+        "machine": machine(
+            args.threads,
+            ("torch", "onnxruntime", "transformers"),
+            onnxruntime_allow_spinning=SPINNING,
+            load_average_1min_at_start=os.getloadavg()[0],
+        ),
         "rows": [],
     }
     print(f"{source}: {len(queries)} queries, {len(pairs)} pairs; {args.threads} threads", flush=True)

@@ -8,7 +8,7 @@ of their weights. Training is the retriever's (same data, negatives, false-negat
 mean weight of each term towards zero so that texts keep few terms (a short posting list per term: a fast index).
 
 Pyserini indexes integer impacts: every weight is quantised as Pyserini's own SPLADE encoders do
-(``round(weight / 5 * 256)``, :data:`QUANTISATION`), and the dev check scores with those integers, so it measures
+(``round(weight / 5 * 256)``, :func:`quantise`), and the dev check scores with those integers, so it measures
 the ranking the Lucene impact index gives.
 """
 
@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 
 NAME = "sparse"
 
-#: Pyserini's impact quantisation (``pyserini/encode/_splade.py``: ``round(weight / 5 * 256)``): weights up to 5
-#: map onto 0..256. The stock ``--encoder-class splade`` encode writes these integers, so the dev check uses them too.
-QUANTISATION = 256 / 5
+#: Pyserini's impact quantisation (``pyserini/encode/_splade.py``: ``round(weight / 5 * 256)``): weights up to
+#: IMPACT_RANGE map onto 0..IMPACT_LEVELS. The stock ``--encoder-class splade`` encode writes these integers, so the
+#: dev check uses them too (:func:`quantise`, in Pyserini's order of operations: the same integers at every .5).
+IMPACT_RANGE = 5
+IMPACT_LEVELS = 256
 
 #: Passage tokens of every test encode (``pyserini.encode --max-length``, Pyserini's default): dev checks encode at it.
 TEST_PASSAGE_LENGTH = 256
@@ -122,7 +124,7 @@ def flops(weights: torch.Tensor) -> torch.Tensor:
 
 def quantise(weights: np.ndarray) -> np.ndarray:
     """Integer impacts as Pyserini's SPLADE encoders write them (float64 arithmetic, rounding half to even)."""
-    return np.round(weights.astype(np.float64) / 5 * 256).astype(np.int64)
+    return np.round(weights.astype(np.float64) / IMPACT_RANGE * IMPACT_LEVELS).astype(np.int64)
 
 
 def masked_lm_head(backbone: str, encoder: nn.Module) -> nn.Module:
