@@ -1,8 +1,9 @@
 """The study (``python -m petir.reproduce``): the stages, one per task that has one, registered here by task name as
 :mod:`petir.tasks` registers tasks. The study sits above the library: it imports the tasks, never the reverse.
 
->>> from petir.study import get_stage
->>> get_stage("rerank").train_flags(get_stage("rerank").options())   # what its petir.train runs add
+>>> from petir.study import STAGES
+>>> list(STAGES)        # the tasks with a stage, in the order ``python -m petir.reproduce all`` runs them
+['retrieval', 'rerank']
 """
 
 from __future__ import annotations
