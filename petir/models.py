@@ -257,10 +257,12 @@ class PetModel(nn.Module):
 
     @classmethod
     def saved_options(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """The task options a saved config holds (the rest take their defaults: a config saved before they
-        existed)."""
+        """The task options a saved config holds, under their current names (an options class's ``RENAMED``: old ->
+        current); the rest take their defaults (a config saved before they existed)."""
+        renamed = getattr(cls.options_class, "RENAMED", {})
+        values = {renamed.get(key, key): value for key, value in config.items()}
         names = {field.name for field in dataclasses.fields(cls.options_class)}
-        return {key: config[key] for key in names if key in config}
+        return {key: values[key] for key in names if key in values}
 
     @classmethod
     def check_config(cls, config: dict[str, Any], path: Path) -> None:
@@ -322,7 +324,7 @@ class PetModel(nn.Module):
             and config["backbone_fingerprint"] == self.backbone_fingerprint
             and saved_method_name(config["pet_method"]) == self.method
             and make_config(self.method, config["pet_config"]) == self.pet_config
-            and all(config.get(name) == value for name, value in self.options().items())
+            and all(self.saved_options(config).get(name) == value for name, value in self.options().items())
         )
         if not same:
             raise PetirError(f"{directory} was saved from a differently configured model than this one")

@@ -154,6 +154,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     argv = list(argv if argv is not None else sys.argv[1:])
     wants_help = "-h" in argv or "--help" in argv
     backbone = _peek(argv, "--backbone", DEFAULT_BACKBONE)
+    task = _peek(argv, "--task", DEFAULT_TASK)  # read first: only its options become flags
     parser = cli.ArgumentParser(
         prog="python -m petir.train",
         description=__doc__,
@@ -163,7 +164,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         parser.add_argument_group("training data (a BEIR directory, or files)"), TrainingDataOptions
     )
     cli.add_dataclass_flags(parser.add_argument_group("model"), ModelOptions)
-    _add_task_options(parser)
+    if task in TASKS:  # else --task itself is refused, naming the tasks there are
+        _add_task_options(parser, TASKS[task])
     cli.add_dataclass_flags(parser.add_argument_group("training groups"), SamplingOptions)
     train = parser.add_argument_group("optimisation")
     cli.add_dataclass_flags(train, TrainConfig)
@@ -214,13 +216,55 @@ def _field_names(options_class: type | None) -> list[str]:
     return [field.name for field in dataclasses.fields(options_class)] if options_class is not None else []
 
 
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _renamed(options_class: type | None) -> dict[str, str]:
+    """An options class's flag names of earlier versions: old -> current (its ``RENAMED``)."""
+    return getattr(options_class, "RENAMED", {}) if options_class is not None else {}
+
+
+def current_flags(argv: Sequence[str], task: Task) -> list[str]:
+    """``argv`` with ``task``'s flags of earlier versions under their current names (``--sparse-query-length`` ->
+    ``--query-max-length``), each noted once on stderr: the old names work for one release."""
+    renamed = {
+        _flag(old): _flag(new)
+        for cls in (task.model.options_class, task.data_options)
+        for old, new in _renamed(cls).items()
+    }
+    current = []
+    for item in argv:
+        flag, sep, value = item.partition("=")
+        if flag in renamed:
+            print(f"petir.train: {flag} is now {renamed[flag]}; the old name goes in the next release", file=sys.stderr)
+            item = renamed[flag] + sep + value
+        current.append(item)
+    return current
+
+
+def check_task_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """A flag only other tasks have (under its name or an earlier one) is one line naming its task, not
+    argparse's "unrecognized arguments": a flag is never silently taken for another task's."""
+    known = set(parser._option_string_actions)
+    for item in argv:
+        flag = item.partition("=")[0]
+        if not flag.startswith("--") or flag in known:
+            continue
+        owners = [other.name for other in TASKS.values() if flag in _own_flags(other)]
+        if owners:
+            raise PetirError(f"{flag} applies to --task {' or '.join(owners)} only")
+
+
+def _own_flags(task: Task) -> set[str]:
+    """``task``'s own flags, under their current names and earlier ones."""
+    classes = (task.model.options_class, task.data_options)
+    return {_flag(name) for name in (*task_flags(task), *(old for cls in classes for old in _renamed(cls)))}
+
+
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     given = {name for name, value in vars(args).items() if value != parser.get_default(name)}
     task = get_task(args.task)
-    for other in TASKS.values():
-        wrong = sorted(given & set(task_flags(other))) if other is not task else []
-        if wrong:
-            raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {other.name} only")
     if args.negatives < task.min_negatives:
         raise PetirError(
             f"--negatives {args.negatives} leaves a {task.noun} no passage to rank a positive against; give "
@@ -232,18 +276,24 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             raise PetirError(f"--{wrong[0].replace('_', '-')} cannot be combined with --triples")
 
 
-def _add_task_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of each task's options (and data options) dataclass: its default, choices and help live
-    there alone."""
-    for task in TASKS.values():
-        group = parser.add_argument_group(f"{task.name} options (--task {task.name})")
-        for options_class in (task.model.options_class, task.data_options):
-            if options_class is not None:
-                cli.add_dataclass_flags(group, options_class)
+def _add_task_options(parser: argparse.ArgumentParser, task: Task) -> None:
+    """One flag per field of ``task``'s options (and data options) dataclass: its default, choices and help live
+    there alone. Only the task's own: the same idea has the same flag name in every task (``--passage-max-length``),
+    and another task's flag is refused by :func:`check_task_flags`."""
+    others = ", ".join(f"--task {name} --help" for name in TASKS if name != task.name)
+    group = parser.add_argument_group(f"{task.name} options (--task {task.name}; other tasks' options: {others})")
+    for options_class in (task.model.options_class, task.data_options):
+        if options_class is not None:
+            cli.add_dataclass_flags(group, options_class)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    task_name = _peek(argv, "--task", DEFAULT_TASK)
+    if task_name in TASKS:
+        argv = current_flags(argv, TASKS[task_name])
     parser = build_parser(argv)
+    check_task_flags(parser, argv)
     args = parser.parse_args(argv)
     check_flags(parser, args)
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading

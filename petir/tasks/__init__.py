@@ -57,8 +57,9 @@ def saved_task_name(name: str) -> str:
 # -- loading a saved model: the one place a saved task name picks a class ---------------------------------------
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     """A saved model's ``config.json``, read and checked once: what every task's has
-    (:func:`petir.models.read_saved_config`), the task under its current name, and the task's own values (PET config,
-    options: :meth:`petir.models.PetModel.check_config`). Every problem is one line naming the file."""
+    (:func:`petir.models.read_saved_config`), the task and its options under their current names, and the task's own
+    values (PET config, options: :meth:`petir.models.PetModel.check_config`). Every problem is one line naming the
+    file."""
     config = read_saved_config(directory)
     path = Path(directory) / CONFIG_FILE
     config["task"] = saved_task_name(config["task"])
@@ -67,7 +68,7 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     except PetirError as error:
         raise PetirError(f"{path}: {error}") from None
     task.model.check_config(config, path)
-    return config
+    return {**config, **task.model.saved_options(config)}  # options under their current names, for every reader
 
 
 def load(

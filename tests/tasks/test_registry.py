@@ -260,17 +260,21 @@ def another_value(option: dataclasses.Field) -> str:
 
 
 def test_a_tasks_own_flags_are_refused_for_every_other_task(toys, tmp_path):
-    """Every task's own flags (options, data options: :func:`petir.train.task_flags`), given to any other task, are
-    one line naming their task, whatever the tasks registered (the toy's included)."""
+    """Every task's own flags (options, data options: :func:`petir.train.task_flags`), given to any other task that
+    has no flag of that name, are one line naming the tasks that have it, whatever the tasks registered (the toy's
+    included). The same idea has the same name in every task (``--passage-max-length``): such a flag is the other
+    task's own."""
     for task in TASKS.values():
         classes = [task.model.options_class, *([task.data_options] if task.data_options else [])]
         options = [option for options_class in classes for option in dataclasses.fields(options_class)]
         assert [option.name for option in options] == task_flags(task)
         for option, other in ((option, other) for option in options for other in TASKS if other != task.name):
+            if option.name in task_flags(TASKS[other]):
+                continue
             flag = f"--{option.name.replace('_', '-')}"
             argv = [flag, another_value(option), "--task", other, "--data", str(tmp_path), "--output", str(tmp_path)]
             error = run_cli(train_main, argv)
-            assert error is not None and f"{flag} applies to --task {task.name} only" in error, (flag, other, error)
+            assert error is not None and f"{flag} applies to --task " in error and task.name in error, (flag, error)
 
 
 @pytest.mark.parametrize("task", list(TASKS))

@@ -113,6 +113,48 @@ def test_the_masked_lm_head_is_frozen_unless_asked_and_stays_tied(tiny_backbone)
     assert full.parameter_report()["trainable"] == full.parameter_report()["backbone"]
 
 
+def test_its_options_are_named_as_the_retrievers_and_the_old_names_still_work(tiny_backbone, tmp_path, capsys):
+    """The lengths and the dev corpus are --query-max-length, --passage-max-length, --train-passage-length and
+    --dev-corpus, as for --task retrieval; for one release the old --sparse-* flags are rewritten with a one-line
+    note each, and a config.json saved with the old keys loads under the new ones."""
+    from petir.train import build_parser, current_flags
+
+    old = ["--task", "sparse", "--sparse-query-length", "32", "--sparse-dev-corpus=7", "--output", "out"]
+    argv = current_flags(old, tasks.TASKS["sparse"])
+    assert argv == ["--task", "sparse", "--query-max-length", "32", "--dev-corpus=7", "--output", "out"]
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == [
+        "petir.train: --sparse-query-length is now --query-max-length; the old name goes in the next release",
+        "petir.train: --sparse-dev-corpus is now --dev-corpus; the old name goes in the next release",
+    ]
+    args = build_parser(argv).parse_args(argv)
+    assert (args.query_max_length, args.dev_corpus) == (32, 7)
+    sparse_help = build_parser(["--task", "sparse", "--help"]).format_help()
+    assert "--passage-max-length" in sparse_help and "--mlm-head" in sparse_help and "--pooling" not in sparse_help
+
+    model = SparseEncoder(str(tiny_backbone), "bitfit", query_max_length=32, passage_max_length=48)
+    directory = model.save(tmp_path / "model")
+    config = json.loads((directory / "config.json").read_text())
+    for new, was in (("query_max_length", "sparse_query_length"), ("passage_max_length", "sparse_passage_length")):
+        config[was] = config.pop(new)  # as petir 0.x saved it
+    (directory / "config.json").write_text(json.dumps(config))
+    loaded = tasks.load(directory)
+    assert (loaded.query_max_length, loaded.passage_max_length) == (32, 48)
+    assert tasks.read_config(directory)["query_max_length"] == 32  # what the ONNX twin reads
+
+
+def test_a_flag_of_another_task_is_one_line_naming_it(tmp_path):
+    from petir.train import main
+
+    for argv, message in (
+        (["--sparse-dev-corpus", "7"], "--sparse-dev-corpus applies to --task sparse only"),
+        (["--task", "rerank", "--mlm-head", "trained"], "--mlm-head applies to --task sparse only"),
+        (["--task", "rerank", "--passage-max-length", "64"], "--passage-max-length applies to --task retrieval or"),
+    ):
+        error = run_cli(main, [*argv, "--data", str(tmp_path), "--output", str(tmp_path / "run")])
+        assert error is not None and message in error and "\n" not in error, error
+
+
 def test_a_backbone_without_a_masked_lm_head_is_one_line(tmp_path):
     plain = random_backbone(tmp_path / "plain", TINY_VOCAB, hidden_size=32, num_attention_heads=4, num_hidden_layers=1)
     with pytest.raises(PetirError, match=r"has no trained masked-LM head .* splade-tiny"):
@@ -163,7 +205,7 @@ def train_sparse(tiny_backbone: Path, root: Path, *extra: str) -> Path:
 
     data, first = tiny_beir(root)
     argv = flags(data=data, negatives_run=first, dev_queries=2, dev_depth=3, eval_every=2, steps=2, batch_size=2)
-    argv += flags(backbone=tiny_backbone, device="cpu", output=root / "run", task="sparse", sparse_dev_corpus=3)
+    argv += flags(backbone=tiny_backbone, device="cpu", output=root / "run", task="sparse", dev_corpus=3)
     assert run_cli(train_main, [*argv, *extra]) is None
     return root / "run" / "model"
 
