@@ -33,6 +33,7 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     """Run a CLI ``main`` so that user errors end as one line on stderr with exit status 2 (130 when interrupted,
     as shells report Ctrl-C)."""
     prog = _prog_name()
+    pace_other_progress_bars()
     try:
         main(argv)
     except PetirError as error:
@@ -292,6 +293,14 @@ class _LogLines:
 #: tqdm's settings off a terminal: a line every 30 seconds at most, plain characters, and every bar on its own line
 #: (position 0: a nested bar on a terminal is drawn by moving the cursor, which a log file would keep as ESC[A).
 LOG_BAR = {"mininterval": 30, "maxinterval": 60, "ascii": True, "position": 0}
+
+
+def pace_other_progress_bars() -> None:
+    """Off a terminal, make the tqdm bars that petir does not draw (Pyserini's encoders and searches, in this process
+    or the commands it starts, as petir.reproduce does) redraw at :data:`LOG_BAR`'s pace too, not ten times a
+    second into a log; tqdm takes ``$TQDM_MININTERVAL`` as its default, and a value already set is kept."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOG_BAR["mininterval"]))
 
 
 def progress(iterable: Any = None, **kwargs: Any):

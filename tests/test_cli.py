@@ -5,6 +5,7 @@ that are idle."""
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -68,6 +69,17 @@ def test_progress_off_a_terminal_writes_plain_lines(capsys):
     assert all(line.strip() == line and line for line in lines), lines
     assert all(first != second for first, second in itertools.pairwise(lines)), lines
     assert lines[-1].startswith("outer: 100%") and sum(line.startswith("inner: 100%") for line in lines) == 2
+
+
+def test_other_progress_bars_in_a_log_redraw_at_the_log_pace(monkeypatch, capsys, tmp_path):
+    """A CLI run with stderr in a file sets $TQDM_MININTERVAL, so a bar of a command it starts (Pyserini's encoder
+    under petir.reproduce) writes its first and last state, not one redraw per batch."""
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    cli.run(lambda argv: None, [])
+    assert os.environ["TQDM_MININTERVAL"] == str(cli.LOG_BAR["mininterval"])
+    bar = "from tqdm import tqdm\nfor _ in tqdm(range(300)): __import__('time').sleep(0.001)"
+    child = subprocess.run([sys.executable, "-c", bar], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert child.returncode == 0 and child.stderr.count("\r") <= 3, child.stderr
 
 
 def proc_stat(*cpus: tuple[int, int, int]) -> str:
