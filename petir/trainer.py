@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from transformers import get_linear_schedule_with_warmup
 
 from petir.cli import Bounded, option, progress, resolve_device, say
 from petir.data import read_json, require_fields
@@ -226,6 +225,8 @@ class Trainer:
             self.trained = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        from transformers import get_linear_schedule_with_warmup  # deferred: transformers is slow to import
+
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(config.warmup_ratio * config.steps), config.steps
         )
