@@ -19,6 +19,7 @@ from test_nothing_lost import (  # noqa: F401  (its fixtures, used here as argum
     CLIS,
     assert_one_line,
     in_tmp,
+    interrupt_rerank,
     rerank_argv,
     rerank_inputs,
     train_argv,
@@ -208,14 +209,7 @@ def test_partial_scores_are_not_reused_for_a_corpus_edited_with_size_and_time_pu
     import petir.rerank as rerank
 
     output = tmp_path / "out.trec"
-
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:  # every query scored, then stopped before the output is written
-        patch.setattr(rerank, "write_run", interrupt)
-        with pytest.raises(SystemExit):
-            run_cli(rerank.main, rerank_argv(rerank_inputs, output))
+    interrupt_rerank(rerank_argv(rerank_inputs, output), monkeypatch)
     corpus = rerank_inputs["corpus"]
     stat, text = corpus.stat(), corpus.read_text()
     corpus.write_text(text.replace("cat", "cow"))  # same size
