@@ -538,7 +538,8 @@ class Trainer:
                 "best": self.best,
             }
             write_trainer_state(staging, state)
-        record_written(self.output, self.output / CHECKPOINT_DIR)
+            files = [path.relative_to(staging) for path in staging.rglob("*") if path.is_file()]
+            record_written(self.output, *(self.output / CHECKPOINT_DIR / file for file in files))  # before the swap
 
     def _load_checkpoint(self) -> None:
         directory = recover_directory(self.output / CHECKPOINT_DIR)
@@ -603,8 +604,9 @@ def check_run_directory(output: Path, resume: bool, overwrite: bool) -> None:
     foreign = [name for folder in SWAPPED_DIRS for name in unrecorded(output, folder)] if overwrite else []
     if foreign:
         raise PetirError(
-            f"--overwrite: {output / foreign[0]} was not written by petir, and its folder is replaced whole; move "
-            f"it out{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, or pick a new --output"
+            f"--overwrite: {output / foreign[0]} is not among the files petir recorded writing (yours, or an older "
+            "petir's) and its folder is replaced whole; move it out"
+            f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, or pick a new --output"
         )
     recover_directory(output / CHECKPOINT_DIR)
     has_checkpoint = (output / CHECKPOINT_DIR).is_dir() or (output / LADDER_DIR).is_dir()  # a ladder: rungs

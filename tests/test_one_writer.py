@@ -142,7 +142,7 @@ def test_overwrite_keeps_a_users_files_in_model_and_tensorboard(tiny_backbone, t
     (output / MODEL_DIR / "my-weights.bin").write_bytes(b"mine")  # in a folder the run replaces whole
     before = tree(output)
     error = run_cli(main, train_argv(tiny_backbone, triples, output, "--overwrite"))
-    assert_one_line(error, output / MODEL_DIR / "my-weights.bin", "not written by petir")
+    assert_one_line(error, output / MODEL_DIR / "my-weights.bin", "not among the files petir recorded writing")
     assert tree(output) == before
 
 
