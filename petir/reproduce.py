@@ -35,7 +35,7 @@ from petir.data import corpus_path, read_qrels
 from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
-from petir.files import check_output, foreign_entries, listing
+from petir.files import check_output, foreign_entries, listing, output_lock
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS
 from petir.report import (
@@ -407,6 +407,11 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    with output_lock(args.output, directory=True):  # one study per directory; each training run locks its own
+        _run_study(args)
+
+
+def _run_study(args: argparse.Namespace) -> None:
     variants = study_entries(args.methods)
     settings = settings_from_args(args)
     cli.use_threads(args.threads)

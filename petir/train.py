@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,7 +16,7 @@ from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.distributed import main_process_first
 from petir.errors import PetirError
-from petir.files import remove_output
+from petir.files import output_lock, remove_written
 from petir.ladder import describe_ladder, pick_learning_rate
 from petir.pet import (
     BUDGETS,
@@ -177,8 +178,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     cli.add_dataclass_flags(run, RunOptions)
     cli.add_overwrite_flag(
         run,
-        f"what an earlier run wrote in --output ({', '.join(RUN_OUTPUTS)} are deleted and the run starts over); "
-        "other files there are kept",
+        f"what an earlier run wrote in --output (the files of {', '.join(RUN_OUTPUTS)} that petir recorded writing "
+        "are deleted and the run starts over); other files there are kept",
     )
     return parser
 
@@ -250,6 +251,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     check_flags(parser, args)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 holds the lock, the trainer's too
+    with output_lock(args.output, directory=True) if main_rank else contextlib.nullcontext():
+        return _train(args, argv)
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The run of :func:`main`, under the output's lock: taken before the minutes of data loading and the step-0 dev
+    check, so a second writer (or a --resume of this live run) is refused at once."""
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
     asked = parse_pet_options(args.pet)
     method, pet_options = resolve(args.method, asked, args.budget)
@@ -307,8 +316,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     resume, overwrite = args.resume, args.overwrite
     if ladder:
         if overwrite:
-            for name in RUN_OUTPUTS:  # the ladder writes first: start over before it, not after
-                remove_output(args.output / name)
+            remove_written(args.output)  # the ladder writes first: start over before it, not after
         del model  # each rung builds its own, and the run one more
         picked = pick_learning_rate(build_model, sampler, config, evaluate, default_rate, resume)
         extra = {**config.extra, "lr_ladder": picked}
