@@ -42,7 +42,7 @@ from torch import nn
 import petir
 from petir.cli import ArgumentParser, Bounded, add_overwrite_flag, resolve_device, run
 from petir.errors import PetirError, check_choice
-from petir.files import check_new_directory, staged_directory
+from petir.files import check_new_directory, output_lock, staged_directory
 from petir.models import PetModel
 from petir.onnx_runtime import (
     INT8_FILE,
@@ -98,6 +98,11 @@ def export(
         raise PetirError("ONNX export needs the onnx package next to torch: pip install 'onnx>=1.16'")
     model_dir = Path(model_dir)
     target = Path(output) if output is not None else model_dir / ONNX_DIR
+    with output_lock(target, directory=True):  # one writer, from the check to the swap
+        return _export(model_dir, target, opset, backbone, overwrite)
+
+
+def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, overwrite: bool) -> tuple[Path, float]:
     check_new_directory(target, overwrite, source=model_dir, inside_source=True)
     config = read_config(model_dir)
     model = get_task(config["task"]).model.load(model_dir, backbone, "cpu", config=config)

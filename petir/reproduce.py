@@ -25,6 +25,7 @@ from pathlib import Path
 from petir import cli
 from petir.data import read_qrels
 from petir.datasets import resolve_beir
+from petir.files import output_lock
 from petir.pet import VARIANTS
 from petir.study import STAGES, get_stage
 from petir.study.entries import ABLATIONS, MAIN_VARIANTS, seed_list, seeds_of, study_entries
@@ -72,6 +73,11 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    with output_lock(args.output, directory=True):  # one study per directory; each training run locks its own
+        _run_study(args)
+
+
+def _run_study(args: argparse.Namespace) -> None:
     variants = study_entries(args.methods)
     settings = settings_from_args(args)
     cli.use_threads(args.threads)

@@ -63,9 +63,9 @@ class Threads:
     """``petir.workspace``'s thread count, which it passes to Pyserini."""
 
     threads: int = cli.option(
-        cli.Computed(cli.default_threads),
-        "threads Pyserini indexes with (default: $OMP_NUM_THREADS, else the idle cores)",
-        bounds=cli.Bounded(int, minimum=1),
+        cli.AUTO_THREADS,
+        "threads Pyserini indexes with: a number >= 1, or auto: $OMP_NUM_THREADS, else the idle cores",
+        parse=cli.parse_threads,
     )
 
 

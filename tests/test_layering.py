@@ -41,7 +41,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model format": ("petir.card", "petir.models", "petir.onnx_runtime"),
     "tasks": ("petir.tasks.*",),
     "training": ("petir.trainer", "petir.ladder", "petir.training_data"),
-    "commands": ("petir.train", "petir.rerank", "petir.onnx", "petir.export", "petir.readers"),
+    "commands": ("petir.train", "petir.rerank", "petir.onnx", "petir.export", "petir.readers", "petir.console"),
     "study": ("petir.study.*", "petir.reproduce"),
 }
 #: The most lines a module may have; trainer.py waits for its split into the loop, the run directory and the

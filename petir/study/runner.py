@@ -108,9 +108,10 @@ class StudySettings:
     dev_depth: int = cli.option(100, "rerank dev: the BM25 top-k each dev query re-ranks (as at test)", bounds=POSITIVE)
     hits: int = cli.option(1000, "retrieval depth of the test runs", bounds=POSITIVE)
     threads: int = cli.option(
-        cli.Computed(cli.default_threads),
-        "CPU threads for every step, Pyserini's included (default: $OMP_NUM_THREADS, else the idle cores)",
-        bounds=POSITIVE,
+        cli.AUTO_THREADS,
+        "CPU threads for every step, Pyserini's included: a number >= 1, or auto: $OMP_NUM_THREADS, else the idle "
+        "cores",
+        parse=cli.parse_threads,
     )
     dry_run: bool = cli.option(False, "print the commands without running them")
     stages: dict[str, Any] = field(default_factory=dict)
