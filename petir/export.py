@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from petir import cli
+from petir.backbone import backbone_pooler
 from petir.errors import PetirError
 from petir.files import check_new_directory, staged_directory
 from petir.models import PetModel
@@ -52,6 +53,8 @@ def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -
         if method.export_extra is not None:
             method.export_extra(model.encoder, model.backbone, staging)
         method.merge(model.encoder)
+        if hasattr(model.encoder, "pooler"):  # dropped for training; the export's class expects its weights
+            model.encoder.pooler = backbone_pooler(model.backbone)
         model.encoder.save_pretrained(staging)
         model.tokenizer.save_pretrained(staging)
         task.export(model, staging, Path(model_dir))

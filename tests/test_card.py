@@ -125,6 +125,28 @@ def test_cards_carry_hugging_face_front_matter(files, tiny_backbone, tmp_path, t
     }
     assert f"learning rate {settings['learning_rate']:g}, seed {settings['seed']}" in card.text
     assert ("python -m petir.export" in card.text) is plain
+    # the training command as another machine types it: the data by name, the output relative, no path of this one
+    command = next(line for line in card.text.splitlines() if line.startswith("`python -m petir.train "))
+    assert "--data toyset" in command and "--output run " in command and str(tmp_path) not in card.text
+    assert "--negatives-run NEGATIVES_RUN" in command and "--backbone BACKBONE" in command
+    assert "`NEGATIVES_RUN`, `BACKBONE`" in card.text and str(files["root"]) not in card.text
+    # an install line that works today, and what the commands' placeholders stand for
+    assert "`pip install petir` finds no such package" in card.text and 'pip install "git+REPOSITORY_URL"' in card.text
+    assert "`THIS_DIR`: this model's directory" in card.text and "`TOPICS`: the queries" in card.text
+    if plain:
+        assert "`COLLECTION`: the passages as a Pyserini JSONL collection" in card.text
+        exported = ModelCard.load(export(model, tmp_path / "exported") / "README.md")
+        assert exported.data.library_name == "sentence-transformers" and exported.data.datasets == ["toyset"]
+        assert exported.data.eval_results == data.eval_results and exported.data.license == data.license
+        assert "`COLLECTION`: the passages" in exported.text and str(tmp_path) not in exported.text
+
+
+def test_a_packaged_backbones_license_is_on_the_card_though_its_files_carry_no_card():
+    """SPLADE-tiny comes from a wheel as four model files, no README: its licence is recorded with it."""
+    from petir.backbone import WHEEL_MODELS
+    from petir.card import backbone_license
+
+    assert backbone_license("splade-tiny") == WHEEL_MODELS["splade-tiny"].license == "apache-2.0"
 
 
 def test_a_hub_backbone_is_the_cards_base_model(tiny_backbone, monkeypatch):

@@ -212,8 +212,10 @@ POOLING_MODES = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_to
 def export_files(model: BiEncoder, directory: Path, source: Path) -> None:
     """What makes the merged backbone in ``directory`` a retriever without petir: the sentence-transformers modules
     (pooling, normalisation) and a README.md with the stock Pyserini flags."""
+    from petir.card import export_card  # the card module reads the task registry, which imports this one
+
     _save_sentence_transformers_files(model, directory)
-    (directory / "README.md").write_text(_card(model, source))
+    (directory / "README.md").write_text(export_card(source, _card(model, source)))
 
 
 def _save_sentence_transformers_files(model: BiEncoder, directory: Path) -> None:
@@ -250,7 +252,7 @@ def _card(model: BiEncoder, source: Path) -> str:
     return f"""# {model.method} retriever exported from petir
 
 A plain Hugging Face model (`{model.encoder.config.model_type}`): petir's trained `{model.method}` weights folded into
-`{model.backbone}`, exported from `{source}` by `python -m petir.export`. No petir needed to use it.
+`{model.backbone}`, exported from `{source.name}` by `python -m petir.export`. No petir needed to use it.
 
 {pyserini_commands(model, flags)}
 
