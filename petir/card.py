@@ -19,6 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, mod
 from huggingface_hub.errors import HfHubHTTPError
 
 from petir.backbone import WHEEL_MODELS, resolve_backbone
+from petir.files import write_lines_atomic
 from petir.pet import get_method, make_config, saved_budget, variant_of
 from petir.tasks import get_task
 
@@ -154,6 +155,34 @@ def export_card(source: Path, body: str) -> str:
     data.library_name = "sentence-transformers"
     data.tags = list(dict.fromkeys([*(data.tags or []), "sentence-transformers"]))
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n{placeholder_notes(body)}\n"))
+
+
+#: The heading of the card's test results, which :func:`add_test_results` writes (and rewrites).
+TEST_HEADING = "## Test"
+
+
+def add_test_results(model_dir: Path, dataset: str, results: dict[str, float], how: str) -> None:
+    """Record the test-split ``results`` petir computed for the model saved in ``model_dir`` in its card: model-index
+    entries naming ``dataset`` and its test split (beside the dev ones), and a section saying ``how`` they were
+    computed; earlier test results are replaced, so a study that evaluates again leaves one set."""
+    path = Path(model_dir) / "README.md"
+    card = ModelCard.load(path, ignore_metadata_errors=True)
+    data = card.data
+    data.eval_results = [r for r in data.eval_results or [] if r.dataset_split != "test"] + [
+        EvalResult(
+            task_type=data.pipeline_tag,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split="test",
+            metric_type=metric,
+            metric_value=value,
+        )
+        for metric, value in results.items()
+    ]
+    data.model_name = data.model_name or Path(model_dir).name  # model-index entries need a name
+    text = card.text.split(f"\n{TEST_HEADING}\n")[0].rstrip("\n")
+    section = f"{TEST_HEADING}\n\n{dataset}, test split: {_metrics(results)} ({how}).\n"
+    write_lines_atomic(path, [f"---\n{data.to_yaml()}\n---\n{text}\n\n{section}"])
 
 
 def _ladder_line(ladder: dict[str, Any]) -> str:

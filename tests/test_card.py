@@ -141,6 +141,28 @@ def test_cards_carry_hugging_face_front_matter(files, tiny_backbone, tmp_path, t
         assert "`COLLECTION`: the passages" in exported.text and str(tmp_path) not in exported.text
 
 
+def test_test_results_join_the_dev_ones_in_the_card_and_replace_earlier_test_results(files, tiny_backbone, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from petir.card import add_test_results
+
+    model = trained(files, tiny_backbone, tmp_path / "run", "--method", "lora")
+    dev = ModelCard.load(model / "README.md").data.eval_results
+    add_test_results(model, "toyset", {"ndcg@10": 0.5, "recall@100": 0.75}, "computed by hand")
+    add_test_results(model, "toyset", {"ndcg@10": 0.625, "recall@100": 0.875}, "computed again")
+    card = ModelCard.load(model / "README.md")
+    test = [r for r in card.data.eval_results if r.dataset_split == "test"]
+    assert card.data.eval_results[: len(dev)] == dev and len(card.data.eval_results) == len(dev) + 2
+    assert {(r.dataset_name, r.metric_type, r.metric_value) for r in test} == {
+        ("toyset", "ndcg@10", 0.625),
+        ("toyset", "recall@100", 0.875),
+    }
+    assert (
+        card.text.count("## Test") == 1
+        and "toyset, test split: ndcg@10 0.625, recall@100 0.875 (computed again)" in card.text
+    )
+
+
 def test_a_packaged_backbones_license_is_on_the_card_though_its_files_carry_no_card():
     """SPLADE-tiny comes from a wheel as four model files, no README: its licence is recorded with it."""
     from petir.backbone import WHEEL_MODELS
