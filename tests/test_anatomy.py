@@ -262,6 +262,19 @@ def test_methods_that_need_no_map_train_an_encoder_outside_it_and_the_others_ref
         assert "\n" not in message and message.startswith(f"{name} ") and "'modernbert'" in message
     # BitFit needs no map, but ModernBERT has no bias to train; its LayerNorm gains it can
     assert BiEncoder(backbone, "bitfit", {"layer_norm": "true"}).parameter_report()["trainable"] > 0
+    # a re-ranker's head takes the dropout transformers' own classification heads take there (classifier_dropout)
+    scores = CrossEncoder(backbone, *resolve("lora")).score(["the cat"], ["the cat sat on the mat"])
+    assert scores.shape == (1,) and np.isfinite(scores).all()
+
+
+def test_lora_on_an_unmapped_architecture_that_peft_knows_takes_pefts_targets():
+    from peft.tuners.lora import LoraLayer
+
+    # DeBERTa v1 projects query, key and value in one matrix, which PEFT targets as in_proj
+    model = random_encoder("deberta", vocab_size=50, pad_token_id=0, **SIZES)
+    apply_pet(model, "lora", make_config(*resolve("lora")))
+    updated = sorted(name for name, module in model.named_modules() if isinstance(module, LoraLayer))
+    assert updated == [f"encoder.layer.{i}.attention.self.in_proj" for i in range(SIZES["num_hidden_layers"])]
 
 
 def test_train_help_on_a_backbone_lists_exactly_what_training_accepts(tmp_path, capsys):
