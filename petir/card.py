@@ -168,21 +168,27 @@ def add_test_results(model_dir: Path, dataset: str, results: dict[str, float], h
     path = Path(model_dir) / "README.md"
     card = ModelCard.load(path, ignore_metadata_errors=True)
     data = card.data
-    data.eval_results = [r for r in data.eval_results or [] if r.dataset_split != "test"] + [
+    kept = [r for r in data.eval_results or [] if r.dataset_split != "test"]
+    data.eval_results = kept + _eval_results(data.pipeline_tag, dataset, "test", results)
+    data.model_name = data.model_name or Path(model_dir).name  # model-index entries need a name
+    text = card.text.split(f"\n{TEST_HEADING}\n")[0].rstrip("\n")
+    section = f"{TEST_HEADING}\n\n{dataset}, test split: {_metrics(results)} ({how}).\n"
+    write_lines_atomic(path, [f"---\n{data.to_yaml()}\n---\n{text}\n\n{section}"])
+
+
+def _eval_results(task_type: str, dataset: str, split: str, results: dict[str, float]) -> list[EvalResult]:
+    """Model-index entries: each of ``results`` (metric -> value) on ``dataset``'s ``split``."""
+    return [
         EvalResult(
-            task_type=data.pipeline_tag,
+            task_type=task_type,
             dataset_type=dataset,
             dataset_name=dataset,
-            dataset_split="test",
+            dataset_split=split,
             metric_type=metric,
             metric_value=value,
         )
         for metric, value in results.items()
     ]
-    data.model_name = data.model_name or Path(model_dir).name  # model-index entries need a name
-    text = card.text.split(f"\n{TEST_HEADING}\n")[0].rstrip("\n")
-    section = f"{TEST_HEADING}\n\n{dataset}, test split: {_metrics(results)} ({how}).\n"
-    write_lines_atomic(path, [f"---\n{data.to_yaml()}\n---\n{text}\n\n{section}"])
 
 
 def _ladder_line(ladder: dict[str, Any]) -> str:
@@ -206,18 +212,7 @@ def _card_data(config: dict[str, Any], variant: str, training: dict[str, Any] | 
     dev = ((training or {}).get("kept") or {}).get("dev") or (training or {}).get("final_dev") or {}
     backbone = config["backbone"]
     name = f"petir-{task.name}-{variant}"
-    results = [
-        EvalResult(
-            task_type=task.pipeline_tag,
-            dataset_type=dataset,
-            dataset_name=dataset,
-            dataset_split="dev",
-            metric_type=metric,
-            metric_value=value,
-        )
-        for metric, value in dev.items()
-        if dataset
-    ]
+    results = _eval_results(task.pipeline_tag, dataset, "dev", dev) if dataset else []
     return ModelCardData(
         library_name="petir",
         base_model=None if Path(backbone).exists() else backbone,
