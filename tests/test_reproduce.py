@@ -80,7 +80,7 @@ def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monke
     assert len(metrics) == 3  # BM25, zero-shot backbone, the trained adapter
     from huggingface_hub import ModelCard
 
-    (card,) = [ModelCard.load(path) for path in (first / "retrieval").rglob("model/README.md")]  # the adapter's
+    (card,) = [ModelCard.load(path) for path in (first / "retrieval").glob("*/seed*/model/README.md")]  # adapter
     (adapter,) = [path for path in metrics if "adapter" in str(path)]
     tested = {r.metric_type: r.metric_value for r in card.data.eval_results if r.dataset_split == "test"}
     assert tested == json.loads((first / adapter).read_text())  # the study's test numbers, in the model's card
