@@ -212,8 +212,10 @@ POOLING_MODES = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_to
 def export_files(model: BiEncoder, directory: Path, source: Path) -> None:
     """What makes the merged backbone in ``directory`` a retriever without petir: the sentence-transformers modules
     (pooling, normalisation) and a README.md with the stock Pyserini flags."""
+    from petir.card import export_card  # the card module reads the task registry, which imports this one
+
     _save_sentence_transformers_files(model, directory)
-    (directory / "README.md").write_text(_card(model, source))
+    (directory / "README.md").write_text(export_card(source, _card(model, source)))
 
 
 def _save_sentence_transformers_files(model: BiEncoder, directory: Path) -> None:
@@ -250,7 +252,7 @@ def _card(model: BiEncoder, source: Path) -> str:
     return f"""# {model.method} retriever exported from petir
 
 A plain Hugging Face model (`{model.encoder.config.model_type}`): petir's trained `{model.method}` weights folded into
-`{model.backbone}`, exported from `{source}` by `python -m petir.export`. No petir needed to use it.
+`{model.backbone}`, exported from `{source.name}` by `python -m petir.export`. No petir needed to use it.
 
 {pyserini_commands(model, flags)}
 
@@ -340,8 +342,19 @@ class RetrievalStage(StudyStage):
                     flush=True,
                 )
                 continue
-            row.update(study.evaluate(self.dense_run(study, str(run_dir / MODEL_DIR), run_dir)))
+            results = study.evaluate(self.dense_run(study, str(run_dir / MODEL_DIR), run_dir))
+            row.update(results)
+            if results:  # a dry run computes none
+                self._card_test_results(study, run_dir / MODEL_DIR, results)
         return rows + trained
+
+    def _card_test_results(self, study: Study, model_dir: Path, results: dict[str, Any]) -> None:
+        """The model's test numbers, as this stage computed them, into its card (the study trained the model)."""
+        from petir.card import add_test_results  # the card module reads the task registry, which imports this one
+
+        how = f"stock pyserini.encode and pyserini.search.faiss, {study.s.hits} hits, trec_eval -c; petir.reproduce"
+        scores = {name: value for name, value in results.items() if isinstance(value, float)}
+        add_test_results(model_dir, study.s.data.name, scores, how)
 
     def first_stages(self, study: Study, seed: int) -> dict[str, Path]:
         """BM25, and the best trained dense run of ``seed`` (by nDCG@10) if this stage has run."""
