@@ -13,9 +13,12 @@ dense(hidden)) + x)`` (:class:`FusedAddNorm`). DistilBERT's transformer block an
 residual in their own forward instead (:class:`OpenAddNorm`): there the sub-layer's input ``x``, its output ``h``
 and the LayerNorm are three places, which PET methods wrap separately.
 
-Not supported: ModernBERT (pre-LN layers, ``x + Attention(LayerNorm(x))``, have no Add & Norm after a sub-layer,
-so the paper's placements before and after it have no faithful counterpart; its query, key and value are one fused
-projection) and DeBERTa v1 (``deberta``, whose attention projects query, key and value in one matrix).
+Architectures without an entry (ModernBERT, whose pre-LN layers, ``x + Attention(LayerNorm(x))``, have no Add &
+Norm after a sub-layer, so the paper's placements before and after it have no faithful counterpart; DeBERTa v1,
+whose attention projects query, key and value in one matrix) still train with the methods that need no map (full
+fine-tuning, BitFit, LoRA: the registry's ``needs_layer_map``); the other methods refuse them in one line.
+Architectures that are another's code under their own ``model_type`` (camembert and data2vec-text are RoBERTa's)
+share its entry.
 """
 
 from __future__ import annotations
@@ -106,12 +109,16 @@ _BERT = Anatomy(
     projections={"query": "query", "key": "key", "value": "value"},
 )
 
-#: Every supported architecture, by ``config.model_type``.
+_ROBERTA = dataclasses.replace(_BERT, positions_after_padding=True)
+
+#: Every mapped architecture, by ``config.model_type``.
 ANATOMIES: dict[str, Anatomy] = {
     "bert": _BERT,  # also MiniLM and other BERT-architecture checkpoints
     "electra": _BERT,
-    "roberta": dataclasses.replace(_BERT, positions_after_padding=True),
-    "xlm-roberta": dataclasses.replace(_BERT, positions_after_padding=True),
+    "roberta": _ROBERTA,
+    "xlm-roberta": _ROBERTA,
+    "camembert": _ROBERTA,  # RoBERTa's code under its own model_type, as is data2vec-text
+    "data2vec-text": _ROBERTA,
     "distilbert": Anatomy(
         encoder="transformer",
         layers="transformer.layer",
@@ -154,6 +161,23 @@ def anatomy_for(model_type: str) -> Anatomy:
             f"(config.model_type): {', '.join(ANATOMIES)}"
         )
     return ANATOMIES[model_type]
+
+
+def max_tokens(config: Any) -> int:
+    """The most tokens one text may have on an encoder of ``config``, mapped or not (:meth:`Anatomy.max_tokens`;
+    an architecture without an entry numbers positions from 0, as ModernBERT's rotary positions do)."""
+    anatomy = ANATOMIES.get(config.model_type)
+    return anatomy.max_tokens(config) if anatomy else config.max_position_embeddings
+
+
+def hidden_dropout(config: Any) -> float:
+    """The dropout a head over the encoder's states gets: the hidden-state dropout (``hidden_dropout_prob``, under
+    a mapped architecture's own name); where the architecture has no entry, what transformers' own classification
+    heads take, ``classifier_dropout`` (ModernBERT's), else none."""
+    anatomy = ANATOMIES.get(config.model_type)
+    if anatomy:
+        return anatomy.config_value(config, "hidden_dropout_prob")
+    return getattr(config, "classifier_dropout", None) or getattr(config, "hidden_dropout_prob", None) or 0.0
 
 
 def anatomy_of(model: nn.Module) -> Anatomy:

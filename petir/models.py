@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import petir
-from petir.anatomy import anatomy_of
+from petir.anatomy import max_tokens
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.batching import GraphOutput, tokenize
 from petir.data import Corpus, Pools, Queries, Run, read_json, require_fields
@@ -369,7 +369,7 @@ class PetModel(nn.Module):
 def _length_limit(encoder: nn.Module, tokenizer: Any) -> int:
     """The most tokens the backbone takes: the position embeddings a token can use, or the tokenizer's limit if
     smaller."""
-    limit = anatomy_of(encoder).max_tokens(encoder.config)
+    limit = max_tokens(encoder.config)
     declared = getattr(tokenizer, "model_max_length", limit)
     return min(limit, declared) if declared < 10**6 else limit  # tokenizers without a limit declare 1e30
 

@@ -84,6 +84,7 @@ def _method_help(backbone: str | None) -> str:
         f"variants (--method NAME) and budget presets (--budget, default {DEFAULT_BUDGET}): the paper's widths for "
         f"BERT-base; trainable {where} (bi-encoder):",
     ]
+    refused = []
     for name, (method, variant) in VARIANTS.items():
         presets = variant.budgets or {"-": {}}
         for budget, preset in presets.items():
@@ -95,9 +96,12 @@ def _method_help(backbone: str | None) -> str:
                         backbone_config, method.name, make_config(*resolve(name, {}, None if budget == "-" else budget))
                     )
                     count = f"{trainable:>11,} ({100 * trainable / total:.3f} %)"
-                except PetirError:  # the architecture has no place for it (DeBERTa takes no prefix): --method says why
-                    count = "not on this backbone"
+                except PetirError:  # training refuses it the same way (DeBERTa takes no prefix, ModernBERT no map)
+                    refused.append(name)
+                    continue
             lines.append(f"  {name:<18} {budget:>4}  {shown:<38} {count}".rstrip())
+    if refused:
+        lines.append(f"  not on {backbone} (--method NAME says why): {', '.join(dict.fromkeys(refused))}")
     return "\n".join(lines)
 
 

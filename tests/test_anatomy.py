@@ -222,19 +222,79 @@ def test_an_architecture_without_prefixes_refuses_them_in_one_line(arch):
     assert len(refused) < len(PET_VARIANTS)
 
 
-def test_unsupported_architectures_are_refused_with_the_supported_ones_listed(tmp_path):
-    from transformers import ModernBertConfig, ModernBertModel
+# -- an encoder outside the map (ModernBERT): the methods that need no map train, the others refuse in one line ----
+#: A tiny ModernBERT whose special tokens are TINY_VOCAB's (its defaults point past a 50-token vocabulary).
+MODERNBERT = {
+    **SIZES,
+    "max_position_embeddings": 128,
+    **{f"{token}_token_id": TINY_VOCAB.index(f"[{token.upper()}]") for token in ("cls", "sep", "mask")},
+    "bos_token_id": TINY_VOCAB.index("[CLS]"),
+    "eos_token_id": TINY_VOCAB.index("[SEP]"),
+}
 
-    config = ModernBertConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, pad_token_id=0
-    )
-    encoder = ModernBertModel(config)
-    refusal = f"'modernbert' encoder are; supported architectures \\(config.model_type\\): {', '.join(ANATOMIES)}$"
+
+def modernbert(tmp_path) -> str:
+    """A saved tiny random ModernBERT backbone, with TINY_VOCAB's word-piece tokenizer."""
+    return str(random_backbone(tmp_path / "modernbert", TINY_VOCAB, 0, "modernbert", **MODERNBERT))
+
+
+def test_methods_that_need_no_map_train_an_encoder_outside_it_and_the_others_refuse(tmp_path):
+    from peft.tuners.lora import LoraLayer
+
+    assert "modernbert" not in ANATOMIES
+    backbone = modernbert(tmp_path)
+    full = BiEncoder(backbone, *resolve("full"))
+    assert full.parameter_report()["trainable"] == full.parameter_report()["backbone"]
+    lora = BiEncoder(backbone, *resolve("lora"))
+    updated = sorted(name for name, module in lora.encoder.named_modules() if isinstance(module, LoraLayer))
+    # query, key and value are one fused Wqkv: the roles stand for the linear layers inside the attention, and
+    # attn.Wo is not the feed-forward's mlp.Wo
+    assert updated == [f"layers.{i}.attn.{name}" for i in range(SIZES["num_hidden_layers"]) for name in ("Wo", "Wqkv")]
+    for model in (full, lora):
+        before = model.encode(["the cat"])
+        train_one_step(model.encoder)
+        assert not np.allclose(model.encode(["the cat"]), before)
     for name, options in PET_VARIANTS:
-        with pytest.raises(PetirError, match=refusal):
-            BiEncoder.on_backbone("modernbert", encoder, None, name, options)
-    with pytest.raises(PetirError, match=refusal):
-        random_backbone(tmp_path, TINY_VOCAB, model_type="modernbert")
+        if name in ("full", "lora"):
+            continue
+        with pytest.raises(PetirError) as refusal:
+            BiEncoder(backbone, name, options)
+        message = str(refusal.value)
+        assert "\n" not in message and message.startswith(f"{name} ") and "'modernbert'" in message
+    # BitFit needs no map, but ModernBERT has no bias to train; its LayerNorm gains it can
+    assert BiEncoder(backbone, "bitfit", {"layer_norm": "true"}).parameter_report()["trainable"] > 0
+    # a re-ranker's head takes the dropout transformers' own classification heads take there (classifier_dropout)
+    scores = CrossEncoder(backbone, *resolve("lora")).score(["the cat"], ["the cat sat on the mat"])
+    assert scores.shape == (1,) and np.isfinite(scores).all()
+
+
+def test_lora_on_an_unmapped_architecture_that_peft_knows_takes_pefts_targets():
+    from peft.tuners.lora import LoraLayer
+
+    # DeBERTa v1 projects query, key and value in one matrix, which PEFT targets as in_proj
+    model = random_encoder("deberta", vocab_size=50, pad_token_id=0, **SIZES)
+    apply_pet(model, "lora", make_config(*resolve("lora")))
+    updated = sorted(name for name, module in model.named_modules() if isinstance(module, LoraLayer))
+    assert updated == [f"encoder.layer.{i}.attention.self.in_proj" for i in range(SIZES["num_hidden_layers"])]
+
+
+def test_train_help_on_a_backbone_lists_exactly_what_training_accepts(tmp_path, capsys):
+    from petir.train import main as train_main
+
+    with pytest.raises(SystemExit, match="0"):
+        train_main(["--help", "--backbone", modernbert(tmp_path)])
+    listed = capsys.readouterr().out
+    rows = listed[listed.index("variants (--method NAME)") :].split("\n\n")[0].splitlines()[1:]
+    assert [row.split()[0] for row in rows[:-1]] == ["full", "lora", "lora"]  # ModernBERT has no bias for BitFit
+    refused = [name for name in PET_IDS if name not in ("full", "lora")]
+    assert rows[-1].startswith("  not on") and rows[-1].endswith(": " + ", ".join(refused))
+
+
+def test_an_architecture_with_a_mapped_layout_under_another_name_takes_its_entry():
+    # camembert is RoBERTa's code under its own model_type: IAA-L (which needs the map) trains on it.
+    model = with_method("camembert", *resolve("iaa-l"))
+    assert ANATOMIES["camembert"] == ANATOMIES["roberta"]
+    assert any(parameter.requires_grad for parameter in model.parameters())
 
 
 def test_length_limits_leave_out_the_positions_a_token_cannot_use():
@@ -300,13 +360,18 @@ def test_cross_encoder_builds_its_head_and_scores_on_every_architecture(backbone
     assert model.max_length <= ANATOMIES[arch].max_tokens(model.encoder.config)
 
 
+def write_triples(path) -> None:
+    """Four (query, positive, negative) training triples over TINY_VOCAB, as a TSV file."""
+    rows = [("cat on a mat", "the cat sat on the mat", "a dog"), ("cancer risk", "cancer risk increase", "a mat")]
+    rows += [("gene", "protein gene cell", "the cat"), ("dog", "a dog sat", "gene study")]
+    path.write_text("".join("\t".join(row) + "\n" for row in rows))
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_train_cli_trains_saves_and_loads_on_a_random_backbone_of_every_architecture(backbone_dir, tmp_path, arch):
     from petir.train import main as train_main
 
-    rows = [("cat on a mat", "the cat sat on the mat", "a dog"), ("cancer risk", "cancer risk increase", "a mat")]
-    rows += [("gene", "protein gene cell", "the cat"), ("dog", "a dog sat", "gene study")]
-    (tmp_path / "triples.tsv").write_text("".join("\t".join(row) + "\n" for row in rows))
+    write_triples(tmp_path / "triples.tsv")
     argv = flags(triples=tmp_path / "triples.tsv", backbone=backbone_dir(arch), steps=2, batch_size=2, device="cpu")
     error = run_cli(train_main, [*argv, *flags(dev_queries=1, eval_every=2, output=tmp_path / "run")])
     assert error is None, error

@@ -14,7 +14,7 @@ import pytest
 from conftest import require_data
 from petir import bm25, data
 from petir.errors import DataError, PetirError
-from petir.evaluate import evaluate_run, trec_eval
+from petir.evaluate import evaluate_files, evaluate_run, trec_eval
 
 # --- hard negatives, qid spelling, argument errors (no Java) ----------------------------------------------------------
 
@@ -120,6 +120,15 @@ def test_bm25_scifact_reproduces_pyserini(shared_data, tmp_path, restore_java_en
     run = data.read_run(run_path)
     assert len(run) == 300
     assert evaluate_run(qrels, run) == pytest.approx(reference, abs=1e-4)
+    start = time.perf_counter()
+    assert evaluate_files(qrels_path, run_path) == reference  # petir.evaluate's numbers: trec_eval's, to the digit
+    print(f"evaluate_files (in process) {time.perf_counter() - start:.1f}s")
+    # Every kind of measure trec_eval has: cut-offs, set measures, sums (num_*), a geometric mean (gm_map).
+    measures = (
+        *("map", "P.5,10", "Rprec", "bpref", "recip_rank", "gm_map", "success.1", "set_F", "ndcg", "map_cut.100"),
+        *("infAP", "set_recall", "num_q", "num_ret", "num_rel", "num_rel_ret"),
+    )
+    assert evaluate_files(qrels_path, run_path, measures) == trec_eval(qrels_path, run_path, measures)
 
     negatives = bm25.mine_hard_negatives(run, qrels, depth=20)
     assert len(negatives) == 300

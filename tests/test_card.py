@@ -125,6 +125,50 @@ def test_cards_carry_hugging_face_front_matter(files, tiny_backbone, tmp_path, t
     }
     assert f"learning rate {settings['learning_rate']:g}, seed {settings['seed']}" in card.text
     assert ("python -m petir.export" in card.text) is plain
+    # the training command as another machine types it: the data by name, the output relative, no path of this one
+    command = next(line for line in card.text.splitlines() if line.startswith("`python -m petir.train "))
+    assert "--data toyset" in command and "--output run " in command and str(tmp_path) not in card.text
+    assert "--negatives-run NEGATIVES_RUN" in command and "--backbone BACKBONE" in command
+    assert "`NEGATIVES_RUN`, `BACKBONE`" in card.text and str(files["root"]) not in card.text
+    # an install line that works today, and what the commands' placeholders stand for
+    assert "`pip install petir` finds no such package" in card.text and 'pip install "git+REPOSITORY_URL"' in card.text
+    assert "`THIS_DIR`: this model's directory" in card.text and "`TOPICS`: the queries" in card.text
+    if plain:
+        assert "`COLLECTION`: the passages as a Pyserini JSONL collection" in card.text
+        exported = ModelCard.load(export(model, tmp_path / "exported") / "README.md")
+        assert exported.data.library_name == "sentence-transformers" and exported.data.datasets == ["toyset"]
+        assert exported.data.eval_results == data.eval_results and exported.data.license == data.license
+        assert "`COLLECTION`: the passages" in exported.text and str(tmp_path) not in exported.text
+
+
+def test_test_results_join_the_dev_ones_in_the_card_and_replace_earlier_test_results(files, tiny_backbone, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from petir.card import add_test_results
+
+    model = trained(files, tiny_backbone, tmp_path / "run", "--method", "lora")
+    dev = ModelCard.load(model / "README.md").data.eval_results
+    add_test_results(model, "toyset", {"ndcg@10": 0.5, "recall@100": 0.75}, "computed by hand")
+    add_test_results(model, "toyset", {"ndcg@10": 0.625, "recall@100": 0.875}, "computed again")
+    card = ModelCard.load(model / "README.md")
+    test = [r for r in card.data.eval_results if r.dataset_split == "test"]
+    assert card.data.eval_results[: len(dev)] == dev and len(card.data.eval_results) == len(dev) + 2
+    assert {(r.dataset_name, r.metric_type, r.metric_value) for r in test} == {
+        ("toyset", "ndcg@10", 0.625),
+        ("toyset", "recall@100", 0.875),
+    }
+    assert (
+        card.text.count("## Test") == 1
+        and "toyset, test split: ndcg@10 0.625, recall@100 0.875 (computed again)" in card.text
+    )
+
+
+def test_a_packaged_backbones_license_is_on_the_card_though_its_files_carry_no_card():
+    """SPLADE-tiny comes from a wheel as four model files, no README: its licence is recorded with it."""
+    from petir.backbone import WHEEL_MODELS
+    from petir.card import backbone_license
+
+    assert backbone_license("splade-tiny") == WHEEL_MODELS["splade-tiny"].license == "apache-2.0"
 
 
 def test_a_hub_backbone_is_the_cards_base_model(tiny_backbone, monkeypatch):

@@ -7,9 +7,10 @@ import math
 
 import pytest
 
+from conftest import run_cli
 from petir import data
 from petir.errors import PetirError
-from petir.evaluate import evaluate_run, trec_eval
+from petir.evaluate import evaluate_files, evaluate_run, main, trec_eval
 
 # --- evaluate_run on cases small enough to compute by hand -----------------------------------------------------------
 
@@ -63,30 +64,61 @@ def test_empty_qrels_is_an_error():
         evaluate_run({}, {"q": [("a", 1.0)]})
 
 
+# --- evaluate_files: trec_eval's measures in process -----------------------------------------------------------------
+
+#: Graded qrels, a judged query without relevant docs, a judged query missing from the run, an unjudged run query,
+#: ties, and a file order that disagrees with the scores.
+EDGE_QRELS = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"d4": 0}, "q3": {"d5": 1}, "q5": {f"r{i}": 1 for i in range(3)}}
+EDGE_RUN = {
+    "q1": [("d1", 0.5), ("d3", 1.0), ("d2", 1.0)],
+    "q2": [("d4", 1.0)],
+    "q4": [("d1", 1.0)],
+    "q5": [(f"z{i:02d}", 1.0) for i in range(12)] + [("r0", 1.0), ("r1", 0.1), ("r2", 0.05)],
+}
+
+
+@pytest.fixture
+def edge_files(tmp_path):
+    """EDGE_QRELS and EDGE_RUN as files: (qrels path, run path)."""
+    data.write_qrels(EDGE_QRELS, tmp_path / "qrels.txt")
+    with open(tmp_path / "run.txt", "w") as f:  # written by hand: write_run would sort the file by score
+        for qid, hits in EDGE_RUN.items():
+            for rank, (docid, score) in enumerate(hits, 1):
+                f.write(f"{qid} Q0 {docid} {rank} {score} test\n")
+    return tmp_path / "qrels.txt", tmp_path / "run.txt"
+
+
+def test_evaluate_files_follows_trec_eval_c_like_the_python_twin(edge_files):
+    ours = evaluate_files(*edge_files, metrics=("ndcg_cut.10", "recip_rank", "recall.2,14"))
+    twin = evaluate_run(EDGE_QRELS, EDGE_RUN, k_recall=(2, 14))
+    assert ours == pytest.approx(twin, abs=5e-5)  # rounded to trec_eval's 4 decimals
+    assert ours["mrr@10"] == 0.125  # q5's r0 ties with the z's but sorts after them, at rank 13: cut by -M 10
+
+
+def test_evaluate_files_takes_trec_eval_measure_names(edge_files):
+    # 4 judged queries (-c); relevant: q1 {d1, d2}, q3 {d5}, q5 {r0, r1, r2}. q1 ranks d3 (tie, docid descending),
+    # d2, d1: precision@5 2/5, AP (1/2 + 2/3) / 2; q5 finds its three at ranks 13-15: AP (1/13 + 2/14 + 3/15) / 3.
+    scores = evaluate_files(*edge_files, metrics=("P.5", "map", "num_q", "num_rel_ret"))
+    assert scores["p@5"] == pytest.approx(2 / 5 / 4, abs=5e-5)
+    assert scores["map"] == pytest.approx(((1 / 2 + 2 / 3) / 2 + (1 / 13 + 2 / 14 + 3 / 15) / 3) / 4, abs=5e-5)
+    assert scores["num_q"] == 4 and scores["num_rel_ret"] == 5
+
+
+@pytest.mark.parametrize("measure", ["ndcg@10", "nonsense", "runid"])
+def test_an_unknown_measure_is_a_one_line_error(edge_files, measure):
+    error = run_cli(main, [*map(str, edge_files), "--metrics", "ndcg_cut.10", measure])
+    assert error is not None and f"unknown trec_eval measure {measure!r}" in error and "\n" not in error
+
+
 # --- against the real trec_eval (Java, subprocesses) -----------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_evaluate_run_agrees_with_trec_eval_on_edge_cases(tmp_path, restore_java_env):
-    # Graded qrels, a judged query without relevant docs, a judged query missing from the run, an unjudged run
-    # query, ties, and a file order that disagrees with the scores.
-    qrels = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"d4": 0}, "q3": {"d5": 1}, "q5": {f"r{i}": 1 for i in range(3)}}
-    run = {
-        "q1": [("d1", 0.5), ("d3", 1.0), ("d2", 1.0)],
-        "q2": [("d4", 1.0)],
-        "q4": [("d1", 1.0)],
-        "q5": [(f"z{i:02d}", 1.0) for i in range(12)] + [("r0", 1.0), ("r1", 0.1), ("r2", 0.05)],
-    }
-    data.write_qrels(qrels, tmp_path / "qrels.txt")
-    with open(tmp_path / "run.txt", "w") as f:  # written by hand: write_run would sort the file by score
-        for qid, hits in run.items():
-            for rank, (docid, score) in enumerate(hits, 1):
-                f.write(f"{qid} Q0 {docid} {rank} {score} test\n")
-
-    reference = trec_eval(
-        tmp_path / "qrels.txt", tmp_path / "run.txt", metrics=("ndcg_cut.10", "recip_rank", "recall.2", "recall.14")
-    )
-    ours = evaluate_run(qrels, data.read_run(tmp_path / "run.txt"), k_recall=(2, 14))
+def test_evaluate_run_and_files_agree_with_trec_eval_on_edge_cases(edge_files, restore_java_env):
+    metrics = ("ndcg_cut.10", "recip_rank", "recall.2", "recall.14")
+    reference = trec_eval(*edge_files, metrics=metrics)
+    ours = evaluate_run(EDGE_QRELS, data.read_run(edge_files[1]), k_recall=(2, 14))
     assert ours == pytest.approx(reference, abs=1e-4)
+    assert evaluate_files(*edge_files, metrics=metrics) == reference
     # q1: d3 before d2 (tie, docid descending); q5: r0 ties with the z's but sorts after them, at rank 13.
     assert reference["mrr@10"] == pytest.approx(1 / 2 / 4, abs=1e-4)

@@ -3,6 +3,9 @@ sentence-transformers, PEFT and stock Pyserini load with no petir code, giving p
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +51,35 @@ def test_a_merged_export_gives_petirs_vectors_through_transformers_and_sentence_
 
     np.testing.assert_allclose(SentenceTransformer(str(out), device="cpu").encode(TEXTS), expected, atol=1e-5)
     assert "--encoder-class auto --pooling mean --l2-norm" in (out / "README.md").read_text()
+
+
+def test_loading_an_export_warns_of_nothing(tiny_backbone, tmp_path):
+    """transformers and sentence-transformers load every weight their class expects: the backbone's pooler, which
+    petir drops for training, is back in the export (once every load warned that pooler.dense.* was missing)."""
+    out = export(perturb(BiEncoder(str(tiny_backbone), "lora"), seed=7).save(tmp_path / "model"), tmp_path / "plain")
+    script = (
+        "import logging, warnings\n"
+        "warnings.simplefilter('always')\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "from transformers import AutoModel\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        f"AutoModel.from_pretrained({str(out)!r})\n"
+        f"SentenceTransformer({str(out)!r}, device='cpu')\n"
+        "print('loaded')\n"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "warning", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.stdout.strip() == "loaded", result.stderr[-2000:]
+    complaints = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]  # bars: no warning
+    assert complaints == [], "\n".join(complaints)
+    assert "pooler.dense.weight" in safe_open_keys(out / "model.safetensors")
+
+
+def safe_open_keys(path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as weights:
+        return set(weights.keys())
 
 
 def test_stock_pyserini_encodes_an_export_like_petir(trained, tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_PASSAGES, needs_pyserini_hook
+from conftest import TINY_PASSAGES, flags, needs_pyserini_hook, run_cli
 from petir.data import Document, read_run, write_pyserini_collection, write_qrels, write_topics
 from petir.tasks.retrieval import BiEncoder
 
@@ -82,9 +82,9 @@ def dense_index(exported, collection, tmp_path_factory) -> Path:
     return encode(exported, collection, tmp_path_factory.mktemp("dense") / "faiss-index")
 
 
-def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, dense_index, tmp_path):
-    run = search(dense_index, exported, collection, tmp_path / "run.trec")
-    model = BiEncoder.load(exported)
+def assert_scores_are_petirs(run: dict, model_dir: Path) -> None:
+    """Each query's hits in ``run`` (a search of DOCS) score as petir's own encodings do, best first."""
+    model = BiEncoder.load(model_dir)
     passages = model.encode(DOCS)
     for qid, text in TOPICS.items():
         expected = passages @ model.encode([text], "query")[0]
@@ -92,6 +92,28 @@ def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, de
         scores = np.array([score for _, score in run[qid]])
         np.testing.assert_allclose(scores, expected[[int(d[1:]) for d in docids]], atol=1e-4)
         assert docids[0] == f"d{int(np.argmax(expected))}"
+
+
+def test_stock_encode_and_search_reproduce_petir_scores(exported, collection, dense_index, tmp_path):
+    assert_scores_are_petirs(search(dense_index, exported, collection, tmp_path / "run.trec"), exported)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_an_encoder_outside_the_layer_map_trains_and_encodes_through_stock_pyserini(collection, tmp_path, method):
+    """A tiny random ModernBERT (no entry in petir.anatomy) trained for 2 steps from the CLI, then stock
+    ``pyserini.encode`` and ``pyserini.search.faiss`` with the plug-in: petir's own scores (slow: Pyserini starts
+    twice; 85 s a method on 2 busy cores)."""
+    from test_anatomy import modernbert, write_triples
+
+    from petir.train import main as train_main
+
+    write_triples(tmp_path / "triples.tsv")
+    argv = flags(triples=tmp_path / "triples.tsv", backbone=modernbert(tmp_path), method=method, steps=2, lr=1e-3)
+    argv += [*flags(batch_size=2, dev_queries=1, device="cpu", output=tmp_path / "run"), "--no-keep-best"]
+    assert run_cli(train_main, argv) is None  # --no-keep-best: the trained model, not the untrained start
+    model_dir = tmp_path / "run" / "model"
+    index = encode(model_dir, collection, tmp_path / "faiss-index")
+    assert_scores_are_petirs(search(index, model_dir, collection, tmp_path / "run.trec"), model_dir)
 
 
 def test_python_api_with_faiss_searcher(exported, dense_index, tmp_path):

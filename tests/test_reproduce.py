@@ -80,6 +80,13 @@ def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monke
     assert run_cli(reproduce_main, ["retrieval", "--data", str(data), *study]) is None
     metrics = sorted(path.relative_to(first) for path in first.rglob("*.metrics.json"))
     assert len(metrics) == 3  # BM25, zero-shot backbone, the trained adapter
+    from huggingface_hub import ModelCard
+
+    (card,) = [ModelCard.load(path) for path in (first / "retrieval").glob("*/seed*/model/README.md")]  # adapter
+    (adapter,) = [path for path in metrics if "adapter" in str(path)]
+    tested = {r.metric_type: r.metric_value for r in card.data.eval_results if r.dataset_split == "test"}
+    assert tested == json.loads((first / adapter).read_text())  # the study's test numbers, in the model's card
+    assert {r.dataset_name for r in card.data.eval_results} == {"beir"} and "\n## Test\n\nbeir, test split" in card.text
 
     replay = tmp_path / "replay"
     env = {**os.environ, "OUT": str(replay), "PETIR_CACHE": str(tmp_path / "cache-b")}
@@ -183,6 +190,7 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
         (run_dir / "model").mkdir(parents=True)
         if weights:
             (run_dir / "model" / "petir_state.safetensors").write_bytes(b"")
+            (run_dir / "model" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a model\n")
         summary = {"parameters": {"trainable": 1, "percent": 0.5}, "wall_time_s": 1.0, "peak_memory_mb": 1.0}
         (run_dir / "summary.json").write_text(json.dumps({**summary, "kept": {"step": 1, "dev": {"ndcg@10": dev}}}))
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "dev": {"ndcg@10": dev}}) + "\n")

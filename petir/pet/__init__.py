@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from petir.anatomy import ANATOMIES
 from petir.backbone import without_pooler
 from petir.errors import PetirError
 from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, prefix
@@ -164,7 +165,19 @@ def apply_pet(model: nn.Module, name: str, config: PetConfig) -> None:
     method = get_method(name)
     if not isinstance(config, method.config_class):
         raise PetirError(f"method {name!r} needs a {method.config_class.__name__}, got {type(config).__name__}")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if method.needs_layer_map and model_type is not None and model_type not in ANATOMIES:
+        raise PetirError(
+            f"{name} cannot train a {model_type!r} encoder: it attaches where petir's layer map (petir.anatomy) "
+            f"says, and the map has no {model_type!r}; on it train {', '.join(any_encoder_methods())}, or pick a "
+            f"backbone of a mapped architecture ({', '.join(ANATOMIES)})"
+        )
     method.apply(model, config)
+
+
+def any_encoder_methods() -> list[str]:
+    """The methods that train on any ``AutoModel`` encoder, mapped by petir.anatomy or not."""
+    return [name for name, method in METHODS.items() if not method.needs_layer_map]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -196,6 +209,7 @@ __all__ = [
     "PetConfig",
     "PetMethod",
     "Variant",
+    "any_encoder_methods",
     "apply_pet",
     "count_on_config",
     "count_parameters",

@@ -65,6 +65,9 @@ class PetMethod:
     besides the merged model into the export ``directory`` (LoRA: the PEFT adapter); ``backbone`` is the backbone's
     name. ``layer_local`` is False for methods whose modules pass state between layers outside the layers' inputs
     and outputs: per-layer activation checkpointing would recompute a layer without that state.
+    ``needs_layer_map`` is False for methods that train on any ``AutoModel`` encoder, finding what they change by
+    type or by name (full fine-tuning, BitFit, LoRA), and True (the safe default) for those that attach at the
+    places :mod:`petir.anatomy` maps: they refuse an architecture it has no entry for.
     """
 
     name: str
@@ -78,6 +81,7 @@ class PetMethod:
     merge: Callable[[nn.Module], None] | None = None
     export_extra: Callable[[nn.Module, str, Path], None] | None = None
     layer_local: bool = True
+    needs_layer_map: bool = True
 
 
 def nothing_to_merge(model: nn.Module) -> None:

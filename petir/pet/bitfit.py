@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from petir.cli import option
+from petir.errors import PetirError
 from petir.pet.base import PetConfig, PetMethod, Variant, freeze, nothing_to_merge
 
 
@@ -25,6 +26,12 @@ def apply_bitfit(model: nn.Module, config: BitFitConfig) -> None:
         for name, parameter in module.named_parameters(recurse=False):
             if name == "bias" or (config.layer_norm and is_layer_norm):
                 parameter.requires_grad_(True)
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise PetirError(
+            f"bitfit has nothing to train on a {model.config.model_type!r} encoder: it has no bias terms "
+            "(ModernBERT's layers have none); train its LayerNorm gains too (--pet layer_norm=true), or use lora "
+            "or full"
+        )
 
 
 METHOD = PetMethod(
@@ -37,4 +44,5 @@ METHOD = PetMethod(
     variants=(Variant("bitfit", budgets={"0.5": {}}),),
     scattered=True,
     merge=nothing_to_merge,
+    needs_layer_map=False,
 )

@@ -29,4 +29,5 @@ METHOD = PetMethod(
     variants=(Variant("full"),),
     scattered=False,
     merge=nothing_to_merge,
+    needs_layer_map=False,
 )

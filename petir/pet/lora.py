@@ -3,8 +3,11 @@
 PEFT does the layer surgery; petir only chooses the targets and keeps the registry, save format and
 fingerprinting uniform with the other methods. A target named ``query``, ``key`` or ``value`` is a role: the
 attention projection that the backbone's architecture calls so (DistilBERT's ``q_lin``, MPNet's ``q``, DeBERTa's
-``query_proj``; :mod:`petir.anatomy`); any other target is a module name, as PEFT takes it. An export
-(``python -m petir.export``) also holds the adapter alone, as PEFT saves it, in ``peft/``.
+``query_proj``; :mod:`petir.anatomy`); any other target is a module name, as PEFT takes it. On an architecture
+petir's layer map has no entry for (ModernBERT, whose query, key and value are one fused ``Wqkv``), the roles stand
+for the attention projections PEFT itself targets there (``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``),
+or, where PEFT names none, for every linear layer inside the attention (ModernBERT: ``attn.Wqkv``, ``attn.Wo``).
+An export (``python -m petir.export``) also holds the adapter alone, as PEFT saves it, in ``peft/``.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from pathlib import Path
 
 from torch import nn
 
-from petir.anatomy import anatomy_of
+from petir.anatomy import ANATOMIES
 from petir.cli import Bounded, option
+from petir.errors import PetirError
 from petir.pet.base import PetConfig, PetMethod, Variant, freeze
 
 
@@ -30,16 +34,54 @@ class LoraConfig(PetConfig):
     target_modules: tuple[str, ...] = option(("query", "value"), "linear layers (by name) that get updates")
 
 
+#: The target names that are roles, not module names.
+ROLES = ("query", "key", "value")
+
+
+def lora_targets(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
+    """PEFT's ``target_modules`` for ``targets`` on ``model``: roles become the architecture's module names
+    (module docstring), other names pass as they are."""
+    model_type = model.config.model_type
+    if model_type in ANATOMIES:
+        return [ANATOMIES[model_type].projections.get(target, target) for target in targets]
+    names = [target for target in targets if target not in ROLES]
+    if len(names) < len(targets):
+        names += attention_projections(model)
+    return list(dict.fromkeys(names))
+
+
+def attention_projections(model: nn.Module) -> list[str]:
+    """The attention projections of an architecture outside petir's layer map: PEFT's own targets for it, else the
+    linear layers inside modules named like an attention (``attn``, ``attention``), each named from that module on
+    (``attn.Wo``, not ``Wo``, which ModernBERT's feed-forward also has)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    if model.config.model_type in PEFT_TARGETS:
+        return list(PEFT_TARGETS[model.config.model_type])
+    found = []
+    for path, module in model.named_modules():
+        parts = path.split(".")
+        inside = [i for i, part in enumerate(parts[:-1]) if "attn" in part.lower() or "attention" in part.lower()]
+        if isinstance(module, nn.Linear) and inside:
+            found.append(".".join(parts[inside[0] :]))
+    if not found:
+        raise PetirError(
+            f"LoRA finds no attention projections in a {model.config.model_type!r} encoder (no linear layer inside "
+            "a module named attn or attention); name the linear layers to update: --pet target_modules=NAME,NAME"
+        )
+    return list(dict.fromkeys(found))
+
+
 def apply_lora(model: nn.Module, config: LoraConfig) -> None:
     import peft  # seconds to import: deferred so that the CLIs' --help and start-up do not pay for it
 
-    projections = anatomy_of(model).projections  # refuses unsupported encoders with petir's own message
+    targets = lora_targets(model, config.target_modules)
     freeze(model)
     peft_config = peft.LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=[projections.get(target, target) for target in config.target_modules],
+        target_modules=targets,
         bias="none",
     )
     peft.inject_adapter_in_model(peft_config, model)
@@ -91,4 +133,5 @@ METHOD = PetMethod(
     scattered=True,
     merge=merge_lora,
     export_extra=save_peft_adapter,
+    needs_layer_map=False,
 )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from petir import cli
-from petir.anatomy import anatomy_of
+from petir.anatomy import hidden_dropout
 from petir.batching import MAX_LENGTH, GraphOutput, PairScorer
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.losses import GROUP_LOSSES, false_negatives
@@ -54,8 +54,7 @@ class CrossEncoder(PetModel, PairScorer):
         self.max_length = min(options.max_length, self.length_limit)
         self.loss = options.loss
         hidden = self.encoder.config.hidden_size
-        dropout = anatomy_of(self.encoder).config_value(self.encoder.config, "hidden_dropout_prob")
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.head = nn.Sequential(nn.Dropout(hidden_dropout(self.encoder.config)), nn.Linear(hidden, 1))
 
     def inference(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the ONNX graph computes: :meth:`scores`."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from petir import cli
 from petir.batching import MAX_LENGTH, GraphOutput, TextEncoder
+from petir.card import export_card
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import PetModel
@@ -208,7 +209,7 @@ def export_files(model: BiEncoder, directory: Path, source: Path) -> None:
     """What makes the merged backbone in ``directory`` a retriever without petir: the sentence-transformers modules
     (pooling, normalisation) and a README.md with the stock Pyserini flags."""
     _save_sentence_transformers_files(model, directory)
-    (directory / "README.md").write_text(_card(model, source))
+    (directory / "README.md").write_text(export_card(source, _card(model, source)))
 
 
 def _save_sentence_transformers_files(model: BiEncoder, directory: Path) -> None:
@@ -245,7 +246,7 @@ def _card(model: BiEncoder, source: Path) -> str:
     return f"""# {model.method} retriever exported from petir
 
 A plain Hugging Face model (`{model.encoder.config.model_type}`): petir's trained `{model.method}` weights folded into
-`{model.backbone}`, exported from `{source}` by `python -m petir.export`. No petir needed to use it.
+`{model.backbone}`, exported from `{source.name}` by `python -m petir.export`. No petir needed to use it.
 
 {pyserini_commands(model, flags)}
 

