@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import random
 import resource
 import signal
@@ -65,6 +66,15 @@ TRAINER_TENSORS = "trainer_state.safetensors"  # the tensors TRAINER_STATE refer
 LEGACY_TRAINER_STATE = "trainer_state.pt"  # older petir's pickle: refused, as unpickling can run code
 #: What a run writes in its directory: all that --overwrite deletes.
 RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR, LADDER_DIR, LADDER_FILE)
+
+
+class DivergedError(PetirError):
+    """Training went non-finite (loss, gradient or dev check): the run stops, saving nothing new. ``symptom``:
+    what went non-finite, and at which step."""
+
+    def __init__(self, message: str, symptom: str):
+        super().__init__(message)
+        self.symptom = symptom
 
 
 TENSORBOARD_MISSING = "tensorboard needs the tensorboard package: pip install tensorboard"
@@ -349,7 +359,11 @@ class Trainer:
             losses.append(loss.item())
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        # fp16: an overflowed gradient is the scaler's to skip; a non-finite loss is divergence in every precision
+        finite = math.isfinite(sum(losses)) and (self.config.fp16 or bool(torch.isfinite(norm)))
+        if self._agree(not finite):
+            raise self._diverged("the loss" if not math.isfinite(sum(losses)) else "the gradient", self.step + 1)
         self.scaler.step(self.optimizer)  # skipped, and the scale lowered, if fp16 gradients overflowed
         self.scaler.update()
         self.scheduler.step()
@@ -386,6 +400,8 @@ class Trainer:
             if self.step == 0:
                 self.start = check
             metrics = check.metrics
+            if not all(math.isfinite(value) for value in metrics.values()):
+                raise self._diverged(f"the dev check ({metrics})", self.step)
             self._last_check_seconds = time.perf_counter() - started
             self.dev_seconds += self._last_check_seconds
             noise = dev_noise(check, self.start if self.step else None)
@@ -401,6 +417,18 @@ class Trainer:
             )
         barrier(self.world_size)
         return metrics
+
+    def _diverged(self, what: str, step: int) -> DivergedError:
+        """The error that ends a run gone non-finite: nothing of it is saved, the last checkpoint is kept."""
+        kept = self.output / CHECKPOINT_DIR
+        symptom = f"{what} at step {step} is not finite"
+        return DivergedError(
+            f"{symptom}: training diverged, likely because the learning rate {self.config.learning_rate:g} is too "
+            "high; nothing of this run was saved"
+            + (f" (the last good checkpoint is kept in {kept})" if kept.is_dir() else "")
+            + "; rerun with a lower --lr",
+            symptom,
+        )
 
     def _remember_if_best(self, metrics: dict[str, float], noise: dict[str, float]) -> None:
         """--keep-best: keep a copy of the trained tensors when the first dev metric beats every earlier check."""
@@ -731,6 +759,13 @@ def read_summary(path: Path) -> dict[str, Any]:
     remedy = f"train {Path(path).parent} again, which writes it when the training finishes"
     summary = read_json(path, "training summary", remedy, SUMMARY_FIELDS)
     require_fields(summary["parameters"], {"trainable": int, "percent": float}, f"{path}: parameters", remedy)
+    checks = [summary.get("final_dev"), (summary.get("kept") or {}).get("dev")]
+    values = [value for check in checks if isinstance(check, dict) for value in check.values()]
+    if not all(isinstance(value, int | float) and math.isfinite(value) for value in values):
+        raise PetirError(
+            f"{path}: its dev check is not finite ({checks[0]}): the run diverged and is no finished run; "
+            f"{remedy} with a lower --lr and --overwrite"
+        )
     return summary
 
 
