@@ -544,6 +544,11 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         directory = recover_directory(self.output / CHECKPOINT_DIR)
         state = read_trainer_state(directory)
+        if state["step"] > self.config.steps:
+            raise PetirError(
+                f"--resume: the checkpoint in {directory} is at step {state['step']}, past --steps "
+                f"{self.config.steps}; resume with the --steps of the run that wrote it, or start over with --overwrite"
+            )
         self.model.restore(directory / MODEL_DIR)
         if len(state["rng"]) != self.world_size:
             raise PetirError(

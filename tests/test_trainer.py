@@ -415,3 +415,9 @@ def test_a_saved_run_whose_dev_check_is_not_finite_is_not_a_finished_run(tmp_pat
     path.write_text(json.dumps({**summary, "final_dev": {"ndcg@10": math.nan}}))
     with pytest.raises(PetirError, match="dev check is not finite .*diverged and is no finished run"):
         read_summary(path)
+
+
+def test_resuming_a_checkpoint_past_the_steps_asked_for_is_refused(tiny_backbone, tmp_path):
+    make_trainer(tiny_backbone, tmp_path, steps=4).train()
+    with pytest.raises(PetirError, match=r"checkpoint in .* is at step 4, past --steps 2; resume with the --steps"):
+        make_trainer(tiny_backbone, tmp_path, steps=2).train(resume=True)
