@@ -38,7 +38,7 @@ class RerankCommand:
 
     depth: int = cli.option(100, "passages re-scored per query", bounds=cli.Bounded(int, minimum=1))
     batch_size: int = cli.option(32, "query-passage pairs per forward pass", bounds=cli.Bounded(int, minimum=1))
-    device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = cli.option("auto", cli.DEVICES, parse=cli.device_flag)
     backend: str = cli.option(
         "torch",
         "onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
-from petir.cli import Bounded, option, progress, resolve_device, say
+from petir.cli import DEVICES, Bounded, device_flag, option, progress, resolve_device, say
 from petir.data import read_json, require_fields
 from petir.distributed import barrier, init_distributed
 from petir.errors import PetirError
@@ -144,7 +144,7 @@ class TrainConfig:
         ("none", "tensorboard"),
         parse=report_target,
     )
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = option("auto", DEVICES, parse=device_flag)
     bf16: bool = option(False, "bfloat16 autocast (Ampere or newer GPUs, CPUs with bf16 support); the first choice")
     fp16: bool = option(False, "float16 autocast with a gradient scaler, for GPUs without bf16 (V100, T4)")
     gradient_checkpointing: bool = option(

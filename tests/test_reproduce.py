@@ -243,3 +243,11 @@ def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, 
     ran.clear()
     study("--steps", "7").train("retrieval", "adapter", 1)
     assert ran == []
+
+
+def test_a_dry_run_with_a_missing_backbone_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    argv = ["retrieval", "--data", str(tiny_beir(tmp_path / "beir")), "--output", str(tmp_path / "study")]
+    error = run_cli(reproduce_main, [*argv, "--backbone", str(tmp_path / "nonexistent"), "--dry-run"])
+    assert error is not None and "cannot load the config of backbone" in error and "nonexistent" in error, error
+    assert "\n" not in error

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from petir import cli
-from petir.backbone import resolve_backbone
+from petir.backbone import _from_pretrained, resolve_backbone
 from petir.batching import MAX_LENGTH, GraphOutput, TextEncoder
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.errors import PetirError
@@ -403,7 +403,7 @@ class RetrievalStage(StudyStage):
 def _dimension(backbone: str) -> int:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(resolve_backbone(backbone)).hidden_size
+    return _from_pretrained(AutoConfig, resolve_backbone(backbone), f"the config of backbone {backbone!r}").hidden_size
 
 
 TASK = Task(
