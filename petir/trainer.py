@@ -48,6 +48,7 @@ from petir.files import (
     listing,
     recover_directory,
     remove_output,
+    space_checked,
     staged_directory,
     write_json_atomic,
 )
@@ -482,7 +483,7 @@ class Trainer:
     # -- logging -----------------------------------------------------------------------------------------------
     def _log(self, **record: Any) -> None:
         if self.is_main:
-            with open(self.output / METRICS_FILE, "a") as log:
+            with space_checked(self.output / METRICS_FILE), open(self.output / METRICS_FILE, "a") as log:
                 log.write(json.dumps({"step": self.step, "elapsed_s": round(self.elapsed, 2), **record}) + "\n")
         if self._board is not None:
             scalars = {f"train/{k}": v for k, v in record.items() if k in ("loss", "lr")}
