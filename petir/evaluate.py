@@ -29,7 +29,7 @@ from pathlib import Path
 from petir import cli
 from petir.data import PathLike, Qrels, Run, read_json, read_qrels, read_run, write_qrels
 from petir.errors import DataError, PetirError
-from petir.files import check_new_file, write_lines_atomic
+from petir.files import check_new_file, check_not_input, output_lock, write_lines_atomic
 from petir.java import run_pyserini
 
 DEFAULT_METRICS = ("ndcg_cut.10", "recip_rank", "recall.100", "recall.1000")
@@ -191,13 +191,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m petir.evaluate QRELS RUN --output METRICS.json``: :func:`trec_eval`'s numbers as JSON, the form
     the study runner caches beside each run."""
     args = build_parser().parse_args(argv)
-    if args.output is not None:
-        check_new_file(args.output, args.overwrite)
-    text = json.dumps(trec_eval(args.qrels, args.run), indent=2) + "\n"
     if args.output is None:
-        print(text, end="")
-    else:
-        write_lines_atomic(args.output, [text])
+        print(json.dumps(trec_eval(args.qrels, args.run), indent=2))
+        return
+    check_not_input(args.output, {"qrels": args.qrels, "run": args.run})
+    with output_lock(args.output, directory=False):
+        check_new_file(args.output, args.overwrite)
+        write_lines_atomic(args.output, [json.dumps(trec_eval(args.qrels, args.run), indent=2) + "\n"])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from petir import cli
 from petir.errors import PetirError
-from petir.files import check_new_directory, staged_directory
+from petir.files import check_new_directory, output_lock, staged_directory
 from petir.models import PetModel
 from petir.pet import METHODS, get_method
 from petir.tasks import TASKS, get_task
@@ -35,6 +35,11 @@ def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -
     empty unless ``overwrite``: then an earlier export there is replaced atomically (a directory holding files this
     export does not write, or the model directory itself, is refused). Raises PetirError for a model that has no
     standard form (its task has none, or its method adds modules a standard model has no place for)."""
+    with output_lock(output, directory=True):  # one writer, from the check to the swap
+        return _export(Path(model_dir), Path(output), overwrite)
+
+
+def _export(model_dir: Path, output: Path, overwrite: bool) -> Path:
     check_new_directory(output, overwrite, source=Path(model_dir))
     model = PetModel.load(model_dir)
     task = get_task(model.task)

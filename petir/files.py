@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import filecmp
 import glob
 import gzip
@@ -25,8 +26,11 @@ from typing import Any
 
 from petir.errors import PetirError
 
-#: Marks every name petir gives its temporary files and folders (staging, swap backups, probes).
+#: Marks every name petir gives its temporary files and folders (staging, swap backups, probes, locks).
 TEMPORARY_MARK = ".petir-"
+#: The record, inside a run directory, of every file petir wrote there: all that ``--overwrite`` may delete. Not a
+#: temporary file (it stays), yet not a foreign one either (:func:`foreign_entries`).
+MANIFEST = ".written-by-petir.json"
 
 
 def _umask() -> int:
@@ -62,6 +66,81 @@ def check_output(path: str | os.PathLike, *, directory: bool, flag: str = "--out
     return path
 
 
+def _lock_file(target: Path) -> Path:
+    """The lock of ``target``, beside it: a directory petir swaps into place by rename would lose one held inside."""
+    return target.parent / f".{target.name}{TEMPORARY_MARK}lock"
+
+
+#: The locks this process holds, by lock file: [descriptor, depth] (a CLI and the trainer it runs both take one).
+_held: dict[Path, list[int]] = {}
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, *, directory: bool, flag: str = "--output") -> Iterator[Path]:
+    """Hold the advisory lock of the output ``path`` (a file or a directory, checked by :func:`check_output`) for
+    the block, so a second writer is refused at once, in one line naming the holder's pid, instead of both writing
+    and one silently replacing the other. The lock is an ``flock`` on a hidden file beside ``path``: the OS releases
+    it when its holder dies, so a killed run never blocks the next one. Re-entrant within a process."""
+    path = check_output(path, directory=directory, flag=flag)
+    lock = _lock_file(Path(os.path.realpath(path)))
+    if lock in _held:
+        _held[lock][1] += 1
+    else:
+        _held[lock] = [_take_lock(lock, path, flag), 1]
+    try:
+        yield path
+    finally:
+        _held[lock][1] -= 1
+        if not _held[lock][1]:
+            descriptor = _held.pop(lock)[0]
+            lock.unlink(missing_ok=True)  # while still held: a writer waiting on it finds it gone and opens anew
+            os.close(descriptor)
+
+
+def _take_lock(lock: Path, path: Path, flag: str) -> int:
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            reason = f"cannot create its lock {lock} ({error.strerror})"
+            raise PetirError(f"{flag} {path}: {reason}; pick a writable place") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise PetirError(
+                f"{flag} {path} is being written by another petir process (pid {holder}); wait for it to end, or "
+                f"pick another {flag}"
+            ) from None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:  # else its holder removed it between our open and flock: lock the new one
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
+            return descriptor
+        os.close(descriptor)
+
+
+def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two paths name the same file or directory: the same inode (links, bind mounts) or, where one does
+    not exist, the same resolved path."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return Path(first).resolve() == Path(second).resolve()
+
+
+def check_not_input(output: Path, inputs: dict[str, Path | None], flag: str = "--output") -> None:
+    """Refuse, in one line, an ``output`` that is one of the command's ``inputs`` (``{"--run": path}``): even with
+    ``--overwrite``, a command never replaces what it reads."""
+    for name, path in inputs.items():
+        if path is not None and same_file(output, path):
+            raise PetirError(f"{flag} {output} is the {name} this command reads; write the output elsewhere")
+
+
 def check_new_file(path: str | os.PathLike, overwrite: bool, flag: str = "--output") -> Path:
     """:func:`check_output` for a file, which must not exist yet unless ``overwrite`` (the user's ``--overwrite``)."""
     path = check_output(path, directory=False, flag=flag)
@@ -80,7 +159,7 @@ def check_new_directory(
     path = check_output(path, directory=True)
     if source is not None:
         out, read = path.resolve(), Path(source).resolve()
-        if out == read or out in read.parents or (read in out.parents and not inside_source):
+        if same_file(path, source) or out in read.parents or (read in out.parents and not inside_source):
             where = "inside" if read in out.parents else "the same as, or holds,"
             raise PetirError(f"--output {path} is {where} the model directory {source}; write the export elsewhere")
     found = foreign_entries(path)
@@ -98,10 +177,13 @@ def listing(names: list[str], shown: int = 3) -> str:
 
 
 def foreign_entries(directory: Path) -> list[str]:
-    """The names in ``directory`` (sorted) other than petir's temporary ones; empty where it does not exist."""
+    """The names in ``directory`` (sorted) other than petir's temporary ones and its :data:`MANIFEST`; empty where it
+    does not exist."""
     if not directory.is_dir():
         return []
-    return sorted(entry.name for entry in directory.iterdir() if not is_petir_temporary(entry.name))
+    return sorted(
+        entry.name for entry in directory.iterdir() if not is_petir_temporary(entry.name) and entry.name != MANIFEST
+    )
 
 
 #: A full file system and a spent disk quota: a write that meets one ends in one line (:func:`space_checked`).
@@ -291,3 +373,57 @@ def remove_output(path: Path) -> None:
             shutil.rmtree(item)
         else:
             item.unlink(missing_ok=True)
+
+
+def read_manifest(directory: Path) -> set[str]:
+    """The files (relative paths) ``directory``'s :data:`MANIFEST` records petir writing there; empty without one."""
+    path = Path(directory) / MANIFEST
+    try:
+        names = json.loads(path.read_text())
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) and _inside(name) for name in names):
+        raise PetirError(f"{path}: damaged record of the files petir wrote; remove it, and what petir wrote, by hand")
+    return set(names)
+
+
+def _inside(name: str) -> bool:
+    return bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+def record_written(directory: Path, *paths: Path) -> None:
+    """Add ``paths`` (inside ``directory``) to its :data:`MANIFEST`: a file, recorded before petir writes it (a kill
+    mid-write leaves nothing unrecorded), or a folder petir has just moved into place whole, recorded file by file."""
+    names = read_manifest(directory)
+    for path in paths:
+        found = [item for item in path.rglob("*") if not item.is_dir()] if path.is_dir() else [path]
+        names.update(str(item.relative_to(directory)) for item in found)
+    write_json_atomic(directory / MANIFEST, sorted(names))
+
+
+def unrecorded(directory: Path, folder: str) -> list[str]:
+    """The files in ``directory/folder`` (relative to ``directory``, sorted) that its :data:`MANIFEST` does not
+    record: files petir did not write."""
+    recorded, root = read_manifest(directory), Path(directory) / folder
+    found = (str(item.relative_to(directory)) for item in root.rglob("*") if not item.is_dir()) if root.is_dir() else ()
+    return sorted(name for name in found if name not in recorded and not is_petir_temporary(Path(name).name))
+
+
+def remove_written(directory: Path) -> None:
+    """``--overwrite``'s start over: delete the files that the manifests in ``directory`` (its own, and those of
+    runs inside it: a learning-rate ladder's rungs) record, the old copies an interrupted swap left beside them, and
+    the folders that leaves empty; nothing else."""
+    for manifest in sorted(Path(directory).rglob(MANIFEST), key=lambda path: -len(path.parts)):
+        root = manifest.parent
+        names = read_manifest(root)
+        for name in names:
+            remove_output(root / name)
+        for top in {Path(name).parts[0] for name in names}:
+            remove_output(_backup(root / top))
+        manifest.unlink()
+        for folder in sorted({(root / name).parent for name in names}, key=lambda path: -len(path.parts)):
+            while folder != Path(directory) and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent

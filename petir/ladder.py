@@ -32,7 +32,7 @@ from typing import Any
 
 from petir.cli import progress, say
 from petir.data import read_json, require_fields
-from petir.files import recover_directory, remove_output, write_json_atomic, write_lines_atomic
+from petir.files import record_written, recover_directory, remove_output, write_json_atomic, write_lines_atomic
 from petir.models import PetModel
 from petir.sampling import GroupSampler
 from petir.trainer import (
@@ -100,6 +100,7 @@ def pick_learning_rate(
     starts from the same weights."""
     output = Path(config.output_dir)
     path = output / LADDER_FILE
+    record_written(output, path, output / METRICS_FILE)  # the files the ladder writes itself (its rungs record theirs)
     rates = ladder_rates(default, config.lr_factor)
     steps = rung_steps(config.steps, config.lr_search_share, len(rates))
     fresh = {"rates": rates, "steps": steps, "rungs": [], "picked": None}

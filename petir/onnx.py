@@ -45,7 +45,7 @@ from petir.batching import tokenize
 from petir.cli import ArgumentParser, Bounded, add_overwrite_flag, resolve_device, run
 from petir.data import read_json, require_fields
 from petir.errors import PetirError, check_choice
-from petir.files import check_new_directory, staged_directory
+from petir.files import check_new_directory, output_lock, staged_directory
 from petir.models import DAMAGED, STATE_FILE, PetModel
 
 ONNX_DIR = "onnx"
@@ -98,6 +98,11 @@ def export(
         raise PetirError("ONNX export needs the onnx package next to torch: pip install 'onnx>=1.16'")
     model_dir = Path(model_dir)
     target = Path(output) if output is not None else model_dir / ONNX_DIR
+    with output_lock(target, directory=True):  # one writer, from the check to the swap
+        return _export(model_dir, target, opset, backbone, overwrite)
+
+
+def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, overwrite: bool) -> tuple[Path, float]:
     check_new_directory(target, overwrite, source=model_dir, inside_source=True)
     config = PetModel.read_config(model_dir)
     _saved_tokenizer(model_dir)

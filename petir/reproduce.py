@@ -36,7 +36,7 @@ from petir.data import corpus_path, read_json, read_qrels
 from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
-from petir.files import check_output, foreign_entries, listing, remove_output, write_json_atomic
+from petir.files import check_output, foreign_entries, listing, output_lock, remove_output, write_json_atomic
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS
 from petir.report import (
@@ -111,9 +111,10 @@ class StudySettings:
     dev_depth: int = cli.option(100, "rerank dev: the BM25 top-k each dev query re-ranks (as at test)", bounds=POSITIVE)
     hits: int = cli.option(1000, "retrieval depth of the test runs", bounds=POSITIVE)
     threads: int = cli.option(
-        cli.Computed(cli.default_threads),
-        "CPU threads for every step, Pyserini's included (default: $OMP_NUM_THREADS, else the idle cores)",
-        bounds=POSITIVE,
+        cli.AUTO_THREADS,
+        "CPU threads for every step, Pyserini's included: a number >= 1, or auto: $OMP_NUM_THREADS, else the idle "
+        "cores",
+        parse=cli.parse_threads,
     )
     dry_run: bool = cli.option(False, "print the commands without running them")
     stages: dict[str, Any] = field(default_factory=dict)
@@ -470,6 +471,11 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    with output_lock(args.output, directory=True):  # one study per directory; each training run locks its own
+        _run_study(args)
+
+
+def _run_study(args: argparse.Namespace) -> None:
     variants = study_entries(args.methods)
     settings = settings_from_args(args)
     cli.use_threads(args.threads)

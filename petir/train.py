@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,7 +16,7 @@ from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.distributed import main_process_first
 from petir.errors import PetirError
-from petir.files import remove_output
+from petir.files import output_lock, remove_written
 from petir.ladder import describe_ladder, pick_learning_rate
 from petir.pet import (
     BUDGETS,
@@ -63,10 +64,10 @@ petir.rerank load directly (see docs/pyserini.md and docs/training.md).
 """
 
 
-def _method_help(backbone: str) -> str:
-    """Every method (where it comes from, its options, its learning rate) and every variant's budget presets with
-    their trainable share of ``backbone`` (counted on the meta device from its config alone)."""
-    backbone_config = _backbone_config(backbone)
+def _method_help(backbone: str | None) -> str:
+    """Every method (where it comes from, its options, its learning rate) and every variant's budget presets; with a
+    ``backbone``, their trainable share of it (counted on the meta device from its config alone)."""
+    backbone_config = _backbone_config(backbone) if backbone is not None else None
     lines = ["PET methods (--method) and their options (--pet KEY=VALUE, repeatable):"]
     for method in METHODS.values():
         fields = dataclasses.fields(method.config_class)
@@ -74,7 +75,10 @@ def _method_help(backbone: str) -> str:
         lines.append(f"  {method.name:<8} {method.summary}")
         lines.append(f"  {'':<8} from {method.reference}; default lr {method.learning_rate:g}")
         lines.append(f"  {'':<8} options: {options}")
-    where = f"on {backbone}" if backbone_config is not None else f"(counts need {backbone}'s config)"
+    if backbone is None:
+        where = "parameters counted when --help comes with --backbone NAME"
+    else:
+        where = f"on {backbone}" if backbone_config is not None else f"(counts need {backbone}'s config)"
     lines += [
         "",
         f"variants (--method NAME) and budget presets (--budget, default {DEFAULT_BUDGET}): the paper's widths for "
@@ -93,7 +97,7 @@ def _method_help(backbone: str) -> str:
                     count = f"{trainable:>11,} ({100 * trainable / total:.3f} %)"
                 except PetirError:  # the architecture has no place for it (DeBERTa takes no prefix): --method says why
                     count = "not on this backbone"
-            lines.append(f"  {name:<18} {budget:>4}  {shown:<38} {count}")
+            lines.append(f"  {name:<18} {budget:>4}  {shown:<38} {count}".rstrip())
     return "\n".join(lines)
 
 
@@ -138,9 +142,9 @@ class RunOptions:
     """How this process runs: its threads, and whether it continues an interrupted run."""
 
     threads: int = cli.option(
-        cli.Computed(cli.default_threads),
-        "CPU threads (default: $OMP_NUM_THREADS, else the cores not busy with other work)",
-        bounds=cli.Bounded(int, minimum=1),
+        cli.AUTO_THREADS,
+        "CPU threads: a number >= 1, or auto: $OMP_NUM_THREADS, else the cores not busy with other work",
+        parse=cli.parse_threads,
     )
     resume: bool = cli.option(
         False,
@@ -149,15 +153,18 @@ class RunOptions:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; its --help counts trainable parameters on the ``--backbone`` found in ``argv`` (only when help
-    is asked for: the counts build every variant on the meta device, a second of start-up otherwise wasted)."""
+    """The parser; its --help lists the methods and their budget presets, and counts their trainable parameters on
+    the backbone when ``argv`` names one with ``--backbone``: a user choosing a method for a backbone asks for that
+    backbone, and the counts take seconds (transformers, PEFT, every variant built on the meta device) that plain
+    ``--help`` and every run's start-up would otherwise pay."""
     argv = list(argv if argv is not None else sys.argv[1:])
     wants_help = "-h" in argv or "--help" in argv
-    backbone = _peek(argv, "--backbone", DEFAULT_BACKBONE)
     parser = cli.ArgumentParser(
         prog="python -m petir.train",
+        usage="%(prog)s (--data DATA | --corpus FILE --queries FILE --qrels FILE | --triples FILE) --output DIR "
+        "[options]",
         description=__doc__,
-        epilog=(_method_help(backbone) + "\n" if wants_help else "") + EXAMPLES,
+        epilog=(_method_help(_peek(argv, "--backbone")) + "\n" if wants_help else "") + EXAMPLES,
     )
     cli.add_dataclass_flags(
         parser.add_argument_group("training data (a BEIR directory, or files)"), TrainingDataOptions
@@ -165,28 +172,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     cli.add_dataclass_flags(parser.add_argument_group("model"), ModelOptions)
     _add_task_options(parser)
     cli.add_dataclass_flags(parser.add_argument_group("training groups"), SamplingOptions)
-    train = parser.add_argument_group("optimisation")
-    cli.add_dataclass_flags(train, TrainConfig)
-    cli.add_dataclass_flags(train, RunOptions)
-    train.add_argument(
-        "--output", required=True, type=Path, help="run directory (model, checkpoint, logs): new or empty"
-    )
+    cli.add_dataclass_flags(parser.add_argument_group("optimisation"), TrainConfig)
+    run = parser.add_argument_group("the run: where it writes, how it runs")
+    run.add_argument("--output", required=True, type=Path, help="run directory (model, checkpoint, logs): new or empty")
+    cli.add_dataclass_flags(run, RunOptions)
     cli.add_overwrite_flag(
-        train,
-        f"what an earlier run wrote in --output ({', '.join(RUN_OUTPUTS)} are deleted and the run starts over); "
-        "other files there are kept",
+        run,
+        f"what an earlier run wrote in --output (the files of {', '.join(RUN_OUTPUTS)} that petir recorded writing "
+        "are deleted and the run starts over); other files there are kept",
     )
     return parser
 
 
-def _peek(argv: Sequence[str], flag: str, default: str) -> str:
-    """The value of ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``) before parsing, else ``default``."""
+def _peek(argv: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``) before parsing, else None."""
     for index, item in enumerate(argv):
         if item == flag and index + 1 < len(argv):
             return argv[index + 1]
         if item.startswith(flag + "="):
             return item.split("=", 1)[1]
-    return default
+    return None
 
 
 def parse_pet_options(pairs: Sequence[str]) -> dict[str, str]:
@@ -246,12 +251,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     check_flags(parser, args)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 holds the lock, the trainer's too
+    with output_lock(args.output, directory=True) if main_rank else contextlib.nullcontext():
+        return _train(args, argv)
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The run of :func:`main`, under the output's lock: taken before the minutes of data loading and the step-0 dev
+    check, so a second writer (or a --resume of this live run) is refused at once."""
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
     asked = parse_pet_options(args.pet)
     method, pet_options = resolve(args.method, asked, args.budget)
     variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
     budget = resolved_budget(args.method, asked, args.budget)  # recorded in config.json, read by the card and study
-    cli.use_threads(args.threads)
+    threads = cli.use_threads(args.threads)
     task = get_task(args.task)
     task_data = cli.from_args(task.data_options, args) if task.data_options is not None else None
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
@@ -270,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"trainable {report['trainable']:,} of {report['backbone']:,} ({report['percent']:.3f}%) | "
         f"{len(data.train) - len(data.held_out):,} training "
         f"{'triples' if isinstance(data.train, Triples) else 'queries'} | "
-        f"threads {args.threads}"
+        f"threads {threads}"
     )
     if data.dev_pools:
         print(
@@ -303,8 +316,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     resume, overwrite = args.resume, args.overwrite
     if ladder:
         if overwrite:
-            for name in RUN_OUTPUTS:  # the ladder writes first: start over before it, not after
-                remove_output(args.output / name)
+            remove_written(args.output)  # the ladder writes first: start over before it, not after
         del model  # each rung builds its own, and the run one more
         picked = pick_learning_rate(build_model, sampler, config, evaluate, default_rate, resume)
         extra = {**config.extra, "lr_ladder": picked}

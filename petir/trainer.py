@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from transformers import get_linear_schedule_with_warmup
 
 from petir.cli import DEVICES, Bounded, device_flag, option, progress, resolve_device, say
 from petir.data import read_json, require_fields
@@ -46,11 +45,15 @@ from petir.files import (
     check_output,
     foreign_entries,
     listing,
+    output_lock,
+    record_written,
     recover_directory,
-    remove_output,
+    remove_written,
     space_checked,
     staged_directory,
+    unrecorded,
     write_json_atomic,
+    write_lines_atomic,
 )
 from petir.models import PetModel
 from petir.sampling import GroupSampler
@@ -65,8 +68,11 @@ LADDER_FILE = "ladder.json"  # the ladder's result: each rung's rate and dev che
 TRAINER_STATE = "trainer_state.json"  # the checkpoint's counters, states and RNG states; tensors by reference
 TRAINER_TENSORS = "trainer_state.safetensors"  # the tensors TRAINER_STATE refers to
 LEGACY_TRAINER_STATE = "trainer_state.pt"  # older petir's pickle: refused, as unpickling can run code
-#: What a run writes in its directory: all that --overwrite deletes.
+#: What a run writes in its directory, each file recorded as it is written (petir.files.MANIFEST): --overwrite
+#: deletes the recorded files, and nothing else, a user's file in model/ or tensorboard/ included.
 RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR, LADDER_DIR, LADDER_FILE)
+#: The folders a run replaces whole, by rename: one holding a file petir did not write is refused, not replaced.
+SWAPPED_DIRS = (MODEL_DIR, CHECKPOINT_DIR)
 
 
 class DivergedError(PetirError):
@@ -237,6 +243,8 @@ class Trainer:
             self.trained = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        from transformers import get_linear_schedule_with_warmup  # deferred: transformers is slow to import
+
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(config.warmup_ratio * config.steps), config.steps
         )
@@ -258,15 +266,19 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------------------
     def train(self, resume: bool = False, overwrite: bool = False, rung: bool = False) -> dict[str, Any]:
         """Train to ``config.steps``; returns the summary also written to ``summary.json``. ``resume`` continues
-        from the checkpoint in the output directory; ``overwrite`` deletes an earlier run's :data:`RUN_OUTPUTS` there
-        and starts over (see :func:`check_run_directory`). ``rung``: the run is a rung of the learning-rate
+        from the checkpoint in the output directory; ``overwrite`` deletes the files earlier runs recorded writing
+        there and starts over (see :func:`check_run_directory`). ``rung``: the run is a rung of the learning-rate
         ladder (:mod:`petir.ladder`): it ends with a dev check and a checkpoint, and returns that check's record
-        (``dev``, its noise, and the step-0 check as ``start``) instead of a summary."""
+        (``dev``, its noise, and the step-0 check as ``start``) instead of a summary. Rank 0 holds the output's
+        lock (:func:`~petir.files.output_lock`) throughout: a second writer of the directory is refused."""
+        with output_lock(self.output, directory=True) if self.is_main else nullcontext():
+            return self._train(resume, overwrite, rung)
+
+    def _train(self, resume: bool, overwrite: bool, rung: bool) -> dict[str, Any]:
         check_run_directory(self.output, resume, overwrite)  # every rank sees the same directory: all raise or none
         barrier(self.world_size)  # no rank writes before every rank has looked
         if overwrite and self.is_main:
-            for name in RUN_OUTPUTS:
-                remove_output(self.output / name)
+            remove_written(self.output)
         barrier(self.world_size)
         self.output.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -474,6 +486,7 @@ class Trainer:
             extra = self.config.extra
             training = {**summary, "argv": extra.get("argv", []), "dataset": extra.get("dataset")}
             self.model.save(self.output / MODEL_DIR, training=training, replace=True)
+            record_written(self.output, self.output / MODEL_DIR, self.output / SUMMARY_FILE)
             write_json_atomic(self.output / SUMMARY_FILE, summary)
         if self._board is not None:
             self._board.close()
@@ -500,15 +513,29 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise PetirError(f"--report-to {TENSORBOARD_MISSING}") from None
-        return SummaryWriter(str(self.output / BOARD_DIR), purge_step=self.step)
+        board = self.output / BOARD_DIR
+        before = set(board.iterdir()) if board.is_dir() else set()
+        writer = SummaryWriter(str(board), purge_step=self.step)  # creates its event file now
+        record_written(self.output, *(set(board.iterdir()) - before))
+        return writer
 
     def _truncate_log(self) -> None:
-        """Drop log records written after the checkpoint we resume from (or all, on a fresh start)."""
+        """Drop log records written after the checkpoint we resume from (or all, on a fresh start), rewriting the
+        log by rename (a kill meanwhile keeps the old one whole). The final dev check is made after the last
+        checkpoint, so a run resumed at its last step makes it again: its earlier record is dropped too."""
         path = self.output / METRICS_FILE
-        if not self.is_main or not path.exists():
+        if not self.is_main:
             return
-        kept = [record for record in read_metrics(path) if record["step"] <= self.step]
-        path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        record_written(self.output, path)
+        if not path.exists():
+            return
+        final = self.step == self.config.steps
+        kept = [
+            record
+            for record in read_metrics(path)
+            if record["step"] < self.step or record["step"] == self.step and not (final and "dev" in record)
+        ]
+        write_lines_atomic(path, [json.dumps(record) + "\n" for record in kept])
 
     def _dev_records(self) -> list[dict[str, Any]]:
         path = self.output / METRICS_FILE
@@ -541,6 +568,8 @@ class Trainer:
                 "best": self.best,
             }
             write_trainer_state(staging, state)
+            files = [path.relative_to(staging) for path in staging.rglob("*") if path.is_file()]
+            record_written(self.output, *(self.output / CHECKPOINT_DIR / file for file in files))  # before the swap
 
     def _load_checkpoint(self) -> None:
         directory = recover_directory(self.output / CHECKPOINT_DIR)
@@ -601,10 +630,19 @@ def check_run_directory(output: Path, resume: bool, overwrite: bool) -> None:
     """Refuse, in one line, a run that would replace what it did not write. ``output`` may be new or empty; with
     ``resume`` it must hold a checkpoint (one a kill left mid-swap is recovered); otherwise anything in it (a finished
     run, an unfinished one, the logs of one stopped before its first checkpoint, foreign files) is refused unless
-    ``overwrite``, which starts over: the trainer then deletes :data:`RUN_OUTPUTS` and nothing else."""
+    ``overwrite``, which starts over: the trainer then deletes the files runs recorded writing there
+    (:func:`~petir.files.remove_written`), and refuses, before deleting anything, a file of someone else's in a
+    folder it replaces whole (:data:`SWAPPED_DIRS`)."""
     check_output(output, directory=True)
     if resume and overwrite:
         raise PetirError("--resume continues the run in --output and --overwrite starts it over; pass one of them")
+    foreign = [name for folder in SWAPPED_DIRS for name in unrecorded(output, folder)] if overwrite else []
+    if foreign:
+        raise PetirError(
+            f"--overwrite: {output / foreign[0]} is not among the files petir recorded writing (yours, or an older "
+            "petir's) and its folder is replaced whole; move it out"
+            f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, or pick a new --output"
+        )
     recover_directory(output / CHECKPOINT_DIR)
     has_checkpoint = (output / CHECKPOINT_DIR).is_dir() or (output / LADDER_DIR).is_dir()  # a ladder: rungs
     if resume:
@@ -614,7 +652,7 @@ def check_run_directory(output: Path, resume: bool, overwrite: bool) -> None:
     found = foreign_entries(output)
     if not found or overwrite:
         return
-    replaced = f"--overwrite to start over (it deletes {', '.join(RUN_OUTPUTS)} there, nothing else)"
+    replaced = "--overwrite to start over (it deletes the files petir wrote there, nothing else)"
     if SUMMARY_FILE in found:
         raise PetirError(f"{output} holds a finished run ({SUMMARY_FILE}); pick a new --output, or pass {replaced}")
     if has_checkpoint:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+import petir
 from petir.pet import VARIANTS, resolve
 from petir.tasks import TASKS
 
@@ -94,6 +98,12 @@ def tiny_backbone(tmp_path_factory) -> Path:
 def flags(**options) -> list[str]:
     """``flags(run=path, depth=3)`` -> ``["--run", "path", "--depth", "3"]``: CLI arguments from keywords."""
     return [item for name, value in options.items() for item in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def cli_modules() -> dict[str, ModuleType]:
+    """Every petir module with a ``main``: the ``python -m petir.NAME`` commands (and ``petir-NAME`` scripts)."""
+    modules = (importlib.import_module(info.name) for info in pkgutil.walk_packages(petir.__path__, "petir."))
+    return {module.__name__: module for module in modules if callable(getattr(module, "main", None))}
 
 
 def run_cli(main, argv: list[str]) -> str | None:

@@ -1,32 +1,85 @@
-"""petir.cli, the plumbing every ``python -m petir.<tool>`` shares: each CLI answers --help, and the default thread
-count follows the cores that are idle."""
+"""petir.cli, the plumbing every ``python -m petir.<tool>`` shares: each CLI answers --help and --version, its help
+shows defaults as rules, progress off a terminal is plain lines, and the default thread count follows the cores
+that are idle."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import run_cli
+import petir
+from conftest import cli_modules, run_cli
 from petir import cli
 
-CLIS = [
-    "petir.train",
-    "petir.rerank",
-    "petir.onnx",
-    "petir.reproduce",
-    "petir.java",
-    "petir.evaluate",
-    "petir.workspace",
-]
+CLIS = cli_modules()
 
 
 @pytest.mark.slow  # a fresh interpreter per CLI: up to 10 s each where torch is imported
-@pytest.mark.parametrize("module", CLIS)
+@pytest.mark.parametrize("module", sorted(CLIS))
 def test_every_cli_has_help(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "usage: python -m " + module in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module", sorted(CLIS))
+def test_every_cli_prints_its_version(module, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        CLIS[module].main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"petir {petir.__version__}\n"
+
+
+@pytest.mark.parametrize("module", sorted(CLIS))
+def test_help_shows_defaults_only_where_they_say_something(module):
+    """No ``(default: None)`` on a required or unset flag, no ``(default: False)`` on a switch, and no value after a
+    help text that states its default as a rule (``--threads``: the idle cores, not the count of the moment)."""
+    for action in CLIS[module].build_parser()._actions:
+        text = " ".join(cli.HelpFormatter("prog")._expand_help(action).split()) if action.help else ""
+        for shown in ("(default: None)", "(default: [])", "(default: False)"):
+            assert shown not in text, f"{module} {action.option_strings}: {text}"
+        assert text.count("(default") <= 1, f"{module} {action.option_strings}: {text}"
+
+
+def test_threads_default_is_the_rule_auto(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cli.parse_threads("auto") == 3 and cli.parse_threads("2") == 2
+    with pytest.raises(Exception, match="must be an integer >= 1, got 0"):
+        cli.parse_threads("0")
+    threads = next(a for a in CLIS["petir.train"].build_parser()._actions if a.dest == "threads")
+    assert threads.default == "auto"
+
+
+def test_progress_off_a_terminal_writes_plain_lines(capsys):
+    """Nested bars with stderr in a file (capsys: not a terminal): whole lines, no cursor moves (ESC[A), and a redraw
+    that shows nothing new writes no second copy of the same line."""
+    outer = cli.progress(total=2, desc="outer")
+    for _ in range(2):
+        inner = cli.progress(total=3, desc="inner", mininterval=0)  # a caller's redraw rate does not apply to logs
+        inner.refresh()
+        inner.refresh()
+        inner.update(3)
+        inner.close()
+        outer.update(1)
+    outer.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert "\x1b" not in "".join(lines), lines
+    assert all(line.strip() == line and line for line in lines), lines
+    assert all(first != second for first, second in itertools.pairwise(lines)), lines
+    assert lines[-1].startswith("outer: 100%") and sum(line.startswith("inner: 100%") for line in lines) == 2
+
+
+def test_other_progress_bars_in_a_log_redraw_at_the_log_pace(monkeypatch, capsys, tmp_path):
+    """A CLI run with stderr in a file sets $TQDM_MININTERVAL, so a bar of a command it starts (Pyserini's encoder
+    under petir.reproduce) writes its first and last state, not one redraw per batch."""
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    cli.run(lambda argv: None, [])
+    assert os.environ["TQDM_MININTERVAL"] == str(cli.LOG_BAR["mininterval"])
+    bar = "from tqdm import tqdm\nfor _ in tqdm(range(300)): __import__('time').sleep(0.001)"
+    child = subprocess.run([sys.executable, "-c", bar], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert child.returncode == 0 and child.stderr.count("\r") <= 3, child.stderr
 
 
 def proc_stat(*cpus: tuple[int, int, int]) -> str:

@@ -431,6 +431,19 @@ def test_rerank_refuses_an_existing_output_unless_overwrite(rerank_inputs, tmp_p
     assert output.read_text().startswith("q1 Q0 ")
 
 
+def interrupt_rerank(argv: list[str], monkeypatch) -> None:
+    """Run petir.rerank with ``argv``, stopped once every query is scored, before the output is written."""
+    import petir.rerank as rerank
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rerank, "write_run", interrupt)
+        with pytest.raises(SystemExit):
+            run_cli(rerank.main, argv)
+
+
 def test_interrupted_rerank_scores_are_reused_only_for_the_same_inputs(rerank_inputs, tmp_path, monkeypatch):
     import petir.rerank as rerank
 
@@ -438,14 +451,7 @@ def test_interrupted_rerank_scores_are_reused_only_for_the_same_inputs(rerank_in
     assert run_cli(rerank.main, rerank_argv(rerank_inputs, fresh)) is None
     output = tmp_path / "out.trec"
     partial = tmp_path / "out.trec.partial.jsonl"
-
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:  # every query scored, then stopped before the output is written
-        patch.setattr(rerank, "write_run", interrupt)
-        with pytest.raises(SystemExit):
-            run_cli(rerank.main, rerank_argv(rerank_inputs, output))
+    interrupt_rerank(rerank_argv(rerank_inputs, output), monkeypatch)
     kept = partial.read_bytes()
     edited = tmp_path / "edited.trec"
     edited.write_text(rerank_inputs["run"].read_text().replace(" d1 ", " d9 "))
@@ -462,10 +468,7 @@ def test_interrupted_rerank_scores_are_reused_only_for_the_same_inputs(rerank_in
     assert run_cli(rerank.main, rerank_argv(rerank_inputs, output)) is None  # same inputs: continued, not re-scored
     assert not calls and output.read_text() == fresh.read_text() and not partial.exists()
 
-    with monkeypatch.context() as patch:
-        patch.setattr(rerank, "write_run", interrupt)
-        with pytest.raises(SystemExit):
-            run_cli(rerank.main, rerank_argv(rerank_inputs, tmp_path / "again.trec", *flags(run=edited)))
+    interrupt_rerank(rerank_argv(rerank_inputs, tmp_path / "again.trec", *flags(run=edited)), monkeypatch)
     again = tmp_path / "again.trec"
     error = run_cli(rerank.main, rerank_argv(rerank_inputs, again))
     assert_one_line(error, "other run", "--overwrite")

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import importlib
 import json
 import math
 import os
 import pickle
-import pkgutil
 import shutil
 import subprocess
 import sys
@@ -40,8 +38,7 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-import petir
-from conftest import REPO, TINY_PASSAGES, flags, run_cli
+from conftest import REPO, TINY_PASSAGES, cli_modules, flags, run_cli
 from petir import cli
 from petir.data import Document, write_pyserini_collection, write_run, write_topics
 from petir.errors import ModelMismatchError, PetirError
@@ -61,13 +58,7 @@ from petir.trainer import CHECKPOINT_DIR, TRAINER_STATE, TRAINER_TENSORS
 # ==================================================================================================================
 
 
-def _cli_modules() -> dict[str, ModuleType]:
-    """Every petir module with a ``main``: the ``python -m petir.NAME`` commands."""
-    modules = (importlib.import_module(info.name) for info in pkgutil.walk_packages(petir.__path__, "petir."))
-    return {module.__name__: module for module in modules if callable(getattr(module, "main", None))}
-
-
-CLIS = _cli_modules()
+CLIS = cli_modules()
 
 #: The fewest arguments each CLI needs before it parses an option (paths need not exist: parsing fails first).
 REQUIRED = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import peft
 from torch import nn
 
 from petir.anatomy import anatomy_of
@@ -31,6 +30,8 @@ class LoraConfig(PetConfig):
 
 
 def apply_lora(model: nn.Module, config: LoraConfig) -> None:
+    import peft  # seconds to import: deferred so that the CLIs' --help and start-up do not pay for it
+
     projections = anatomy_of(model).projections  # refuses unsupported encoders with petir's own message
     freeze(model)
     peft_config = peft.LoraConfig(
@@ -63,6 +64,7 @@ PEFT_DIR = "peft"
 def save_peft_adapter(model: nn.Module, backbone: str, directory: Path) -> None:
     """The LoRA weights alone, as ``PeftModel.save_pretrained`` writes them, in ``directory/peft`` (before they are
     merged); ``backbone`` is the name PEFT records as the base model."""
+    import peft
     from safetensors.torch import save_file
 
     adapter = directory / PEFT_DIR

