@@ -105,6 +105,7 @@ def export(
 def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, overwrite: bool) -> tuple[Path, float]:
     check_new_directory(target, overwrite, source=model_dir, inside_source=True)
     config = PetModel.read_config(model_dir)
+    _saved_tokenizer(model_dir)
     model = PetModel.load(model_dir, backbone=backbone, device="cpu")
     output = model.graph_output
     features = model.example_features(_CHECK_QUERIES, _CHECK_PASSAGES)
@@ -162,6 +163,16 @@ def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, ove
         }
         (staging / ONNX_CONFIG_FILE).write_text(json.dumps(onnx_config, indent=2) + "\n")
     return target, difference
+
+
+def _saved_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer saved in ``model_dir``, which an export is served with: read at export time too, so missing
+    or damaged tokenizer files fail the export, not its first load."""
+    from transformers import PretrainedConfig
+
+    # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
+    # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
+    return load_tokenizer(model_dir, f"the tokenizer saved in {model_dir}", config=PretrainedConfig())
 
 
 def _state_digest(model_dir: Path) -> str:
@@ -273,8 +284,6 @@ class OnnxModel:
         """Load the export in ``onnx_dir`` (default ``MODEL_DIR/onnx``) with the tokenizer and options of the
         petir model in ``model_dir``; ``session_config`` holds extra onnxruntime session config entries; ``int8``
         runs the int8-weight graph."""
-        from transformers import PretrainedConfig
-
         model_dir = Path(model_dir)
         config = PetModel.read_config(model_dir)
         onnx_dir = Path(onnx_dir) if onnx_dir is not None else model_dir / ONNX_DIR
@@ -295,9 +304,7 @@ class OnnxModel:
         task_class = get_task(config["task"]).onnx
         if not issubclass(task_class, cls):
             raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task} model")
-        # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
-        # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
-        tokenizer = load_tokenizer(model_dir, f"the tokenizer saved in {model_dir}", config=PretrainedConfig())
+        tokenizer = _saved_tokenizer(model_dir)
         graph = onnx_dir / (INT8_FILE if int8 else ONNX_FILE)
         if not graph.is_file():
             raise PetirError(f"no {graph.name} in {onnx_dir}; {again}")

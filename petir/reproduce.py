@@ -3,7 +3,8 @@
     python -m petir.reproduce retrieval --data ../shared/data/scifact --output runs/scifact-study
 
 Each step runs the documented command line as a subprocess (they are written to OUTPUT/commands.sh as they run)
-and is skipped when its result exists, so an interrupted study continues where it stopped:
+and is skipped when its result exists, so an interrupted study continues where it stopped (a training run only
+where the settings recorded beside it are this command's: else it is refused, or redone with ``--overwrite``):
 
 - retrieval: ``petir.train`` -> ``pyserini.encode`` (Faiss index) -> ``pyserini.search.faiss`` -> trec_eval,
   plus the BM25 and zero-shot backbone baselines through the same stock Pyserini commands;
@@ -31,11 +32,11 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
-from petir.data import corpus_path, read_qrels
+from petir.data import corpus_path, read_json, read_qrels
 from petir.datasets import load_beir, resolve_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
-from petir.files import check_output, foreign_entries, listing, output_lock
+from petir.files import check_output, foreign_entries, listing, output_lock, remove_output, write_json_atomic
 from petir.models import STATE_FILE
 from petir.pet import VARIANTS
 from petir.report import (
@@ -151,6 +152,11 @@ def stage_training(task: Task) -> tuple[dict[str, Any], int, int]:
 
 COMMANDS_FILE = "commands.sh"
 TEST_RUN_FILE = "test.run.trec"  # each first stage's run of the test queries, in its run directory
+#: Beside each run directory (RUN.settings.json): the petir.train command that made it, compared on every re-run.
+SETTINGS_SUFFIX = ".settings.json"
+#: What the study derives from a trained run inside its directory (test runs, their metrics, the Faiss index),
+#: discarded with the run when --overwrite trains it again with other settings.
+DERIVED_OUTPUTS = ("test.*", "faiss-index")
 
 
 def train_command(settings: StudySettings, stage: str, name: str, seed: int, run_dir: Path) -> list[object]:
@@ -210,8 +216,10 @@ class Study:
     """Runs the study's commands, logs each to ``commands.sh`` (a script that replays the study from scratch, with
     the data, output and cache paths as variables), and reports progress: run k of n, elapsed time and an ETA."""
 
-    def __init__(self, settings: StudySettings, planned_runs: int):
+    def __init__(self, settings: StudySettings, planned_runs: int, overwrite: bool = False):
+        """``overwrite``: train again a finished or unfinished run whose settings differ from this command's."""
         self.s = settings
+        self.overwrite = overwrite
         self.root = check_study_directory(settings.output)
         self.root.mkdir(parents=True, exist_ok=True)
         self.topics = self.root / TOPICS_FILE
@@ -316,10 +324,38 @@ class Study:
     def train(self, stage: str, variant: str, seed: int) -> Path:
         run_dir = self.root / stage / variant / f"seed{seed}"
         self.announce(stage, variant, seed)
-        if (run_dir / SUMMARY_FILE).exists():
+        command = train_command(self.s, stage, variant, seed, run_dir)
+        redo = self._settings_changed(run_dir, command)
+        if (run_dir / SUMMARY_FILE).exists() and not redo:
             return run_dir
-        self.run(*train_command(self.s, stage, variant, seed, run_dir), *continue_flags(run_dir))
+        if redo:
+            for pattern in DERIVED_OUTPUTS:
+                for path in run_dir.glob(pattern):
+                    remove_output(path)
+        if not self.s.dry_run:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(_settings_file(run_dir), {"command": run_settings(command)})
+        self.run(*command, *(["--overwrite"] if redo else continue_flags(run_dir)))
         return run_dir
+
+    def _settings_changed(self, run_dir: Path, command: list[object]) -> bool:
+        """Whether the run in ``run_dir`` was made by other settings than ``command``'s (then: refused, or redone with
+        ``--overwrite``). A run without a settings record (a study of an older petir) is taken as it is."""
+        path = _settings_file(run_dir)
+        if not run_dir.exists() or not path.exists():
+            return False
+        recorded = read_json(path, "study run's settings", f"remove {path} and rerun", {"command": tuple[str, ...]})
+        before, now = _pairs(recorded["command"]), _pairs(run_settings(command))
+        if before == now:
+            return False
+        if not self.overwrite:
+            changed = [f"{' '.join(pair)} (was {_value(before, pair[0])})" for pair in now if pair not in before]
+            changed += [f"no {' '.join(pair)}" for pair in before if pair[0] not in {p[0] for p in now}]
+            raise PetirError(
+                f"{run_dir} was trained with other settings than this command's: {', '.join(changed)}; pass "
+                "--overwrite to train it again (its test runs are redone too), or pick a new --output"
+            )
+        return True
 
     def produce(self, output: Path, *argv: object) -> Path:
         """Run a command that writes ``output`` (given as the placeholder ``OUTPUT`` in ``argv``) into a partial
@@ -378,6 +414,33 @@ class Study:
         }
 
 
+def run_settings(command: Sequence[object]) -> list[str]:
+    """What identifies a training run in a study: its ``petir.train`` argv without ``--threads`` (speed, not the
+    result) and ``--output`` (its place)."""
+    return [
+        word for pair in _pairs(list(map(str, command))) if pair[0] not in ("--threads", "--output") for word in pair
+    ]
+
+
+def _settings_file(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + SETTINGS_SUFFIX)
+
+
+def _pairs(words: Sequence[str]) -> list[tuple[str, ...]]:
+    """An argv's flags with their values (``--no-keep-best`` alone), in order."""
+    pairs: list[tuple[str, ...]] = []
+    for word in words:
+        if word.startswith("--") or not pairs:
+            pairs.append((word,))
+        else:
+            pairs[-1] = (*pairs[-1], word)
+    return pairs
+
+
+def _value(pairs: list[tuple[str, ...]], flag: str) -> str:
+    return " ".join(next((pair[1:] for pair in pairs if pair[0] == flag), ("unset",)))
+
+
 def _clock(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
@@ -390,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, required=True, help="study directory (runs, tables, plots)")
     cli.add_dataclass_flags(parser, StudySettings)
     cli.add_dataclass_flags(parser, StudyPlan)
+    cli.add_overwrite_flag(parser, "a run trained with other settings than this command's, and its test runs")
     for task in study_tasks():
         cli.add_dataclass_flags(parser.add_argument_group(f"{task.name} stage"), task.study.options)
     return parser
@@ -417,7 +481,7 @@ def _run_study(args: argparse.Namespace) -> None:
     cli.use_threads(args.threads)
     stages = [task.name for task in study_tasks()] if args.stage == "all" else [args.stage]
     runs = sum(len(seeds_of(variant, args.seeds, args.seed_methods)) for variant in variants) * len(stages)
-    study = Study(settings, planned_runs=runs)
+    study = Study(settings, planned_runs=runs, overwrite=args.overwrite)
     print(
         f"petir.reproduce: {', '.join(stages)} on {settings.data.name}: {len(variants)} methods, seeds "
         f"{','.join(map(str, args.seeds))} ({runs} training runs; finished ones are reused), {args.threads} threads",

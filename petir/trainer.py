@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import random
 import resource
 import signal
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from petir.cli import Bounded, option, progress, resolve_device, say
+from petir.cli import DEVICES, Bounded, device_flag, option, progress, resolve_device, say
 from petir.data import read_json, require_fields
 from petir.distributed import barrier, init_distributed
 from petir.errors import PetirError
@@ -48,6 +49,7 @@ from petir.files import (
     record_written,
     recover_directory,
     remove_written,
+    space_checked,
     staged_directory,
     unrecorded,
     write_json_atomic,
@@ -71,6 +73,15 @@ LEGACY_TRAINER_STATE = "trainer_state.pt"  # older petir's pickle: refused, as u
 RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR, LADDER_DIR, LADDER_FILE)
 #: The folders a run replaces whole, by rename: one holding a file petir did not write is refused, not replaced.
 SWAPPED_DIRS = (MODEL_DIR, CHECKPOINT_DIR)
+
+
+class DivergedError(PetirError):
+    """Training went non-finite (loss, gradient or dev check): the run stops, saving nothing new. ``symptom``:
+    what went non-finite, and at which step."""
+
+    def __init__(self, message: str, symptom: str):
+        super().__init__(message)
+        self.symptom = symptom
 
 
 TENSORBOARD_MISSING = "tensorboard needs the tensorboard package: pip install tensorboard"
@@ -140,7 +151,7 @@ class TrainConfig:
         ("none", "tensorboard"),
         parse=report_target,
     )
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = option("auto", DEVICES, parse=device_flag)
     bf16: bool = option(False, "bfloat16 autocast (Ampere or newer GPUs, CPUs with bf16 support); the first choice")
     fp16: bool = option(False, "float16 autocast with a gradient scaler, for GPUs without bf16 (V100, T4)")
     gradient_checkpointing: bool = option(
@@ -361,7 +372,11 @@ class Trainer:
             losses.append(loss.item())
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        # fp16: an overflowed gradient is the scaler's to skip; a non-finite loss is divergence in every precision
+        finite = math.isfinite(sum(losses)) and (self.config.fp16 or bool(torch.isfinite(norm)))
+        if self._agree(not finite):
+            raise self._diverged("the loss" if not math.isfinite(sum(losses)) else "the gradient", self.step + 1)
         self.scaler.step(self.optimizer)  # skipped, and the scale lowered, if fp16 gradients overflowed
         self.scaler.update()
         self.scheduler.step()
@@ -398,6 +413,8 @@ class Trainer:
             if self.step == 0:
                 self.start = check
             metrics = check.metrics
+            if not all(math.isfinite(value) for value in metrics.values()):
+                raise self._diverged(f"the dev check ({metrics})", self.step)
             self._last_check_seconds = time.perf_counter() - started
             self.dev_seconds += self._last_check_seconds
             noise = dev_noise(check, self.start if self.step else None)
@@ -413,6 +430,18 @@ class Trainer:
             )
         barrier(self.world_size)
         return metrics
+
+    def _diverged(self, what: str, step: int) -> DivergedError:
+        """The error that ends a run gone non-finite: nothing of it is saved, the last checkpoint is kept."""
+        kept = self.output / CHECKPOINT_DIR
+        symptom = f"{what} at step {step} is not finite"
+        return DivergedError(
+            f"{symptom}: training diverged, likely because the learning rate {self.config.learning_rate:g} is too "
+            "high; nothing of this run was saved"
+            + (f" (the last good checkpoint is kept in {kept})" if kept.is_dir() else "")
+            + "; rerun with a lower --lr",
+            symptom,
+        )
 
     def _remember_if_best(self, metrics: dict[str, float], noise: dict[str, float]) -> None:
         """--keep-best: keep a copy of the trained tensors when the first dev metric beats every earlier check."""
@@ -467,7 +496,7 @@ class Trainer:
     # -- logging -----------------------------------------------------------------------------------------------
     def _log(self, **record: Any) -> None:
         if self.is_main:
-            with open(self.output / METRICS_FILE, "a") as log:
+            with space_checked(self.output / METRICS_FILE), open(self.output / METRICS_FILE, "a") as log:
                 log.write(json.dumps({"step": self.step, "elapsed_s": round(self.elapsed, 2), **record}) + "\n")
         if self._board is not None:
             scalars = {f"train/{k}": v for k, v in record.items() if k in ("loss", "lr")}
@@ -545,6 +574,11 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         directory = recover_directory(self.output / CHECKPOINT_DIR)
         state = read_trainer_state(directory)
+        if state["step"] > self.config.steps:
+            raise PetirError(
+                f"--resume: the checkpoint in {directory} is at step {state['step']}, past --steps "
+                f"{self.config.steps}; resume with the --steps of the run that wrote it, or start over with --overwrite"
+            )
         self.model.restore(directory / MODEL_DIR)
         if len(state["rng"]) != self.world_size:
             raise PetirError(
@@ -769,6 +803,13 @@ def read_summary(path: Path) -> dict[str, Any]:
     remedy = f"train {Path(path).parent} again, which writes it when the training finishes"
     summary = read_json(path, "training summary", remedy, SUMMARY_FIELDS)
     require_fields(summary["parameters"], {"trainable": int, "percent": float}, f"{path}: parameters", remedy)
+    checks = [summary.get("final_dev"), (summary.get("kept") or {}).get("dev")]
+    values = [value for check in checks if isinstance(check, dict) for value in check.values()]
+    if not all(isinstance(value, int | float) and math.isfinite(value) for value in values):
+        raise PetirError(
+            f"{path}: its dev check is not finite ({checks[0]}): the run diverged and is no finished run; "
+            f"{remedy} with a lower --lr and --overwrite"
+        )
     return summary
 
 

@@ -20,7 +20,18 @@ from petir.errors import PetirError
 from petir.models import PetModel
 from petir.sampling import Group, GroupSampler, Permutation, TrainingQuery, Triples, TripleSampler
 from petir.tasks.retrieval import BiEncoder
-from petir.trainer import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, TrainConfig, Trainer, set_seed
+from petir.trainer import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    MODEL_DIR,
+    SUMMARY_FILE,
+    DivergedError,
+    TrainConfig,
+    Trainer,
+    read_summary,
+    read_trainer_state,
+    set_seed,
+)
 
 WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()
 CORPUS = {f"d{i}": Document(f"d{i}", "", " ".join(WORDS[i % 14 : i % 14 + 3])) for i in range(24)}
@@ -367,3 +378,46 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(tiny_backbone, tmp_pa
     assert state["scaler"]["scale"] > 0  # the scaler's state is in the checkpoint, for an exact --resume
     with pytest.raises(PetirError, match="exclude each other"):
         make_trainer(tiny_backbone, tmp_path / "both", bf16=True, fp16=True)
+
+
+def test_a_run_gone_non_finite_stops_at_that_step_saves_nothing_and_keeps_the_last_checkpoint(tiny_backbone, tmp_path):
+    """A NaN loss at step 5 (injected): one line naming the step and the rate, no model or summary, the step-4
+    checkpoint kept and no NaN logged."""
+    trainer = make_trainer(tiny_backbone, tmp_path)
+    forward = trainer.trained
+    trainer.trained = lambda batch: forward(batch) * (math.nan if trainer.step == 4 else 1.0)
+    with pytest.raises(DivergedError, match=r"^the loss at step 5 is not finite: .*learning rate 0\.01 .*--lr$"):
+        trainer.train()
+    assert read_trainer_state(tmp_path / CHECKPOINT_DIR)["step"] == 4
+    assert not (tmp_path / MODEL_DIR).exists() and not (tmp_path / SUMMARY_FILE).exists()
+    assert "NaN" not in (tmp_path / METRICS_FILE).read_text()
+
+
+def test_a_huge_learning_rate_ends_in_one_line_not_a_nan_model(tiny_backbone, tmp_path):
+    with pytest.raises(DivergedError, match=r"not finite: training diverged, .*learning rate 1e\+30 is too high"):
+        make_trainer(tiny_backbone, tmp_path, learning_rate=1e30).train()
+    assert not (tmp_path / MODEL_DIR).exists() and not (tmp_path / SUMMARY_FILE).exists()
+
+
+def test_a_non_finite_dev_check_stops_the_run_and_is_never_printed_as_a_value(tiny_backbone, tmp_path, capsys):
+    trainer = make_trainer(tiny_backbone, tmp_path, eval_every=2)
+    trainer.evaluate = lambda model: {"ndcg@10": math.nan if trainer.step == 4 else 0.5}
+    with pytest.raises(DivergedError, match=r"^the dev check \(\{'ndcg@10': nan\}\) at step 4 is not finite"):
+        trainer.train()
+    assert "dev at step 4" not in capsys.readouterr().err and not (tmp_path / SUMMARY_FILE).exists()
+
+
+def test_a_saved_run_whose_dev_check_is_not_finite_is_not_a_finished_run(tmp_path):
+    summary = {"parameters": {"trainable": 1, "percent": 0.5}, "wall_time_s": 1.0, "peak_memory_mb": 1.0}
+    path = tmp_path / SUMMARY_FILE
+    path.write_text(json.dumps({**summary, "final_dev": {"ndcg@10": 0.5}}))
+    assert read_summary(path)["final_dev"] == {"ndcg@10": 0.5}
+    path.write_text(json.dumps({**summary, "final_dev": {"ndcg@10": math.nan}}))
+    with pytest.raises(PetirError, match="dev check is not finite .*diverged and is no finished run"):
+        read_summary(path)
+
+
+def test_resuming_a_checkpoint_past_the_steps_asked_for_is_refused(tiny_backbone, tmp_path):
+    make_trainer(tiny_backbone, tmp_path, steps=4).train()
+    with pytest.raises(PetirError, match=r"checkpoint in .* is at step 4, past --steps 2; resume with the --steps"):
+        make_trainer(tiny_backbone, tmp_path, steps=2).train(resume=True)
