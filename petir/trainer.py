@@ -576,7 +576,9 @@ def check_patience(config: TrainConfig, has_dev_set: bool) -> None:
     if not has_dev_set:
         raise PetirError("--patience counts dev checks, and this run has no dev set; drop --patience")
     if not config.eval_every:
-        raise PetirError("--patience counts dev checks, and --eval-every 0 makes none before the end; give --eval-every")
+        raise PetirError(
+            "--patience counts dev checks, and --eval-every 0 makes none before the end: give --eval-every"
+        )
     if not config.keep_best:
         raise PetirError(
             "--patience stops after the best dev check and --keep-best saves it; with --no-keep-best the saved state "
