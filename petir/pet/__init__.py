@@ -17,11 +17,11 @@ from torch import nn
 
 from petir.backbone import without_pooler
 from petir.errors import PetirError
-from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, prefix
+from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, partial, prefix
 from petir.pet.base import PetConfig, PetMethod, Variant
 
 METHODS: dict[str, PetMethod] = {}
-for _method in (full, bitfit, lora, adapter, prefix, mam, iaa, linked):
+for _method in (full, bitfit, lora, adapter, prefix, mam, iaa, linked, partial):
     if _method.METHOD.name in METHODS:
         raise RuntimeError(f"two PET methods are named {_method.METHOD.name!r}")
     METHODS[_method.METHOD.name] = _method.METHOD

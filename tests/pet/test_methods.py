@@ -48,7 +48,7 @@ def with_method(base: BertModel, name: str, options: dict) -> BertModel:
 
 
 def test_registry_lists_every_method():
-    assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "mam", "iaa", "linked"}
+    assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "mam", "iaa", "linked", "partial"}
     assert {"iaa-s", "iaa-l", "iaa-m", "linked-bottleneck", "linked-hidden", "linked-side"} <= set(VARIANTS)
     # the paper's scattered baselines; IAA and the linked adapters connect their modules, full trains everything
     scattered = {name for name, method in METHODS.items() if method.scattered}
@@ -118,7 +118,11 @@ def test_trainable_counts_match_the_architecture():
         assert count_parameters(model)[0] == count, (name, options)
 
 
-@pytest.mark.parametrize(("name", "options"), [v for v in PET_VARIANTS if v[0] != "full"], ids=PET_IDS[1:])
+#: The variants with a budget preset: full fine-tuning and its partial ablations train the backbone's own weights.
+BUDGETED = [(name, pair) for name, pair in zip(PET_IDS, PET_VARIANTS, strict=True) if VARIANTS[name][1].budgets]
+
+
+@pytest.mark.parametrize(("name", "options"), [pair for _, pair in BUDGETED], ids=[variant for variant, _ in BUDGETED])
 def test_default_configs_train_under_one_percent_of_a_minilm_sized_backbone(name, options):
     config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     trainable, total = count_on_config(config, name, make_config(name, options))
@@ -346,3 +350,32 @@ def test_the_old_connected_name_points_to_linked_and_to_iaa():
     assert saved_method_name("connected") == "linked"
     with pytest.raises(PetirError, match="now called 'linked'.*the paper's method is 'iaa'"):
         make_config("connected")
+
+
+#: What each partial fine-tuning ablation trains on a tiny BERT, by parameter name.
+PARTIAL_TRAINS = {
+    "partial": lambda name: "word_embeddings" not in name,
+    "partial-no-layer-norms": lambda name: "LayerNorm" not in name,
+    "partial-top-half": lambda name: name.startswith("encoder.layer.1."),
+    "partial-attention": lambda name: ".attention." in name,
+    "partial-ffn": lambda name: name.startswith("encoder.layer.") and ".attention." not in name,
+}
+
+
+@pytest.mark.parametrize("variant", PARTIAL_TRAINS)
+def test_partial_fine_tuning_trains_exactly_its_part_of_the_backbone(variant):
+    model = with_method(tiny_bert(), *resolve(variant))
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trained == {name for name, _ in model.named_parameters() if PARTIAL_TRAINS[variant](name)}
+    assert trained  # every ablation trains something
+
+
+def test_partial_parts_combine_and_unknown_ones_are_refused():
+    model = with_method(tiny_bert(), "partial", {"train": "attention,embeddings", "freeze": "layer_norms"})
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "embeddings.word_embeddings.weight" in trained and "encoder.layer.0.attention.self.query.weight" in trained
+    assert not any("LayerNorm" in name or ".intermediate." in name for name in trained)
+    with pytest.raises(PetirError, match="unknown part 'heads'; choose from all, embeddings"):
+        with_method(tiny_bert(), "partial", {"train": "heads"})
+    with pytest.raises(PetirError, match="trains nothing"):
+        with_method(tiny_bert(), "partial", {"train": []})  # an empty list in a config.json
