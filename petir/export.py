@@ -24,6 +24,7 @@ from petir.errors import PetirError
 from petir.files import check_new_directory, staged_directory
 from petir.models import PetModel
 from petir.pet import METHODS, get_method
+from petir.pet.additions import merge_additions
 from petir.tasks import TASKS, get_task
 
 #: The methods whose trained weights fold into a standard model: those with a ``merge``.
@@ -52,6 +53,7 @@ def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -
         if method.export_extra is not None:
             method.export_extra(model.encoder, model.backbone, staging)
         method.merge(model.encoder)
+        merge_additions(model.encoder)
         model.encoder.save_pretrained(staging)
         model.tokenizer.save_pretrained(staging)
         task.export(model, staging, Path(model_dir))

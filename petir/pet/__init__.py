@@ -18,6 +18,7 @@ from torch import nn
 from petir.backbone import without_pooler
 from petir.errors import PetirError
 from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, partial, prefix
+from petir.pet.additions import apply_additions
 from petir.pet.base import PetConfig, PetMethod, Variant
 
 METHODS: dict[str, PetMethod] = {}
@@ -133,11 +134,13 @@ def saved_budget(saved: Mapping[str, Any]) -> str | None:
 
 
 def apply_pet(model: nn.Module, name: str, config: PetConfig) -> None:
-    """Freeze ``model`` and add method ``name``'s trainable modules in place."""
+    """Freeze ``model`` and add method ``name``'s trainable modules in place, then petir's additions that
+    ``config`` asks for (:mod:`petir.pet.additions`)."""
     method = get_method(name)
     if not isinstance(config, method.config_class):
         raise PetirError(f"method {name!r} needs a {method.config_class.__name__}, got {type(config).__name__}")
     method.apply(model, config)
+    apply_additions(model, config)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

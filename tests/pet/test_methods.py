@@ -23,6 +23,7 @@ from petir.pet import (
     saved_budget,
     saved_method_name,
 )
+from petir.pet.additions import merge_additions
 from petir.pet.base import BesideBlock, SublayerOutput
 from petir.pet.linked import BottleneckLinkedModule
 
@@ -179,7 +180,9 @@ def test_configs_coerce_cli_strings_and_refuse_unknown_options():
     config = make_config("linked", {"bottleneck": "32", "positions": "ffn", "topology": "side"})
     assert (config.bottleneck, config.positions, config.topology) == (32, ("ffn",), "side")
     assert make_config("lora", {"target_modules": ["query", "key"]}).target_modules == ("query", "key")
-    with pytest.raises(PetirError, match="has no option rank; options: alpha, dropout, r, target_modules"):
+    with pytest.raises(
+        PetirError, match="has no option rank; options: alpha, dropout, embedding_rank, layer_norms, r, target_modules"
+    ):
         make_config("lora", {"rank": "4"})
     with pytest.raises(PetirError, match="PET option bottleneck must be an integer >= 1, got 'big'"):
         make_config("adapter", {"bottleneck": "big"})
@@ -379,3 +382,41 @@ def test_partial_parts_combine_and_unknown_ones_are_refused():
         with_method(tiny_bert(), "partial", {"train": "heads"})
     with pytest.raises(PetirError, match="trains nothing"):
         with_method(tiny_bert(), "partial", {"train": []})  # an empty list in a config.json
+
+
+def test_additions_count_in_any_methods_trainable_weights():
+    """petir's additions: a rank-k embedding update costs k x (vocabulary + hidden), the LayerNorms 2 x hidden each,
+    on top of the method's own modules, for any method (BitFit trains the LayerNorms' biases already)."""
+    base = tiny_bert(layers=2, hidden=32)
+    vocabulary, hidden, layer_norms = 50, 32, 1 + 2 * 2  # the embeddings' LayerNorm, two per layer
+    for name, options, per_layer_norm in (
+        ("adapter", {"bottleneck": 4}, 2 * hidden),
+        ("lora", {"r": 4}, 2 * hidden),
+        ("bitfit", {}, hidden),
+    ):
+        plain = count_parameters(with_method(base, name, options))[0]
+        added = with_method(base, name, {**options, "embedding_rank": 3, "layer_norms": "true"})
+        assert count_parameters(added)[0] == plain + 3 * (vocabulary + hidden) + layer_norms * per_layer_norm, name
+
+
+@pytest.mark.parametrize(
+    "config", [BertConfig(), BertConfig(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)]
+)
+def test_iaa_l_plus_stays_inside_iaa_ls_own_count(config):
+    """The fix is bought within the budget: iaa-l-plus (rank-1 embedding update, LayerNorms, r = ar = 9) trains no
+    more weights than the paper's IAA-L widths, on BERT-base and on a MiniLM-sized backbone (172,380 of 173,016)."""
+    plus = count_on_config(config, "iaa", make_config(*resolve("iaa-l-plus")))[0]
+    paper = count_on_config(config, "iaa", make_config(*resolve("iaa-l")))[0]
+    assert plus <= paper
+    if config.hidden_size == 384:
+        assert (plus, paper) == (172_380, 173_016)
+
+
+def test_a_low_rank_embedding_update_folds_into_the_embedding_matrix():
+    """petir.export's merge: the merged plain model computes what the trained one did, and keeps no extra module."""
+    model = perturb(with_method(tiny_bert(), "lora", {"r": 4, "embedding_rank": 2})).eval()  # no LoRA dropout
+    trained = model(**inputs()).last_hidden_state
+    METHODS["lora"].merge(model)
+    merge_additions(model)
+    assert not any("low_rank" in name or "lora" in name for name, _ in model.named_parameters())
+    torch.testing.assert_close(model(**inputs()).last_hidden_state, trained, atol=1e-5, rtol=1e-5)
