@@ -205,3 +205,17 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
         "full": None,
     }
     assert "full seed 1: its weights are not here" in capsys.readouterr().out
+
+
+def test_a_study_with_patience_passes_it_to_every_run_and_one_without_trains_every_step(tmp_path):
+    from petir.reproduce import build_parser, settings_from_args, train_command
+    from petir.train import build_parser as train_parser
+
+    data = tiny_beir(tmp_path / "beir")
+    flags = ["rerank", "--data", str(data), "--output", "out", "--steps", "600"]
+    patient = settings_from_args(build_parser().parse_args([*flags, "--patience", "3"]))
+    argv = [str(arg) for arg in train_command(patient, "rerank", "iaa-l", 1, tmp_path / "run")]
+    assert argv[argv.index("--patience") + 1] == "3" and argv[argv.index("--steps") + 1] == "600"
+    assert train_parser(argv[1:]).parse_args(argv[1:]).patience == 3  # petir.train takes what the study passes
+    plain = train_command(settings_from_args(build_parser().parse_args(flags)), "rerank", "iaa-l", 1, tmp_path / "r")
+    assert "--patience" not in map(str, plain)
