@@ -123,6 +123,19 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, t
     assert [s for s in steps] == sorted(steps) and steps.count(3) == 1  # no duplicated log records
 
 
+def interrupt_at_step(trainer: Trainer, step: int) -> None:
+    """Send Ctrl-C during optimizer step ``step``: the run finishes it, checks dev if due, then stops with a
+    checkpoint."""
+    original_step = trainer._optimizer_step
+
+    def step_with_ctrl_c():
+        if trainer.step + 1 == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step()
+
+    trainer._optimizer_step = step_with_ctrl_c
+
+
 def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_backbone, tmp_path):
     """--keep-best: dev at steps 0, 2, 4, 6 peaks at step 2, so step 2's state is saved, also across an interruption
     after that check."""
@@ -138,14 +151,7 @@ def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_ba
 
         trainer.evaluate = check
         if interrupt_at is not None:
-            original_step = trainer._optimizer_step
-
-            def step_with_ctrl_c():
-                if trainer.step + 1 == interrupt_at:
-                    os.kill(os.getpid(), signal.SIGINT)
-                return original_step()
-
-            trainer._optimizer_step = step_with_ctrl_c
+            interrupt_at_step(trainer, interrupt_at)
         return trainer, states
 
     trainer, states = run(tmp_path / "straight")
@@ -179,14 +185,7 @@ def test_patience_stops_after_the_best_check_and_a_resumed_run_stops_at_the_same
         trainer = make_trainer(tiny_backbone, output, steps=12, eval_every=1, eval_budget=1000, patience=3)
         trainer.evaluate = lambda model: {"ndcg@10": curve.get(trainer.step, 0.9)}  # 0.9: past step 5, a new best
         if interrupt_at is not None:
-            original_step = trainer._optimizer_step
-
-            def step_with_ctrl_c():
-                if trainer.step + 1 == interrupt_at:
-                    os.kill(os.getpid(), signal.SIGINT)
-                return original_step()
-
-            trainer._optimizer_step = step_with_ctrl_c
+            interrupt_at_step(trainer, interrupt_at)
         return trainer
 
     summary = run(tmp_path / "straight").train()
