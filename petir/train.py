@@ -38,6 +38,7 @@ from petir.trainer import (
     RUN_OUTPUTS,
     TrainConfig,
     Trainer,
+    check_patience,
     check_run_directory,
     describe_noise,
     set_seed,
@@ -247,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     check_flags(parser, args)
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
+    check_patience(cli.from_args(TrainConfig, args, output_dir=args.output))  # likewise
     asked = parse_pet_options(args.pet)
     method, pet_options = resolve(args.method, asked, args.budget)
     variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read

@@ -569,11 +569,12 @@ class Trainer:
         self.best = state.get("best")
 
 
-def check_patience(config: TrainConfig, has_dev_set: bool) -> None:
-    """Refuse a ``--patience`` that could never stop a run, or would save a state it did not pick."""
+def check_patience(config: TrainConfig, has_dev_set: bool | None = None) -> None:
+    """Refuse a ``--patience`` that could never stop a run, or would save a state it did not pick. ``has_dev_set``
+    None: not known yet (petir.train checks the flags before it loads the data)."""
     if not config.patience:
         return
-    if not has_dev_set:
+    if has_dev_set is False:
         raise PetirError("--patience counts dev checks, and this run has no dev set; drop --patience")
     if not config.eval_every:
         raise PetirError(
