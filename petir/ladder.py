@@ -121,6 +121,7 @@ def pick_learning_rate(
             steps=ladder["steps"],
             eval_every=0,
             keep_best=False,
+            patience=0,  # a rung is a fixed-length run, judged by its one final check
             report_to="none",
             extra={},
         )

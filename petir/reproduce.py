@@ -98,6 +98,12 @@ class StudySettings:
     eval_budget: float = cli.option(
         0.25, "most share of training time dev checks may take (petir.train)", bounds=cli.Bounded(float, minimum=0)
     )
+    patience: int = cli.option(
+        0,
+        "each run stops once this many dev checks in a row have not beaten its best (petir.train --patience); "
+        "--steps is then the cap",
+        bounds=cli.Bounded(int, minimum=0),
+    )
     keep_best: bool = cli.option(
         True,
         "each run saves its best dev check, step 0 included, not its last step (petir.train's default): the rule "
@@ -172,6 +178,7 @@ def train_command(settings: StudySettings, stage: str, name: str, seed: int, run
         *(["--lr", str(entry.learning_rate)] if entry.learning_rate is not None else []),
         *cli.flags(steps=settings.steps, eval_every=settings.eval_every, seed=seed),
         *cli.flags(eval_budget=settings.eval_budget),
+        *(cli.flags(patience=settings.patience) if settings.patience else []),
         *([] if settings.keep_best else ["--no-keep-best"]),
         *dev_flags(settings),
         *cli.flags(threads=settings.threads, output=run_dir),

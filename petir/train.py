@@ -39,6 +39,7 @@ from petir.trainer import (
     RUN_OUTPUTS,
     TrainConfig,
     Trainer,
+    check_patience,
     check_run_directory,
     describe_noise,
     set_seed,
@@ -264,6 +265,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, An
     """The run of :func:`main`, under the output's lock: taken before the minutes of data loading and the step-0 dev
     check, so a second writer (or a --resume of this live run) is refused at once."""
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
+    check_patience(cli.from_args(TrainConfig, args, output_dir=args.output))  # likewise
     asked = parse_pet_options(args.pet)
     method, pet_options = resolve(args.method, asked, args.budget)
     variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read

@@ -263,3 +263,17 @@ def test_a_dry_run_with_a_missing_backbone_is_one_line(tmp_path, monkeypatch):
     error = run_cli(reproduce_main, [*argv, "--backbone", str(tmp_path / "nonexistent"), "--dry-run"])
     assert error is not None and "cannot load the config of backbone" in error and "nonexistent" in error, error
     assert "\n" not in error
+
+
+def test_a_study_with_patience_passes_it_to_every_run_and_one_without_trains_every_step(tmp_path):
+    from petir.reproduce import build_parser, settings_from_args, train_command
+    from petir.train import build_parser as train_parser
+
+    data = tiny_beir(tmp_path / "beir")
+    flags = ["rerank", "--data", str(data), "--output", "out", "--steps", "600"]
+    patient = settings_from_args(build_parser().parse_args([*flags, "--patience", "3"]))
+    argv = [str(arg) for arg in train_command(patient, "rerank", "iaa-l", 1, tmp_path / "run")]
+    assert argv[argv.index("--patience") + 1] == "3" and argv[argv.index("--steps") + 1] == "600"
+    assert train_parser(argv[1:]).parse_args(argv[1:]).patience == 3  # petir.train takes what the study passes
+    plain = train_command(settings_from_args(build_parser().parse_args(flags)), "rerank", "iaa-l", 1, tmp_path / "r")
+    assert "--patience" not in map(str, plain)

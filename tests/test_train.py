@@ -109,6 +109,8 @@ def test_train_reports_bad_flags_in_one_line(beir, tmp_path):
         (["--loss", "pointwise"], "--loss applies to --task rerank only"),
         (["--task", "rerank", "--negatives", "0"], "--negatives 0 leaves a re-ranker no passage to rank"),
         (["--triples", "t.tsv"], "--data cannot be combined with --triples"),
+        (["--patience", "2", "--eval-every", "0"], "--patience counts dev checks"),
+        (["--patience", "2", "--no-keep-best"], "--patience stops after the best dev check and --keep-best saves it"),
     ],
 )
 def test_flags_that_would_do_nothing_are_refused(beir, tmp_path, extra, message):

@@ -134,6 +134,19 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, t
     assert [s for s in steps] == sorted(steps) and steps.count(3) == 1  # no duplicated log records
 
 
+def interrupt_at_step(trainer: Trainer, step: int) -> None:
+    """Send Ctrl-C during optimizer step ``step``: the run finishes it, checks dev if due, then stops with a
+    checkpoint."""
+    original_step = trainer._optimizer_step
+
+    def step_with_ctrl_c():
+        if trainer.step + 1 == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step()
+
+    trainer._optimizer_step = step_with_ctrl_c
+
+
 def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_backbone, tmp_path):
     """--keep-best: dev at steps 0, 2, 4, 6 peaks at step 2, so step 2's state is saved, also across an interruption
     after that check."""
@@ -149,14 +162,7 @@ def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_ba
 
         trainer.evaluate = check
         if interrupt_at is not None:
-            original_step = trainer._optimizer_step
-
-            def step_with_ctrl_c():
-                if trainer.step + 1 == interrupt_at:
-                    os.kill(os.getpid(), signal.SIGINT)
-                return original_step()
-
-            trainer._optimizer_step = step_with_ctrl_c
+            interrupt_at_step(trainer, interrupt_at)
         return trainer, states
 
     trainer, states = run(tmp_path / "straight")
@@ -178,6 +184,60 @@ def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_ba
     assert resumed.train(resume=True)["kept"]["step"] == 2
     again = trained_state(tmp_path / "resumed")
     assert all(torch.equal(again[name], saved[name]) for name in saved)
+
+
+def test_patience_stops_after_the_best_check_and_a_resumed_run_stops_at_the_same_step(tiny_backbone, tmp_path):
+    """--patience 3 on a dev curve that peaks at step 2: checks 3, 4 and 5 do not beat it, so the run stops at step 5
+    of a cap of 12 and saves step 2's state; interrupted at step 4 and resumed, it stops at the same step with the
+    same weights (the checks before the checkpoint count)."""
+    curve = {0: 0.1, 1: 0.2, 2: 0.5, 3: 0.4, 4: 0.5, 5: 0.3}  # a tie (step 4) is no improvement
+
+    def run(output: Path, interrupt_at: int | None = None) -> Trainer:
+        trainer = make_trainer(tiny_backbone, output, steps=12, eval_every=1, eval_budget=1000, patience=3)
+        trainer.evaluate = lambda model: {"ndcg@10": curve.get(trainer.step, 0.9)}  # 0.9: past step 5, a new best
+        if interrupt_at is not None:
+            interrupt_at_step(trainer, interrupt_at)
+        return trainer
+
+    summary = run(tmp_path / "straight").train()
+    assert summary["steps"] == 5 and summary["stopped_by_patience"] is True
+    assert summary["kept"]["step"] == 2 and summary["final_dev"] == {"ndcg@10": 0.3}
+    with pytest.raises(PetirError, match="interrupted at step 4"):
+        run(tmp_path / "resumed", interrupt_at=4).train()
+    resumed = run(tmp_path / "resumed").train(resume=True)
+    assert resumed["steps"] == 5 and resumed["kept"]["step"] == 2
+    straight, again = trained_state(tmp_path / "straight"), trained_state(tmp_path / "resumed")
+    assert all(torch.equal(straight[name], again[name]) for name in straight)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()]
+    assert max(steps) == 5
+
+
+def test_without_patience_the_run_trains_every_step(tiny_backbone, tmp_path):
+    trainer = make_trainer(tiny_backbone, tmp_path, steps=4, eval_every=1, eval_budget=1000)
+    trainer.evaluate = lambda model: {"ndcg@10": 0.5 if trainer.step == 0 else 0.1}  # never beats the start
+    summary = trainer.train()
+    assert summary["steps"] == 4 and summary["stopped_by_patience"] is False and summary["kept"]["step"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"eval_every": 0}, "give --eval-every"),
+        ({"keep_best": False}, "--no-keep-best"),
+        ({"evaluate": None}, "no dev set"),
+    ],
+)
+def test_patience_that_could_never_stop_or_would_save_the_wrong_state_is_refused(
+    tiny_backbone, tmp_path, overrides, message
+):
+    config = TrainConfig(output_dir=tmp_path, steps=4, eval_every=1, patience=2)
+    for key, value in overrides.items():
+        if key != "evaluate":
+            setattr(config, key, value)
+    sampler = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=1, seed=3)
+    evaluate = overrides.get("evaluate", lambda model: {"ndcg@10": 0.5})
+    with pytest.raises(PetirError, match=message):
+        Trainer(BiEncoder(str(tiny_backbone), "iaa", {"r": "4", "ar": "4"}), sampler, config, evaluate)
 
 
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_backbone, tmp_path):

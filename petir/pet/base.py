@@ -22,11 +22,20 @@ from petir.cli import Bounded
 from petir.errors import PetirError, check_choice, check_type
 
 
+def ranged(default: float, bounds: Bounded) -> Any:
+    """A numeric config field whose values must lie in ``bounds`` (``ranged(16, Bounded(int, minimum=1))``)."""
+    return field(default=default, metadata={"bounds": bounds})
+
+
 @dataclass
 class PetConfig:
     """Base class of the per-method configs; serialised next to the trained weights. Every number is a
     :func:`ranged` field, so a value out of range is refused where a config is made, from ``--pet`` or a saved
-    config.json alike."""
+    config.json alike. Every method takes petir's additions (:mod:`petir.pet.additions`, not the paper's):
+    ``embedding_rank``, a low-rank update of the word embeddings (0: none); ``layer_norms``, train the LayerNorms."""
+
+    embedding_rank: int = ranged(0, Bounded(int, minimum=0))
+    layer_norms: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -39,11 +48,6 @@ class PetConfig:
             raise PetirError(f"{cls.__name__} has no option {', '.join(unknown)}; options: {', '.join(sorted(fields))}")
         hints = typing.get_type_hints(cls)
         return cls(**{name: _coerce(fields[name], hints[name], value) for name, value in values.items()})
-
-
-def ranged(default: float, bounds: Bounded) -> Any:
-    """A numeric config field whose values must lie in ``bounds`` (``ranged(16, Bounded(int, minimum=1))``)."""
-    return field(default=default, metadata={"bounds": bounds})
 
 
 def _coerce(option: dataclasses.Field, hint: Any, value: Any) -> Any:
