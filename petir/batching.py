@@ -8,6 +8,7 @@ and its dynamic axes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -51,7 +52,10 @@ def tokenize(
     return_tensors: str = "pt",
 ) -> Any:
     """The one tokenizer call of petir (torch models and their ONNX twins): padded to the batch's longest text,
-    truncated to ``max_length`` tokens; for (query, passage) pairs only the passage is truncated."""
+    truncated to ``max_length`` tokens; for (query, passage) pairs the passage is truncated, and a query longer than
+    half the pair's tokens is cut to that half first (:func:`_fit_queries`)."""
+    if pairs is not None:
+        texts = _fit_queries(tokenizer, texts, max_length)
     return tokenizer(
         list(texts),
         list(pairs) if pairs is not None else None,
@@ -59,6 +63,32 @@ def tokenize(
         truncation="only_second" if pairs is not None else True,
         padding=True,
         return_tensors=return_tensors,
+    )
+
+
+def _fit_queries(tokenizer: Any, queries: Sequence[str], max_length: int) -> list[str]:
+    """``queries`` with each longer than half of a pair's ``max_length`` (special tokens aside) cut to that half, at
+    a token boundary: truncating the passage alone cannot fit a query longer than the pair, and tokenizers fail on
+    it. Shorter queries, all of a usual test set's, are kept whole, so scores are those of passage-only
+    truncation. Said once per length (a line on stderr), not per pair."""
+    budget = (max_length - tokenizer.num_special_tokens_to_add(pair=True)) // 2
+    unique = list(dict.fromkeys(queries))
+    offsets = tokenizer(unique, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    cut = {
+        query: query[: spans[budget - 1][1]]
+        for query, spans in zip(unique, offsets, strict=True)
+        if len(spans) > budget
+    }
+    if cut:
+        _say_queries_cut(max_length, budget)
+    return [cut.get(query, query) for query in queries]
+
+
+@functools.cache
+def _say_queries_cut(max_length: int, budget: int) -> None:
+    cli.say(
+        f"queries longer than {budget} tokens are cut to {budget}, so that a passage keeps half of the pair's "
+        f"{max_length} tokens"
     )
 
 

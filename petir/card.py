@@ -194,7 +194,8 @@ def _eval_results(task_type: str, dataset: str, split: str, results: dict[str, f
 def _ladder_line(ladder: dict[str, Any]) -> str:
     """How the learning rate was picked (petir.ladder): each rung's rate and dev value."""
     rungs = ", ".join(
-        f"{rung['lr']:g}: {next(iter(rung['dev'].values())):.4f}"
+        f"{rung['lr']:g}: "
+        + ("diverged" if "diverged" in rung else f"{next(iter(rung['dev'].values())):.4f}")
         + (f" ± {rung['dev_se']:.4f}" if "dev_se" in rung else "")
         for rung in ladder["rungs"]
     )

@@ -58,15 +58,37 @@ def add_overwrite_flag(parser: argparse.ArgumentParser, replaces: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces} (without it: refused)")
 
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def resolve_device(device: str | None) -> str:
-    """``auto`` (or None) picks CUDA when present, else CPU; anything else is passed through to torch."""
+    """``auto`` (or None) picks CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked
+    against what torch sees here, and anything else is refused, in one line, not by torch mid-run."""
     import torch
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PetirError(f"--device {device} asked for CUDA, but torch sees no GPU here; use --device cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise PetirError(f"--device {device} is no device; use {DEVICES}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PetirError(f"--device {device} asked for CUDA, but torch sees no GPU here; use --device cpu")
+        count = torch.cuda.device_count()
+        if int(device.partition(":")[2] or 0) >= count:
+            raise PetirError(f"--device {device}: torch sees {count} GPU(s) here, cuda:0 to cuda:{count - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise PetirError("--device mps asked for an Apple GPU, but torch sees none here; use --device cpu")
     return device
+
+
+def device_flag(text: str) -> str:
+    """``--device``'s parser: the device checked (:func:`resolve_device`) as the command line is read, kept as
+    written (``auto`` stays ``auto``)."""
+    try:
+        resolve_device(text)
+    except PetirError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--device ")) from None
+    return text
 
 
 def flags(**options: object) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from petir.data import Corpus, PathLike, Qrels, Queries, check_qrels, read_corpus, read_qrels, read_queries
 from petir.errors import DataError
+from petir.files import check_output
 
 
 @dataclass
@@ -64,6 +65,12 @@ BEIR_DATASETS = (
 def cache_root() -> Path:
     """Where petir keeps downloads and derived artifacts: ``$PETIR_CACHE``, else ``~/.cache/petir``."""
     return Path(os.environ.get("PETIR_CACHE", Path.home() / ".cache" / "petir"))
+
+
+def writable_cache(path: Path) -> Path:
+    """``path``, a place in :func:`cache_root` that petir is about to write, checked first: a cache under a regular
+    file or on a read-only file system is one line naming PETIR_CACHE (:func:`petir.files.check_output`)."""
+    return check_output(path, directory=True, flag="PETIR_CACHE: the cache directory")
 
 
 #: The project's shared datasets beside a checkout (``<repo>/../shared/data``), found wherever the command runs from.

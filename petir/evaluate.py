@@ -78,16 +78,13 @@ def trec_eval(qrels_path: PathLike, run_path: PathLike, metrics: Sequence[str] =
     if not metrics:
         raise PetirError("trec_eval: no metrics asked for")
     _check_run(run_path)
+    # petir's reader first, as petir.rerank's: it names the file and line of a malformed line, and of a NaN score,
+    # which trec_eval would rank somewhere without a word
+    read_run(run_path)
     with tempfile.TemporaryDirectory(prefix="petir-qrels-") as directory:
         trec_qrels = Path(directory) / "qrels.trec"
         write_qrels(read_qrels(qrels_path), trec_qrels)
-        try:
-            results = _trec_eval(trec_qrels, run_path, metrics)
-        except PetirError:
-            # trec_eval reports a malformed run as a Python error (IndexError, EmptyDataError); petir's reader names
-            # the file and line, so it has the first word where the run is at fault.
-            read_run(run_path)
-            raise
+        results = _trec_eval(trec_qrels, run_path, metrics)
     missing = [m for m in metrics if any(key not in results for key in _keys(m))]
     if missing:
         raise PetirError(

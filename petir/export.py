@@ -24,6 +24,7 @@ from petir.backbone import backbone_pooler
 from petir.errors import PetirError
 from petir.files import check_new_directory, output_lock, staged_directory
 from petir.pet import METHODS, get_method
+from petir.pet.additions import merge_additions
 from petir.tasks import TASKS, get_task, load
 
 #: The methods whose trained weights fold into a standard model: those with a ``merge``.
@@ -57,6 +58,7 @@ def _export(model_dir: Path, output: Path, overwrite: bool) -> Path:
         if method.export_extra is not None:
             method.export_extra(model.encoder, model.backbone, staging)
         method.merge(model.encoder)
+        merge_additions(model.encoder)
         if hasattr(model.encoder, "pooler"):  # dropped for training; the export's class expects its weights
             model.encoder.pooler = backbone_pooler(model.backbone)
         model.encoder.save_pretrained(staging)

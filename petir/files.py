@@ -11,6 +11,7 @@ even then only a directory whose files the new one all replaces is swapped out.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import filecmp
 import glob
@@ -185,6 +186,40 @@ def foreign_entries(directory: Path) -> list[str]:
     )
 
 
+#: A full file system and a spent disk quota: a write that meets one ends in one line (:func:`space_checked`).
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def space_checked(target: Path, partial: Path | None = None) -> Iterator[None]:
+    """Turn a full disk or quota met while writing ``target`` into one line naming the directory and the space
+    needed. Written through ``partial`` (its temporary file or staging directory): more than ``partial`` held when
+    the write failed, and ``partial`` is removed, so nothing is left half-written and nothing earlier replaced.
+    Appended to (``partial`` None: a log, whose torn last record its reader drops): a record more."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
+        needed = "a record more"
+        if partial is not None:
+            files = [partial] if partial.is_file() else [item for item in partial.rglob("*") if item.is_file()]
+            needed = f"more than {_size(sum(item.stat().st_size for item in files))}"
+            remove_output(partial)
+        try:
+            free = f", {_size(shutil.disk_usage(target.parent).free)} free there"
+        except OSError:
+            free = ""
+        raise PetirError(
+            f"{target.parent}: no space left to write {target.name} ({error.strerror}); it needs {needed}{free}: "
+            "free some space, or write elsewhere (nothing earlier was replaced)"
+        ) from None
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} bytes"
+
+
 def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     """Write ``lines`` (each ending in "\\n") to ``path`` through a temporary file; gzip if the name ends in .gz."""
     path = Path(path)
@@ -192,14 +227,15 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     tmp = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}.tmp")
     gz = path.suffix == ".gz"
     try:
-        # mtime=0 keeps gzipped outputs byte-identical across runs.
-        with (
-            open(tmp, "wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else contextlib.nullcontext(raw) as out,
-        ):
-            for line in lines:
-                out.write(line.encode("utf-8"))
-        os.replace(tmp, path)
+        with space_checked(path, tmp):
+            # mtime=0 keeps gzipped outputs byte-identical across runs.
+            with (
+                open(tmp, "wb") as raw,
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else contextlib.nullcontext(raw) as out,
+            ):
+                for line in lines:
+                    out.write(line.encode("utf-8"))
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -291,8 +327,9 @@ def staged_directory(target: str | os.PathLike, *, replace: bool = False) -> Ite
     staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(target)}{os.getpid()}-", dir=target.parent))
     os.chmod(staging, 0o777 & ~_umask())
     try:
-        yield staging
-        replace_directory(staging, target, replace=replace)
+        with space_checked(target, staging):
+            yield staging
+            replace_directory(staging, target, replace=replace)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from petir.trainer import (
     LADDER_FILE,
     METRICS_FILE,
     DevCheck,
+    DivergedError,
     TrainConfig,
     Trainer,
     describe_noise,
@@ -119,21 +121,27 @@ def pick_learning_rate(
             steps=ladder["steps"],
             eval_every=0,
             keep_best=False,
+            patience=0,  # a rung is a fixed-length run, judged by its one final check
             report_to="none",
             extra={},
         )
         trainer = Trainer(build_model(), sampler, rung, evaluate, start=DevCheck(**start) if start else None)
-        record = trainer.train(resume=again, overwrite=not again and rung_dir.exists(), rung=True)
-        start = start or record.pop("start")
-        record.pop("start", None)
+        try:
+            record = trainer.train(resume=again, overwrite=not again and rung_dir.exists(), rung=True)
+        except DivergedError as error:
+            record = {"dev": {}, "diverged": error.symptom}  # a failed rung: acceptable() and winner() rule it out
+            say(f"learning rate {rate:g}: ruled out, {error.symptom} (diverged)")
+        else:
+            verdict = "taken" if acceptable(record) else "significantly below the start"
+            say(
+                f"learning rate {rate:g}: dev {record['dev']}{describe_noise(record)} at step {ladder['steps']}: "
+                + verdict
+            )
+        checked = record.pop("start", None) or (dataclasses.asdict(trainer.start) if trainer.start else None)
+        start = start or checked
         ladder["rungs"].append({"lr": rate, **record})
         ladder["start"] = start
         bar.update(1)
-        verdict = "taken" if acceptable(ladder["rungs"][-1]) else "significantly below the start"
-        say(
-            f"learning rate {rate:g}: dev {record.get('dev')}{describe_noise(record)} at step {ladder['steps']}: "
-            + verdict
-        )
         write_json_atomic(path, ladder)
     bar.close()
     if ladder.get("picked") is None:
@@ -151,17 +159,23 @@ SIGNIFICANT = 2.0
 
 def acceptable(rung: dict[str, Any]) -> bool:
     """Whether a rung's dev value is not significantly below the untrained start's (without per-query values to
-    measure noise: not below it)."""
-    return rung.get("gain", 0.0) >= -SIGNIFICANT * rung.get("gain_se", 0.0)
+    measure noise: not below it); a rung that went non-finite never is."""
+    return math.isfinite(rung_value(rung)) and rung.get("gain", 0.0) >= -SIGNIFICANT * rung.get("gain_se", 0.0)
+
+
+def rung_value(rung: dict[str, Any]) -> float:
+    """A rung's first dev metric; minus infinity for a rung that diverged (non-finite loss, gradient or check)."""
+    value = next(iter(rung["dev"].values()), None)
+    return value if isinstance(value, int | float) and math.isfinite(value) else -math.inf
 
 
 def winner(rungs: list[dict[str, Any]]) -> float:
     """The rate picked from the rungs in the order they ran (highest rate first): the first acceptable one; where
-    none is, the one with the best first dev metric (ties: the lower rate)."""
+    none is, the one with the best first dev metric (ties, diverged rungs among them: the lower rate)."""
     taken = [rung for rung in rungs if acceptable(rung)]
     if taken:
         return taken[0]["lr"]
-    return max(rungs, key=lambda rung: (next(iter(rung["dev"].values())), -rung["lr"]))["lr"]
+    return max(rungs, key=lambda rung: (rung_value(rung), -rung["lr"]))["lr"]
 
 
 def _hand_over(run: Trainer, ladder: dict[str, Any]) -> None:

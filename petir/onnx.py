@@ -52,6 +52,7 @@ from petir.onnx_runtime import (
     ONNX_FORMAT,
     OnnxModel,
     open_session,
+    saved_tokenizer,
     state_digest,
 )
 from petir.tasks import get_task, load, load_onnx, read_config
@@ -105,6 +106,7 @@ def export(
 def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, overwrite: bool) -> tuple[Path, float]:
     check_new_directory(target, overwrite, source=model_dir, inside_source=True)
     config = read_config(model_dir)
+    saved_tokenizer(model_dir)  # the export is served with it: missing or damaged files fail the export
     model = get_task(config["task"]).model.load(model_dir, backbone, "cpu", config=config)
     output = model.graph_output
     features = model.example_features(_CHECK_QUERIES, _CHECK_PASSAGES)

@@ -41,6 +41,16 @@ def state_digest(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def saved_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer saved in ``model_dir``, which an export is served with: read at export time too, so missing
+    or damaged tokenizer files fail the export, not its first load."""
+    from transformers import PretrainedConfig
+
+    # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
+    # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
+    return load_tokenizer(model_dir, f"the tokenizer saved in {model_dir}", config=PretrainedConfig())
+
+
 def open_session(path: Path, device: str | None, session_config: dict[str, str] | None = None):
     """An onnxruntime session with full graph optimisation and torch's thread count; CUDA when ``device`` asks
     for it ("auto" takes CUDA only where onnxruntime has the CUDA provider). ``session_config``: onnxruntime
@@ -109,8 +119,6 @@ class OnnxModel:
         petir model in ``model_dir``; ``session_config`` holds extra onnxruntime session config entries; ``int8``
         runs the int8-weight graph; ``config``: the model directory's config.json already read and checked
         (:func:`petir.tasks.load_onnx` loads the twin of any task's model)."""
-        from transformers import PretrainedConfig
-
         model_dir = Path(model_dir)
         config = read_saved_config(model_dir) if config is None else config
         if config["task"] != cls.task:
@@ -128,9 +136,7 @@ class OnnxModel:
                 f"the ONNX export in {onnx_dir} is from an older version of {model_dir}; "
                 f"re-run `python -m petir.onnx {model_dir}`"
             )
-        # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
-        # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
-        tokenizer = load_tokenizer(model_dir, f"the tokenizer saved in {model_dir}", config=PretrainedConfig())
+        tokenizer = saved_tokenizer(model_dir)
         graph = onnx_dir / (INT8_FILE if int8 else ONNX_FILE)
         if not graph.is_file():
             raise PetirError(f"no {graph.name} in {onnx_dir}; {again}")

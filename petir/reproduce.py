@@ -3,7 +3,8 @@
     python -m petir.reproduce retrieval --data ../shared/data/scifact --output runs/scifact-study
 
 Each step runs the documented command line as a subprocess (they are written to OUTPUT/commands.sh as they run)
-and is skipped when its result exists, so an interrupted study continues where it stopped:
+and is skipped when its result exists, so an interrupted study continues where it stopped (a training run only
+where the settings recorded beside it are this command's: else it is refused, or redone with ``--overwrite``):
 
 - retrieval: ``petir.train`` -> ``pyserini.encode`` (Faiss index) -> ``pyserini.search.faiss`` -> trec_eval,
   plus the BM25 and zero-shot backbone baselines through the same stock Pyserini commands;
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, required=True, help="study directory (runs, tables, plots)")
     cli.add_dataclass_flags(parser, StudySettings)
     cli.add_dataclass_flags(parser, StudyPlan)
+    cli.add_overwrite_flag(parser, "a run trained with other settings than this command's, and its test runs")
     for name, stage in STAGES.items():
         cli.add_dataclass_flags(parser.add_argument_group(f"{name} stage"), stage.options)
     return parser
@@ -83,7 +85,7 @@ def _run_study(args: argparse.Namespace) -> None:
     cli.use_threads(args.threads)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     runs = sum(len(seeds_of(variant, args.seeds, args.seed_methods)) for variant in variants) * len(stages)
-    study = Study(settings, STAGES, planned_runs=runs)
+    study = Study(settings, STAGES, planned_runs=runs, overwrite=args.overwrite)
     print(
         f"petir.reproduce: {', '.join(stages)} on {settings.data.name}: {len(variants)} methods, seeds "
         f"{','.join(map(str, args.seeds))} ({runs} training runs; finished ones are reused), {args.threads} threads",

@@ -21,7 +21,7 @@ from pathlib import Path
 from petir import cli
 from petir.data import Document, Run, normalize_text, read_queries, read_run, write_run
 from petir.errors import DataError, PetirError
-from petir.files import check_new_file, check_not_input, output_lock, write_lines_atomic
+from petir.files import check_new_file, check_not_input, output_lock, space_checked, write_lines_atomic
 from petir.ondisk import open_corpus
 
 EXAMPLES = """
@@ -38,7 +38,7 @@ class RerankCommand:
 
     depth: int = cli.option(100, "passages re-scored per query", bounds=cli.Bounded(int, minimum=1))
     batch_size: int = cli.option(32, "query-passage pairs per forward pass", bounds=cli.Bounded(int, minimum=1))
-    device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = cli.option("auto", cli.DEVICES, parse=cli.device_flag)
     backend: str = cli.option(
         "torch",
         "onnx: onnxruntime on a model exported with `python -m petir.onnx MODEL`; onnx-int8: its int8-weight "
@@ -127,7 +127,7 @@ def rerank(
             raise DataError(f"{partial}: scores of query {qid!r} do not fit the run; remove it to start over")
     total = sum(min(depth, len(hits)) for qid, hits in run.items() if qid not in done)
     bar = cli.progress(total=total, desc="re-ranking", unit="pair")
-    with open(partial, "a") as log:
+    with space_checked(partial), open(partial, "a") as log:
         for qid, hits in run.items():
             head = [docid for docid, _ in hits[:depth]]
             if qid not in done:

@@ -38,6 +38,7 @@ from petir.trainer import (
     RUN_OUTPUTS,
     TrainConfig,
     Trainer,
+    check_patience,
     check_run_directory,
     describe_noise,
     set_seed,
@@ -314,6 +315,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, An
     """The run of :func:`main`, under the output's lock: taken before the minutes of data loading and the step-0 dev
     check, so a second writer (or a --resume of this live run) is refused at once."""
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
+    check_patience(cli.from_args(TrainConfig, args, output_dir=args.output))  # likewise
     resolved = resolve_method(args.method, parse_pet_options(args.pet), args.budget)  # a bad --pet fails here
     method, pet_options, variant, budget = resolved.method, resolved.options, resolved.variant, resolved.budget
     threads = cli.use_threads(args.threads)

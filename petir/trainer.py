@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import random
 import resource
 import signal
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from petir.cli import Bounded, option, progress, resolve_device, say
+from petir.cli import DEVICES, Bounded, device_flag, option, progress, resolve_device, say
 from petir.data import read_json, require_fields
 from petir.distributed import barrier, init_distributed
 from petir.errors import PetirError
@@ -48,6 +49,7 @@ from petir.files import (
     record_written,
     recover_directory,
     remove_written,
+    space_checked,
     staged_directory,
     unrecorded,
     write_json_atomic,
@@ -73,6 +75,15 @@ RUN_OUTPUTS = (MODEL_DIR, CHECKPOINT_DIR, METRICS_FILE, SUMMARY_FILE, BOARD_DIR,
 SWAPPED_DIRS = (MODEL_DIR, CHECKPOINT_DIR)
 
 
+class DivergedError(PetirError):
+    """Training went non-finite (loss, gradient or dev check): the run stops, saving nothing new. ``symptom``:
+    what went non-finite, and at which step."""
+
+    def __init__(self, message: str, symptom: str):
+        super().__init__(message)
+        self.symptom = symptom
+
+
 TENSORBOARD_MISSING = "tensorboard needs the tensorboard package: pip install tensorboard"
 
 
@@ -91,7 +102,7 @@ class TrainConfig:
     world_size``."""
 
     output_dir: Path
-    steps: int = option(300, "optimizer steps", bounds=Bounded(int, minimum=1))
+    steps: int = option(300, "optimizer steps (with --patience, the most)", bounds=Bounded(int, minimum=1))
     learning_rate: float | None = option(
         None,
         "learning rate; without it a ladder of rates (the method's default, listed below, times 1/F, 1 and F: "
@@ -132,6 +143,15 @@ class TrainConfig:
         "untrained start (step 0) is a candidate, so the saved model is never worse on dev than the backbone it "
         "started from (ties go to the earlier step); --no-keep-best saves the last step's",
     )
+    #: Off by default until runs show it helps (docs/training.md, "Training length"): IAA-L at retrieval kept gaining
+    #: on dev up to step 400 of 600 where the default trains 150 (issue 35), so the length is a lever, not a constant.
+    patience: int = option(
+        0,
+        "stop once this many dev checks in a row have not beaten the best one, which --keep-best saves: the training "
+        "length picked on dev, with --steps as its cap (the learning-rate schedule decays over the cap); 0: train "
+        "all --steps",
+        bounds=Bounded(int, minimum=0),
+    )
     save_every: int = option(100, "checkpoint interval in steps", bounds=Bounded(int, minimum=1))
     log_every: int = option(10, "loss logging interval in steps", bounds=Bounded(int, minimum=1))
     report_to: str = option(
@@ -140,7 +160,7 @@ class TrainConfig:
         ("none", "tensorboard"),
         parse=report_target,
     )
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = option("auto", DEVICES, parse=device_flag)
     bf16: bool = option(False, "bfloat16 autocast (Ampere or newer GPUs, CPUs with bf16 support); the first choice")
     fp16: bool = option(False, "float16 autocast with a gradient scaler, for GPUs without bf16 (V100, T4)")
     gradient_checkpointing: bool = option(
@@ -222,6 +242,7 @@ class Trainer:
         self.device = torch.device(device)
         if config.bf16 and config.fp16:
             raise PetirError("--bf16 and --fp16 exclude each other; pick one (bf16 where the hardware has it)")
+        check_patience(config, evaluate is not None)
         self.model = model.to(self.device)
         if config.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
@@ -295,6 +316,8 @@ class Trainer:
                         window = []
                     if self._agree(self._check_due()):  # rank 0 times the checks; every rank must join
                         self._evaluate()
+                        if self._agree(self._out_of_patience()):
+                            break
                     if self._agree(stop.requested):
                         self._save_checkpoint()
                         raise PetirError(
@@ -345,6 +368,20 @@ class Trainer:
             )
         return False
 
+    def _out_of_patience(self) -> bool:
+        """--patience: the last ``patience`` dev checks (rank 0's, read from the log, so a resumed run counts the
+        checks before its checkpoint) have not beaten the best one."""
+        if not self.config.patience or self.best is None:
+            return False
+        since_best = [record for record in self._dev_records() if record["step"] > self.best["step"]]
+        if len(since_best) < self.config.patience:
+            return False
+        say(
+            f"dev has not beaten step {self.best['step']}'s check in {len(since_best)} checks (--patience "
+            f"{self.config.patience}): stopping at step {self.step} of at most {self.config.steps}"
+        )
+        return True
+
     def _share(self) -> str:
         return f"{100 * self.dev_seconds / self.elapsed:.0f} %" if self.elapsed else "all"
 
@@ -361,7 +398,11 @@ class Trainer:
             losses.append(loss.item())
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        # fp16: an overflowed gradient is the scaler's to skip; a non-finite loss is divergence in every precision
+        finite = math.isfinite(sum(losses)) and (self.config.fp16 or bool(torch.isfinite(norm)))
+        if self._agree(not finite):
+            raise self._diverged("the loss" if not math.isfinite(sum(losses)) else "the gradient", self.step + 1)
         self.scaler.step(self.optimizer)  # skipped, and the scale lowered, if fp16 gradients overflowed
         self.scaler.update()
         self.scheduler.step()
@@ -398,6 +439,8 @@ class Trainer:
             if self.step == 0:
                 self.start = check
             metrics = check.metrics
+            if not all(math.isfinite(value) for value in metrics.values()):
+                raise self._diverged(f"the dev check ({metrics})", self.step)
             self._last_check_seconds = time.perf_counter() - started
             self.dev_seconds += self._last_check_seconds
             noise = dev_noise(check, self.start if self.step else None)
@@ -413,6 +456,18 @@ class Trainer:
             )
         barrier(self.world_size)
         return metrics
+
+    def _diverged(self, what: str, step: int) -> DivergedError:
+        """The error that ends a run gone non-finite: nothing of it is saved, the last checkpoint is kept."""
+        kept = self.output / CHECKPOINT_DIR
+        symptom = f"{what} at step {step} is not finite"
+        return DivergedError(
+            f"{symptom}: training diverged, likely because the learning rate {self.config.learning_rate:g} is too "
+            "high; nothing of this run was saved"
+            + (f" (the last good checkpoint is kept in {kept})" if kept.is_dir() else "")
+            + "; rerun with a lower --lr",
+            symptom,
+        )
 
     def _remember_if_best(self, metrics: dict[str, float], noise: dict[str, float]) -> None:
         """--keep-best: keep a copy of the trained tensors when the first dev metric beats every earlier check."""
@@ -445,6 +500,7 @@ class Trainer:
             ),
             "final_dev_se": dev_records[-1].get("dev_se") if dev_records else None,
             "improved": None if self.best is None else self.best["step"] > 0 or self.step == 0,
+            "stopped_by_patience": self.step < self.config.steps,  # --patience ended the run before the cap
             "lr_ladder": self.config.extra.get("lr_ladder"),
             "config": {
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.config).items()},
@@ -467,7 +523,7 @@ class Trainer:
     # -- logging -----------------------------------------------------------------------------------------------
     def _log(self, **record: Any) -> None:
         if self.is_main:
-            with open(self.output / METRICS_FILE, "a") as log:
+            with space_checked(self.output / METRICS_FILE), open(self.output / METRICS_FILE, "a") as log:
                 log.write(json.dumps({"step": self.step, "elapsed_s": round(self.elapsed, 2), **record}) + "\n")
         if self._board is not None:
             scalars = {f"train/{k}": v for k, v in record.items() if k in ("loss", "lr")}
@@ -545,6 +601,11 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         directory = recover_directory(self.output / CHECKPOINT_DIR)
         state = read_trainer_state(directory)
+        if state["step"] > self.config.steps:
+            raise PetirError(
+                f"--resume: the checkpoint in {directory} is at step {state['step']}, past --steps "
+                f"{self.config.steps}; resume with the --steps of the run that wrote it, or start over with --overwrite"
+            )
         self.model.restore(directory / MODEL_DIR)
         if len(state["rng"]) != self.world_size:
             raise PetirError(
@@ -569,6 +630,24 @@ class Trainer:
         self.dev_seconds = state.get("dev_seconds", 0.0)
         self._last_check_seconds = state.get("last_check_seconds", 0.0)
         self.best = state.get("best")
+
+
+def check_patience(config: TrainConfig, has_dev_set: bool | None = None) -> None:
+    """Refuse a ``--patience`` that could never stop a run, or would save a state it did not pick. ``has_dev_set``
+    None: not known yet (petir.train checks the flags before it loads the data)."""
+    if not config.patience:
+        return
+    if has_dev_set is False:
+        raise PetirError("--patience counts dev checks, and this run has no dev set; drop --patience")
+    if not config.eval_every:
+        raise PetirError(
+            "--patience counts dev checks, and --eval-every 0 makes none before the end: give --eval-every"
+        )
+    if not config.keep_best:
+        raise PetirError(
+            "--patience stops after the best dev check and --keep-best saves it; with --no-keep-best the saved state "
+            "would be the last, --patience checks past the best: drop one of them"
+        )
 
 
 def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
@@ -769,6 +848,13 @@ def read_summary(path: Path) -> dict[str, Any]:
     remedy = f"train {Path(path).parent} again, which writes it when the training finishes"
     summary = read_json(path, "training summary", remedy, SUMMARY_FIELDS)
     require_fields(summary["parameters"], {"trainable": int, "percent": float}, f"{path}: parameters", remedy)
+    checks = [summary.get("final_dev"), (summary.get("kept") or {}).get("dev")]
+    values = [value for check in checks if isinstance(check, dict) for value in check.values()]
+    if not all(isinstance(value, int | float) and math.isfinite(value) for value in values):
+        raise PetirError(
+            f"{path}: its dev check is not finite ({checks[0]}): the run diverged and is no finished run; "
+            f"{remedy} with a lower --lr and --overwrite"
+        )
     return summary
 
 

@@ -28,7 +28,7 @@ from petir.data import (
     split_dev,
 )
 from petir.datasets import load_beir, resolve_beir
-from petir.errors import PetirError
+from petir.errors import DataError, PetirError
 from petir.ondisk import open_corpus, open_queries
 from petir.sampling import GroupSampler, SamplingOptions, TrainingQuery, Triples, TripleSampler, training_queries
 
@@ -112,6 +112,11 @@ def load_training_data(
     if options.dev_qrels:
         dev_qrels = read_qrels(options.dev_qrels)
         check_qrels(dev_qrels, corpus, queries, options.dev_qrels)
+        if not any(relevant(dev_qrels, qid) for qid in dev_qrels):
+            raise DataError(
+                f"--dev-qrels {options.dev_qrels}: no relevant judgment (every relevance is 0 or below), so no dev "
+                "query; pass qrels judging at least one passage relevant (rel >= 1), or drop --dev-qrels"
+            )
     elif (size := dev_size(options.dev_queries, len(train_qrels))) > 0:
         _check_dev_size(size, len(train_qrels))
         train_qrels, dev_qrels = split_dev(train_qrels, size, seed=0)

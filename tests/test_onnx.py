@@ -169,3 +169,14 @@ def test_the_int8_graph_runs_as_a_backend_and_stays_close(tiny_backbone, tmp_pat
     assert found.dtype == np.float32 and found.shape == expected.shape
     assert 0 < max_diff(found, expected) < 0.1  # lossy, yet close on a tiny random model
     assert 0 < config["int8_max_abs_diff"] < 0.1
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_an_export_of_a_model_with_missing_or_garbage_tokenizer_files_fails_at_export(tiny_backbone, tmp_path, damage):
+    model_dir = saved_model(BiEncoder, tiny_backbone, tmp_path / "model", "adapter", {})
+    for path in model_dir.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            path.unlink() if damage == "missing" else path.write_text("\x00garbage{")
+    with pytest.raises(PetirError, match=r"the tokenizer saved in .*model"):
+        export(model_dir)
+    assert not (model_dir / "onnx").exists()

@@ -216,3 +216,72 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
         "full": None,
     }
     assert "full seed 1: its weights are not here" in capsys.readouterr().out
+    carded = [
+        path.parents[2].name for path in root.glob("retrieval/*/seed1/model/README.md") if "## Test" in path.read_text()
+    ]
+    assert sorted(carded) == ["adapter-lr3e-3", "lora"]  # the searched models' cards carry their test numbers
+
+
+def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, monkeypatch):
+    """A run trained with --steps 4 is reused by the same command, refused in one line by --steps 50, and trained
+    again (its test run discarded) with --overwrite; a run without a settings record (older petir) is reused."""
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.runner import Study
+    from petir.workspace import QRELS_FILE
+
+    data = tiny_beir(tmp_path / "beir")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "study"
+    root.mkdir()
+    for name in (QRELS_FILE, "commands.sh"):  # the study's files, as an earlier command left them
+        (root / name).write_text("")
+    ran: list[list[str]] = []
+    monkeypatch.setattr(Study, "run", lambda self, *argv, **kwargs: ran.append(list(map(str, argv))))
+
+    def study(*extra: str) -> Study:
+        args = build_parser().parse_args(["retrieval", "--data", str(data), "--output", str(root), *extra])
+        return Study(settings_from_args(args), STAGES, planned_runs=1, overwrite=args.overwrite)
+
+    run_dir = study("--steps", "4", "--threads", "1").train("retrieval", "adapter", 1)
+    assert "--steps" in ran[-1] and ran[-1][ran[-1].index("--steps") + 1] == "4"
+    (run_dir / "summary.json").parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text("{}")
+    (run_dir / "test.run.trec").write_text("")
+    ran.clear()
+    study("--steps", "4", "--threads", "2").train("retrieval", "adapter", 1)  # threads: speed, not settings
+    assert ran == []
+    with pytest.raises(PetirError, match=r"seed1 was trained with other settings .*--steps 50 \(was 4\); pass"):
+        study("--steps", "50").train("retrieval", "adapter", 1)
+    assert ran == [] and (run_dir / "test.run.trec").exists()
+    study("--steps", "50", "--overwrite").train("retrieval", "adapter", 1)
+    assert ran[-1][-1] == "--overwrite" and ran[-1][ran[-1].index("--steps") + 1] == "50"
+    assert not (run_dir / "test.run.trec").exists()
+    (run_dir.with_name("seed1.settings.json")).unlink()  # a study of an older petir: no record, reused as it is
+    ran.clear()
+    study("--steps", "7").train("retrieval", "adapter", 1)
+    assert ran == []
+
+
+def test_a_dry_run_with_a_missing_backbone_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    argv = ["retrieval", "--data", str(tiny_beir(tmp_path / "beir")), "--output", str(tmp_path / "study")]
+    error = run_cli(reproduce_main, [*argv, "--backbone", str(tmp_path / "nonexistent"), "--dry-run"])
+    assert error is not None and "cannot load the config of backbone" in error and "nonexistent" in error, error
+    assert "\n" not in error
+
+
+def test_a_study_with_patience_passes_it_to_every_run_and_one_without_trains_every_step(tmp_path):
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.runner import train_command
+    from petir.train import build_parser as train_parser
+
+    data = tiny_beir(tmp_path / "beir")
+    flags = ["rerank", "--data", str(data), "--output", "out", "--steps", "600"]
+    patient = settings_from_args(build_parser().parse_args([*flags, "--patience", "3"]))
+    argv = [str(arg) for arg in train_command(patient, get_stage("rerank"), "iaa-l", 1, tmp_path / "run")]
+    assert argv[argv.index("--patience") + 1] == "3" and argv[argv.index("--steps") + 1] == "600"
+    assert train_parser(argv[1:]).parse_args(argv[1:]).patience == 3  # petir.train takes what the study passes
+    plain = train_command(
+        settings_from_args(build_parser().parse_args(flags)), get_stage("rerank"), "iaa-l", 1, tmp_path / "r"
+    )
+    assert "--patience" not in map(str, plain)

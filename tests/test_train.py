@@ -108,6 +108,8 @@ def test_train_reports_bad_flags_in_one_line(beir, tmp_path):
         (["--loss", "pointwise"], "--loss applies to --task rerank only"),
         (["--task", "rerank", "--negatives", "0"], "--negatives 0 leaves a re-ranker no passage to rank"),
         (["--triples", "t.tsv"], "--data cannot be combined with --triples"),
+        (["--patience", "2", "--eval-every", "0"], "--patience counts dev checks"),
+        (["--patience", "2", "--no-keep-best"], "--patience stops after the best dev check and --keep-best saves it"),
     ],
 )
 def test_flags_that_would_do_nothing_are_refused(beir, tmp_path, extra, message):
@@ -220,3 +222,15 @@ def test_report_to_tensorboard_parses_when_the_package_is_there(tmp_path):
     pytest.importorskip("tensorboard")
     args = train.build_parser([]).parse_args(["--output", str(tmp_path), "--report-to", "tensorboard"])
     assert args.report_to == "tensorboard"
+
+
+def test_a_dev_qrels_without_a_relevant_judgment_is_refused_not_dropped(beir, tmp_path):
+    (tmp_path / "dev.tsv").write_text("q1\t0\td1\t0\nq2\t0\td2\t0\n")
+    error = run_train(["--data", str(beir), "--dev-qrels", str(tmp_path / "dev.tsv"), "--output", str(tmp_path / "r")])
+    assert error is not None and "dev.tsv: no relevant judgment (every relevance is 0 or below)" in error, error
+
+
+def test_a_training_passage_length_above_the_models_is_refused(beir, tmp_path):
+    argv = ["--data", str(beir), "--output", str(tmp_path / "r"), "--passage-max-length", "64"]
+    error = run_train([*argv, "--train-passage-length", "128"])
+    assert error is not None and "--train-passage-length 128 is above --passage-max-length 64" in error, error

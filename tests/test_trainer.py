@@ -20,7 +20,18 @@ from petir.data import Document
 from petir.errors import PetirError
 from petir.sampling import Group, GroupSampler, Permutation, TrainingQuery, Triples, TripleSampler
 from petir.tasks.retrieval import BiEncoder
-from petir.trainer import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, TrainConfig, Trainer, set_seed
+from petir.trainer import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    MODEL_DIR,
+    SUMMARY_FILE,
+    DivergedError,
+    TrainConfig,
+    Trainer,
+    read_summary,
+    read_trainer_state,
+    set_seed,
+)
 
 WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()
 CORPUS = {f"d{i}": Document(f"d{i}", "", " ".join(WORDS[i % 14 : i % 14 + 3])) for i in range(24)}
@@ -123,6 +134,19 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_backbone, t
     assert [s for s in steps] == sorted(steps) and steps.count(3) == 1  # no duplicated log records
 
 
+def interrupt_at_step(trainer: Trainer, step: int) -> None:
+    """Send Ctrl-C during optimizer step ``step``: the run finishes it, checks dev if due, then stops with a
+    checkpoint."""
+    original_step = trainer._optimizer_step
+
+    def step_with_ctrl_c():
+        if trainer.step + 1 == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step()
+
+    trainer._optimizer_step = step_with_ctrl_c
+
+
 def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_backbone, tmp_path):
     """--keep-best: dev at steps 0, 2, 4, 6 peaks at step 2, so step 2's state is saved, also across an interruption
     after that check."""
@@ -138,14 +162,7 @@ def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_ba
 
         trainer.evaluate = check
         if interrupt_at is not None:
-            original_step = trainer._optimizer_step
-
-            def step_with_ctrl_c():
-                if trainer.step + 1 == interrupt_at:
-                    os.kill(os.getpid(), signal.SIGINT)
-                return original_step()
-
-            trainer._optimizer_step = step_with_ctrl_c
+            interrupt_at_step(trainer, interrupt_at)
         return trainer, states
 
     trainer, states = run(tmp_path / "straight")
@@ -167,6 +184,60 @@ def test_keep_best_saves_the_best_dev_checks_state_and_survives_a_resume(tiny_ba
     assert resumed.train(resume=True)["kept"]["step"] == 2
     again = trained_state(tmp_path / "resumed")
     assert all(torch.equal(again[name], saved[name]) for name in saved)
+
+
+def test_patience_stops_after_the_best_check_and_a_resumed_run_stops_at_the_same_step(tiny_backbone, tmp_path):
+    """--patience 3 on a dev curve that peaks at step 2: checks 3, 4 and 5 do not beat it, so the run stops at step 5
+    of a cap of 12 and saves step 2's state; interrupted at step 4 and resumed, it stops at the same step with the
+    same weights (the checks before the checkpoint count)."""
+    curve = {0: 0.1, 1: 0.2, 2: 0.5, 3: 0.4, 4: 0.5, 5: 0.3}  # a tie (step 4) is no improvement
+
+    def run(output: Path, interrupt_at: int | None = None) -> Trainer:
+        trainer = make_trainer(tiny_backbone, output, steps=12, eval_every=1, eval_budget=1000, patience=3)
+        trainer.evaluate = lambda model: {"ndcg@10": curve.get(trainer.step, 0.9)}  # 0.9: past step 5, a new best
+        if interrupt_at is not None:
+            interrupt_at_step(trainer, interrupt_at)
+        return trainer
+
+    summary = run(tmp_path / "straight").train()
+    assert summary["steps"] == 5 and summary["stopped_by_patience"] is True
+    assert summary["kept"]["step"] == 2 and summary["final_dev"] == {"ndcg@10": 0.3}
+    with pytest.raises(PetirError, match="interrupted at step 4"):
+        run(tmp_path / "resumed", interrupt_at=4).train()
+    resumed = run(tmp_path / "resumed").train(resume=True)
+    assert resumed["steps"] == 5 and resumed["kept"]["step"] == 2
+    straight, again = trained_state(tmp_path / "straight"), trained_state(tmp_path / "resumed")
+    assert all(torch.equal(straight[name], again[name]) for name in straight)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()]
+    assert max(steps) == 5
+
+
+def test_without_patience_the_run_trains_every_step(tiny_backbone, tmp_path):
+    trainer = make_trainer(tiny_backbone, tmp_path, steps=4, eval_every=1, eval_budget=1000)
+    trainer.evaluate = lambda model: {"ndcg@10": 0.5 if trainer.step == 0 else 0.1}  # never beats the start
+    summary = trainer.train()
+    assert summary["steps"] == 4 and summary["stopped_by_patience"] is False and summary["kept"]["step"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"eval_every": 0}, "give --eval-every"),
+        ({"keep_best": False}, "--no-keep-best"),
+        ({"evaluate": None}, "no dev set"),
+    ],
+)
+def test_patience_that_could_never_stop_or_would_save_the_wrong_state_is_refused(
+    tiny_backbone, tmp_path, overrides, message
+):
+    config = TrainConfig(output_dir=tmp_path, steps=4, eval_every=1, patience=2)
+    for key, value in overrides.items():
+        if key != "evaluate":
+            setattr(config, key, value)
+    sampler = GroupSampler(QUERIES, CORPUS, batch_size=4, negatives=1, seed=3)
+    evaluate = overrides.get("evaluate", lambda model: {"ndcg@10": 0.5})
+    with pytest.raises(PetirError, match=message):
+        Trainer(BiEncoder(str(tiny_backbone), "iaa", {"r": "4", "ar": "4"}), sampler, config, evaluate)
 
 
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_backbone, tmp_path):
@@ -367,3 +438,46 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(tiny_backbone, tmp_pa
     assert state["scaler"]["scale"] > 0  # the scaler's state is in the checkpoint, for an exact --resume
     with pytest.raises(PetirError, match="exclude each other"):
         make_trainer(tiny_backbone, tmp_path / "both", bf16=True, fp16=True)
+
+
+def test_a_run_gone_non_finite_stops_at_that_step_saves_nothing_and_keeps_the_last_checkpoint(tiny_backbone, tmp_path):
+    """A NaN loss at step 5 (injected): one line naming the step and the rate, no model or summary, the step-4
+    checkpoint kept and no NaN logged."""
+    trainer = make_trainer(tiny_backbone, tmp_path)
+    forward = trainer.trained
+    trainer.trained = lambda batch: forward(batch) * (math.nan if trainer.step == 4 else 1.0)
+    with pytest.raises(DivergedError, match=r"^the loss at step 5 is not finite: .*learning rate 0\.01 .*--lr$"):
+        trainer.train()
+    assert read_trainer_state(tmp_path / CHECKPOINT_DIR)["step"] == 4
+    assert not (tmp_path / MODEL_DIR).exists() and not (tmp_path / SUMMARY_FILE).exists()
+    assert "NaN" not in (tmp_path / METRICS_FILE).read_text()
+
+
+def test_a_huge_learning_rate_ends_in_one_line_not_a_nan_model(tiny_backbone, tmp_path):
+    with pytest.raises(DivergedError, match=r"not finite: training diverged, .*learning rate 1e\+30 is too high"):
+        make_trainer(tiny_backbone, tmp_path, learning_rate=1e30).train()
+    assert not (tmp_path / MODEL_DIR).exists() and not (tmp_path / SUMMARY_FILE).exists()
+
+
+def test_a_non_finite_dev_check_stops_the_run_and_is_never_printed_as_a_value(tiny_backbone, tmp_path, capsys):
+    trainer = make_trainer(tiny_backbone, tmp_path, eval_every=2)
+    trainer.evaluate = lambda model: {"ndcg@10": math.nan if trainer.step == 4 else 0.5}
+    with pytest.raises(DivergedError, match=r"^the dev check \(\{'ndcg@10': nan\}\) at step 4 is not finite"):
+        trainer.train()
+    assert "dev at step 4" not in capsys.readouterr().err and not (tmp_path / SUMMARY_FILE).exists()
+
+
+def test_a_saved_run_whose_dev_check_is_not_finite_is_not_a_finished_run(tmp_path):
+    summary = {"parameters": {"trainable": 1, "percent": 0.5}, "wall_time_s": 1.0, "peak_memory_mb": 1.0}
+    path = tmp_path / SUMMARY_FILE
+    path.write_text(json.dumps({**summary, "final_dev": {"ndcg@10": 0.5}}))
+    assert read_summary(path)["final_dev"] == {"ndcg@10": 0.5}
+    path.write_text(json.dumps({**summary, "final_dev": {"ndcg@10": math.nan}}))
+    with pytest.raises(PetirError, match="dev check is not finite .*diverged and is no finished run"):
+        read_summary(path)
+
+
+def test_resuming_a_checkpoint_past_the_steps_asked_for_is_refused(tiny_backbone, tmp_path):
+    make_trainer(tiny_backbone, tmp_path, steps=4).train()
+    with pytest.raises(PetirError, match=r"checkpoint in .* is at step 4, past --steps 2; resume with the --steps"):
+        make_trainer(tiny_backbone, tmp_path, steps=2).train(resume=True)

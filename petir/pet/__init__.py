@@ -19,11 +19,12 @@ from torch import nn
 from petir.anatomy import ANATOMIES
 from petir.backbone import without_pooler
 from petir.errors import PetirError
-from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, prefix
+from petir.pet import adapter, bitfit, full, iaa, linked, lora, mam, partial, prefix
+from petir.pet.additions import apply_additions
 from petir.pet.base import PetConfig, PetMethod, Variant
 
 METHODS: dict[str, PetMethod] = {}
-for _method in (full, bitfit, lora, adapter, prefix, mam, iaa, linked):
+for _method in (full, bitfit, lora, adapter, prefix, mam, iaa, linked, partial):
     if _method.METHOD.name in METHODS:
         raise RuntimeError(f"two PET methods are named {_method.METHOD.name!r}")
     METHODS[_method.METHOD.name] = _method.METHOD
@@ -161,7 +162,8 @@ def saved_budget(saved: Mapping[str, Any]) -> str | None:
 
 
 def apply_pet(model: nn.Module, name: str, config: PetConfig) -> None:
-    """Freeze ``model`` and add method ``name``'s trainable modules in place."""
+    """Freeze ``model`` and add method ``name``'s trainable modules in place, then petir's additions that
+    ``config`` asks for (:mod:`petir.pet.additions`)."""
     method = get_method(name)
     if not isinstance(config, method.config_class):
         raise PetirError(f"method {name!r} needs a {method.config_class.__name__}, got {type(config).__name__}")
@@ -173,6 +175,7 @@ def apply_pet(model: nn.Module, name: str, config: PetConfig) -> None:
             f"backbone of a mapped architecture ({', '.join(ANATOMIES)})"
         )
     method.apply(model, config)
+    apply_additions(model, config)
 
 
 def any_encoder_methods() -> list[str]:

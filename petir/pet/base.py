@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from petir.anatomy import AddNorm, FusedAddNorm, OpenAddNorm, anatomy_of, find, replace
+from petir.cli import Bounded, option
 from petir.errors import PetirError, check_choice
 from petir.options import make_options
 
@@ -25,7 +26,15 @@ from petir.options import make_options
 class PetConfig:
     """Base class of the per-method configs; serialised next to the trained weights. Every field is a
     :func:`petir.cli.option` (its help is ``--help``'s), every number with a range, so a value out of range is
-    refused where a config is made, from ``--pet`` or a saved config.json alike."""
+    refused where a config is made, from ``--pet`` or a saved config.json alike. Every method takes petir's additions
+    (:mod:`petir.pet.additions`, not the paper's)."""
+
+    embedding_rank: int = option(
+        0,
+        "rank of a low-rank update of the word embeddings (0: none; petir's addition)",
+        bounds=Bounded(int, minimum=0),
+    )
+    layer_norms: bool = option(False, "also train the LayerNorms (petir's addition)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from petir import cli
-from petir.backbone import resolve_backbone
+from petir.backbone import _from_pretrained, resolve_backbone
 from petir.batching import MAX_LENGTH
 from petir.card import add_test_results
 from petir.models import STATE_FILE
@@ -147,4 +147,4 @@ class RetrievalStage(StudyStage):
 def _dimension(backbone: str) -> int:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(resolve_backbone(backbone)).hidden_size
+    return _from_pretrained(AutoConfig, resolve_backbone(backbone), f"the config of backbone {backbone!r}").hidden_size

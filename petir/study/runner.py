@@ -16,11 +16,11 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
-from petir.data import corpus_path
+from petir.data import corpus_path, read_json
 from petir.datasets import load_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
-from petir.files import check_output, foreign_entries, listing
+from petir.files import check_output, foreign_entries, listing, remove_output, write_json_atomic
 from petir.models import STATE_FILE
 from petir.study.entries import study_entry
 from petir.study.report import dev_curve, steps_to_fraction
@@ -113,11 +113,22 @@ class StudySettings:
         "cores",
         parse=cli.parse_threads,
     )
+    patience: int = cli.option(
+        0,
+        "each run stops once this many dev checks in a row have not beaten its best (petir.train --patience); "
+        "--steps is then the cap",
+        bounds=cli.Bounded(int, minimum=0),
+    )
     dry_run: bool = cli.option(False, "print the commands without running them")
     stages: dict[str, Any] = field(default_factory=dict)
 
 
 COMMANDS_FILE = "commands.sh"
+#: Beside each run directory (RUN.settings.json): the petir.train command that made it, compared on every re-run.
+SETTINGS_SUFFIX = ".settings.json"
+#: What the study derives from a trained run inside its directory (test runs, their metrics, the Faiss index),
+#: discarded with the run when --overwrite trains it again with other settings.
+DERIVED_OUTPUTS = ("test.*", "faiss-index")
 
 
 def train_command(settings: StudySettings, stage: StudyStage, name: str, seed: int, run_dir: Path) -> list[object]:
@@ -134,6 +145,7 @@ def train_command(settings: StudySettings, stage: StudyStage, name: str, seed: i
         *cli.flags(steps=settings.steps, eval_every=settings.eval_every, seed=seed),
         *cli.flags(eval_budget=settings.eval_budget),
         *([] if settings.keep_best else ["--no-keep-best"]),
+        *(cli.flags(patience=settings.patience) if settings.patience else []),
         *dev_flags(settings),
         *cli.flags(threads=settings.threads, output=run_dir),
         *cli.flags(**stage_flags),
@@ -177,8 +189,12 @@ class Study:
     """Runs the study's commands, logs each to ``commands.sh`` (a script that replays the study from scratch, with
     the data, output and cache paths as variables), and reports progress: run k of n, elapsed time and an ETA."""
 
-    def __init__(self, settings: StudySettings, stages: Mapping[str, StudyStage], planned_runs: int):
+    def __init__(
+        self, settings: StudySettings, stages: Mapping[str, StudyStage], planned_runs: int, overwrite: bool = False
+    ):
+        """``overwrite``: train again a finished or unfinished run whose settings differ from this command's."""
         self.s = settings
+        self.overwrite = overwrite
         self.stages = stages  # every stage of the study, by name (those this invocation runs, and the others)
         self.root = check_study_directory(settings.output, list(stages))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -287,10 +303,38 @@ class Study:
     def train(self, stage: str, variant: str, seed: int) -> Path:
         run_dir = self.root / stage / variant / f"seed{seed}"
         self.announce(stage, variant, seed)
-        if (run_dir / SUMMARY_FILE).exists():
+        command = train_command(self.s, self.stages[stage], variant, seed, run_dir)
+        redo = self._settings_changed(run_dir, command)
+        if (run_dir / SUMMARY_FILE).exists() and not redo:
             return run_dir
-        self.run(*train_command(self.s, self.stages[stage], variant, seed, run_dir), *continue_flags(run_dir))
+        if redo:
+            for pattern in DERIVED_OUTPUTS:
+                for path in run_dir.glob(pattern):
+                    remove_output(path)
+        if not self.s.dry_run:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(_settings_file(run_dir), {"command": run_settings(command)})
+        self.run(*command, *(["--overwrite"] if redo else continue_flags(run_dir)))
         return run_dir
+
+    def _settings_changed(self, run_dir: Path, command: list[object]) -> bool:
+        """Whether the run in ``run_dir`` was made by other settings than ``command``'s (then: refused, or redone with
+        ``--overwrite``). A run without a settings record (a study of an older petir) is taken as it is."""
+        path = _settings_file(run_dir)
+        if not run_dir.exists() or not path.exists():
+            return False
+        recorded = read_json(path, "study run's settings", f"remove {path} and rerun", {"command": tuple[str, ...]})
+        before, now = _pairs(recorded["command"]), _pairs(run_settings(command))
+        if before == now:
+            return False
+        if not self.overwrite:
+            changed = [f"{' '.join(pair)} (was {_value(before, pair[0])})" for pair in now if pair not in before]
+            changed += [f"no {' '.join(pair)}" for pair in before if pair[0] not in {p[0] for p in now}]
+            raise PetirError(
+                f"{run_dir} was trained with other settings than this command's: {', '.join(changed)}; pass "
+                "--overwrite to train it again (its test runs are redone too), or pick a new --output"
+            )
+        return True
 
     def produce(self, output: Path, *argv: object) -> Path:
         """Run a command that writes ``output`` (given as the placeholder ``OUTPUT`` in ``argv``) into a partial
@@ -352,3 +396,30 @@ class Study:
 def _clock(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
+
+
+def run_settings(command: Sequence[object]) -> list[str]:
+    """What identifies a training run in a study: its ``petir.train`` argv without ``--threads`` (speed, not the
+    result) and ``--output`` (its place)."""
+    return [
+        word for pair in _pairs(list(map(str, command))) if pair[0] not in ("--threads", "--output") for word in pair
+    ]
+
+
+def _settings_file(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + SETTINGS_SUFFIX)
+
+
+def _pairs(words: Sequence[str]) -> list[tuple[str, ...]]:
+    """An argv's flags with their values (``--no-keep-best`` alone), in order."""
+    pairs: list[tuple[str, ...]] = []
+    for word in words:
+        if word.startswith("--") or not pairs:
+            pairs.append((word,))
+        else:
+            pairs[-1] = (*pairs[-1], word)
+    return pairs
+
+
+def _value(pairs: list[tuple[str, ...]], flag: str) -> str:
+    return " ".join(next((pair[1:] for pair in pairs if pair[0] == flag), ("unset",)))

@@ -18,6 +18,7 @@ from petir import cli
 from petir.batching import MAX_LENGTH, GraphOutput, TextEncoder
 from petir.card import export_card
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
+from petir.errors import PetirError
 from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import PetModel
 from petir.ondisk import ids_by_position
@@ -58,6 +59,14 @@ class RetrievalOptions:
         "softmax temperature of the contrastive loss (default: 0.05 for cosine, 1 for dot)",
         bounds=cli.Bounded(float, above=0),
     )
+
+    def __post_init__(self) -> None:
+        if (self.train_passage_length or 0) > self.passage_max_length:
+            raise PetirError(
+                f"--train-passage-length {self.train_passage_length} is above --passage-max-length "
+                f"{self.passage_max_length}: the model would train on passages longer than it is used with; lower it, "
+                "or raise --passage-max-length"
+            )
 
 
 #: Passages a retrieval dev check searches by default: encoding them at 256 tokens costs about as much as two dozen

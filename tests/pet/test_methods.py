@@ -23,6 +23,7 @@ from petir.pet import (
     saved_budget,
     saved_method_name,
 )
+from petir.pet.additions import merge_additions
 from petir.pet.base import BesideBlock, SublayerOutput
 from petir.pet.linked import BottleneckLinkedModule
 
@@ -48,7 +49,7 @@ def with_method(base: BertModel, name: str, options: dict) -> BertModel:
 
 
 def test_registry_lists_every_method():
-    assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "mam", "iaa", "linked"}
+    assert set(METHODS) == {"full", "bitfit", "lora", "adapter", "prefix", "mam", "iaa", "linked", "partial"}
     assert {"iaa-s", "iaa-l", "iaa-m", "linked-bottleneck", "linked-hidden", "linked-side"} <= set(VARIANTS)
     # the paper's scattered baselines; IAA and the linked adapters connect their modules, full trains everything
     scattered = {name for name, method in METHODS.items() if method.scattered}
@@ -118,7 +119,11 @@ def test_trainable_counts_match_the_architecture():
         assert count_parameters(model)[0] == count, (name, options)
 
 
-@pytest.mark.parametrize(("name", "options"), [v for v in PET_VARIANTS if v[0] != "full"], ids=PET_IDS[1:])
+#: The variants with a budget preset: full fine-tuning and its partial ablations train the backbone's own weights.
+BUDGETED = [(name, pair) for name, pair in zip(PET_IDS, PET_VARIANTS, strict=True) if VARIANTS[name][1].budgets]
+
+
+@pytest.mark.parametrize(("name", "options"), [pair for _, pair in BUDGETED], ids=[variant for variant, _ in BUDGETED])
 def test_default_configs_train_under_one_percent_of_a_minilm_sized_backbone(name, options):
     config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     trainable, total = count_on_config(config, name, make_config(name, options))
@@ -175,7 +180,9 @@ def test_configs_coerce_cli_strings_and_refuse_unknown_options():
     config = make_config("linked", {"bottleneck": "32", "positions": "ffn", "topology": "side"})
     assert (config.bottleneck, config.positions, config.topology) == (32, ("ffn",), "side")
     assert make_config("lora", {"target_modules": ["query", "key"]}).target_modules == ("query", "key")
-    with pytest.raises(PetirError, match="has no option rank; options: alpha, dropout, r, target_modules"):
+    with pytest.raises(
+        PetirError, match="has no option rank; options: alpha, dropout, embedding_rank, layer_norms, r, target_modules"
+    ):
         make_config("lora", {"rank": "4"})
     with pytest.raises(PetirError, match="PET option bottleneck must be an integer >= 1, got 'big'"):
         make_config("adapter", {"bottleneck": "big"})
@@ -360,3 +367,70 @@ def test_the_old_connected_name_points_to_linked_and_to_iaa():
     assert saved_method_name("connected") == "linked"
     with pytest.raises(PetirError, match="now called 'linked'.*the paper's method is 'iaa'"):
         make_config("connected")
+
+
+#: What each partial fine-tuning ablation trains on a tiny BERT, by parameter name.
+PARTIAL_TRAINS = {
+    "partial": lambda name: "word_embeddings" not in name,
+    "partial-no-layer-norms": lambda name: "LayerNorm" not in name,
+    "partial-top-half": lambda name: name.startswith("encoder.layer.1."),
+    "partial-attention": lambda name: ".attention." in name,
+    "partial-ffn": lambda name: name.startswith("encoder.layer.") and ".attention." not in name,
+}
+
+
+@pytest.mark.parametrize("variant", PARTIAL_TRAINS)
+def test_partial_fine_tuning_trains_exactly_its_part_of_the_backbone(variant):
+    model = with_method(tiny_bert(), *resolve(variant))
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trained == {name for name, _ in model.named_parameters() if PARTIAL_TRAINS[variant](name)}
+    assert trained  # every ablation trains something
+
+
+def test_partial_parts_combine_and_unknown_ones_are_refused():
+    model = with_method(tiny_bert(), "partial", {"train": "attention,embeddings", "freeze": "layer_norms"})
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "embeddings.word_embeddings.weight" in trained and "encoder.layer.0.attention.self.query.weight" in trained
+    assert not any("LayerNorm" in name or ".intermediate." in name for name in trained)
+    with pytest.raises(PetirError, match="unknown part 'heads'; choose from all, embeddings"):
+        with_method(tiny_bert(), "partial", {"train": "heads"})
+    with pytest.raises(PetirError, match="trains nothing"):
+        with_method(tiny_bert(), "partial", {"train": []})  # an empty list in a config.json
+
+
+def test_additions_count_in_any_methods_trainable_weights():
+    """petir's additions: a rank-k embedding update costs k x (vocabulary + hidden), the LayerNorms 2 x hidden each,
+    on top of the method's own modules, for any method (BitFit trains the LayerNorms' biases already)."""
+    base = tiny_bert(layers=2, hidden=32)
+    vocabulary, hidden, layer_norms = 50, 32, 1 + 2 * 2  # the embeddings' LayerNorm, two per layer
+    for name, options, per_layer_norm in (
+        ("adapter", {"bottleneck": 4}, 2 * hidden),
+        ("lora", {"r": 4}, 2 * hidden),
+        ("bitfit", {}, hidden),
+    ):
+        plain = count_parameters(with_method(base, name, options))[0]
+        added = with_method(base, name, {**options, "embedding_rank": 3, "layer_norms": "true"})
+        assert count_parameters(added)[0] == plain + 3 * (vocabulary + hidden) + layer_norms * per_layer_norm, name
+
+
+@pytest.mark.parametrize(
+    "config", [BertConfig(), BertConfig(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)]
+)
+def test_iaa_l_plus_stays_inside_iaa_ls_own_count(config):
+    """The fix is bought within the budget: iaa-l-plus (rank-1 embedding update, LayerNorms, r = ar = 9) trains no
+    more weights than the paper's IAA-L widths, on BERT-base and on a MiniLM-sized backbone (172,380 of 173,016)."""
+    plus = count_on_config(config, "iaa", make_config(*resolve("iaa-l-plus")))[0]
+    paper = count_on_config(config, "iaa", make_config(*resolve("iaa-l")))[0]
+    assert plus <= paper
+    if config.hidden_size == 384:
+        assert (plus, paper) == (172_380, 173_016)
+
+
+def test_a_low_rank_embedding_update_folds_into_the_embedding_matrix():
+    """petir.export's merge: the merged plain model computes what the trained one did, and keeps no extra module."""
+    model = perturb(with_method(tiny_bert(), "lora", {"r": 4, "embedding_rank": 2})).eval()  # no LoRA dropout
+    trained = model(**inputs()).last_hidden_state
+    METHODS["lora"].merge(model)
+    merge_additions(model)
+    assert not any("low_rank" in name or "lora" in name for name, _ in model.named_parameters())
+    torch.testing.assert_close(model(**inputs()).last_hidden_state, trained, atol=1e-5, rtol=1e-5)
