@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -66,13 +65,13 @@ from petir.data import read_corpus
 from petir.datasets import load_beir
 from petir.models import PetModel
 from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
-from petir.reproduce import stage_training, study_tasks
 from petir.sampling import Group
-from petir.tasks import TASKS
+from petir.study import STAGES, stage_training
+from petir.tasks import DEFAULT_TASK, TASKS
 from petir.trainer import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts are not a package
-from onnx_throughput import SYNTHETIC_WORDS, scifact_dir  # noqa: E402
+from onnx_throughput import SYNTHETIC_WORDS, machine, scifact_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -126,10 +125,6 @@ def variant_model(task_class: type[PetModel], backbone: str, variant: str, **opt
 
 
 # -- 1. encoding throughput through Pyserini -----------------------------------------------------------------------
-#: The task whose models Pyserini encodes with (its vectors index in Faiss): a bi-encoder.
-ENCODER = next(task for task in TASKS.values() if task.pyserini)
-
-
 def pyserini_encoder(directory: str | os.PathLike, max_length: int, inference_mode: bool = False) -> Encode:
     """Pyserini's ``AutoDocumentEncoder`` on ``directory`` (a petir directory or a plain backbone), called as
     ``python -m pyserini.encode`` calls it; ``inference_mode`` wraps each call in ``torch.inference_mode``."""
@@ -278,36 +273,15 @@ def study_training() -> dict[str, tuple[type[PetModel], dict[str, Any], int, int
     """Per task of the study: (model class, model options, queries per batch, passages per query), as
     ``petir.reproduce`` trains it by default."""
     settings = {}
-    for task in study_tasks():
-        options, queries, negatives = stage_training(task)
-        settings[task.name] = (task.model, options, queries, 1 + negatives)
+    for name in STAGES:
+        options, queries, negatives = stage_training(name)
+        settings[name] = (TASKS[name].model, options, queries, 1 + negatives)
     return settings
 
 
 # -- report ------------------------------------------------------------------------------------------------------
 def load_average() -> float:
     return os.getloadavg()[0]
-
-
-def machine(threads: int) -> dict[str, Any]:
-    from importlib.metadata import version
-
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [
-        line.split(":", 1)[1].strip()
-        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-        if line.startswith("model name")
-    ]
-    return {
-        "cpu": names[0] if names else platform.processor(),
-        "logical_cpus": os.cpu_count(),
-        "threads": threads,
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "pyserini": version("pyserini"),
-    }
 
 
 def mb(count: float) -> float:
@@ -499,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="one batch of passages, 2 passes, 1 step (~3 min)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="BERT-family model name or directory")
+    parser.add_argument(
+        "--task", choices=TASKS, default=DEFAULT_TASK, help="the task whose models pyserini.encode encodes (part 1)"
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--passages", type=int, default=128, help="passages encoded per timed pass")
@@ -514,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if not TASKS[args.task].pyserini:  # Task.pyserini: its encode gives the one vector per text Faiss indexes
+        encoders = ", ".join(name for name, task in TASKS.items() if task.pyserini)
+        parser.error(f"--task {args.task}: pyserini.encode cannot index its models in Faiss; choose {encoders}")
 
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per model otherwise
@@ -522,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[str, Any] = {
         "command": " ".join(["python benchmarks/efficiency.py", *(argv if argv is not None else sys.argv[1:])]),
         "backbone": args.backbone,
-        "machine": machine(args.threads),
+        "machine": machine(args.threads, ("torch", "transformers", "pyserini")),
         "load_average_1min": loads,
     }
     print(
@@ -537,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             REFERENCE_INFERENCE: pyserini_encoder(backbone_dir, args.max_length, inference_mode=True),
         }
         for variant in variants:
-            directory = variant_model(ENCODER.model, args.backbone, variant).save(Path(scratch) / variant)
+            directory = variant_model(TASKS[args.task].model, args.backbone, variant).save(Path(scratch) / variant)
             encoders[variant] = pyserini_encoder(directory, args.max_length)
         rows = encoding_throughput(encoders, texts, args.batch_size, args.repeats)
         del encoders

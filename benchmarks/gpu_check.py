@@ -40,8 +40,8 @@ import torch
 from petir.backbone import random_backbone
 from petir.data import Document
 from petir.pet import VARIANTS, get_method, resolve
-from petir.reproduce import stage_training
 from petir.sampling import GroupSampler, TrainingQuery
+from petir.study import STAGES, stage_training
 from petir.tasks import DEFAULT_TASK, TASKS, Task
 from petir.trainer import SUMMARY_FILE, TrainConfig, Trainer, peak_memory_mb, set_seed
 
@@ -83,12 +83,18 @@ def precision(device: torch.device) -> dict[str, bool]:
     return {"bf16": bf16, "fp16": not bf16}
 
 
+def study_options(task: Task) -> dict[str, Any]:
+    """The model options the study trains ``task`` with; a task the study has no stage for trains with its own
+    defaults (the report's ``options`` says which)."""
+    return stage_training(task.name)[0] if task.name in STAGES else {}
+
+
 def train_variant(
     task: Task, backbone: Path, variant: str, data: tuple, steps: int, batch: int, device: torch.device, work: Path
 ) -> dict[str, Any]:
     method, options = resolve(variant)
     set_seed(1)
-    model = task.model(str(backbone), method, options, **stage_training(task)[0])
+    model = task.model(str(backbone), method, options, **study_options(task))
     sampler = GroupSampler(data[0], data[1], batch_size=batch, negatives=3, seed=1)
     config = TrainConfig(
         output_dir=work / variant,
@@ -235,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "precision": "bf16" if precision(device)["bf16"] else "fp16 + grad scaler",
             "backbone": "random 2-layer toy" if args.tiny else "random BERT-base (110 M)",
             "task": args.task,
+            "task_options": "the study's" if args.task in STAGES else "the task's defaults (the study has no stage)",
             "batch": args.batch_size,
             "steps": args.steps,
             "training": training,

@@ -2,7 +2,7 @@
 
 ``python -m petir.reproduce`` runs everything on the CPU: BM25 (Java), ``petir.train``, ``petir.rerank`` or
 ``pyserini.encode``, fusion and trec_eval. On a lent GPU machine (torch and transformers, no Pyserini, no Java, no
-network) this script runs the GPU-bound commands of each run, with the argv :func:`petir.reproduce.train_command`
+network) this script runs the GPU-bound commands of each run, with the argv :func:`petir.study.runner.train_command`
 builds, so that ``petir.reproduce`` with the same flags, back on the CPU machine, finds them done. At re-ranking it
 trains and re-ranks (the CPU machine only fuses, evaluates and reports); at retrieval it trains, with its dev checks
 (a dense search of the corpus), and the CPU machine encodes the corpus with the stock ``pyserini.encode`` and searches
@@ -45,8 +45,10 @@ from pathlib import Path
 from petir import cli
 from petir.data import corpus_path
 from petir.ondisk import open_corpus, open_queries
-from petir.reproduce import build_parser, continue_flags, seeds_of, settings_from_args, study_entries, train_command
-from petir.tasks import get_task
+from petir.reproduce import build_parser, settings_from_args
+from petir.study import get_stage
+from petir.study.entries import seeds_of, study_entries
+from petir.study.runner import continue_flags, train_command
 from petir.trainer import SUMMARY_FILE
 
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from_args(args)
     deadline = time.monotonic() + args.deadline
     root = settings.output
-    stage = get_task(args.stage).study
+    stage = get_stage(args.stage)
     for needed in (*stage.gpu_inputs(root), args.negatives_run):
         if not needed.exists():
             sys.exit(f"gpu_study: {needed} is missing (run petir.reproduce on the CPU machine first, then carry it)")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         log = run_dir / "gpu_study.log"
         started = time.monotonic()
-        train = train_command(settings, args.stage, name, seed, run_dir)
+        train = train_command(settings, stage, name, seed, run_dir)
         train += [*cli.flags(negatives_run=args.negatives_run, device=args.device), *continue_flags(run_dir)]
         if not (run_dir / SUMMARY_FILE).exists() and not run_one(train, log, deadline):
             return f"{name} seed {seed}: training FAILED or cut (see {log})"

@@ -46,15 +46,17 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from petir import tasks
 from petir.backbone import DEFAULT_BACKBONE
 from petir.cli import HelpFormatter
 from petir.datasets import load_beir
 from petir.models import PetModel
-from petir.onnx import OnnxModel, export
+from petir.onnx import export
 from petir.tasks import TASKS, Task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,9 +156,11 @@ def measure(
     return row
 
 
-def machine(threads: int) -> dict:
-    import onnxruntime
-    import transformers
+def machine(threads: int, packages: Sequence[str], **settings: Any) -> dict[str, Any]:
+    """The machine a benchmark ran on (every benchmark's, in its results): the CPU, the threads, OpenMP's wait
+    policy, the benchmark's own ``settings``, Python and the versions of ``packages`` (a package already imported
+    reports its ``__version__``, any other its installed distribution's)."""
+    from importlib.metadata import version
 
     cpuinfo = Path("/proc/cpuinfo")
     names = [
@@ -169,12 +173,9 @@ def machine(threads: int) -> dict:
         "logical_cpus": os.cpu_count(),
         "threads": threads,
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-        "onnxruntime_allow_spinning": SPINNING,
-        "load_average_1min_at_start": os.getloadavg()[0],
+        **settings,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "transformers": transformers.__version__,
+        **{name: getattr(sys.modules.get(name), "__version__", None) or version(name) for name in packages},
     }
 
 
@@ -272,9 +273,9 @@ def load(directory: Path, backend: str) -> object:
     """A saved model through petir's own loader for ``backend`` (onnxruntime sessions without spinning threads when
     OMP_WAIT_POLICY is passive)."""
     if backend == "torch":
-        return PetModel.load(directory)
+        return tasks.load(directory)
     config = {"session.intra_op.allow_spinning": SPINNING}
-    return OnnxModel.load(directory, session_config=config, int8=backend == "onnx-int8")
+    return tasks.load_onnx(directory, session_config=config, int8=backend == "onnx-int8")
 
 
 def quality(retriever: Path, reranker: Path, run_path: Path, depth: int, scratch: Path) -> dict:
@@ -378,7 +379,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "backbone": DEFAULT_BACKBONE,
         "data": source,
         "repeats": args.repeats,
-        "machine": machine(args.threads),
+        "machine": machine(
+            args.threads,
+            ("torch", "onnxruntime", "transformers"),
+            onnxruntime_allow_spinning=SPINNING,
+            load_average_1min_at_start=os.getloadavg()[0],
+        ),
         "rows": [],
     }
     print(f"{source}: {len(queries)} queries, {len(pairs)} pairs; {args.threads} threads", flush=True)

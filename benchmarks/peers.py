@@ -193,7 +193,9 @@ def petir_groups(spec: dict[str, Any]) -> list:
     from petir.training_data import TrainingDataOptions, load_training_data
 
     options = TrainingDataOptions(data=spec["data"], dev_queries=spec["dev_queries"])
-    data = load_training_data(options, SamplingOptions.negative_depth, get_task("retrieval"), RetrievalDataOptions())
+    data = load_training_data(
+        options, SamplingOptions.negative_depth, get_task("retrieval"), RetrievalDataOptions(), spec["threads"]
+    )
     sampler = data.sampler(SamplingOptions(batch_size=spec["batch_size"], negatives=1, seed=spec["seed"]))
     return [group for index in range(spec["steps"]) for group in sampler.groups(index)]
 
@@ -301,7 +303,7 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     of :data:`COMPARISONS` over the test queries (each query's nDCG@10 averaged over seeds), Holm-adjusted."""
     from scipy.stats import ttest_rel
 
-    from petir.report import holm
+    from petir.study.report import holm
 
     def spread(values: list[float]) -> dict[str, float]:
         return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}

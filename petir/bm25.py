@@ -9,8 +9,9 @@ numbers are exactly those of the documented commands::
         --bm25 --hits 1000 --threads 2 --batch-size 128 [--remove-query]
 
 (the search flags are those of Pyserini's BEIR ``bm25-flat`` regression, ``pyserini/2cr/beir.yaml``). Both run on
-the process's thread count, which ``--threads`` of ``petir.train`` and ``petir.reproduce`` sets (through
-:func:`petir.cli.use_threads`), so a job confined to its share of the cores stays there for its BM25 mining too.
+the threads they are given: ``--threads`` of ``petir.train``, ``petir.reproduce`` and ``petir.workspace``, passed
+down through :class:`petir.workspace.Workspace`, so a job confined to its share of the cores stays there for its BM25
+mining too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from petir import cli
 from petir.data import PathLike, Qrels, Run, relevant
 from petir.errors import DataError, PetirError
 from petir.files import staged_directory
@@ -30,12 +30,10 @@ def _is_lucene_index(directory: Path) -> bool:
     return directory.is_dir() and any(directory.glob("segments_*"))
 
 
-def build_lucene_index(
-    collection_dir: PathLike, index_dir: PathLike, threads: int | None = None, store_raw: bool = True
-) -> Path:
+def build_lucene_index(collection_dir: PathLike, index_dir: PathLike, threads: int, store_raw: bool = True) -> Path:
     """Index a Pyserini JsonCollection (a directory of {"id", "contents"} JSONL files, see
-    :func:`petir.data.write_pyserini_collection`) with Lucene for BM25, on ``threads`` threads (None: the
-    process's, :func:`petir.cli.default_threads`, which a CLI's ``--threads`` sets).
+    :func:`petir.data.write_pyserini_collection`) with Lucene for BM25, on ``threads`` threads (a CLI's
+    ``--threads``).
 
     Positions and document vectors are stored (for RM3 and for reading documents back); ``store_raw`` also keeps
     each JSON record, which ``LuceneSearcher.doc(id).raw()`` returns. The index is built in a temporary sibling
@@ -65,7 +63,7 @@ def build_lucene_index(
             "--generator",
             "DefaultLuceneDocumentGenerator",
             "--threads",
-            threads or cli.default_threads(),
+            threads,
             "--storePositions",
             "--storeDocvectors",
         ] + (["--storeRaw"] if store_raw else [])
@@ -88,14 +86,14 @@ def bm25_search(
     index_dir: PathLike,
     topics_tsv: PathLike,
     output_run: PathLike,
+    threads: int,
     hits: int = 1000,
-    threads: int | None = None,
     batch_size: int = 128,
     remove_query: bool = False,
 ) -> Path:
     """Search ``index_dir`` with BM25 (Anserini defaults k1=0.9, b=0.4) for each "qid<TAB>text" line of
     ``topics_tsv``, writing a TREC run (``qid Q0 docid rank score Anserini``, ``hits`` per query) to ``output_run``,
-    on ``threads`` threads (None: the process's, as for :func:`build_lucene_index`).
+    on ``threads`` threads (a CLI's ``--threads``).
 
     ``remove_query`` drops a hit whose docid equals the qid, as Pyserini's BEIR regressions do (in ArguAna the
     queries are corpus documents); leave it off where qids and docids are unrelated numbers (MS MARCO). The run
@@ -126,7 +124,7 @@ def bm25_search(
             "--hits",
             hits,
             "--threads",
-            threads or cli.default_threads(),
+            threads,
             # batch mode also for threads=1: Pyserini compares docids with str(qid) only there (--remove-query)
             "--batch-size",
             max(batch_size, 2),

@@ -20,20 +20,20 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from petir.backbone import WHEEL_MODELS, resolve_backbone
 from petir.files import write_lines_atomic
-from petir.pet import get_method, make_config, saved_budget, variant_of
-from petir.tasks import get_task
+from petir.pet import get_method
 
 if TYPE_CHECKING:
-    from petir.models import PetModel
+    from torch import nn
 
 
-def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
-    """The card of ``model``; ``training`` (the run's summary.json plus argv and dataset) adds how it was trained."""
+def model_card(model: nn.Module, training: dict[str, Any] | None = None) -> str:
+    """The card of ``model`` (a :class:`petir.models.PetModel`, which saves it: this module sits below it and
+    reads its task from the model's own ``task_record``); ``training`` (the run's summary.json plus argv and dataset)
+    adds how it was trained."""
     config = model.config_dict()
-    task = get_task(config["task"])
-    method = get_method(config["pet_method"])
-    variant = variant_of(method.name, make_config(method.name, config["pet_config"])).name
-    budget = saved_budget(config)
+    task = model.task_record
+    method = get_method(model.method)
+    variant, budget = model.variant.name, model.pet_budget  # as the model records them (config.json)
     parameters = config["parameters"]
     options = ", ".join(f"{key}={value}" for key, value in config["pet_config"].items()) or "none"
     lines = [
@@ -81,7 +81,7 @@ def model_card(model: PetModel, training: dict[str, Any] | None = None) -> str:
         f"against the fingerprint. {loading} {INSTALL}",
         "",
     ]
-    data = _card_data(config, variant, training)
+    data = _card_data(config, task.pipeline_tag, variant, training)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
@@ -206,19 +206,20 @@ def _ladder_line(ladder: dict[str, Any]) -> str:
     )
 
 
-def _card_data(config: dict[str, Any], variant: str, training: dict[str, Any] | None) -> ModelCardData:
+def _card_data(
+    config: dict[str, Any], pipeline_tag: str, variant: str, training: dict[str, Any] | None
+) -> ModelCardData:
     """The front matter: a local backbone path is no hub name, so it is left out of ``base_model``."""
-    task = get_task(config["task"])
     dataset = (training or {}).get("dataset")
     dev = ((training or {}).get("kept") or {}).get("dev") or (training or {}).get("final_dev") or {}
     backbone = config["backbone"]
-    name = f"petir-{task.name}-{variant}"
-    results = _eval_results(task.pipeline_tag, dataset, "dev", dev) if dataset else []
+    name = f"petir-{config['task']}-{variant}"
+    results = _eval_results(pipeline_tag, dataset, "dev", dev) if dataset else []
     return ModelCardData(
         library_name="petir",
         base_model=None if Path(backbone).exists() else backbone,
-        tags=list(dict.fromkeys(["petir", "pyserini", config["pet_method"], variant, task.pipeline_tag])),
-        pipeline_tag=task.pipeline_tag,
+        tags=list(dict.fromkeys(["petir", "pyserini", config["pet_method"], variant, pipeline_tag])),
+        pipeline_tag=pipeline_tag,
         datasets=[dataset] if dataset else None,
         metrics=list(dev) or None,
         model_name=name,

@@ -23,10 +23,9 @@ from petir import cli
 from petir.backbone import backbone_pooler
 from petir.errors import PetirError
 from petir.files import check_new_directory, output_lock, staged_directory
-from petir.models import PetModel
 from petir.pet import METHODS, get_method
 from petir.pet.additions import merge_additions
-from petir.tasks import TASKS, get_task
+from petir.tasks import TASKS, get_task, load
 
 #: The methods whose trained weights fold into a standard model: those with a ``merge``.
 MERGEABLE = [name for name, method in METHODS.items() if method.merge is not None]
@@ -43,7 +42,7 @@ def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -
 
 def _export(model_dir: Path, output: Path, overwrite: bool) -> Path:
     check_new_directory(output, overwrite, source=Path(model_dir))
-    model = PetModel.load(model_dir)
+    model = load(model_dir)
     task = get_task(model.task)
     if task.export is None:
         exporting = " and ".join(f"{other.noun}s" for other in TASKS.values() if other.export is not None)

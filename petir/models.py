@@ -1,6 +1,6 @@
 """The PET model format shared by every task: a frozen backbone, one PET method, the task's head, and the save
-format. Each task (:mod:`petir.tasks`) is one subclass of :class:`PetModel`; loading finds the class by the task
-name the directory records. A saved directory holds
+format. Each task (:mod:`petir.tasks`) is one subclass of :class:`PetModel`; :func:`petir.tasks.load` finds the
+class by the task name the directory records (this module knows no task). A saved directory holds
 
 - ``config.json``: ``model_type: petir``, the task, the backbone name and fingerprint, the PET method, its
   config and budget preset, and the task options (pooling, similarity, lengths). It explains the directory by
@@ -11,11 +11,9 @@ name the directory records. A saved directory holds
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,16 +28,19 @@ from petir.anatomy import max_tokens
 from petir.backbone import DEFAULT_BACKBONE, fingerprint, load_backbone, portable_name
 from petir.batching import GraphOutput, tokenize
 from petir.data import Corpus, Pools, Queries, Run, read_json, require_fields
-from petir.errors import ModelMismatchError, PetirError, check_choice, check_type
+from petir.errors import ModelMismatchError, PetirError
 from petir.files import recover_directory, staged_directory
+from petir.options import make_options
 from petir.pet import (
     DEFAULT_METHOD,
+    Variant,
     apply_pet,
     count_parameters,
     get_method,
     make_config,
     saved_budget,
     saved_method_name,
+    variant_of,
 )
 from petir.sampling import Group
 
@@ -99,6 +100,9 @@ class PetModel(nn.Module):
     task: ClassVar[str]
     options_class: ClassVar[type]
     graph_output: ClassVar[GraphOutput]
+    #: The task's registry entry (a :class:`petir.tasks.Task`), set when the entry is made: what the model card
+    #: says of the task (its kind, usage, pipeline tag, export), read without asking a registry.
+    task_record: ClassVar[Any]
 
     def __init__(
         self,
@@ -155,6 +159,11 @@ class PetModel(nn.Module):
         """Keep the task's options (an ``options_class`` instance), each as an attribute of its name (what
         :meth:`options` saves in config.json, a length within the backbone's limit), and build its head, if any."""
         raise NotImplementedError
+
+    @property
+    def variant(self) -> Variant:
+        """The named variant this model's PET config is (iaa with placement=model: iaa-m)."""
+        return variant_of(self.method, self.pet_config)
 
     # -- what is trained -------------------------------------------------------------------------------------
     def enable_gradient_checkpointing(self) -> None:
@@ -246,29 +255,24 @@ class PetModel(nn.Module):
             (staging / CARD_FILE).write_text(model_card(self, training))
         return Path(directory)
 
-    @staticmethod
-    def read_config(directory: str | os.PathLike) -> dict[str, Any]:
-        """The saved ``config.json``, checked: every problem is one line naming the file."""
-        path = recover_directory(directory) / CONFIG_FILE  # a save killed mid-swap left the previous copy beside it
-        if not path.is_file():
-            raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
-        config = read_json(path, "petir model config", DAMAGED)
-        if config.get("model_type") != MODEL_TYPE:
-            raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
-        require_fields(config, REQUIRED_KEYS, str(path), DAMAGED)
-        from petir.tasks import get_task, saved_task_name
+    @classmethod
+    def saved_options(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The task options a saved config holds, under their current names (an options class's ``RENAMED``: old ->
+        current); the rest take their defaults (a config saved before they existed)."""
+        renamed = getattr(cls.options_class, "RENAMED", {})
+        values = {renamed.get(key, key): value for key, value in config.items()}
+        names = {field.name for field in dataclasses.fields(cls.options_class)}
+        return {key: values[key] for key in names if key in values}
 
-        config["task"] = saved_task_name(config["task"])
+    @classmethod
+    def check_config(cls, config: dict[str, Any], path: Path) -> None:
+        """The saved values' types and ranges (PET config and task options), so that nothing reading the config
+        later (ONNX, Pyserini) meets a string for a size; a bad one is one line naming ``path``."""
         try:
-            task = get_task(config["task"])
-        except PetirError as error:
-            raise PetirError(f"{path}: {error}") from None
-        try:  # the values' types, so that nothing reading the config later (ONNX, Pyserini) meets a string for a size
             make_config(saved_method_name(config["pet_method"]), config["pet_config"])
-            make_options(task.model.options_class, _saved_options(config))
+            make_options(cls.options_class, cls.saved_options(config))
         except PetirError as error:
             raise PetirError(f"{path}: {error}; {DAMAGED}") from None
-        return config
 
     @classmethod
     def load(
@@ -278,19 +282,20 @@ class PetModel(nn.Module):
         device: str | torch.device = "cpu",
         *,
         loaded: tuple[nn.Module, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> PetModel:
-        """Load a saved model; ``backbone`` overrides where the backbone weights are read from (its fingerprint
-        must still match the one the state was trained on), and ``loaded`` gives them already in memory as
-        ``(encoder, tokenizer)`` (:class:`SharedBackbone`)."""
-        from petir.tasks import get_task
-
-        config = cls.read_config(directory)
-        task_class = get_task(config["task"]).model
-        if not issubclass(task_class, cls):
-            raise PetirError(
-                f"{directory} holds a {config['task']} model ({task_class.__name__}), not a {cls.task} model "
-                f"({cls.__name__})"
-            )
+        """Load a saved model of this class's task (:func:`petir.tasks.load` loads one of any task); ``backbone``
+        overrides where the backbone weights are read from (its fingerprint must still match the one the state was
+        trained on), ``loaded`` gives them already in memory as ``(encoder, tokenizer)``
+        (:class:`petir.tasks.SharedBackbone`), and ``config`` the directory's config.json already read and checked
+        (:func:`petir.tasks.read_config`)."""
+        if not hasattr(cls, "task"):
+            raise TypeError("PetModel.load loads a model of the class's own task: petir.tasks.load loads any task's")
+        if config is None:
+            config = read_saved_config(directory)
+            cls.check_config(config, Path(directory) / CONFIG_FILE)
+        if config["task"] != cls.task:
+            raise PetirError(f"{directory} holds a {config['task']} model, not a {cls.task} model ({cls.__name__})")
         source = backbone or config["backbone"]
         loaded = loaded or load_backbone(source)
         found = fingerprint(loaded[0])
@@ -303,26 +308,29 @@ class PetModel(nn.Module):
         method = saved_method_name(config["pet_method"])
         try:  # what the saved config asks for may not build (a width the backbone cannot take): name the file
             budget = saved_budget(config)
-            options = _saved_options(config)
-            model = task_class.on_backbone(source, *loaded, method, config["pet_config"], budget, **options)
+            options = cls.saved_options(config)
+            model = cls.on_backbone(source, *loaded, method, config["pet_config"], budget, **options)
         except PetirError as error:
             raise PetirError(f"{Path(directory) / CONFIG_FILE}: {error}") from None
         model.backbone = config["backbone"]
-        model.restore(directory)
+        model._load_state(directory)
         return model.to(device).eval()
 
     def restore(self, directory: str | os.PathLike) -> None:
         """Load the trained tensors saved in ``directory`` into this model, which must be built the same way."""
-        config = self.read_config(directory)
+        config = read_saved_config(directory)
         same = (
             config["task"] == self.task
             and config["backbone_fingerprint"] == self.backbone_fingerprint
             and saved_method_name(config["pet_method"]) == self.method
             and make_config(self.method, config["pet_config"]) == self.pet_config
-            and all(config.get(name) == value for name, value in self.options().items())
+            and all(self.saved_options(config).get(name) == value for name, value in self.options().items())
         )
         if not same:
             raise PetirError(f"{directory} was saved from a differently configured model than this one")
+        self._load_state(directory)
+
+    def _load_state(self, directory: str | os.PathLike) -> None:
         path = Path(directory) / STATE_FILE
         self.load_trainable_state_dict(read_state(path), str(path))
 
@@ -368,62 +376,22 @@ def _length_limit(encoder: nn.Module, tokenizer: Any) -> int:
 
 def _own_trainable_parameters(module: nn.Module) -> None:
     """Give every trainable parameter its own storage, so training or loading a state never writes into frozen
-    weights that other models may share (see :class:`SharedBackbone`)."""
+    weights that other models may share (see :class:`petir.tasks.SharedBackbone`)."""
     for submodule in module.modules():
         for name, parameter in list(submodule._parameters.items()):
             if parameter is not None and parameter.requires_grad:
                 submodule._parameters[name] = nn.Parameter(parameter.detach().clone())
 
 
-class SharedBackbone:
-    """One frozen backbone in memory serving many trained PET models: the practical point of PET.
-
-    Each :meth:`load` builds a model whose frozen weights are the backbone's own tensors (not copies); only the
-    PET modules and heads are per task. Switching task means calling another model, with no reload::
-
-        shared = SharedBackbone("sentence-transformers/all-MiniLM-L6-v2")
-        rerankers = {name: shared.load(path) for name, path in [("scifact", ...), ("trec-covid", ...)]}
-    """
-
-    def __init__(self, backbone: str = DEFAULT_BACKBONE):
-        self.name = backbone
-        self.encoder, self.tokenizer = load_backbone(backbone)
-        for parameter in self.encoder.parameters():
-            parameter.requires_grad_(False)
-
-    def load(self, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PetModel:
-        """Load a saved petir model onto this backbone (its fingerprint must match)."""
-        shared = {id(tensor): tensor for tensor in (*self.encoder.parameters(), *self.encoder.buffers())}
-        shell = copy.deepcopy(self.encoder, memo=shared)
-        return PetModel.load(directory, backbone=self.name, device=device, loaded=(shell, self.tokenizer))
-
-
-def make_options(options_class: type, values: dict[str, Any]) -> Any:
-    """The task's options from ``values`` over the defaults; an unknown option, or a value of the wrong type (from a
-    saved config.json) or not among the choices, is one line."""
-    fields = {field.name: field for field in dataclasses.fields(options_class)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise PetirError(f"{options_class.__name__} has no option {', '.join(unknown)}; options: {', '.join(fields)}")
-    values = dict(values)
-    hints = typing.get_type_hints(options_class)
-    for name, value in values.items():
-        bounds = fields[name].metadata.get("bounds")
-        if bounds is not None and not (value is None and fields[name].default is None):
-            try:
-                values[name] = bounds.parse(value)  # the type and the range, in one message
-            except ValueError as error:
-                raise PetirError(f"{name} {error}") from None
-        else:
-            check_type(name, value, hints[name])
-        if fields[name].metadata.get("choices"):
-            check_choice(name, value, fields[name].metadata["choices"])
-    return options_class(**values)
-
-
-def _saved_options(config: dict[str, Any]) -> dict[str, Any]:
-    """The task options a saved config holds (the rest take their defaults: a config saved before they existed)."""
-    from petir.tasks import get_task
-
-    names = {field.name for field in dataclasses.fields(get_task(config["task"]).model.options_class)}
-    return {key: config[key] for key in names if key in config}
+def read_saved_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The saved ``config.json`` of a petir model directory, checked for what every task's has (its model type and
+    :data:`REQUIRED_KEYS`); every problem is one line naming the file. Its task's own values are checked by the
+    task's class (:meth:`PetModel.check_config`, :func:`petir.tasks.read_config`)."""
+    path = recover_directory(directory) / CONFIG_FILE  # a save killed mid-swap left the previous copy beside it
+    if not path.is_file():
+        raise PetirError(f"{directory} is not a petir model directory (no {CONFIG_FILE})")
+    config = read_json(path, "petir model config", DAMAGED)
+    if config.get("model_type") != MODEL_TYPE:
+        raise PetirError(f"{path} is not a petir model (model_type {config.get('model_type')!r})")
+    require_fields(config, REQUIRED_KEYS, str(path), DAMAGED)
+    return config

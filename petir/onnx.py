@@ -1,4 +1,5 @@
-"""ONNX export of saved petir models, and the base of their onnxruntime twins (each task's module has its own).
+"""ONNX export of saved petir models, and the inference backends that load one (torch, or its onnxruntime twin: the
+twins' base is :mod:`petir.onnx_runtime`, each task's module has its own).
 
 Export a saved model directory (any PET method, any task)::
 
@@ -26,36 +27,36 @@ as ordinary tensor data flow. The torch.export-based exporter (torch's default s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 import petir
-from petir.backbone import load_tokenizer
-from petir.batching import tokenize
 from petir.cli import ArgumentParser, Bounded, add_overwrite_flag, resolve_device, run
-from petir.data import read_json, require_fields
 from petir.errors import PetirError, check_choice
 from petir.files import check_new_directory, output_lock, staged_directory
-from petir.models import DAMAGED, STATE_FILE, PetModel
+from petir.models import PetModel
+from petir.onnx_runtime import (
+    INT8_FILE,
+    ONNX_CONFIG_FILE,
+    ONNX_DIR,
+    ONNX_FILE,
+    ONNX_FORMAT,
+    OnnxModel,
+    open_session,
+    saved_tokenizer,
+    state_digest,
+)
+from petir.tasks import get_task, load, load_onnx, read_config
 
-ONNX_DIR = "onnx"
-ONNX_FILE = "model.onnx"
-#: The same graph with int8 weights (onnxruntime's dynamic quantisation: activations are quantised on the fly).
-INT8_FILE = "model.int8.onnx"
-ONNX_CONFIG_FILE = "onnx_config.json"
-ONNX_FORMAT = "petir-onnx"
-#: What the loader reads of onnx_config.json, with the JSON types it needs.
-ONNX_CONFIG_FIELDS = {"state_sha256": str, "petir_config": dict, "inputs": tuple[str, ...]}
 DEFAULT_OPSET = 17  # the first opset with a LayerNormalization operator (one node, not seven)
 #: Exports whose outputs differ more than this from the torch model on the check batch are refused (float32 runs
 #: agree to ~1e-6; anything near this bound means an operator was exported wrongly, not rounding).
@@ -104,9 +105,9 @@ def export(
 
 def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, overwrite: bool) -> tuple[Path, float]:
     check_new_directory(target, overwrite, source=model_dir, inside_source=True)
-    config = PetModel.read_config(model_dir)
-    _saved_tokenizer(model_dir)
-    model = PetModel.load(model_dir, backbone=backbone, device="cpu")
+    config = read_config(model_dir)
+    saved_tokenizer(model_dir)  # the export is served with it: missing or damaged files fail the export
+    model = get_task(config["task"]).model.load(model_dir, backbone, "cpu", config=config)
     output = model.graph_output
     features = model.example_features(_CHECK_QUERIES, _CHECK_PASSAGES)
     input_names = list(features)
@@ -137,7 +138,7 @@ def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, ove
                 )
         with torch.inference_mode():
             expected = model.inference(features).float().numpy()
-        session = _session(staging / ONNX_FILE, "cpu")
+        session = open_session(staging / ONNX_FILE, "cpu")
         # The exporter drops inputs the graph never reads (DeBERTa-v3 has no token types): feed the graph's own.
         input_names = [node.name for node in session.get_inputs()]
         inputs = {name: features[name].numpy() for name in input_names}
@@ -158,33 +159,11 @@ def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, ove
             "output": output.name,
             "parity_max_abs_diff": difference,
             "int8_max_abs_diff": _quantize(staging, inputs, expected, model.encoder.config.hidden_size),
-            "state_sha256": _state_digest(model_dir),
+            "state_sha256": state_digest(model_dir),
             "petir_config": config,
         }
         (staging / ONNX_CONFIG_FILE).write_text(json.dumps(onnx_config, indent=2) + "\n")
     return target, difference
-
-
-def _saved_tokenizer(model_dir: Path) -> Any:
-    """The tokenizer saved in ``model_dir``, which an export is served with: read at export time too, so missing
-    or damaged tokenizer files fail the export, not its first load."""
-    from transformers import PretrainedConfig
-
-    # tokenizer_config.json names the tokenizer class; the empty config stops AutoTokenizer from reading
-    # config.json, a petir config that transformers does not know unless the Pyserini plug-in registered it.
-    return load_tokenizer(model_dir, f"the tokenizer saved in {model_dir}", config=PretrainedConfig())
-
-
-def _state_digest(model_dir: Path) -> str:
-    """SHA-256 of the trained tensors, so a re-trained model is never served by an older export."""
-    digest = hashlib.sha256()
-    try:
-        with open(model_dir / STATE_FILE, "rb") as state:
-            for block in iter(lambda: state.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as error:
-        raise PetirError(f"{model_dir / STATE_FILE}: cannot read the trained tensors ({error}); {DAMAGED}") from None
-    return digest.hexdigest()[:16]
 
 
 # -- onnxruntime inference -------------------------------------------------------------------------------------
@@ -216,138 +195,25 @@ def _quantize(directory: Path, inputs: dict[str, np.ndarray], expected: np.ndarr
         op_types_to_quantize=["MatMul"],
         nodes_to_exclude=small,
     )
-    return float(np.abs(_session(directory / INT8_FILE, "cpu").run(None, inputs)[0] - expected).max())
+    return float(np.abs(open_session(directory / INT8_FILE, "cpu").run(None, inputs)[0] - expected).max())
 
 
-def _session(path: Path, device: str | None, session_config: dict[str, str] | None = None):
-    """An onnxruntime session with full graph optimisation and torch's thread count; CUDA when ``device`` asks
-    for it ("auto" takes CUDA only where onnxruntime has the CUDA provider). ``session_config``: onnxruntime
-    session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = torch.get_num_threads()
-    for key, value in (session_config or {}).items():
-        options.add_session_config_entry(key, value)
-    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if device in (None, "auto"):
-        device = "cuda" if has_cuda else "cpu"
-    if device.startswith("cuda"):
-        if not has_cuda:
-            raise PetirError(
-                f"device {device} asked for CUDA, but this onnxruntime has no CUDAExecutionProvider "
-                "(install onnxruntime-gpu); use device cpu"
-            )
-        index = int(device.partition(":")[2] or 0)
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
-    elif device != "cpu":
-        raise PetirError(f"the onnx backend runs on cpu or cuda[:N], not {device!r}")
-    try:
-        return onnxruntime.InferenceSession(str(path), options, providers=providers)
-    except Exception as error:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) share no base class but Exception
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PetirError(
-            f"{path}: onnxruntime cannot load this graph ({detail}); export it again with python -m petir.onnx"
-        ) from None
-
-
-class OnnxModel:
-    """A petir model exported to ONNX, run by onnxruntime; tokenises exactly as the torch model does. Each task's
-    twin (its ``onnx`` class) subclasses it: its ``task`` name, and the task's ``encode`` or ``score``, with the
-    task's options read from the saved ``config``."""
-
-    task: ClassVar[str] = ""
-
-    def __init__(self, config: dict[str, Any], onnx_config: dict[str, Any], tokenizer: Any, session: Any):
-        self.config = config
-        self.onnx_config = onnx_config
-        self.tokenizer = tokenizer
-        self.session = session
-        self.input_names = onnx_config["inputs"]
-        self._setup(config)
-
-    def _setup(self, config: dict[str, Any]) -> None:
-        """Keep what the task's ``encode`` or ``score`` needs of the saved model's ``config`` (its options)."""
-        raise NotImplementedError
-
-    @classmethod
-    def load(
-        cls,
-        model_dir: str | os.PathLike,
-        onnx_dir: str | os.PathLike | None = None,
-        device: str = "cpu",
-        session_config: dict[str, str] | None = None,
-        int8: bool = False,
-    ) -> OnnxModel:
-        """Load the export in ``onnx_dir`` (default ``MODEL_DIR/onnx``) with the tokenizer and options of the
-        petir model in ``model_dir``; ``session_config`` holds extra onnxruntime session config entries; ``int8``
-        runs the int8-weight graph."""
-        model_dir = Path(model_dir)
-        config = PetModel.read_config(model_dir)
-        onnx_dir = Path(onnx_dir) if onnx_dir is not None else model_dir / ONNX_DIR
-        if not (onnx_dir / ONNX_FILE).is_file() or not (onnx_dir / ONNX_CONFIG_FILE).is_file():
-            raise PetirError(f"no ONNX export in {onnx_dir}; run `python -m petir.onnx {model_dir}` first")
-        again = f"export it again: python -m petir.onnx {model_dir}"
-        onnx_config = read_json(onnx_dir / ONNX_CONFIG_FILE, "petir ONNX export config", again)
-        if onnx_config.get("format") != ONNX_FORMAT:
-            raise PetirError(f"{onnx_dir / ONNX_CONFIG_FILE} is not a petir ONNX export")
-        require_fields(onnx_config, ONNX_CONFIG_FIELDS, str(onnx_dir / ONNX_CONFIG_FILE), again)
-        if onnx_config["state_sha256"] != _state_digest(model_dir) or onnx_config["petir_config"] != config:
-            raise PetirError(
-                f"the ONNX export in {onnx_dir} is from an older version of {model_dir}; "
-                f"re-run `python -m petir.onnx {model_dir}`"
-            )
-        from petir.tasks import get_task
-
-        task_class = get_task(config["task"]).onnx
-        if not issubclass(task_class, cls):
-            raise PetirError(f"{model_dir} holds a {config['task']} model, not a {cls.task} model")
-        tokenizer = _saved_tokenizer(model_dir)
-        graph = onnx_dir / (INT8_FILE if int8 else ONNX_FILE)
-        if not graph.is_file():
-            raise PetirError(f"no {graph.name} in {onnx_dir}; {again}")
-        session = _session(graph, device, session_config)
-        found = [node.name for node in session.get_inputs()]
-        if found != onnx_config["inputs"]:
-            raise PetirError(
-                f"{graph} takes inputs {found}, but {onnx_dir / ONNX_CONFIG_FILE} says {onnx_config['inputs']}; {again}"
-            )
-        return task_class(config, onnx_config, tokenizer, session)
-
-    def tokenize(self, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> dict:
-        """The graph's inputs (int64 [batch, length]), tokenised exactly as the torch model does."""
-        features = tokenize(self.tokenizer, texts, max_length, pairs, return_tensors="np")
-        return {name: features[name].astype(np.int64) for name in self.input_names}
-
-    def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, features)[0].astype(np.float32, copy=False)
-
-
-def _load_torch(model_dir: str | os.PathLike, device: str) -> PetModel:
-    return PetModel.load(model_dir, device=resolve_device(device))
-
-
-def _load_onnx(model_dir: str | os.PathLike, device: str) -> OnnxModel:
-    return OnnxModel.load(model_dir, device=device)
-
-
-#: Inference backends: how each one loads a saved model directory.
-BACKENDS: dict[str, Callable[[str | os.PathLike, str], PetModel | OnnxModel]] = {
-    "torch": _load_torch,
-    "onnx": _load_onnx,
-    "onnx-int8": lambda model_dir, device: OnnxModel.load(model_dir, device=device, int8=True),
+#: Inference backends: how each one loads a saved model directory (its config.json already read, or None).
+BACKENDS: dict[str, Callable[[str | os.PathLike, str, dict[str, Any] | None], PetModel | OnnxModel]] = {
+    "torch": lambda model_dir, device, config: load(model_dir, device=resolve_device(device), config=config),
+    "onnx": lambda model_dir, device, config: load_onnx(model_dir, device=device, config=config),
+    "onnx-int8": lambda model_dir, device, config: load_onnx(model_dir, device=device, int8=True, config=config),
 }
 
 
 def load_inference_model(
-    model_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu"
+    model_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu", config: dict[str, Any] | None = None
 ) -> PetModel | OnnxModel:
     """The saved model as its task's torch model (backend "torch") or its ONNX twin (backend "onnx", which needs
-    ``python -m petir.onnx MODEL_DIR`` first); both have the same ``encode`` or ``score`` signature."""
+    ``python -m petir.onnx MODEL_DIR`` first); both have the same ``encode`` or ``score`` signature. ``config``: the
+    directory's config.json as :func:`petir.tasks.read_config` returned it, where the caller read it first."""
     check_choice("backend", backend, BACKENDS)
-    return BACKENDS[backend](model_dir, device)
+    return BACKENDS[backend](model_dir, device, config)
 
 
 # -- command line ----------------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from typing import NamedTuple
 from petir import data, ondisk
 from petir.evaluate import read_results
 from petir.ladder import read_ladder
-from petir.models import STATE_FILE, PetModel, read_state
-from petir.onnx import OnnxModel
+from petir.models import STATE_FILE, read_state
 from petir.sampling import Triples
+from petir.tasks import load, load_onnx, read_config
 from petir.trainer import read_metrics, read_summary, read_trainer_state
 
 
@@ -41,10 +41,10 @@ READERS: dict[str, Reader] = {
     "run": Reader(data.read_run, "TREC run, 'qid Q0 docid rank score tag'"),
     "triples": Reader(data.read_triples, "MS MARCO triples, 'query<TAB>positive<TAB>negative' texts or ids"),
     "triples-in-place": Reader(Triples, "the same triples, read in place (training with --triples)"),
-    "model": Reader(PetModel.load, "a saved petir model directory: config.json, petir_state.safetensors, backbone"),
-    "model-config": Reader(PetModel.read_config, "a saved model's config.json (given its directory)"),
+    "model": Reader(load, "a saved petir model directory: config.json, petir_state.safetensors, backbone"),
+    "model-config": Reader(read_config, "a saved model's config.json (given its directory)"),
     "model-state": Reader(read_state, f"a saved model's trained tensors, {STATE_FILE}"),
-    "onnx-export": Reader(OnnxModel.load, "a model directory with its ONNX export: onnx/, tokenizer files"),
+    "onnx-export": Reader(load_onnx, "a model directory with its ONNX export: onnx/, tokenizer files"),
     "trainer-checkpoint": Reader(
         read_trainer_state,
         "a training checkpoint's optimizer, scheduler and RNG state (given checkpoint/): trainer_state.json and "

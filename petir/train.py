@@ -28,8 +28,7 @@ from petir.pet import (
     get_method,
     make_config,
     resolve,
-    resolved_budget,
-    variant_of,
+    resolve_method,
 )
 from petir.sampling import SamplingOptions, Triples
 from petir.tasks import DEFAULT_TASK, TASKS, Task, get_task
@@ -72,10 +71,11 @@ def _method_help(backbone: str | None) -> str:
     lines = ["PET methods (--method) and their options (--pet KEY=VALUE, repeatable):"]
     for method in METHODS.values():
         fields = dataclasses.fields(method.config_class)
-        options = ", ".join(f"{f.name}={_default(f)}" for f in fields) or "no options"
         lines.append(f"  {method.name:<8} {method.summary}")
         lines.append(f"  {'':<8} from {method.reference}; default lr {method.learning_rate:g}")
-        lines.append(f"  {'':<8} options: {options}")
+        lines += [f"  {'':<8} {f.name}={_default(f)}: {f.metadata['help']}" for f in fields] or [
+            f"  {'':<8} no options"
+        ]
     if backbone is None:
         where = "parameters counted when --help comes with --backbone NAME"
     else:
@@ -164,6 +164,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     ``--help`` and every run's start-up would otherwise pay."""
     argv = list(argv if argv is not None else sys.argv[1:])
     wants_help = "-h" in argv or "--help" in argv
+    task = _peek(argv, "--task") or DEFAULT_TASK  # read first: only its options become flags
     parser = cli.ArgumentParser(
         prog="python -m petir.train",
         usage="%(prog)s (--data DATA | --corpus FILE --queries FILE --qrels FILE | --triples FILE) --output DIR "
@@ -175,7 +176,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         parser.add_argument_group("training data (a BEIR directory, or files)"), TrainingDataOptions
     )
     cli.add_dataclass_flags(parser.add_argument_group("model"), ModelOptions)
-    _add_task_options(parser)
+    if task in TASKS:  # else --task itself is refused, naming the tasks there are
+        _add_task_options(parser, TASKS[task])
     cli.add_dataclass_flags(parser.add_argument_group("training groups"), SamplingOptions)
     cli.add_dataclass_flags(parser.add_argument_group("optimisation"), TrainConfig)
     run = parser.add_argument_group("the run: where it writes, how it runs")
@@ -224,13 +226,55 @@ def _field_names(options_class: type | None) -> list[str]:
     return [field.name for field in dataclasses.fields(options_class)] if options_class is not None else []
 
 
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _renamed(options_class: type | None) -> dict[str, str]:
+    """An options class's flag names of earlier versions: old -> current (its ``RENAMED``)."""
+    return getattr(options_class, "RENAMED", {}) if options_class is not None else {}
+
+
+def current_flags(argv: Sequence[str], task: Task) -> list[str]:
+    """``argv`` with ``task``'s flags of earlier versions under their current names (``--sparse-query-length`` ->
+    ``--query-max-length``), each noted once on stderr: the old names work for one release."""
+    renamed = {
+        _flag(old): _flag(new)
+        for cls in (task.model.options_class, task.data_options)
+        for old, new in _renamed(cls).items()
+    }
+    current = []
+    for item in argv:
+        flag, sep, value = item.partition("=")
+        if flag in renamed:
+            print(f"petir.train: {flag} is now {renamed[flag]}; the old name goes in the next release", file=sys.stderr)
+            item = renamed[flag] + sep + value
+        current.append(item)
+    return current
+
+
+def check_task_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """A flag only other tasks have (under its name or an earlier one) is one line naming its task, not
+    argparse's "unrecognized arguments": a flag is never silently taken for another task's."""
+    known = set(parser._option_string_actions)
+    for item in argv:
+        flag = item.partition("=")[0]
+        if not flag.startswith("--") or flag in known:
+            continue
+        owners = [other.name for other in TASKS.values() if flag in _own_flags(other)]
+        if owners:
+            raise PetirError(f"{flag} applies to --task {' or '.join(owners)} only")
+
+
+def _own_flags(task: Task) -> set[str]:
+    """``task``'s own flags, under their current names and earlier ones."""
+    classes = (task.model.options_class, task.data_options)
+    return {_flag(name) for name in (*task_flags(task), *(old for cls in classes for old in _renamed(cls)))}
+
+
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     given = {name for name, value in vars(args).items() if value != parser.get_default(name)}
     task = get_task(args.task)
-    for other in TASKS.values():
-        wrong = sorted(given & set(task_flags(other))) if other is not task else []
-        if wrong:
-            raise PetirError(f"--{wrong[0].replace('_', '-')} applies to --task {other.name} only")
     if args.negatives < task.min_negatives:
         raise PetirError(
             f"--negatives {args.negatives} leaves a {task.noun} no passage to rank a positive against; give "
@@ -242,18 +286,24 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             raise PetirError(f"--{wrong[0].replace('_', '-')} cannot be combined with --triples")
 
 
-def _add_task_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of each task's options (and data options) dataclass: its default, choices and help live
-    there alone."""
-    for task in TASKS.values():
-        group = parser.add_argument_group(f"{task.name} options (--task {task.name})")
-        for options_class in (task.model.options_class, task.data_options):
-            if options_class is not None:
-                cli.add_dataclass_flags(group, options_class)
+def _add_task_options(parser: argparse.ArgumentParser, task: Task) -> None:
+    """One flag per field of ``task``'s options (and data options) dataclass: its default, choices and help live
+    there alone. Only the task's own: the same idea has the same flag name in every task (``--passage-max-length``),
+    and another task's flag is refused by :func:`check_task_flags`."""
+    others = ", ".join(f"--task {name} --help" for name in TASKS if name != task.name)
+    group = parser.add_argument_group(f"{task.name} options (--task {task.name}; other tasks' options: {others})")
+    for options_class in (task.model.options_class, task.data_options):
+        if options_class is not None:
+            cli.add_dataclass_flags(group, options_class)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    task_name = _peek(argv, "--task") or DEFAULT_TASK
+    if task_name in TASKS:
+        argv = current_flags(argv, TASKS[task_name])
     parser = build_parser(argv)
+    check_task_flags(parser, argv)
     args = parser.parse_args(argv)
     check_flags(parser, args)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 holds the lock, the trainer's too
@@ -266,15 +316,15 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, An
     check, so a second writer (or a --resume of this live run) is refused at once."""
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
     check_patience(cli.from_args(TrainConfig, args, output_dir=args.output))  # likewise
-    asked = parse_pet_options(args.pet)
-    method, pet_options = resolve(args.method, asked, args.budget)
-    variant = variant_of(method, make_config(method, pet_options))  # a bad --pet option fails before any data is read
-    budget = resolved_budget(args.method, asked, args.budget)  # recorded in config.json, read by the card and study
+    resolved = resolve_method(args.method, parse_pet_options(args.pet), args.budget)  # a bad --pet fails here
+    method, pet_options, variant, budget = resolved.method, resolved.options, resolved.variant, resolved.budget
     threads = cli.use_threads(args.threads)
     task = get_task(args.task)
     task_data = cli.from_args(task.data_options, args) if task.data_options is not None else None
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first
-        data = load_training_data(cli.from_args(TrainingDataOptions, args), args.negative_depth, task, task_data)
+        data = load_training_data(
+            cli.from_args(TrainingDataOptions, args), args.negative_depth, task, task_data, threads
+        )
     task_options = cli.dataclass_values(task.model.options_class, args)
 
     def build_model() -> Any:

@@ -99,10 +99,11 @@ class TrainingData:
 
 
 def load_training_data(
-    options: TrainingDataOptions, negative_depth: int, task: Task, task_data: Any = None
+    options: TrainingDataOptions, negative_depth: int, task: Task, task_data: Any, threads: int
 ) -> TrainingData:
-    """Read the inputs, mine hard negatives (BM25, or a given run; from the top ``negative_depth``) and set a dev
-    split aside with the pools ``task`` ranks (``task_data``: its own data options)."""
+    """Read the inputs, mine hard negatives (BM25 on ``threads`` threads, or a given run; from the top
+    ``negative_depth``) and set a dev split aside with the pools ``task`` ranks (``task_data``: its own data
+    options)."""
     if options.triples:
         return _from_triples(options)
     corpus_path, queries, train_qrels = _read_inputs(options)
@@ -133,7 +134,7 @@ def load_training_data(
             raise PetirError(f"--negatives-run has no results for dev query {missing[0]!r}; include the dev queries")
         train_run, dev_run = candidates, candidates
     else:
-        workspace = Workspace(corpus_path, corpus)
+        workspace = Workspace(corpus_path, corpus, threads)
         train_run = workspace.bm25(judged, hits=negative_depth)
         dev_run = workspace.bm25(dev_queries, hits=options.dev_depth) if dev_queries else {}
     negatives = mine_hard_negatives(train_run, train_qrels, negative_depth)

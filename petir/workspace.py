@@ -9,6 +9,7 @@ atomically by the function that builds it, so an interrupted build is redone, no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
@@ -22,12 +23,16 @@ from petir.files import check_output, write_file_unless_different
 
 
 class Workspace:
-    def __init__(self, corpus_path: str | os.PathLike, corpus: Corpus):
+    """A corpus's Pyserini collection, Lucene index and BM25 runs, cached; Pyserini runs on ``threads`` threads (the
+    command's ``--threads``)."""
+
+    def __init__(self, corpus_path: str | os.PathLike, corpus: Corpus, threads: int):
         source = Path(corpus_path).resolve()
         stat = source.stat()
         key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         self.root = writable_cache(cache_root() / f"{source.parent.name}-{source.stem.split('.')[0]}-{key}")
         self.corpus = corpus
+        self.threads = threads
 
     @property
     def collection(self) -> Path:
@@ -39,7 +44,7 @@ class Workspace:
 
     @property
     def lucene_index(self) -> Path:
-        return build_lucene_index(self.collection, self.root / "lucene-index")
+        return build_lucene_index(self.collection, self.root / "lucene-index", self.threads)
 
     def bm25(self, queries: Queries, hits: int) -> Run:
         """BM25 run (Pyserini defaults k1=0.9, b=0.4) for ``queries``, cached by their ids and texts."""
@@ -49,8 +54,19 @@ class Workspace:
             topics = self.root / "bm25" / f"{digest}.topics.tsv"
             topics.parent.mkdir(parents=True, exist_ok=True)
             write_topics(queries, topics)
-            bm25_search(self.lucene_index, topics, run_path, hits=hits)
+            bm25_search(self.lucene_index, topics, run_path, self.threads, hits=hits)
         return read_run(run_path)
+
+
+@dataclasses.dataclass
+class Threads:
+    """``petir.workspace``'s thread count, which it passes to Pyserini."""
+
+    threads: int = cli.option(
+        cli.AUTO_THREADS,
+        "threads Pyserini indexes with: a number >= 1, or auto: $OMP_NUM_THREADS, else the idle cores",
+        parse=cli.parse_threads,
+    )
 
 
 TOPICS_FILE = "test-topics.tsv"
@@ -58,10 +74,11 @@ QRELS_FILE = "test-qrels.txt"
 
 
 def prepare(
-    data: str | os.PathLike, output: str | os.PathLike, split: str = "test", overwrite: bool = False
+    data: str | os.PathLike, output: str | os.PathLike, threads: int, split: str = "test", overwrite: bool = False
 ) -> Workspace:
     """Everything a study needs from a BEIR directory before its first run: the split's topics and TREC qrels in
-    ``output``, and the Pyserini collection and Lucene index in the workspace (built once, cached). Topics or qrels
+    ``output``, and the Pyserini collection and Lucene index in the workspace (built once, cached, on ``threads``
+    threads). Topics or qrels
     already in ``output`` with other content are refused unless ``overwrite``; identical ones are kept."""
     output = check_output(output, directory=True)
     directory = resolve_beir(data)
@@ -69,7 +86,7 @@ def prepare(
     output.mkdir(exist_ok=True)
     write_file_unless_different(output / TOPICS_FILE, lambda path: write_topics(dataset.queries, path), overwrite)
     write_file_unless_different(output / QRELS_FILE, lambda path: write_qrels(dataset.qrels, path), overwrite)
-    workspace = Workspace(corpus_path(directory), dataset.corpus)
+    workspace = Workspace(corpus_path(directory), dataset.corpus, threads)
     workspace.lucene_index  # noqa: B018  (builds the collection and the index)
     return workspace
 
@@ -83,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="BEIR dataset directory or name")
     parser.add_argument("--output", required=True, type=Path, help="where test-topics.tsv and test-qrels.txt go")
     parser.add_argument("--split", default="test", help="qrels split to write as topics and qrels")
+    cli.add_dataclass_flags(parser, Threads)
     cli.add_overwrite_flag(parser, f"a {TOPICS_FILE} or {QRELS_FILE} in --output that holds other content")
     return parser
 
@@ -91,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m petir.workspace --data DIR --output OUT``: prints the workspace directory (collection/,
     lucene-index/), so a script can name it: ``CACHE=$(python -m petir.workspace ...)``."""
     args = build_parser().parse_args(argv)
-    print(prepare(args.data, args.output, args.split, args.overwrite).root)
+    print(prepare(args.data, args.output, args.threads, args.split, args.overwrite).root)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from conftest import (
     run_cli,
     train_one_step,
 )
+from petir import tasks
 from petir.anatomy import ANATOMIES, find
 from petir.backbone import random_backbone, random_encoder, without_pooler
 from petir.errors import PetirError
@@ -374,6 +375,6 @@ def test_train_cli_trains_saves_and_loads_on_a_random_backbone_of_every_architec
     argv = flags(triples=tmp_path / "triples.tsv", backbone=backbone_dir(arch), steps=2, batch_size=2, device="cpu")
     error = run_cli(train_main, [*argv, *flags(dev_queries=1, eval_every=2, output=tmp_path / "run")])
     assert error is None, error
-    model = PetModel.load(tmp_path / "run" / "model")
+    model = tasks.load(tmp_path / "run" / "model")
     assert model.encoder.config.model_type == arch
     assert model.encode(["the cat"]).shape == (1, SIZES["hidden_size"])

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, TINY_PASSAGES, needs_pyserini_hook
 from petir.pet import VARIANTS
 from petir.sampling import Group
-from petir.tasks import TASKS
+from petir.study import STAGES
 from petir.tasks.rerank import CrossEncoder
 from petir.tasks.retrieval import BiEncoder
 
@@ -48,7 +48,7 @@ def groups(queries: int, group_size: int) -> list[Group]:
     ]
 
 
-@pytest.mark.parametrize("task", [name for name, task in TASKS.items() if task.study is not None])
+@pytest.mark.parametrize("task", list(STAGES))
 def test_training_costs_rank_methods_as_expected(efficiency, tiny_backbone, task):
     task_class, _, _, group_size = efficiency.study_training()[task]  # the study's groups (passages per query)
     torch.manual_seed(0)
@@ -96,6 +96,15 @@ def test_overhead_is_the_median_paired_ratio(efficiency):
 
 
 @needs_pyserini_hook
+def test_the_encoding_benchmark_refuses_a_task_pyserini_cannot_index(efficiency, capsys):
+    """It asks the task for the capability it measures (Task.pyserini), and names the tasks that have it."""
+    with pytest.raises(SystemExit) as exit:
+        efficiency.main(["--task", "sparse", "--output", "unused"])
+    assert exit.value.code == 2
+    refusal = "--task sparse: pyserini.encode cannot index its models in Faiss; choose retrieval"
+    assert refusal in capsys.readouterr().err
+
+
 def test_encoding_throughput_through_pyserini(efficiency, tiny_backbone, tmp_path):
     directory = efficiency.variant_model(BiEncoder, str(tiny_backbone), "linked-side").save(tmp_path / "model")
     encoders = {
@@ -137,6 +146,25 @@ def test_gpu_check_runs_every_method_without_pyserini_on_cpu(tmp_path):
     assert all(row["finite"] and row["steps"] == 2 for row in report["training"].values())
     assert set(report["inference"]) == {"full/fp32", "full/bf16", "iaa-l/fp32", "iaa-l/bf16"}
     assert "| **iaa-l** |" in output.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow  # every method, trained on the sparse task: about 20 s
+def test_gpu_check_trains_a_task_the_study_has_no_stage_for(tmp_path):
+    """--task sparse (no stage of the study) trains with the task's own defaults and says so, instead of failing on
+    the study settings it does not have."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    output = tmp_path / "gpu-check.json"
+    argv = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--device", "cpu", "--task", "sparse"]
+    argv += ["--steps", "1", "--batch-size", "2", "--passages", "8", "--output", str(output)]
+    result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert report["task"] == "sparse" and report["task_options"].startswith("the task's defaults")
+    assert all(row["finite"] for row in report["training"].values())
 
 
 # -- benchmarks/peers.py -------------------------------------------------------------------------------------------

@@ -44,22 +44,20 @@ def test_restore_qids_puts_leading_zeros_back(tmp_path):
 def test_index_and_search_refuse_bad_paths(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="not a directory of .jsonl files"):
-        bm25.build_lucene_index(tmp_path / "empty", tmp_path / "index")
+        bm25.build_lucene_index(tmp_path / "empty", tmp_path / "index", threads=1)
     (tmp_path / "not-an-index").mkdir()
     (tmp_path / "coll").mkdir()
     (tmp_path / "coll" / "docs.jsonl").write_text('{"id": "d", "contents": "x"}\n')
     with pytest.raises(PetirError, match="holds no Lucene index"):
-        bm25.build_lucene_index(tmp_path / "coll", tmp_path / "not-an-index")
+        bm25.build_lucene_index(tmp_path / "coll", tmp_path / "not-an-index", threads=1)
     with pytest.raises(PetirError, match="not a Lucene index"):
-        bm25.bm25_search(tmp_path / "not-an-index", tmp_path / "topics.tsv", tmp_path / "run.txt")
+        bm25.bm25_search(tmp_path / "not-an-index", tmp_path / "topics.tsv", tmp_path / "run.txt", threads=1)
 
 
 def test_index_and_search_run_on_the_threads_a_cli_was_told(tmp_path, monkeypatch):
-    """``--threads`` of petir.train and petir.reproduce (cli.use_threads) reaches the Pyserini commands petir runs;
-    an explicit ``threads`` still wins."""
-    import torch
-
-    from petir import cli
+    """``--threads`` of petir.train, petir.reproduce and petir.workspace reaches the Pyserini commands petir runs,
+    passed down through the workspace (not read back from $OMP_NUM_THREADS, which says otherwise here)."""
+    from petir.workspace import Workspace
 
     threads = []
 
@@ -72,18 +70,14 @@ def test_index_and_search_run_on_the_threads_a_cli_was_told(tmp_path, monkeypatc
             Path(args[args.index("--output") + 1]).write_text("q1 Q0 d 1 1.0 Anserini\n")
 
     monkeypatch.setattr(bm25, "run_pyserini", pyserini)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored after the test, as torch's count is below
-    torch_threads, asked = torch.get_num_threads(), (os.cpu_count() or 1) + 1  # not every core: what was asked
-    (tmp_path / "coll").mkdir()
-    (tmp_path / "coll" / "docs.jsonl").write_text('{"id": "d", "contents": "x"}\n')
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    asked = (os.cpu_count() or 1) + 1  # not every core: what was asked
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d", "text": "x"}\n')
+    workspace = Workspace(tmp_path / "corpus.jsonl", {"d": data.Document("d", "", "x")}, threads=asked)
+    assert workspace.bm25({"q1": "x"}, hits=10) == {"q1": [("d", 1.0)]}
     (tmp_path / "topics.tsv").write_text("q1\tx\n")
-    try:
-        cli.use_threads(asked)
-        index = bm25.build_lucene_index(tmp_path / "coll", tmp_path / "index")
-        bm25.bm25_search(index, tmp_path / "topics.tsv", tmp_path / "run.txt")
-        bm25.bm25_search(index, tmp_path / "topics.tsv", tmp_path / "run.txt", threads=2)
-    finally:
-        torch.set_num_threads(torch_threads)
+    bm25.bm25_search(workspace.lucene_index, tmp_path / "topics.tsv", tmp_path / "run.txt", threads=2)
     assert threads == [asked, asked, 2]
 
 
@@ -105,11 +99,11 @@ def test_bm25_scifact_reproduces_pyserini(shared_data, tmp_path, restore_java_en
         shutil.copyfileobj(src, dst)
 
     start = time.perf_counter()
-    index = bm25.build_lucene_index(tmp_path / "collection", tmp_path / "index")
+    index = bm25.build_lucene_index(tmp_path / "collection", tmp_path / "index", threads=1)
     built = time.perf_counter()
-    assert bm25.build_lucene_index(tmp_path / "collection", index) == index  # complete index: kept as is
+    assert bm25.build_lucene_index(tmp_path / "collection", index, threads=1) == index  # complete index: kept as is
     checked = time.perf_counter()
-    run_path = bm25.bm25_search(index, topics, tmp_path / "run.bm25.txt", hits=1000, remove_query=True)
+    run_path = bm25.bm25_search(index, topics, tmp_path / "run.bm25.txt", threads=1, hits=1000, remove_query=True)
     searched = time.perf_counter()
     reference = trec_eval(qrels_path, run_path)
     evaluated = time.perf_counter()

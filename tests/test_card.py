@@ -95,7 +95,7 @@ def test_an_exports_readme_commands_run(files, tiny_backbone, tmp_path):
 def test_a_rerankers_card_commands_run(files, tiny_backbone, tmp_path):
     from petir.bm25 import build_lucene_index
 
-    lucene = build_lucene_index(files["collection"], tmp_path / "lucene")
+    lucene = build_lucene_index(files["collection"], tmp_path / "lucene", threads=1)
     model = trained(files, tiny_backbone, tmp_path / "run", "--task", "rerank", "--method", "iaa-l")
     places = {"FIRST_STAGE": files["root"] / "first", "TOPICS": files["topics"], "LUCENE_INDEX": lucene}
     run_card(model / "README.md", {**places, "THIS_DIR": model}, tmp_path)

@@ -378,4 +378,4 @@ def test_a_cache_under_a_regular_file_is_one_line_before_anything_is_written(tmp
         fetch("splade-tiny")
     (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "a cat"}\n')
     with pytest.raises(PetirError, match=r"^PETIR_CACHE: the cache directory .*file is a file, not a directory"):
-        Workspace(tmp_path / "corpus.jsonl", {})
+        Workspace(tmp_path / "corpus.jsonl", {}, threads=1)

@@ -11,6 +11,7 @@ import torch
 from test_trainer import CORPUS, QUERIES
 
 from conftest import flags, run_cli
+from petir import tasks
 from petir.errors import PetirError
 from petir.ladder import acceptable, ladder_rates, pick_learning_rate, read_ladder, rung_steps, winner
 from petir.models import PetModel
@@ -91,7 +92,7 @@ def run_ladder(backbone: Path, output: Path, evaluate, resume: bool = False) -> 
 
 
 def saved(output: Path) -> dict[str, torch.Tensor]:
-    return PetModel.load(output / MODEL_DIR).trainable_state_dict()
+    return tasks.load(output / MODEL_DIR).trainable_state_dict()
 
 
 def test_the_ladder_picks_the_best_rung_and_the_run_trains_at_its_rate_from_the_start(tiny_backbone, tmp_path):

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TASK_IDS, TASK_MODELS, make_tiny_backbone, perturb
+from petir import tasks
 from petir.errors import ModelMismatchError, PetirError
 from petir.losses import false_negatives
 from petir.models import STATE_FILE, PetModel
@@ -29,7 +30,7 @@ def test_bi_encoder_round_trip_stores_only_trained_tensors(tiny_backbone, tmp_pa
     model.save(tmp_path / "model")
     state = load_file(tmp_path / "model" / STATE_FILE)
     assert sum(t.numel() for t in state.values()) == count_parameters(model)[0]
-    loaded = PetModel.load(tmp_path / "model")
+    loaded = tasks.load(tmp_path / "model")
     assert isinstance(loaded, BiEncoder)
     np.testing.assert_allclose(loaded.encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
 
@@ -50,9 +51,9 @@ def test_loading_onto_a_different_backbone_is_refused(tiny_backbone, tmp_path):
     model.save(tmp_path / "model")
     other = make_tiny_backbone(tmp_path / "other-bert", seed=7)
     with pytest.raises(ModelMismatchError, match=r"was trained on backbone .* but .*other-bert.* has fingerprint"):
-        PetModel.load(tmp_path / "model", backbone=str(other))
+        tasks.load(tmp_path / "model", backbone=str(other))
     copy = make_tiny_backbone(tmp_path / "same-bert", seed=0)  # same weights in another directory: accepted
-    PetModel.load(tmp_path / "model", backbone=str(copy))
+    tasks.load(tmp_path / "model", backbone=str(copy))
 
 
 def test_a_cross_encoder_directory_is_not_a_bi_encoder(tiny_backbone, tmp_path):
@@ -60,7 +61,19 @@ def test_a_cross_encoder_directory_is_not_a_bi_encoder(tiny_backbone, tmp_path):
     with pytest.raises(PetirError, match="holds a rerank model.*not a retrieval model"):
         BiEncoder.load(tmp_path / "reranker")
     with pytest.raises(PetirError, match="not a petir model directory"):
-        PetModel.load(tmp_path)
+        tasks.load(tmp_path)
+
+
+def test_a_load_reads_config_json_once(tiny_backbone, tmp_path, monkeypatch):
+    """petir.tasks.load reads and checks config.json once, and passes it down (restoring the state re-read it)."""
+    import petir.models
+    from petir.models import CONFIG_FILE
+
+    directory = BiEncoder(str(tiny_backbone), "bitfit").save(tmp_path / "model")
+    reads, read_json = [], petir.models.read_json
+    monkeypatch.setattr(petir.models, "read_json", lambda path, *args: reads.append(path) or read_json(path, *args))
+    assert isinstance(tasks.load(directory), BiEncoder)
+    assert reads == [directory / CONFIG_FILE]
 
 
 def test_cross_encoder_round_trip_includes_its_head(tiny_backbone, tmp_path):
@@ -115,7 +128,7 @@ def test_a_crash_during_save_keeps_the_previous_model(tiny_backbone, tmp_path, m
 def test_one_backbone_serves_many_tasks_without_copies(tiny_backbone, tmp_path):
     """Several PET models on one frozen backbone: frozen tensors are shared, switching needs no reload, and a
     model that trains backbone weights (BitFit, full) gets private copies instead of overwriting the shared ones."""
-    from petir.models import SharedBackbone
+    from petir.tasks import SharedBackbone
 
     saved = {}
     for name, method in [
@@ -149,7 +162,7 @@ def test_a_model_saved_under_the_old_connected_name_loads_as_linked(tiny_backbon
     directory = model.save(tmp_path / "old")
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "pet_method": "connected"}))
-    loaded = PetModel.load(directory)
+    loaded = tasks.load(directory)
     assert loaded.method == "linked"
     np.testing.assert_allclose(loaded.encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
 
@@ -159,10 +172,10 @@ def test_a_saved_model_records_its_budget_and_older_saves_without_it_still_load(
     directory = model.save(tmp_path / "m")
     config = json.loads((directory / "config.json").read_text())
     assert config["pet_budget"] == "6.7" and "| budget preset | 6.7 %" in (directory / "README.md").read_text()
-    assert PetModel.load(directory).pet_budget == "6.7"
+    assert tasks.load(directory).pet_budget == "6.7"
     del config["pet_budget"]  # as petir wrote it before it recorded the budget: derived from the widths
     (directory / "config.json").write_text(json.dumps(config))
-    resaved = PetModel.load(directory).save(tmp_path / "again")
+    resaved = tasks.load(directory).save(tmp_path / "again")
     assert json.loads((resaved / "config.json").read_text())["pet_budget"] == "6.7"
     assert "| budget preset | 6.7 %" in (resaved / "README.md").read_text()
     unnamed = BiEncoder(str(tiny_backbone), "adapter", {"bottleneck": 200}).save(tmp_path / "unnamed")
@@ -207,7 +220,7 @@ def test_a_state_saved_before_the_serial_module_rename_loads(tiny_backbone, tmp_
         {name.replace(".output.serial.", ".output.module."): t for name, t in state.items()}, directory / STATE_FILE
     )
     assert any(".output.module." in name for name in load_file(directory / STATE_FILE))
-    np.testing.assert_allclose(PetModel.load(directory).encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(tasks.load(directory).encode(TEXTS), model.eval().encode(TEXTS), atol=1e-6)
 
 
 def test_a_query_longer_than_the_pair_is_cut_and_said_once(tiny_backbone, capsys):

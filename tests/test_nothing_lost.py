@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from conftest import TINY_PASSAGES, flags, run_cli
+from petir import tasks
 from petir.data import Document, write_pyserini_collection, write_run, write_topics
 from petir.errors import PetirError
 from petir.files import (
@@ -29,7 +30,6 @@ from petir.files import (
     replace_directory,
     staged_directory,
 )
-from petir.models import PetModel
 from petir.tasks.rerank import CrossEncoder
 from petir.tasks.retrieval import BiEncoder
 from petir.trainer import CHECKPOINT_DIR, LEGACY_TRAINER_STATE, MODEL_DIR, SUMMARY_FILE, TRAINER_STATE
@@ -240,7 +240,7 @@ def test_a_kill_between_the_checkpoint_renames_resumes_from_the_good_copy(tiny_b
     assert list(killed.glob(".checkpoint.petir-staging-*"))  # the new copy, complete, but never renamed
 
     assert run_cli(main, [*argv, "--resume"]) is None
-    expected, found = (PetModel.load(path / MODEL_DIR).trainable_state_dict() for path in (reference, killed))
+    expected, found = (tasks.load(path / MODEL_DIR).trainable_state_dict() for path in (reference, killed))
     assert expected.keys() == found.keys()
     assert all(torch.equal(expected[name], found[name]) for name in expected)
     assert not [path for path in tree(killed) if TEMPORARY_MARK in path]  # the dead run's staging was removed
@@ -504,7 +504,9 @@ def test_evaluate_refuses_to_replace_an_existing_output(in_tmp):
 
 
 def test_reproduce_continues_its_own_study_directory_and_refuses_a_foreign_one(in_tmp):
-    from petir.reproduce import COMMANDS_FILE, check_study_directory, main
+    from petir.reproduce import main
+    from petir.study import STAGES
+    from petir.study.runner import COMMANDS_FILE, check_study_directory
 
     foreign = in_tmp / "foreign"
     foreign.mkdir()
@@ -513,4 +515,4 @@ def test_reproduce_continues_its_own_study_directory_and_refuses_a_foreign_one(i
     assert_one_line(run_cli(main, ["retrieval", *flags(data=tiny_beir_data(), output=foreign)]), foreign)
     assert tree(foreign) == before
     (foreign / COMMANDS_FILE).write_text("#!/usr/bin/env bash\n")
-    assert check_study_directory(foreign) == foreign
+    assert check_study_directory(foreign, list(STAGES)) == foreign

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import PET_IDS, PET_VARIANTS, TASK_IDS, TASK_MODELS, perturb
+from petir import tasks
 from petir.errors import PetirError
 from petir.models import PetModel
 from petir.onnx import (
@@ -91,7 +92,7 @@ def test_cli_writes_graph_and_config_where_the_loader_looks(tiny_backbone, tmp_p
     config = json.loads((model_dir / "onnx" / ONNX_CONFIG_FILE).read_text())
     assert config["task"] == "retrieval" and config["opset"] == 18 and config["output"] == "embeddings"
     assert config["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]
-    assert config["petir_config"] == PetModel.read_config(model_dir)
+    assert config["petir_config"] == tasks.read_config(model_dir)
     elsewhere = tmp_path / "exports" / "m"
     main([str(model_dir), "--output", str(elsewhere)])
     assert (elsewhere / ONNX_FILE).is_file()
@@ -135,6 +136,7 @@ import pyserini.encode  # first, so that petir's start-up hook (where installed)
 from pyserini.search.faiss import FaissSearcher
 from petir_pyserini._encoders import PetirQueryEncoder
 from petir.tasks.retrieval import BiEncoder
+from petir import tasks
 
 model_dir, index_dir, passages, queries = {str(model_dir)!r}, {str(tmp_path / "index")!r}, {PASSAGES!r}, {QUERIES!r}
 import os; os.makedirs(index_dir)

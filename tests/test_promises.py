@@ -39,12 +39,13 @@ import torch
 from safetensors.torch import load, save
 
 from conftest import REPO, TINY_PASSAGES, cli_modules, flags, run_cli
-from petir import cli
+from petir import cli, tasks
 from petir.data import Document, write_pyserini_collection, write_run, write_topics
 from petir.errors import ModelMismatchError, PetirError
 from petir.evaluate import main as evaluate_main
-from petir.models import CONFIG_FILE, STATE_FILE, PetModel, make_options
+from petir.models import CONFIG_FILE, STATE_FILE
 from petir.onnx import ONNX_CONFIG_FILE, ONNX_DIR, ONNX_FILE, export
+from petir.options import make_options
 from petir.pet import METHODS, make_config
 from petir.readers import READERS
 from petir.tasks import TASKS
@@ -147,7 +148,7 @@ def _pet_cases() -> list:
         pytest.param(method, field.name, value, field.metadata["bounds"], id=f"{method}-{field.name}={value}")
         for method, entry in METHODS.items()
         for field in numeric_fields(entry.config_class)
-        if "bounds" in field.metadata
+        if field.metadata.get("bounds") is not None
         for value in outside(field.metadata["bounds"])
     ]
 
@@ -196,9 +197,17 @@ def test_every_pet_and_task_number_declares_a_range_its_default_is_in():
     classes = [entry.config_class for entry in METHODS.values()] + [task.model.options_class for task in TASKS.values()]
     for options_class in classes:
         for option in numeric_fields(options_class):
-            assert "bounds" in option.metadata, f"{options_class.__name__}.{option.name} declares no range"
+            assert option.metadata.get("bounds"), f"{options_class.__name__}.{option.name} declares no range"
             if option.default is not None:
                 option.metadata["bounds"].parse(option.default)
+
+
+def test_every_pet_and_task_option_has_help_text():
+    """PET options are options like a task's: their help is field metadata, shown by petir.train --help."""
+    classes = [entry.config_class for entry in METHODS.values()] + [task.model.options_class for task in TASKS.values()]
+    for options_class in classes:
+        for option in dataclasses.fields(options_class):
+            assert option.metadata.get("help"), f"{options_class.__name__}.{option.name} has no help text"
 
 
 @pytest.mark.parametrize(("method", "option", "value", "bounds"), _pet_cases())
@@ -820,7 +829,7 @@ def test_a_model_directory_naming_a_pickled_backbone_runs_no_code(saved, pickled
     config = json.loads((model / CONFIG_FILE).read_text())
     (model / CONFIG_FILE).write_text(json.dumps({**config, "backbone": str(pickled_backbone)}))
     with pytest.raises(PetirError, match="cannot load backbone"):
-        PetModel.load(model)
+        tasks.load(model)
     assert not (tmp_path / "ran").exists()
 
 
@@ -843,7 +852,7 @@ def test_the_fingerprint_is_checked_before_the_trained_tensors_are_read(saved, t
     (model / CONFIG_FILE).write_text(json.dumps({**config, "backbone_fingerprint": "0" * 16}))
     (model / STATE_FILE).write_bytes(BINARY)
     with pytest.raises(ModelMismatchError, match="fingerprint 0000000000000000"):
-        PetModel.load(model)
+        tasks.load(model)
 
 
 # --- model and checkpoint files that no single damage covers -------------------------------------------------------
@@ -854,5 +863,5 @@ def test_a_bi_encoder_state_file_from_another_method_is_one_line(tiny_backbone, 
     adapter = BiEncoder(str(tiny_backbone), "adapter").save(tmp_path / "adapter")
     (adapter / STATE_FILE).write_bytes((lora / STATE_FILE).read_bytes())
     with pytest.raises(PetirError, match=f"{STATE_FILE} does not fit adapter on this backbone") as error:
-        PetModel.load(adapter)
+        tasks.load(adapter)
     assert "\n" not in str(error.value)

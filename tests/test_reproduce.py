@@ -1,5 +1,5 @@
-"""The study's runner (petir/reproduce.py): entries, the study parser, the GPU study, and a replayable commands.sh;
-its reporting is tested in test_report.py."""
+"""The study's runner (petir/reproduce.py, petir/study/runner.py and entries.py): entries, the study parser, the
+GPU study, and a replayable commands.sh; its reporting is tested in study/test_report.py."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from conftest import REPO, TINY_PASSAGES, flags, run_cli
 from petir.data import read_run
 from petir.errors import PetirError
 from petir.pet import VARIANTS
-from petir.report import StudyEntry, study_entry
-from petir.reproduce import MAIN_VARIANTS
 from petir.reproduce import main as reproduce_main
+from petir.study import STAGES, get_stage
+from petir.study.entries import MAIN_VARIANTS, StudyEntry, study_entry
 
 
 def test_study_entries_are_registry_variants_at_a_budget():
@@ -36,25 +36,27 @@ def test_study_entries_are_registry_variants_at_a_budget():
 
 
 def test_a_study_entry_at_another_learning_rate_trains_with_it(tmp_path):
-    from petir.reproduce import build_parser, settings_from_args, train_command
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.runner import train_command
 
     data = tiny_beir(tmp_path / "beir")
     settings = settings_from_args(build_parser().parse_args(["rerank", "--data", str(data), "--output", "out"]))
-    argv = [str(arg) for arg in train_command(settings, "rerank", "adapter-lr3e-3@6.7", 2, tmp_path / "run")]
+    argv = [str(arg) for arg in train_command(settings, get_stage("rerank"), "adapter-lr3e-3@6.7", 2, tmp_path / "run")]
     assert argv[argv.index("--lr") + 1] == "0.003" and argv[argv.index("--budget") + 1] == "6.7"
     assert argv[argv.index("--method") + 1] == "adapter" and argv[argv.index("--seed") + 1] == "2"
-    plain = [str(arg) for arg in train_command(settings, "rerank", "adapter", 1, tmp_path / "run")]
+    plain = [str(arg) for arg in train_command(settings, get_stage("rerank"), "adapter", 1, tmp_path / "run")]
     assert "--lr" not in plain  # a plain name: petir.train's defaults, the rate picked on dev by its ladder
     assert "--no-keep-best" not in plain and "--dev-queries" not in plain  # keep-best on, petir.train's dev rule
     off = build_parser().parse_args(["rerank", "--data", str(data), "--output", "out", "--no-keep-best"])
-    off_argv = train_command(settings_from_args(off), "rerank", "adapter", 1, tmp_path / "run")
+    off_argv = train_command(settings_from_args(off), get_stage("rerank"), "adapter", 1, tmp_path / "run")
     assert "--no-keep-best" in map(str, off_argv)
     old = build_parser().parse_args(["rerank", "--data", str(data), "--output", "out", "--keep-best"])  # docs' flag
     assert settings_from_args(old).keep_best
 
 
 def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
-    from petir.reproduce import build_parser, seeds_of
+    from petir.reproduce import build_parser
+    from petir.study.entries import seeds_of
 
     args = build_parser().parse_args(["rerank", "--output", "out", "--seeds", "1,2,3", "--seed-methods", "full,iaa-l"])
     assert args.seeds == [1, 2, 3] and args.seed_methods == ["full", "iaa-l"]
@@ -170,8 +172,9 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
     """--test-picked: every rate is trained, the test queries are searched with the rate dev picks alone (the
     others keep their dev values, and their test values where an earlier command searched them), and a run whose
     weights stayed on another machine is reported by dev alone."""
-    from petir.reproduce import Study, build_parser, settings_from_args
-    from petir.tasks.retrieval import RetrievalStage
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.retrieval import RetrievalStage
+    from petir.study.runner import Study
 
     data = tiny_beir(tmp_path / "beir")
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
@@ -193,7 +196,7 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "dev": {"ndcg@10": dev}}) + "\n")
     (root / "retrieval" / "adapter-lr3e-4" / "seed1" / "test.run.trec").write_text("")  # searched by an earlier command
     args = build_parser().parse_args(["retrieval", "--data", str(data), "--output", str(root), "--test-picked"])
-    study = Study(settings_from_args(args), planned_runs=5)
+    study = Study(settings_from_args(args), STAGES, planned_runs=5)
     searched = []
     stage = RetrievalStage
     monkeypatch.setattr(stage, "_bm25_row", lambda self, study: {"method": "bm25", "seed": ""})
@@ -222,7 +225,9 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
 def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, monkeypatch):
     """A run trained with --steps 4 is reused by the same command, refused in one line by --steps 50, and trained
     again (its test run discarded) with --overwrite; a run without a settings record (older petir) is reused."""
-    from petir.reproduce import QRELS_FILE, Study, build_parser, settings_from_args
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.runner import Study
+    from petir.workspace import QRELS_FILE
 
     data = tiny_beir(tmp_path / "beir")
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
@@ -235,7 +240,7 @@ def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, 
 
     def study(*extra: str) -> Study:
         args = build_parser().parse_args(["retrieval", "--data", str(data), "--output", str(root), *extra])
-        return Study(settings_from_args(args), planned_runs=1, overwrite=args.overwrite)
+        return Study(settings_from_args(args), STAGES, planned_runs=1, overwrite=args.overwrite)
 
     run_dir = study("--steps", "4", "--threads", "1").train("retrieval", "adapter", 1)
     assert "--steps" in ran[-1] and ran[-1][ran[-1].index("--steps") + 1] == "4"
@@ -266,14 +271,17 @@ def test_a_dry_run_with_a_missing_backbone_is_one_line(tmp_path, monkeypatch):
 
 
 def test_a_study_with_patience_passes_it_to_every_run_and_one_without_trains_every_step(tmp_path):
-    from petir.reproduce import build_parser, settings_from_args, train_command
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.runner import train_command
     from petir.train import build_parser as train_parser
 
     data = tiny_beir(tmp_path / "beir")
     flags = ["rerank", "--data", str(data), "--output", "out", "--steps", "600"]
     patient = settings_from_args(build_parser().parse_args([*flags, "--patience", "3"]))
-    argv = [str(arg) for arg in train_command(patient, "rerank", "iaa-l", 1, tmp_path / "run")]
+    argv = [str(arg) for arg in train_command(patient, get_stage("rerank"), "iaa-l", 1, tmp_path / "run")]
     assert argv[argv.index("--patience") + 1] == "3" and argv[argv.index("--steps") + 1] == "600"
     assert train_parser(argv[1:]).parse_args(argv[1:]).patience == 3  # petir.train takes what the study passes
-    plain = train_command(settings_from_args(build_parser().parse_args(flags)), "rerank", "iaa-l", 1, tmp_path / "r")
+    plain = train_command(
+        settings_from_args(build_parser().parse_args(flags)), get_stage("rerank"), "iaa-l", 1, tmp_path / "r"
+    )
     assert "--patience" not in map(str, plain)

@@ -136,7 +136,7 @@ def test_bad_inputs_end_with_one_line_errors(files, tmp_path, mutate, message):
 def test_cli_reads_passages_from_a_lucene_index(files, tmp_path):
     from petir.bm25 import build_lucene_index
 
-    index = build_lucene_index(files["root"] / "collection", tmp_path / "lucene")
+    index = build_lucene_index(files["root"] / "collection", tmp_path / "lucene", threads=1)
     out = tmp_path / "from-index.trec"
     common = flags(run=files["run"], topics=files["topics"], model=files["model"], depth=3)
     argv = [*common, *flags(index=index, output=out)]

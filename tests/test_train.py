@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import flags, require_data, run_cli
-from petir import train
+from petir import tasks, train
 from petir.cli import UsageError, run
-from petir.models import PetModel
 from petir.train import main as train_main
 
 
@@ -152,7 +151,7 @@ def test_train_from_msmarco_triples(tiny_backbone, tmp_path):
     assert error is None, error
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev" in r] == [0, 3]  # one held-out query, ranked among its passages
-    assert PetModel.load(tmp_path / "run" / "model").method == "adapter"
+    assert tasks.load(tmp_path / "run" / "model").method == "adapter"
     assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["pet_budget"] == "0.5"  # resolved
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["parameters"]["percent"] < 100

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from conftest import PET_IDS, PET_VARIANTS, TASK_IDS, TASK_MODELS, perturb
+from petir import tasks
 from petir.data import Document
 from petir.errors import PetirError
-from petir.models import PetModel
 from petir.sampling import Group, GroupSampler, Permutation, TrainingQuery, Triples, TripleSampler
 from petir.tasks.retrieval import BiEncoder
 from petir.trainer import (
@@ -51,7 +51,7 @@ def make_trainer(backbone: Path, output: Path, steps: int = 6, task=BiEncoder, *
 
 
 def trained_state(output: Path) -> dict[str, torch.Tensor]:
-    return PetModel.load(output / MODEL_DIR).trainable_state_dict()
+    return tasks.load(output / MODEL_DIR).trainable_state_dict()
 
 
 def test_sampler_batches_depend_only_on_seed_and_index():
@@ -102,7 +102,7 @@ def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
     for text in ("# petir retrieval model: iaa-l", "Ma et al., CIKM 2022", "6 optimizer steps", "ndcg@10 0.5"):
         assert text in card, text
     assert "python -m pyserini.search.faiss" in card
-    assert isinstance(PetModel.load(tmp_path / MODEL_DIR), BiEncoder)
+    assert isinstance(tasks.load(tmp_path / MODEL_DIR), BiEncoder)
 
 
 @pytest.mark.parametrize("task", TASK_MODELS, ids=TASK_IDS)

@@ -10,6 +10,7 @@ variant) and, per variant, the paper's budget presets (``--budget 0.5`` / ``--bu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,22 +77,48 @@ def variant_of(name: str, config: PetConfig) -> Variant:
     raise PetirError(f"{name} {values} is none of the variants {', '.join(v.name for v in get_method(name).variants)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """What a method or variant name, PET options and a budget come to, derived once (:func:`resolve_method`)."""
+
+    method: str  #: the method's registry name
+    options: dict[str, Any]  #: the variant's options, the budget preset's widths, then the explicit options
+    config: PetConfig  #: ``options`` as the method's config, checked
+    variant: Variant  #: the named variant ``config`` is (iaa with placement=model: iaa-m)
+    budget: str | None  #: the preset as a model records it (:func:`resolved_budget`)
+
+
+def resolve_method(name: str, options: dict[str, Any] | None = None, budget: str | None = None) -> Resolved:
+    """Everything :func:`resolve` and :func:`resolved_budget` give for the same arguments, with the checked config
+    and its variant: what ``petir.train`` trains and records. A bad option fails here, before any data is read."""
+    method, merged, recorded = _resolution(name, options, budget)
+    config = make_config(method, merged)
+    return Resolved(method, merged, config, variant_of(method, config), recorded)
+
+
 def resolve(name: str, options: dict[str, Any] | None = None, budget: str | None = None) -> tuple[str, dict[str, Any]]:
     """``(method, options)`` for a method or variant ``name``: the variant's options, then the ``budget`` preset's
     widths (no budget: the :data:`DEFAULT_BUDGET` preset where the variant has one), then ``options`` (explicit
     options win)."""
-    method, variant, budget = _resolve(name, options, budget)
-    preset = variant.budgets[budget] if budget is not None else {}
-    return method.name, {**variant.options, **preset, **(options or {})}
+    method, merged, _ = _resolution(name, options, budget)
+    return method, merged
 
 
 def resolved_budget(name: str, options: dict[str, Any] | None = None, budget: str | None = None) -> str | None:
     """The budget preset :func:`resolve` applies for the same arguments, or None where it applies none or
     ``options`` replace one of its widths: what a model trained from them records (config.json's ``pet_budget``)."""
-    _, variant, budget = _resolve(name, options, budget)
-    if budget is None or any(key in (options or {}) for key in variant.budgets[budget]):
-        return None
-    return budget
+    return _resolution(name, options, budget)[2]
+
+
+def _resolution(
+    name: str, options: dict[str, Any] | None, budget: str | None
+) -> tuple[str, dict[str, Any], str | None]:
+    """(method, merged options, recorded budget preset) for :func:`resolve`, :func:`resolved_budget` and
+    :func:`resolve_method`."""
+    method, variant, budget = _resolve(name, options, budget)
+    preset = variant.budgets[budget] if budget is not None else {}
+    replaced = any(key in (options or {}) for key in preset)
+    return method.name, {**variant.options, **preset, **(options or {})}, None if replaced else budget
 
 
 def _resolve(name: str, options: dict[str, Any] | None, budget: str | None) -> tuple[PetMethod, Variant, str | None]:
@@ -191,7 +218,9 @@ __all__ = [
     "count_parameters",
     "get_method",
     "make_config",
+    "Resolved",
     "resolve",
+    "resolve_method",
     "resolved_budget",
     "saved_budget",
     "saved_method_name",

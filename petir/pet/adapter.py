@@ -9,17 +9,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.cli import Bounded
-from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, ranged, wrap_sublayer_outputs
+from petir.cli import Bounded, option
+from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
 
 
 @dataclass
 class AdapterConfig(PetConfig):
-    """``bottleneck``: adapter width r; ``positions``: sublayers that get an adapter ("attention", "ffn")."""
+    """The adapter's options (``--pet KEY=VALUE``)."""
 
-    bottleneck: int = ranged(16, Bounded(int, minimum=1))
-    activation: str = "relu"
-    positions: tuple[str, ...] = ("attention", "ffn")
+    bottleneck: int = option(16, "adapter width r", bounds=Bounded(int, minimum=1))
+    activation: str = option("relu", "nonlinearity between the down- and up-projection")
+    positions: tuple[str, ...] = option(("attention", "ffn"), "sub-layers that get an adapter (attention, ffn)")
 
 
 def apply_adapter(model: nn.Module, config: AdapterConfig) -> None:

@@ -8,7 +8,6 @@ trainable modules in place. Nothing outside ``petir.pet`` switches on method nam
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,57 +17,33 @@ import torch
 from torch import nn
 
 from petir.anatomy import AddNorm, FusedAddNorm, OpenAddNorm, anatomy_of, find, replace
-from petir.cli import Bounded
-from petir.errors import PetirError, check_choice, check_type
-
-
-def ranged(default: float, bounds: Bounded) -> Any:
-    """A numeric config field whose values must lie in ``bounds`` (``ranged(16, Bounded(int, minimum=1))``)."""
-    return field(default=default, metadata={"bounds": bounds})
+from petir.cli import Bounded, option
+from petir.errors import PetirError, check_choice
+from petir.options import make_options
 
 
 @dataclass
 class PetConfig:
-    """Base class of the per-method configs; serialised next to the trained weights. Every number is a
-    :func:`ranged` field, so a value out of range is refused where a config is made, from ``--pet`` or a saved
-    config.json alike. Every method takes petir's additions (:mod:`petir.pet.additions`, not the paper's):
-    ``embedding_rank``, a low-rank update of the word embeddings (0: none); ``layer_norms``, train the LayerNorms."""
+    """Base class of the per-method configs; serialised next to the trained weights. Every field is a
+    :func:`petir.cli.option` (its help is ``--help``'s), every number with a range, so a value out of range is
+    refused where a config is made, from ``--pet`` or a saved config.json alike. Every method takes petir's additions
+    (:mod:`petir.pet.additions`, not the paper's)."""
 
-    embedding_rank: int = ranged(0, Bounded(int, minimum=0))
-    layer_norms: bool = False
+    embedding_rank: int = option(
+        0,
+        "rank of a low-rank update of the word embeddings (0: none; petir's addition)",
+        bounds=Bounded(int, minimum=0),
+    )
+    layer_norms: bool = option(False, "also train the LayerNorms (petir's addition)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PetConfig:
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise PetirError(f"{cls.__name__} has no option {', '.join(unknown)}; options: {', '.join(sorted(fields))}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{name: _coerce(fields[name], hints[name], value) for name, value in values.items()})
-
-
-def _coerce(option: dataclasses.Field, hint: Any, value: Any) -> Any:
-    """Turn CLI strings into the field's type, and JSON lists back into tuples; check a number's range. A JSON value
-    of another type than the field's (a damaged config.json) is an error naming the option."""
-    what = f"PET option {option.name}"
-    if "bounds" in option.metadata:
-        try:
-            return option.metadata["bounds"].parse(value)
-        except ValueError as error:
-            raise PetirError(f"{what} {error}") from None
-    if not isinstance(value, str):
-        check_type(what, value, hint)
-        return tuple(value) if typing.get_origin(hint) is tuple else value
-    if typing.get_origin(hint) is tuple:
-        return tuple(value.split(","))
-    if hint is bool:
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise PetirError(f"{what} must be true or false, got {value!r}")
-        return value.lower() in ("true", "1")
-    return value
+        """The config with ``values`` (``--pet`` strings or saved JSON) over its defaults, checked
+        (:func:`petir.options.make_options`)."""
+        return make_options(cls, values, "PET option ", strings=True)
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,16 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from petir.cli import option
 from petir.errors import PetirError
 from petir.pet.base import PetConfig, PetMethod, Variant, freeze, nothing_to_merge
 
 
 @dataclass
 class BitFitConfig(PetConfig):
-    """``layer_norm``: also train LayerNorm gains (BitFit proper trains biases only)."""
+    """BitFit's options (``--pet KEY=VALUE``)."""
 
-    layer_norm: bool = False
+    layer_norm: bool = option(False, "also train LayerNorm gains (BitFit proper trains biases only)")
 
 
 def apply_bitfit(model: nn.Module, config: BitFitConfig) -> None:

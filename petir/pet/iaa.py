@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from petir.anatomy import anatomy_of
-from petir.cli import Bounded
+from petir.cli import Bounded, option
 from petir.errors import check_choice
 from petir.pet.base import (
     SUBLAYERS,
@@ -34,7 +34,6 @@ from petir.pet.base import (
     Variant,
     encoder_layers,
     freeze,
-    ranged,
     replace_block,
     wrap_sublayer_outputs,
 )
@@ -46,15 +45,15 @@ INITS = {"zero": 0.0, "near-identity": 1e-2}
 
 @dataclass
 class IaaConfig(PetConfig):
-    """``placement``: blocks the aside modules sit beside (sublayer | layer | model: IAA-S / IAA-L / IAA-M);
-    ``r``: inside adapter width; ``ar``: aside module width; ``activation``: nonlinearity of both;
-    ``init``: up-projections at ``zero`` (start as the backbone) or ``near-identity`` (N(0, 0.01^2))."""
+    """IAA's options (``--pet KEY=VALUE``)."""
 
-    placement: str = "layer"
-    r: int = ranged(12, Bounded(int, minimum=1))
-    ar: int = ranged(12, Bounded(int, minimum=1))
-    activation: str = "relu"
-    init: str = "zero"
+    placement: str = option(
+        "layer", "blocks the aside modules sit beside (sublayer | layer | model: IAA-S / IAA-L / IAA-M)"
+    )
+    r: int = option(12, "inside adapter width", bounds=Bounded(int, minimum=1))
+    ar: int = option(12, "aside module width", bounds=Bounded(int, minimum=1))
+    activation: str = option("relu", "nonlinearity of both")
+    init: str = option("zero", "up-projections at zero (start as the backbone) or near-identity (N(0, 0.01^2))")
 
 
 def apply_iaa(model: nn.Module, config: IaaConfig) -> None:

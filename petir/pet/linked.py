@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from petir.anatomy import anatomy_of
-from petir.cli import Bounded
+from petir.cli import Bounded, option
 from petir.errors import check_choice
 from petir.pet.base import (
     Bottleneck,
@@ -36,7 +36,6 @@ from petir.pet.base import (
     activation,
     add_to_output,
     freeze,
-    ranged,
     replace_block,
     sublayer_result,
     sublayer_sites,
@@ -49,15 +48,16 @@ LINK_INITS = ("auto", "identity", "zero")
 
 @dataclass
 class LinkedConfig(PetConfig):
-    """``topology``: how the modules are linked (bottleneck | hidden | side); ``bottleneck``: module width r;
-    ``positions``: sublayers that get a module; ``link_init``: initial r x r links, ``identity`` (open) or
-    ``zero`` (closed until learned); ``auto`` picks :func:`resolve_link_init`."""
+    """The linked adapters' options (``--pet KEY=VALUE``); ``link_init`` ``auto`` picks
+    :func:`resolve_link_init`."""
 
-    topology: str = "bottleneck"
-    bottleneck: int = ranged(16, Bounded(int, minimum=1))
-    activation: str = "relu"
-    positions: tuple[str, ...] = ("attention", "ffn")
-    link_init: str = "auto"
+    topology: str = option("bottleneck", "how the modules are linked (bottleneck | hidden | side)")
+    bottleneck: int = option(16, "module width r", bounds=Bounded(int, minimum=1))
+    activation: str = option("relu", "nonlinearity of each module")
+    positions: tuple[str, ...] = option(("attention", "ffn"), "sub-layers that get a module (attention, ffn)")
+    link_init: str = option(
+        "auto", "initial r x r links: identity (open), zero (closed until learned) or auto (by topology)"
+    )
 
 
 class Chain:

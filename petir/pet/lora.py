@@ -18,19 +18,20 @@ from pathlib import Path
 from torch import nn
 
 from petir.anatomy import ANATOMIES
-from petir.cli import Bounded
+from petir.cli import Bounded, option
 from petir.errors import PetirError
-from petir.pet.base import PetConfig, PetMethod, Variant, freeze, ranged
+from petir.pet.base import PetConfig, PetMethod, Variant, freeze
 
 
 @dataclass
 class LoraConfig(PetConfig):
-    """``r``: rank; ``alpha``: scaling numerator; ``target_modules``: linear layers (by name) that get updates."""
+    """LoRA's options (``--pet KEY=VALUE``)."""
 
-    r: int = ranged(16, Bounded(int, minimum=1))
-    alpha: int = ranged(16, Bounded(int, minimum=1))
-    dropout: float = ranged(0.1, Bounded(float, minimum=0, below=1))  # 1 would drop every input of the update
-    target_modules: tuple[str, ...] = ("query", "value")
+    r: int = option(16, "rank", bounds=Bounded(int, minimum=1))
+    alpha: int = option(16, "scaling numerator (the update is scaled by alpha / r)", bounds=Bounded(int, minimum=1))
+    # 1 would drop every input of the update
+    dropout: float = option(0.1, "dropout on the update's input", bounds=Bounded(float, minimum=0, below=1))
+    target_modules: tuple[str, ...] = option(("query", "value"), "linear layers (by name) that get updates")
 
 
 #: The target names that are roles, not module names.

@@ -13,20 +13,20 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.cli import Bounded
-from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, ranged, wrap_sublayer_outputs
+from petir.cli import Bounded, option
+from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
 from petir.pet.prefix import insert_prefixes
 
 
 @dataclass
 class MamConfig(PetConfig):
-    """``num_prefix``: prefix length per layer (l); ``bottleneck``: parallel adapter width (r); ``scaling``: s."""
+    """The MAM adapter's options (``--pet KEY=VALUE``)."""
 
-    num_prefix: int = ranged(16, Bounded(int, minimum=1))
-    bottleneck: int = ranged(16, Bounded(int, minimum=1))
-    scaling: float = ranged(4.0, Bounded(float, above=0))
-    activation: str = "relu"
-    prefix_init_std: float = ranged(0.02, Bounded(float, minimum=0))
+    num_prefix: int = option(16, "prefix length per layer (l)", bounds=Bounded(int, minimum=1))
+    bottleneck: int = option(16, "parallel adapter width (r)", bounds=Bounded(int, minimum=1))
+    scaling: float = option(4.0, "the parallel adapter's output scale (s)", bounds=Bounded(float, above=0))
+    activation: str = option("relu", "the parallel adapter's nonlinearity")
+    prefix_init_std: float = option(0.02, "std of the initial prefix keys and values", bounds=Bounded(float, minimum=0))
 
 
 def apply_mam(model: nn.Module, config: MamConfig) -> None:

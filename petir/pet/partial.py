@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from petir.anatomy import FusedAddNorm, anatomy_of, find
+from petir.cli import option
 from petir.errors import PetirError, check_choice
 from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, nothing_to_merge
 
@@ -32,10 +33,10 @@ PARTS = ("all", "embeddings", "word_embeddings", "layer_norms", "attention", "ff
 
 @dataclass
 class PartialConfig(PetConfig):
-    """``train``: the parts trained; ``freeze``: the parts then frozen again (names: :data:`PARTS`)."""
+    """Partial fine-tuning's options (``--pet KEY=VALUE``; part names: :data:`PARTS`)."""
 
-    train: tuple[str, ...] = ("all",)
-    freeze: tuple[str, ...] = ("word_embeddings",)
+    train: tuple[str, ...] = option(("all",), f"the parts trained ({', '.join(PARTS)})")
+    freeze: tuple[str, ...] = option(("word_embeddings",), "the parts then frozen again")
 
 
 def part(model: nn.Module, name: str) -> set[nn.Parameter]:

@@ -17,17 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from petir.anatomy import anatomy_of
-from petir.cli import Bounded
+from petir.cli import Bounded, option
 from petir.errors import PetirError
-from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, ranged, replace_block
+from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, replace_block
 
 
 @dataclass
 class PrefixConfig(PetConfig):
-    """``num_prefix``: prefix length per layer; ``init_std``: std of the initial prefix keys and values."""
+    """Prefix-tuning's options (``--pet KEY=VALUE``)."""
 
-    num_prefix: int = ranged(32, Bounded(int, minimum=1))
-    init_std: float = ranged(0.02, Bounded(float, minimum=0))
+    num_prefix: int = option(32, "prefix length per layer", bounds=Bounded(int, minimum=1))
+    init_std: float = option(0.02, "std of the initial prefix keys and values", bounds=Bounded(float, minimum=0))
 
 
 class PrefixSelfAttention(nn.Module):

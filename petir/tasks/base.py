@@ -4,7 +4,7 @@ model is (as :class:`petir.pet.PetMethod` is for a PET method)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,52 +12,7 @@ from petir.data import Document, Pools, Qrels
 
 if TYPE_CHECKING:
     from petir.models import PetModel
-    from petir.onnx import OnnxModel
-    from petir.reproduce import Study, StudySettings
-
-#: Rows of a study's results table, one per run (method, seed, metrics...).
-Rows = list[dict[str, Any]]
-#: Each first stage's run of the test queries, in its run directory of the study.
-TEST_RUN_FILE = "test.run.trec"
-#: A command of the study: ``python -m`` arguments, with ``"OUTPUT"`` where it writes its output.
-Command = list[object]
-
-
-class StudyStage:
-    """A task's stage of the study (``python -m petir.reproduce STAGE``, and ``benchmarks/gpu_study.py``): what its
-    training runs add to ``petir.train``, what the stage runs and reports. The runner (:class:`petir.reproduce.Study`)
-    and the tables are shared; everything a stage does differently is here, so the runner never asks which stage it
-    runs. The stage's directory in the study is the task's name."""
-
-    #: A dataclass of the stage's own flags (each field a :func:`petir.cli.option`), made from the command line into
-    #: ``StudySettings.stages[task name]``.
-    options: type
-
-    def train_flags(self, options: Any) -> dict[str, object]:
-        """The ``petir.train`` flags this stage's runs add, from its ``options`` (batch size, lengths, negatives)."""
-        raise NotImplementedError
-
-    def run(self, study: Study, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> Rows:
-        """Train every variant (with its seeds: :func:`petir.reproduce.seeds_of`), test it, and return the rows of the
-        stage's results table (baselines first)."""
-        raise NotImplementedError
-
-    def first_stages(self, study: Study, seed: int) -> dict[str, Path]:
-        """Test runs this stage offers a later stage to re-rank, by name (for ``seed``'s trained runs); none here."""
-        return {}
-
-    def report(self, study: Study, rows: Rows) -> None:
-        """Write what this stage reports beyond its results table and convergence plot; nothing here."""
-
-    def gpu_inputs(self, root: Path) -> tuple[Path, ...]:
-        """Files of the study directory ``root`` a GPU machine needs carried to run this stage's GPU steps."""
-        return ()
-
-    def gpu_steps(
-        self, settings: StudySettings, run_dir: Path, corpus: Path, device: str
-    ) -> list[tuple[Command, Path]]:
-        """What a run of this stage does on a GPU machine after training, as (command, output) pairs; none here."""
-        return []
+    from petir.onnx_runtime import OnnxModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +21,7 @@ class Task:
 
     - ``model``: its :class:`~petir.models.PetModel` subclass (options dataclass, loss, ranking, inference and
       :class:`~petir.batching.GraphOutput`), whose ``task`` is the task's :attr:`name`; ``onnx``: its
-      :class:`~petir.onnx.OnnxModel` twin, with the same ``encode`` or ``score`` and ``pair_scorer``;
+      :class:`~petir.onnx_runtime.OnnxModel` twin, with the same ``encode`` or ``score`` and ``pair_scorer``;
     - ``kind``: what its model is ("bi-encoder": the model card, ``--task`` help); ``noun``: what a trained one is
       called in messages ("retriever");
     - ``dev_pools(corpus, first_stage, dev_qrels, data_options)``: the candidates each dev query ranks, from its
@@ -82,7 +37,6 @@ class Task:
       plug-in's encoders);
     - ``impact``: its model gives masked-LM ``logits`` and integer ``term_weights`` per text that Pyserini's Lucene
       impact indexes take (the plug-in's ``AutoModelForMaskedLM`` view and impact query encoder);
-    - ``study``: its stage of ``python -m petir.reproduce`` (a :class:`StudyStage`), or None.
     """
 
     model: type[PetModel]
@@ -98,7 +52,10 @@ class Task:
     no_export: str = ""
     pyserini: bool = False
     impact: bool = False
-    study: StudyStage | None = None
+
+    def __post_init__(self) -> None:
+        # The model knows its entry, so that its card reads the task's kind, usage and export without a registry.
+        self.model.task_record = self
 
     @property
     def name(self) -> str:

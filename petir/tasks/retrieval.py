@@ -8,27 +8,23 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from petir import cli
-from petir.backbone import _from_pretrained, resolve_backbone
 from petir.batching import MAX_LENGTH, GraphOutput, TextEncoder
+from petir.card import export_card
 from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.errors import PetirError
 from petir.losses import contrastive_batch, contrastive_loss
-from petir.models import STATE_FILE, PetModel
+from petir.models import PetModel
 from petir.ondisk import ids_by_position
-from petir.onnx import OnnxModel
+from petir.onnx_runtime import OnnxModel
 from petir.sampling import Group
-from petir.tasks.base import TEST_RUN_FILE, Rows, StudyStage, Task
-from petir.trainer import MODEL_DIR
-
-if TYPE_CHECKING:
-    from petir.reproduce import Study
+from petir.tasks.base import Task
 
 NAME = "retrieval"
 
@@ -221,8 +217,6 @@ POOLING_MODES = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_to
 def export_files(model: BiEncoder, directory: Path, source: Path) -> None:
     """What makes the merged backbone in ``directory`` a retriever without petir: the sentence-transformers modules
     (pooling, normalisation) and a README.md with the stock Pyserini flags."""
-    from petir.card import export_card  # the card module reads the task registry, which imports this one
-
     _save_sentence_transformers_files(model, directory)
     (directory / "README.md").write_text(export_card(source, _card(model, source)))
 
@@ -288,137 +282,6 @@ python -m pyserini.search.faiss --index INDEX --topics TOPICS --encoder THIS_DIR
 ```"""
 
 
-# -- the study's retrieval stage ------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class RetrievalStudyOptions:
-    """The retrieval stage's flags (``petir.reproduce``)."""
-
-    batch_size: int = cli.option(16, "queries per training batch", bounds=cli.Bounded(int, minimum=1))
-    train_passage_length: int = cli.option(128, "passage tokens in training", bounds=MAX_LENGTH)
-    test_picked: bool = cli.option(
-        False,
-        "retrieval: encode and search the test queries only with each method's learning rate its dev set picks "
-        "(the other rates are reported by their dev values, and by test where an earlier command searched them), "
-        "as a sweep is used, at a fraction of the CPU time",
-    )
-
-
-#: The first stage every study has: BM25 (Pyserini's, on the workspace's Lucene index).
-BM25 = "bm25"
-
-
-def bm25_run_file(root: Path) -> Path:
-    """The study's BM25 run of the test queries, in the study directory ``root``."""
-    return root / NAME / BM25 / TEST_RUN_FILE
-
-
-class RetrievalStage(StudyStage):
-    """``petir.train`` -> ``pyserini.encode`` (Faiss index) -> ``pyserini.search.faiss`` -> trec_eval, beside the BM25
-    and zero-shot backbone baselines through the same stock Pyserini commands; offers BM25 and the best dense run to
-    re-ranking."""
-
-    options = RetrievalStudyOptions
-
-    def train_flags(self, options: RetrievalStudyOptions) -> dict[str, object]:
-        return {
-            "batch_size": options.batch_size,
-            "train_passage_length": options.train_passage_length,
-            "passage_max_length": TEST_PASSAGE_LENGTH,  # dev checks encode as dense_run's test encode does
-        }
-
-    def run(self, study: Study, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> Rows:
-        from petir.report import chosen_on_dev
-        from petir.reproduce import seeds_of
-
-        rows = [self._bm25_row(study), self._zero_shot_row(study)]
-        runs = [
-            (variant, seed, study.train(NAME, variant, seed))
-            for variant in variants
-            for seed in seeds_of(variant, seeds, seed_variants)
-        ]
-        trained = [study.row(variant, seed, run_dir) for variant, seed, run_dir in runs]
-        picked = study.s.stages[NAME].test_picked and not study.s.dry_run
-        tested = set(chosen_on_dev(trained).values()) if picked else set(variants)
-        for (variant, seed, run_dir), row in zip(runs, trained, strict=True):
-            if variant not in tested:
-                if (run_dir / TEST_RUN_FILE).exists():  # searched by an earlier command: reporting it costs nothing
-                    row.update(study.evaluate(run_dir / TEST_RUN_FILE))
-                continue
-            if not (study.s.dry_run or (run_dir / MODEL_DIR / STATE_FILE).exists()):
-                print(
-                    f"petir.reproduce: {variant} seed {seed}: its weights are not here (trained on another machine "
-                    "and left there): dev values only",
-                    flush=True,
-                )
-                continue
-            results = study.evaluate(self.dense_run(study, str(run_dir / MODEL_DIR), run_dir))
-            row.update(results)
-            if results:  # a dry run computes none
-                self._card_test_results(study, run_dir / MODEL_DIR, results)
-        return rows + trained
-
-    def _card_test_results(self, study: Study, model_dir: Path, results: dict[str, Any]) -> None:
-        """The model's test numbers, as this stage computed them, into its card (the study trained the model)."""
-        from petir.card import add_test_results  # the card module reads the task registry, which imports this one
-
-        how = f"stock pyserini.encode and pyserini.search.faiss, {study.s.hits} hits, trec_eval -c; petir.reproduce"
-        scores = {name: value for name, value in results.items() if isinstance(value, float)}
-        add_test_results(model_dir, study.s.data.name, scores, how)
-
-    def first_stages(self, study: Study, seed: int) -> dict[str, Path]:
-        """BM25, and the best trained dense run of ``seed`` (by nDCG@10) if this stage has run."""
-        stages = {BM25: self.bm25_run(study)}
-        candidates = []
-        for run_file in (study.root / NAME).glob(f"*/seed{seed}/{TEST_RUN_FILE}"):
-            if run_file.with_name(run_file.name + ".metrics.json").exists():
-                candidates.append((study.evaluate(run_file)["ndcg@10"], run_file.parent.parent.name, run_file))
-        if candidates:
-            _, variant, run_file = max(candidates)
-            stages[f"dense-{variant}"] = run_file
-        return stages
-
-    def dense_run(self, study: Study, encoder: str, directory: Path, encoder_flags: Sequence[str] = ()) -> Path:
-        """Encode the corpus with the stock ``pyserini.encode`` and search with ``pyserini.search.faiss``."""
-        index = study.produce(
-            directory / "faiss-index",
-            *("pyserini.encode", "input", "--corpus", study.workspace.collection),
-            *("output", "--embeddings", "OUTPUT", "--to-faiss"),
-            *("encoder", "--encoder", encoder, *encoder_flags),
-            *cli.flags(dimension=_dimension(study.s.backbone), device="cpu", batch_size=32),
-            *cli.flags(max_length=TEST_PASSAGE_LENGTH),
-        )
-        return study.produce(
-            directory / TEST_RUN_FILE,
-            *("pyserini.search.faiss", "--index", index, "--topics", study.topics, "--encoder", encoder),
-            *encoder_flags,
-            *cli.flags(output="OUTPUT", hits=study.s.hits, device="cpu", batch_size=64, threads=study.s.threads),
-        )
-
-    def bm25_run(self, study: Study) -> Path:
-        bm25_run_file(study.root).parent.mkdir(parents=True, exist_ok=True)
-        return study.produce(
-            bm25_run_file(study.root),
-            *("pyserini.search.lucene", "--index", study.workspace.lucene_index, "--topics", study.topics, "--bm25"),
-            *cli.flags(output="OUTPUT", hits=study.s.hits, threads=study.s.threads, batch_size=64),
-        )
-
-    def _bm25_row(self, study: Study) -> dict[str, Any]:
-        return {"method": BM25, "seed": "", **study.evaluate(self.bm25_run(study))}
-
-    def _zero_shot_row(self, study: Study) -> dict[str, Any]:
-        directory = study.root / NAME / "zero-shot"
-        directory.mkdir(parents=True, exist_ok=True)
-        flags = ["--pooling", "mean", "--l2-norm"]
-        run_file = self.dense_run(study, study.backbone_dir(), directory, flags)
-        return {"method": "zero-shot", "seed": "", **study.evaluate(run_file)}
-
-
-def _dimension(backbone: str) -> int:
-    from transformers import AutoConfig
-
-    return _from_pretrained(AutoConfig, resolve_backbone(backbone), f"the config of backbone {backbone!r}").hidden_size
-
-
 TASK = Task(
     model=BiEncoder,
     onnx=OnnxBiEncoder,
@@ -430,5 +293,4 @@ TASK = Task(
     pipeline_tag="sentence-similarity",
     export=export_files,
     pyserini=True,
-    study=RetrievalStage(),
 )

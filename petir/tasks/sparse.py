@@ -8,7 +8,7 @@ of their weights. Training is the retriever's (same data, negatives, false-negat
 mean weight of each term towards zero so that texts keep few terms (a short posting list per term: a fast index).
 
 Pyserini indexes integer impacts: every weight is quantised as Pyserini's own SPLADE encoders do
-(``round(weight / 5 * 256)``, :data:`QUANTISATION`), and the dev check scores with those integers, so it measures
+(``round(weight / 5 * 256)``, :func:`quantise`), and the dev check scores with those integers, so it measures
 the ranking the Lucene impact index gives.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from petir.data import Corpus, Document, Pools, Qrels, Queries, Run
 from petir.errors import PetirError
 from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import PetModel
-from petir.onnx import OnnxModel
+from petir.onnx_runtime import OnnxModel
 from petir.sampling import Group
 from petir.tasks.base import Task
 from petir.tasks.retrieval import dev_corpus
@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 
 NAME = "sparse"
 
-#: Pyserini's impact quantisation (``pyserini/encode/_splade.py``: ``round(weight / 5 * 256)``): weights up to 5
-#: map onto 0..256. The stock ``--encoder-class splade`` encode writes these integers, so the dev check uses them too.
-QUANTISATION = 256 / 5
+#: Pyserini's impact quantisation (``pyserini/encode/_splade.py``: ``round(weight / 5 * 256)``): weights up to
+#: IMPACT_RANGE map onto 0..IMPACT_LEVELS. The stock ``--encoder-class splade`` encode writes these integers, so the
+#: dev check uses them too (:func:`quantise`, in Pyserini's order of operations: the same integers at every .5).
+IMPACT_RANGE = 5
+IMPACT_LEVELS = 256
 
 #: Passage tokens of every test encode (``pyserini.encode --max-length``, Pyserini's default): dev checks encode at it.
 TEST_PASSAGE_LENGTH = 256
@@ -49,34 +51,41 @@ TEST_PASSAGE_LENGTH = 256
 
 @dataclasses.dataclass
 class SparseOptions:
-    """The SPLADE encoder's options, saved in config.json."""
+    """The SPLADE encoder's options, saved in config.json; the lengths are named as the retriever's are."""
 
-    sparse_query_length: int = cli.option(64, "sparse: query tokens", bounds=MAX_LENGTH)
-    sparse_passage_length: int = cli.option(
+    #: Names of earlier petir versions (flags and saved config.json keys): old -> current.
+    RENAMED: ClassVar[dict[str, str]] = {
+        "sparse_query_length": "query_max_length",
+        "sparse_passage_length": "passage_max_length",
+        "sparse_train_length": "train_passage_length",
+    }
+
+    query_max_length: int = cli.option(64, "query tokens", bounds=MAX_LENGTH)
+    passage_max_length: int = cli.option(
         TEST_PASSAGE_LENGTH,
-        "sparse: passage tokens as the model is used: dev checks encode at it, as pyserini.encode --max-length does",
+        "passage tokens as the model is used: dev checks encode at it, as pyserini.encode --max-length does",
         bounds=MAX_LENGTH,
     )
-    sparse_train_length: int | None = cli.option(
-        None, "sparse: passage tokens in training batches (default: --sparse-passage-length)", bounds=MAX_LENGTH
+    train_passage_length: int | None = cli.option(
+        None, "passage tokens in training batches (default: --passage-max-length)", bounds=MAX_LENGTH
     )
     # SPLADE v2's values (Formal et al. 2021, SPLADE-max): queries are regularised harder than passages, since
     # every query term costs a posting-list walk at search time.
     query_flops: float = cli.option(
-        3e-4, "sparse: weight of the FLOPS regulariser on query term weights", bounds=cli.Bounded(float, minimum=0)
+        3e-4, "weight of the FLOPS regulariser on query term weights", bounds=cli.Bounded(float, minimum=0)
     )
     passage_flops: float = cli.option(
-        1e-4, "sparse: weight of the FLOPS regulariser on passage term weights", bounds=cli.Bounded(float, minimum=0)
+        1e-4, "weight of the FLOPS regulariser on passage term weights", bounds=cli.Bounded(float, minimum=0)
     )
     flops_warmup: int = cli.option(
         50,
-        "sparse: training batches over which the FLOPS weights grow quadratically from 0 (SPLADE's warm-up: the "
+        "training batches over which the FLOPS weights grow quadratically from 0 (SPLADE's warm-up: the "
         "ranking is learnt before the weights are thinned)",
         bounds=cli.Bounded(int, minimum=0),
     )
     mlm_head: str = cli.option(
         "frozen",
-        "sparse: the masked-LM head (vocabulary projection) frozen, or its transform and bias trained with the PET "
+        "the masked-LM head (vocabulary projection) frozen, or its transform and bias trained with the PET "
         "modules (its output matrix stays tied to the input embeddings)",
         ("frozen", "trained"),
     )
@@ -84,11 +93,14 @@ class SparseOptions:
 
 @dataclasses.dataclass
 class SparseDataOptions:
-    """The flags only a sparse retriever's training data reads (``petir.train``)."""
+    """The flags only a sparse retriever's training data reads (``petir.train``), named as the retriever's are."""
 
-    sparse_dev_corpus: int = cli.option(
+    #: Flag names of earlier petir versions: old -> current.
+    RENAMED: ClassVar[dict[str, str]] = {"sparse_dev_corpus": "dev_corpus"}
+
+    dev_corpus: int = cli.option(
         10_000,
-        "sparse: dev queries search the whole corpus up to this many passages; above, their judged passages and "
+        "dev queries search the whole corpus up to this many passages; above, their judged passages and "
         "BM25 candidates plus a seeded sample",
         bounds=cli.Bounded(int, minimum=1),
     )
@@ -122,7 +134,7 @@ def flops(weights: torch.Tensor) -> torch.Tensor:
 
 def quantise(weights: np.ndarray) -> np.ndarray:
     """Integer impacts as Pyserini's SPLADE encoders write them (float64 arithmetic, rounding half to even)."""
-    return np.round(weights.astype(np.float64) / 5 * 256).astype(np.int64)
+    return np.round(weights.astype(np.float64) / IMPACT_RANGE * IMPACT_LEVELS).astype(np.int64)
 
 
 def masked_lm_head(backbone: str, encoder: nn.Module) -> nn.Module:
@@ -171,9 +183,9 @@ class SparseEncoder(ImpactPairs, PetModel, TextEncoder):
     graph_output = TERM_WEIGHTS
 
     def _setup(self, options: SparseOptions) -> None:
-        self.sparse_query_length = self.query_max_length = min(options.sparse_query_length, self.length_limit)
-        self.sparse_passage_length = self.passage_max_length = min(options.sparse_passage_length, self.length_limit)
-        self.sparse_train_length = min(options.sparse_train_length or options.sparse_passage_length, self.length_limit)
+        self.query_max_length = min(options.query_max_length, self.length_limit)
+        self.passage_max_length = min(options.passage_max_length, self.length_limit)
+        self.train_passage_length = min(options.train_passage_length or options.passage_max_length, self.length_limit)
         self.query_flops, self.passage_flops = options.query_flops, options.passage_flops
         self.flops_warmup, self.mlm_head = options.flops_warmup, options.mlm_head
         self.head = masked_lm_head(self.backbone, self.encoder)
@@ -200,7 +212,7 @@ class SparseEncoder(ImpactPairs, PetModel, TextEncoder):
         return self.tokenize(passages, self.passage_max_length)
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        return contrastive_batch(self.tokenize, groups, self.query_max_length, self.sparse_train_length)
+        return contrastive_batch(self.tokenize, groups, self.query_max_length, self.train_passage_length)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Contrastive loss on dot products (in-batch and hard negatives, false negatives masked) plus the FLOPS
@@ -258,8 +270,8 @@ class OnnxSparseEncoder(ImpactPairs, OnnxModel, TextEncoder):
     graph_output = TERM_WEIGHTS
 
     def _setup(self, config: dict[str, Any]) -> None:
-        self.query_max_length = config["sparse_query_length"]
-        self.passage_max_length = config["sparse_passage_length"]
+        self.query_max_length = config["query_max_length"]
+        self.passage_max_length = config["passage_max_length"]
         self.dimension = self.session.get_outputs()[0].shape[1]
 
     def _embed_batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
@@ -313,7 +325,7 @@ def dev_pools(
     corpus: Mapping[str, Document], first_stage: Pools, dev_qrels: Qrels, options: SparseDataOptions
 ) -> Pools:
     """Every dev query searches the same dev corpus (:func:`petir.tasks.retrieval.dev_corpus`)."""
-    return dict.fromkeys(first_stage, dev_corpus(corpus, first_stage, dev_qrels, options.sparse_dev_corpus))
+    return dict.fromkeys(first_stage, dev_corpus(corpus, first_stage, dev_qrels, options.dev_corpus))
 
 
 def pyserini_commands(model: SparseEncoder) -> str:

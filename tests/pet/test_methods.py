@@ -283,6 +283,20 @@ def test_mam_adds_a_scaled_parallel_adapter_before_the_ffn_layer_norm_and_a_pref
     torch.testing.assert_close(output, expected)
 
 
+def test_a_method_is_resolved_once_into_what_training_records():
+    """petir.train resolves --method, --pet and --budget once (resolve_method): the options resolve gives, the
+    checked config, the variant the options make and the budget a model records."""
+    from petir.pet import make_config, resolve, resolve_method, resolved_budget
+
+    resolved = resolve_method("iaa", {"placement": "model"}, "6.7")
+    assert (resolved.method, resolved.options) == resolve("iaa", {"placement": "model"}, "6.7")
+    assert resolved.config == make_config("iaa", resolved.options) and resolved.variant.name == "iaa-m"
+    assert resolved.budget == resolved_budget("iaa", {"placement": "model"}, "6.7") == "6.7"
+    assert resolve_method("adapter", {"bottleneck": "8"}).budget is None  # an explicit width replaces the preset's
+    with pytest.raises(PetirError, match="PET option r must be"):
+        resolve_method("lora", {"r": "0"})
+
+
 # -- the paper's budgets (../shared/PAPER.md) -----------------------------------------------------------------------
 def weight_count(variant: str, budget: str) -> int:
     """Trainable weights (matrices and prefix vectors, no biases) of a preset on BERT-base, counted on the meta

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 from conftest import TINY_PASSAGES
+from petir import tasks
 from petir.card import model_card
 from petir.data import Document
-from petir.models import PetModel
 from petir.sampling import Group
-from petir.tasks.retrieval import TEST_PASSAGE_LENGTH, BiEncoder, RetrievalStage, RetrievalStudyOptions, dev_corpus
+from petir.tasks.retrieval import BiEncoder, dev_corpus
 
 
 def test_retrieval_dev_searches_the_corpus_or_a_sample_that_keeps_every_judged_passage():
@@ -38,11 +38,5 @@ def test_dev_checks_encode_at_the_cards_length_not_the_training_length(tiny_back
     assert set(lengths) - {model.query_max_length} == {64} == {int(card.group(1))}
     batch = model.collate([Group("the cat", [" ".join(["cat"] * 50)])])
     assert batch["passages"]["input_ids"].shape[1] == 8  # training still truncates at its own, shorter length
-    loaded = PetModel.load(model.save(tmp_path / "model"))
+    loaded = tasks.load(model.save(tmp_path / "model"))
     assert (loaded.passage_max_length, loaded.train_passage_length) == (64, 8)
-
-
-def test_the_study_saves_its_retrievers_at_the_test_encode_length():
-    options = RetrievalStudyOptions()
-    flags = RetrievalStage().train_flags(options)
-    assert flags["passage_max_length"] == TEST_PASSAGE_LENGTH != flags["train_passage_length"] == 128

@@ -20,10 +20,10 @@ import torch
 
 from conftest import PET_IDS, PET_VARIANTS, TINY_VOCAB, flags, perturb, run_cli
 from petir import backbone as backbones
+from petir import tasks
 from petir.backbone import random_backbone
 from petir.data import Document, read_run, write_pyserini_collection, write_run, write_topics
 from petir.errors import PetirError
-from petir.models import PetModel
 from petir.sampling import Group
 from petir.tasks.sparse import STEP_TENSOR, SparseEncoder, flops, quantise, splade_pooling
 
@@ -79,7 +79,7 @@ def test_the_flops_regulariser_warms_up_quadratically_and_its_clock_is_saved(tin
     with torch.no_grad():
         assert model(batch).item() == pytest.approx(base + (2 / 4) ** 2 * regulariser, rel=1e-5)
     model.save(tmp_path / "model")
-    assert float(PetModel.load(tmp_path / "model").batches_seen) == 2  # a resumed run warms up where it stopped
+    assert float(tasks.load(tmp_path / "model").batches_seen) == 2  # a resumed run warms up where it stopped
     state = model.trainable_state_dict()
     assert STEP_TENSOR in state and STEP_TENSOR not in dict(model.named_parameters())
 
@@ -111,6 +111,48 @@ def test_the_masked_lm_head_is_frozen_unless_asked_and_stays_tied(tiny_backbone)
     full = SparseEncoder(str(tiny_backbone), "full")
     assert full.head[0].predictions.decoder.weight is full.encoder.get_input_embeddings().weight
     assert full.parameter_report()["trainable"] == full.parameter_report()["backbone"]
+
+
+def test_its_options_are_named_as_the_retrievers_and_the_old_names_still_work(tiny_backbone, tmp_path, capsys):
+    """The lengths and the dev corpus are --query-max-length, --passage-max-length, --train-passage-length and
+    --dev-corpus, as for --task retrieval; for one release the old --sparse-* flags are rewritten with a one-line
+    note each, and a config.json saved with the old keys loads under the new ones."""
+    from petir.train import build_parser, current_flags
+
+    old = ["--task", "sparse", "--sparse-query-length", "32", "--sparse-dev-corpus=7", "--output", "out"]
+    argv = current_flags(old, tasks.TASKS["sparse"])
+    assert argv == ["--task", "sparse", "--query-max-length", "32", "--dev-corpus=7", "--output", "out"]
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == [
+        "petir.train: --sparse-query-length is now --query-max-length; the old name goes in the next release",
+        "petir.train: --sparse-dev-corpus is now --dev-corpus; the old name goes in the next release",
+    ]
+    args = build_parser(argv).parse_args(argv)
+    assert (args.query_max_length, args.dev_corpus) == (32, 7)
+    sparse_help = build_parser(["--task", "sparse", "--help"]).format_help()
+    assert "--passage-max-length" in sparse_help and "--mlm-head" in sparse_help and "--pooling" not in sparse_help
+
+    model = SparseEncoder(str(tiny_backbone), "bitfit", query_max_length=32, passage_max_length=48)
+    directory = model.save(tmp_path / "model")
+    config = json.loads((directory / "config.json").read_text())
+    for new, was in (("query_max_length", "sparse_query_length"), ("passage_max_length", "sparse_passage_length")):
+        config[was] = config.pop(new)  # as petir 0.x saved it
+    (directory / "config.json").write_text(json.dumps(config))
+    loaded = tasks.load(directory)
+    assert (loaded.query_max_length, loaded.passage_max_length) == (32, 48)
+    assert tasks.read_config(directory)["query_max_length"] == 32  # what the ONNX twin reads
+
+
+def test_a_flag_of_another_task_is_one_line_naming_it(tmp_path):
+    from petir.train import main
+
+    for argv, message in (
+        (["--sparse-dev-corpus", "7"], "--sparse-dev-corpus applies to --task sparse only"),
+        (["--task", "rerank", "--mlm-head", "trained"], "--mlm-head applies to --task sparse only"),
+        (["--task", "rerank", "--passage-max-length", "64"], "--passage-max-length applies to --task retrieval or"),
+    ):
+        error = run_cli(main, [*argv, "--data", str(tmp_path), "--output", str(tmp_path / "run")])
+        assert error is not None and message in error and "\n" not in error, error
 
 
 def test_a_backbone_without_a_masked_lm_head_is_one_line(tmp_path):
@@ -163,7 +205,7 @@ def train_sparse(tiny_backbone: Path, root: Path, *extra: str) -> Path:
 
     data, first = tiny_beir(root)
     argv = flags(data=data, negatives_run=first, dev_queries=2, dev_depth=3, eval_every=2, steps=2, batch_size=2)
-    argv += flags(backbone=tiny_backbone, device="cpu", output=root / "run", task="sparse", sparse_dev_corpus=3)
+    argv += flags(backbone=tiny_backbone, device="cpu", output=root / "run", task="sparse", dev_corpus=3)
     assert run_cli(train_main, [*argv, *extra]) is None
     return root / "run" / "model"
 
@@ -173,7 +215,7 @@ def test_petir_train_trains_and_saves_a_sparse_retriever(tiny_backbone, tmp_path
     model_dir = train_sparse(
         tiny_backbone, tmp_path, "--method", "iaa-l", "--flops-warmup", "1", "--lr", "1e-3", "--no-keep-best"
     )
-    model = PetModel.load(model_dir)
+    model = tasks.load(model_dir)
     assert isinstance(model, SparseEncoder) and float(model.batches_seen) == 2 and model.flops_warmup == 1
     card = (model_dir / "README.md").read_text()
     assert "SPLADE sparse encoder" in card and "pyserini.search.lucene" in card and "--impact" in card
@@ -206,7 +248,7 @@ def test_the_cards_stock_pyserini_commands_search_with_the_models_own_scores(tmp
     assert set(searched) == set(QUERIES)
     # Lucene's impact scores are the model's integer dot products. Pyserini's impact search drops query terms whose
     # idf is not above --min-idf (0): terms found in every passage, which a random tiny model gives every passage.
-    model = PetModel.load(model_dir)
+    model = tasks.load(model_dir)
     passages = dict(zip(DOCS, model.term_weights(list(DOCS.values()), "passage"), strict=True))
     everywhere = set.intersection(*(set(weights) for weights in passages.values()))
     for qid, hits in searched.items():

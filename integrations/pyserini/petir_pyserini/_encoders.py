@@ -11,7 +11,7 @@ import numpy as np
 from pyserini.encode import DocumentEncoder, QueryEncoder, document_encoder_class_map, query_encoder_class_map
 
 from petir.data import Document, normalize_text
-from petir_pyserini._hf import load_dense_encoder, load_impact_encoder, serves_impact
+from petir_pyserini._hf import load_dense_encoder, load_impact_encoder, load_passage_encoder, serves_impact
 
 #: Pyserini picks an encoder class by the first keyword of its maps found in the encoder path.
 KEYWORD = "petir"
@@ -23,9 +23,7 @@ class PetirDocumentEncoder(DocumentEncoder):
     Pyserini's own ``--encoder-class splade`` writes, computed a third faster."""
 
     def __init__(self, model_name: str, tokenizer_name: str | None = None, device: str = "cpu", **_ignored):
-        self.impact = serves_impact(model_name)
-        load = load_impact_encoder if self.impact else load_dense_encoder
-        self.model = load(model_name, "passage encoding", device=device)
+        self.model, self.impact = load_passage_encoder(model_name, "passage encoding", device)
 
     def encode(self, texts, titles=None, max_length: int | None = None, **_ignored) -> np.ndarray | list[dict]:
         """Returns: float32 array [len(texts), hidden], or a ``{token: impact}`` per text; titles are joined to

@@ -16,7 +16,6 @@ encoder writes exactly the weights the model was trained and dev-checked with.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 from petir.errors import PetirError
 from petir.models import CONFIG_FILE, MODEL_TYPE, PetModel
 from petir.onnx import load_inference_model
-from petir.tasks import TASKS, get_task
+from petir.tasks import TASKS, get_task, read_config
 
 
 def load_dense_encoder(directory: str, purpose: str, backend: str = "torch", device: str = "cpu") -> Any:
@@ -44,24 +43,38 @@ def load_impact_encoder(directory: str, purpose: str, device: str = "cpu") -> An
     return _load_serving(directory, purpose, "impact", "torch", device)
 
 
-def _load_serving(directory: str, purpose: str, capability: str, backend: str, device: str) -> Any:
-    model = load_inference_model(directory, backend, device)
-    if not getattr(get_task(model.task), capability):
+def load_passage_encoder(directory: str, purpose: str, device: str = "cpu") -> tuple[Any, bool]:
+    """The petir model in ``directory`` and whether it writes impact term weights (its task's ``impact``) rather than
+    vectors for Faiss (``pyserini``): asked of its task, once; a task with neither is one line naming those there
+    are."""
+    config = read_config(directory)
+    impact = get_task(config["task"]).impact
+    model = _load_serving(directory, purpose, "impact" if impact else "pyserini", "torch", device, config)
+    return model, impact
+
+
+def _load_serving(
+    directory: str, purpose: str, capability: str, backend: str, device: str, config: dict[str, Any] | None = None
+) -> Any:
+    """The model, through petir's one loader, once its task is known to have ``capability`` (a :class:`Task` flag);
+    else one line, before any weights are read. ``config``: the directory's, where the caller read it."""
+    config = read_config(directory) if config is None else config
+    if not getattr(get_task(config["task"]), capability):
         kinds = " or ".join(f"a {task.kind}" for task in TASKS.values() if getattr(task, capability))
-        raise PetirError(f"{directory} holds a {model.task} model; {purpose} needs {kinds}")
-    return model
+        raise PetirError(f"{directory} holds a {config['task']} model; {purpose} needs {kinds}")
+    return load_inference_model(directory, backend, device, config)
 
 
 def serves_impact(path: str | None) -> bool:
-    """Whether ``path`` is a petir model directory whose task gives impact term weights (a cheap look at its
-    config.json, so that any other encoder name passes through untouched)."""
+    """Whether ``path`` is a petir model directory whose task gives impact term weights (its config.json read by
+    petir's loader; any other encoder name, or a directory petir cannot read, passes through untouched to
+    Pyserini's own choice)."""
     if not path or not (Path(path) / CONFIG_FILE).is_file():
         return False
     try:
-        task = json.loads((Path(path) / CONFIG_FILE).read_text()).get("task")
-    except (OSError, ValueError, AttributeError):
+        return get_task(read_config(path)["task"]).impact
+    except PetirError:
         return False
-    return isinstance(task, str) and task in TASKS and TASKS[task].impact
 
 
 class PetirConfig(PretrainedConfig):

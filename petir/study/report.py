@@ -1,22 +1,22 @@
 """The study's reporting: one reader of ``metrics.jsonl`` curves, the results tables (every run in CSV, mean ± sd
-per method in Markdown) and the convergence plots. :mod:`petir.reproduce` runs the study and calls these."""
+per method in Markdown) and the convergence plots. The runner (:mod:`petir.study.runner`) and the stages call
+these."""
 
 from __future__ import annotations
 
 import csv
 import itertools
-import re
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from petir.data import Qrels, read_run
-from petir.errors import PetirError
 from petir.evaluate import evaluate_queries
-from petir.pet import REFERENCE_METHOD, VARIANTS, PetMethod, resolve, resolved_budget
+from petir.pet import REFERENCE_METHOD
+from petir.study.entries import split_learning_rate, study_entry, trained_entry
 from petir.trainer import METRICS_FILE, read_metrics
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
@@ -140,27 +140,6 @@ def write_tables(
     path_stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
-#: The paper's figures (BERT-base, MS MARCO; ../shared/PAPER.md, Tables 3 and 4), per study entry, to print beside
-#: ours. The paper's "best scattered PET" rows name no method (0.5 %: MRR@10 0.304, nDCG@10 0.609; 6.7 %: 0.316,
-#: 0.616), and its IAA re-ranking table was not reachable.
-PAPER: dict[str, dict[str, dict[str, float]]] = {
-    "retrieval": {
-        "paper MARCO-P MRR@10": {"full": 0.316, "iaa-s": 0.312, "iaa-l": 0.314, "iaa-m": 0.309, "iaa-l@6.7": 0.327},
-        "paper TREC19-P nDCG@10": {"full": 0.600, "iaa-s": 0.605, "iaa-l": 0.615, "iaa-m": 0.602, "iaa-l@6.7": 0.617},
-    },
-    "rerank": {
-        "paper MARCO-P MRR@10": {
-            "full": 0.376,
-            "adapter": 0.366,
-            "lora": 0.363,
-            "mam": 0.365,
-            "prefix": 0.355,
-            "bitfit": 0.325,
-        },
-        "paper TREC19-P nDCG@10": {"full": 0.738},
-    },
-}
-
 SIGNIFICANCE_LEVEL = 0.05
 #: Each mark, and the CSV column stem of its tests' p-values: what the marked row is compared with.
 MARKS = {"†": "p_vs_full", "‡": "p_vs_best_scattered", "§": "p_vs_first_stage"}
@@ -224,64 +203,6 @@ class Significance:
             f"correction over this table's {len(self.tests)} tests; {csv_name} keeps each p-value, uncorrected "
             f"({', '.join(MARKS.values())}) and adjusted (_holm))."
         )
-
-
-#: ``NAME-lrVALUE`` (``full-lr1e-4``): a study entry trained at a learning rate other than its method's default.
-LEARNING_RATE_SUFFIX = re.compile(r"(?P<name>.+)-lr(?P<lr>\d+(?:\.\d+)?(?:e-?\d+)?)")
-
-
-def split_learning_rate(entry: str) -> tuple[str, float | None]:
-    """``adapter-lr3e-3@6.7`` -> ``("adapter@6.7", 0.003)``; an entry at its method's default -> ``(entry, None)``."""
-    name, at, budget = entry.partition("@")
-    suffix = LEARNING_RATE_SUFFIX.fullmatch(name)
-    return (suffix["name"] + at + budget, float(suffix["lr"])) if suffix else (entry, None)
-
-
-#: The study's rows that are no trained entry: its baselines.
-BASELINES = ("bm25", "zero-shot", "no re-ranking", "cosine")
-#: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
-ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "iaa-l-near-identity": ("iaa-l", {"init": "near-identity"}),
-    "linked-bottleneck-identity": ("linked-bottleneck", {"link_init": "identity"}),
-}
-
-
-@dataclass(frozen=True)
-class StudyEntry:
-    variant: str
-    budget: str | None = None  # as the entry names it (``@6.7``); None: the variant's default preset
-    options: dict[str, str] = field(default_factory=dict)
-    learning_rate: float | None = None  # None: the method's default
-
-    @property
-    def method(self) -> PetMethod:
-        return VARIANTS[self.variant][0]
-
-    @property
-    def preset(self) -> str | None:
-        """The budget preset the entry trains at, as its model records it (:func:`petir.pet.resolved_budget`)."""
-        return resolved_budget(self.variant, self.options, self.budget)
-
-
-def study_entry(name: str) -> StudyEntry:
-    """A study entry: a registry variant (``iaa-l``, at the 0.5 % preset), ``VARIANT@BUDGET`` (``adapter@6.7``),
-    an ablation, each optionally at another learning rate (``full-lr1e-4``, ``adapter-lr3e-3@6.7``), checked
-    against the registry."""
-    name, learning_rate = split_learning_rate(name)
-    base, _, budget = name.partition("@")
-    variant, options = ABLATIONS.get(base, (base, {}))
-    if variant not in VARIANTS:
-        raise PetirError(
-            f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} "
-            "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
-        )
-    resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
-    return StudyEntry(variant, budget or None, options, learning_rate)
-
-
-def trained_entry(name: str) -> StudyEntry | None:
-    """The study entry a row names, or None for a baseline (:data:`BASELINES`)."""
-    return None if name in BASELINES else study_entry(name)
 
 
 CHOSEN_MARK = "◆"

@@ -1,4 +1,5 @@
-"""The study's reporting (petir/report.py): convergence steps, results tables, significance marks, the depth sweep."""
+"""The study's reporting (petir/study/report.py): convergence steps, results tables, significance marks, the depth
+sweep."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from petir.report import plot_convergence, steps_to_fraction, study_entry, write_tables
+from petir.study.entries import study_entry
+from petir.study.report import plot_convergence, steps_to_fraction, write_tables
 
 CURVE = [(0, 0.80), (10, 0.82), (20, 0.90), (30, 0.84)]
 
@@ -96,7 +98,7 @@ def write_missing_run(directory: Path, name: str, misses: int) -> str:
 
 
 def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_scattered_method(tmp_path):
-    from petir.report import significance
+    from petir.study.report import significance
 
     qrels = THIRTY_QUERIES
 
@@ -129,7 +131,7 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
 
 
 def test_holm_multiplies_the_ith_smallest_p_value_by_m_minus_i_plus_1_and_keeps_the_order():
-    from petir.report import holm
+    from petir.study.report import holm
 
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
@@ -138,7 +140,7 @@ def test_holm_multiplies_the_ith_smallest_p_value_by_m_minus_i_plus_1_and_keeps_
 def test_significance_marks_hold_after_holm_correction_over_the_whole_table(tmp_path):
     """A mark an uncorrected test would give (the adapter vs full, p = 0.043) is dropped once the table's five tests
     are corrected together; the strong ones stay, and the CSV keeps both p-values of every test."""
-    from petir.report import significance
+    from petir.study.report import significance
 
     qrels = THIRTY_QUERIES
 
@@ -178,7 +180,7 @@ def test_a_new_scattered_method_is_compared_and_drawn_as_one_by_its_registry_ent
     from petir.data import write_run
     from petir.pet import METHODS, VARIANTS, PetConfig, PetMethod, Variant
     from petir.pet.base import freeze
-    from petir.report import significance
+    from petir.study.report import significance
 
     @dataclass
     class ToyConfig(PetConfig):
@@ -223,7 +225,8 @@ def test_a_new_scattered_method_is_compared_and_drawn_as_one_by_its_registry_ent
 
 def test_the_dev_set_chooses_each_methods_learning_rate_and_marks_compare_with_the_choice(tmp_path):
     from petir.data import write_run
-    from petir.report import chosen_on_dev, significance, split_learning_rate
+    from petir.study.entries import split_learning_rate
+    from petir.study.report import chosen_on_dev, significance
 
     assert split_learning_rate("adapter-lr3e-3@6.7") == ("adapter@6.7", 0.003)
     assert split_learning_rate("iaa-l") == ("iaa-l", None)
@@ -251,7 +254,7 @@ def test_the_dev_set_chooses_each_methods_learning_rate_and_marks_compare_with_t
 
 def test_depth_sweep_restricts_the_rerankers_scores_to_the_first_stage_top_k(tmp_path):
     from petir.data import write_run
-    from petir.report import depth_sweep
+    from petir.study.report import depth_sweep
 
     qrels = {"q1": {"c": 1}, "q2": {"e": 1}}
     write_run(
@@ -274,7 +277,7 @@ def test_depth_sweep_restricts_the_rerankers_scores_to_the_first_stage_top_k(tmp
 def test_depth_sweep_at_full_depth_gives_the_runs_own_value_when_a_collapsed_reranker_ties(tmp_path):
     from petir.data import write_run
     from petir.evaluate import evaluate_run
-    from petir.report import depth_sweep
+    from petir.study.report import depth_sweep
 
     qrels = {"q1": {"a": 1}}
     write_run({"q1": [("a", 3.0), ("b", 2.0), ("c", 1.0)]}, tmp_path / "first.trec", "bm25")

@@ -1,0 +1,101 @@
+"""The study's entry language: what ``--methods`` names (a registry variant, ``NAME@6.7``, an ablation,
+``NAME-lr1e-4``), the baselines a results table lists beside the trained entries, and which seeds each entry runs
+with."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from petir import cli
+from petir.errors import PetirError
+from petir.pet import VARIANTS, PetMethod, resolve, resolved_budget
+
+#: ``NAME-lrVALUE`` (``full-lr1e-4``): a study entry trained at a learning rate other than its method's default.
+LEARNING_RATE_SUFFIX = re.compile(r"(?P<name>.+)-lr(?P<lr>\d+(?:\.\d+)?(?:e-?\d+)?)")
+
+
+def split_learning_rate(entry: str) -> tuple[str, float | None]:
+    """``adapter-lr3e-3@6.7`` -> ``("adapter@6.7", 0.003)``; an entry at its method's default -> ``(entry, None)``."""
+    name, at, budget = entry.partition("@")
+    suffix = LEARNING_RATE_SUFFIX.fullmatch(name)
+    return (suffix["name"] + at + budget, float(suffix["lr"])) if suffix else (entry, None)
+
+
+#: The study's baselines: the rows that are no trained entry. Each stage names its rows with these constants, so
+#: the names are written once.
+BM25 = "bm25"
+ZERO_SHOT = "zero-shot"
+NO_RERANKING = "no re-ranking"
+COSINE = "cosine"
+BASELINES = (BM25, ZERO_SHOT, NO_RERANKING, COSINE)
+#: On-demand ablations (``--methods iaa-l-near-identity``): a variant with options over its preset.
+ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "iaa-l-near-identity": ("iaa-l", {"init": "near-identity"}),
+    "linked-bottleneck-identity": ("linked-bottleneck", {"link_init": "identity"}),
+}
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    variant: str
+    budget: str | None = None  # as the entry names it (``@6.7``); None: the variant's default preset
+    options: dict[str, str] = field(default_factory=dict)
+    learning_rate: float | None = None  # None: the method's default
+
+    @property
+    def method(self) -> PetMethod:
+        return VARIANTS[self.variant][0]
+
+    @property
+    def preset(self) -> str | None:
+        """The budget preset the entry trains at, as its model records it (:func:`petir.pet.resolved_budget`)."""
+        return resolved_budget(self.variant, self.options, self.budget)
+
+
+def study_entry(name: str) -> StudyEntry:
+    """A study entry: a registry variant (``iaa-l``, at the 0.5 % preset), ``VARIANT@BUDGET`` (``adapter@6.7``),
+    an ablation, each optionally at another learning rate (``full-lr1e-4``, ``adapter-lr3e-3@6.7``), checked
+    against the registry."""
+    name, learning_rate = split_learning_rate(name)
+    base, _, budget = name.partition("@")
+    variant, options = ABLATIONS.get(base, (base, {}))
+    if variant not in VARIANTS:
+        raise PetirError(
+            f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} "
+            "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
+        )
+    resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
+    return StudyEntry(variant, budget or None, options, learning_rate)
+
+
+def trained_entry(name: str) -> StudyEntry | None:
+    """The study entry a row names, or None for a baseline (:data:`BASELINES`)."""
+    return None if name in BASELINES else study_entry(name)
+
+
+#: Run with every seed by default: the reference, the best scattered method of the first study, the paper's best.
+MAIN_VARIANTS = ("full", "adapter", "iaa-l")
+
+
+def study_entries(methods: str) -> list[str]:
+    """The entries of a comma-separated ``--methods``, each checked (:func:`study_entry`) before any run starts."""
+    entries = [name.strip() for name in methods.split(",") if name.strip()]
+    for name in entries:
+        study_entry(name)
+    return entries
+
+
+def seed_list(text: str) -> list[int]:
+    """``--seeds`` as integers, parsed once for every command that takes a study's flags."""
+    try:
+        return [cli.SEED.parse(seed) for seed in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, each of which {error}") from None
+
+
+def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> Sequence[int]:
+    """The seeds an entry runs with: all of them for a ``--seed-methods`` entry, else the first."""
+    return seeds if entry in seed_entries else seeds[:1]
