@@ -69,7 +69,7 @@ from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
 from petir.reproduce import stage_training, study_tasks
 from petir.sampling import Group
 from petir.tasks import TASKS
-from petir.trainer import TrainConfig
+from petir.train_config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts are not a package
 from onnx_throughput import SYNTHETIC_WORDS, scifact_dir  # noqa: E402

@@ -46,8 +46,8 @@ from petir import cli
 from petir.data import corpus_path
 from petir.ondisk import open_corpus, open_queries
 from petir.reproduce import build_parser, continue_flags, seeds_of, settings_from_args, study_entries, train_command
+from petir.run_directory import SUMMARY_FILE
 from petir.tasks import get_task
-from petir.trainer import SUMMARY_FILE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

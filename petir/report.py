@@ -17,7 +17,7 @@ from petir.data import Qrels, read_run
 from petir.errors import PetirError
 from petir.evaluate import evaluate_queries
 from petir.pet import REFERENCE_METHOD, VARIANTS, PetMethod, resolve, resolved_budget
-from petir.trainer import METRICS_FILE, read_metrics
+from petir.run_directory import METRICS_FILE, read_metrics
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 

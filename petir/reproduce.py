@@ -50,9 +50,9 @@ from petir.report import (
     study_entry,
     write_tables,
 )
+from petir.run_directory import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.sampling import SamplingOptions
 from petir.tasks import TASKS, Task, get_task
-from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
 POSITIVE = cli.Bounded(int, minimum=1)

@@ -19,10 +19,10 @@ from petir.data import Corpus, Document, Pools, Qrels, Queries, Run, read_qrels
 from petir.losses import GROUP_LOSSES, false_negatives
 from petir.models import PetModel
 from petir.onnx import OnnxModel
+from petir.run_directory import MODEL_DIR
 from petir.sampling import Group
 from petir.tasks.base import Command, Rows, StudyStage, Task
 from petir.tasks.retrieval import BM25, bm25_run_file
-from petir.trainer import MODEL_DIR
 from petir.workspace import TOPICS_FILE
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ from petir.losses import contrastive_batch, contrastive_loss
 from petir.models import STATE_FILE, PetModel
 from petir.ondisk import ids_by_position
 from petir.onnx import OnnxModel
+from petir.run_directory import MODEL_DIR
 from petir.sampling import Group
 from petir.tasks.base import TEST_RUN_FILE, Rows, StudyStage, Task
-from petir.trainer import MODEL_DIR
 
 if TYPE_CHECKING:
     from petir.reproduce import Study
