@@ -7,9 +7,10 @@ What it guarantees:
 
 - progress on a tqdm bar; loss, learning rate and dev metrics as JSON lines in ``metrics.jsonl``;
 - checkpoints written atomically (a crash mid-write keeps the previous one), also on Ctrl-C or SIGTERM, and stored
-  as data only (safetensors + JSON): a checkpoint received from someone else cannot run code on ``--resume``;
-- a run never replaces what it did not write (:func:`check_run_directory`): a finished run or a foreign directory
-  is refused unless ``overwrite=True`` (``--overwrite``) says to start over;
+  as data only (safetensors + JSON, :mod:`petir.checkpoint`): a checkpoint received from someone else cannot run
+  code on ``--resume``;
+- a run never replaces what it did not write (:func:`~petir.run_directory.check_run_directory`): a finished run or a
+  foreign directory is refused unless ``overwrite=True`` (``--overwrite``) says to start over;
 - ``resume=True`` continues exactly: batches depend only on (seed, step) and the optimizer, scheduler and RNG
   states are restored, so an interrupted and resumed run ends with the same weights as an uninterrupted one;
 - CPU, one GPU, or several GPUs / CPU processes launched with ``torchrun`` (DistributedDataParallel).
