@@ -68,7 +68,7 @@ from petir.pet import REFERENCE_METHOD, VARIANTS, get_method, resolve
 from petir.sampling import Group
 from petir.study import STAGES, stage_training
 from petir.tasks import DEFAULT_TASK, TASKS
-from petir.trainer import TrainConfig
+from petir.train_config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts are not a package
 from onnx_throughput import SYNTHETIC_WORDS, machine, scifact_dir  # noqa: E402

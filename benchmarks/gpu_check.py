@@ -40,10 +40,12 @@ import torch
 from petir.backbone import random_backbone
 from petir.data import Document
 from petir.pet import VARIANTS, get_method, resolve
+from petir.run_directory import SUMMARY_FILE
 from petir.sampling import GroupSampler, TrainingQuery
 from petir.study import STAGES, stage_training
 from petir.tasks import DEFAULT_TASK, TASKS, Task
-from petir.trainer import SUMMARY_FILE, TrainConfig, Trainer, peak_memory_mb, set_seed
+from petir.train_config import TrainConfig
+from petir.trainer import Trainer, peak_memory_mb, set_seed
 
 COMPARED = ("full", "adapter", "iaa-l")  # the table's rows: full fine-tuning, the scattered adapter, IAA-L
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -46,10 +46,10 @@ from petir import cli
 from petir.data import corpus_path
 from petir.ondisk import open_corpus, open_queries
 from petir.reproduce import build_parser, settings_from_args
+from petir.run_directory import SUMMARY_FILE
 from petir.study import get_stage
 from petir.study.entries import seeds_of, study_entries
 from petir.study.runner import continue_flags, train_command
-from petir.trainer import SUMMARY_FILE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

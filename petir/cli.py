@@ -8,7 +8,9 @@ import functools
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import typing
 from collections.abc import Callable, Collection, Sequence
@@ -340,6 +342,31 @@ def say(message: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(f"petir: {message}", file=sys.stderr)
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks a training loop (:mod:`petir.trainer`) to stop after the current optimizer
+    step, so the checkpoint it then writes is consistent; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\npetir: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,21 +32,13 @@ from typing import Any
 
 from petir.cli import progress, say
 from petir.data import read_json, require_fields
+from petir.dev_check import DevCheck, describe_noise
 from petir.files import record_written, recover_directory, remove_output, write_json_atomic, write_lines_atomic
 from petir.models import PetModel
+from petir.run_directory import CHECKPOINT_DIR, LADDER_DIR, LADDER_FILE, METRICS_FILE, resumable
 from petir.sampling import GroupSampler
-from petir.trainer import (
-    CHECKPOINT_DIR,
-    LADDER_DIR,
-    LADDER_FILE,
-    METRICS_FILE,
-    DevCheck,
-    DivergedError,
-    TrainConfig,
-    Trainer,
-    describe_noise,
-    resumable,
-)
+from petir.train_config import TrainConfig
+from petir.trainer import DivergedError, Trainer
 
 
 def ladder_rates(default: float, factor: float) -> list[float]:
@@ -127,7 +119,7 @@ def pick_learning_rate(
         )
         trainer = Trainer(build_model(), sampler, rung, evaluate, start=DevCheck(**start) if start else None)
         try:
-            record = trainer.train(resume=again, overwrite=not again and rung_dir.exists(), rung=True)
+            record = trainer.train_rung(resume=again, overwrite=not again and rung_dir.exists())
         except DivergedError as error:
             record = {"dev": {}, "diverged": error.symptom}  # a failed rung: acceptable() and winner() rule it out
             say(f"learning rate {rate:g}: ruled out, {error.symptom} (diverged)")
@@ -187,5 +179,5 @@ def _hand_over(run: Trainer, ladder: dict[str, Any]) -> None:
     if not recover_directory(output / CHECKPOINT_DIR).is_dir():
         record = json.dumps({"step": 0, "lr_ladder": ladder})
         write_lines_atomic(output / METRICS_FILE, [record + "\n"])
-        run._save_checkpoint()
+        run.save_checkpoint()
     remove_output(output / LADDER_DIR)

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from petir import data, ondisk
+from petir.checkpoint import read_trainer_state
 from petir.evaluate import read_results
 from petir.ladder import read_ladder
 from petir.models import STATE_FILE, read_state
+from petir.run_directory import read_metrics, read_summary
 from petir.sampling import Triples
 from petir.tasks import load, load_onnx, read_config
-from petir.trainer import read_metrics, read_summary, read_trainer_state
 
 
 class Reader(NamedTuple):

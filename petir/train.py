@@ -14,6 +14,7 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
+from petir.dev_check import describe_noise
 from petir.distributed import main_process_first
 from petir.errors import PetirError
 from petir.files import output_lock, remove_written
@@ -30,19 +31,11 @@ from petir.pet import (
     resolve,
     resolve_method,
 )
+from petir.run_directory import LADDER_DIR, LADDER_FILE, RUN_OUTPUTS, check_run_directory
 from petir.sampling import SamplingOptions, Triples
 from petir.tasks import DEFAULT_TASK, TASKS, Task, get_task
-from petir.trainer import (
-    LADDER_DIR,
-    LADDER_FILE,
-    RUN_OUTPUTS,
-    TrainConfig,
-    Trainer,
-    check_patience,
-    check_run_directory,
-    describe_noise,
-    set_seed,
-)
+from petir.train_config import TrainConfig, check_patience
+from petir.trainer import Trainer, set_seed
 from petir.training_data import TrainingDataOptions, describe_dev, dev_evaluator, load_training_data
 
 EXAMPLES = """

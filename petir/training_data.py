@@ -28,6 +28,7 @@ from petir.data import (
     split_dev,
 )
 from petir.datasets import load_beir, resolve_beir
+from petir.dev_check import DevCheck
 from petir.errors import DataError, PetirError
 from petir.ondisk import open_corpus, open_queries
 from petir.sampling import GroupSampler, SamplingOptions, TrainingQuery, Triples, TripleSampler, training_queries
@@ -208,7 +209,6 @@ def dev_evaluator(data: TrainingData):
     """Dev metric: nDCG@10 and MRR@10 of the model's ranking of each dev query's pool, with nDCG@10 per query (its
     standard error; a progress bar: a check can take minutes)."""
     from petir.evaluate import evaluate_queries
-    from petir.trainer import DevCheck
 
     queries = {qid: data.queries[qid] for qid in data.dev_pools}
 

@@ -12,26 +12,18 @@ from test_trainer import CORPUS, QUERIES
 
 from conftest import flags, run_cli
 from petir import tasks
+from petir.dev_check import DevCheck
 from petir.errors import PetirError
 from petir.ladder import acceptable, ladder_rates, pick_learning_rate, read_ladder, rung_steps, winner
 from petir.models import PetModel
 from petir.pet import get_method
+from petir.run_directory import LADDER_DIR, LADDER_FILE, METRICS_FILE, MODEL_DIR, check_run_directory
 from petir.sampling import GroupSampler
 from petir.tasks.retrieval import BiEncoder
 from petir.train import last_line
 from petir.train import main as train_main
-from petir.trainer import (
-    LADDER_DIR,
-    LADDER_FILE,
-    METRICS_FILE,
-    MODEL_DIR,
-    DevCheck,
-    TrainConfig,
-    Trainer,
-    check_run_directory,
-    dev_noise,
-    set_seed,
-)
+from petir.train_config import TrainConfig
+from petir.trainer import Trainer, set_seed
 from petir.training_data import dev_size
 
 DEFAULT = 1e-2
@@ -182,19 +174,6 @@ def test_keep_best_keeps_the_start_when_training_never_beats_it_and_says_so(tiny
     off = Trainer(make(), sampler(), config(tmp_path / "off", steps=4, keep_best=False), Distance(start)).train()
     assert off["kept"] is None and off["improved"] is None
     assert not torch.equal(next(iter(saved(tmp_path / "off").values())), next(iter(start.values())))
-
-
-def test_dev_noise_is_the_standard_error_and_the_paired_one_of_the_gain():
-    start = DevCheck({"ndcg@10": 0.25}, [0.5, 0.0, 0.5, 0.0])
-    check = DevCheck({"ndcg@10": 0.5}, [1.0, 0.0, 0.5, 0.5])
-    # values: mean 0.5, sample SD sqrt(0.5 / 3); gains [0.5, 0, 0, 0.5]: mean 0.25, SD sqrt(0.25 / 3); SE = SD / 2
-    assert dev_noise(check, start) == {
-        "dev_se": round(math.sqrt(0.5 / 3) / 2, 4),
-        "gain": 0.25,
-        "gain_se": round(math.sqrt(0.25 / 3) / 2, 4),
-    }
-    assert dev_noise(check, None) == {"dev_se": 0.2041}
-    assert dev_noise(DevCheck({"ndcg@10": 1.0}), start) == {}  # no per-query values: no noise to report
 
 
 def test_the_default_dev_set_is_a_share_of_the_training_queries_within_bounds():

@@ -29,7 +29,7 @@ from test_nothing_lost import (  # noqa: F401  (its fixtures, used here as argum
 
 from conftest import run_cli
 from petir.files import MANIFEST, output_lock
-from petir.trainer import BOARD_DIR, CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_metrics
+from petir.run_directory import BOARD_DIR, CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_metrics
 
 #: Holds the lock of argv[1] (a directory if argv[2] is "dir") until killed.
 HOLD = """

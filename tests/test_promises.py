@@ -40,6 +40,7 @@ from safetensors.torch import load, save
 
 from conftest import REPO, TINY_PASSAGES, cli_modules, flags, run_cli
 from petir import cli, tasks
+from petir.checkpoint import TRAINER_STATE, TRAINER_TENSORS
 from petir.data import Document, write_pyserini_collection, write_run, write_topics
 from petir.errors import ModelMismatchError, PetirError
 from petir.evaluate import main as evaluate_main
@@ -48,11 +49,11 @@ from petir.onnx import ONNX_CONFIG_FILE, ONNX_DIR, ONNX_FILE, export
 from petir.options import make_options
 from petir.pet import METHODS, make_config
 from petir.readers import READERS
+from petir.run_directory import CHECKPOINT_DIR
 from petir.tasks import TASKS
 from petir.tasks.rerank import CrossEncoder
 from petir.tasks.retrieval import BiEncoder
 from petir.train import main as train_main
-from petir.trainer import CHECKPOINT_DIR, TRAINER_STATE, TRAINER_TENSORS
 
 # ==================================================================================================================
 # Options: every number of every CLI, PET method and task has a declared range

@@ -16,22 +16,14 @@ import torch
 
 from conftest import PET_IDS, PET_VARIANTS, TASK_IDS, TASK_MODELS, perturb
 from petir import tasks
+from petir.checkpoint import read_trainer_state
 from petir.data import Document
 from petir.errors import PetirError
+from petir.run_directory import CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE
 from petir.sampling import Group, GroupSampler, Permutation, TrainingQuery, Triples, TripleSampler
 from petir.tasks.retrieval import BiEncoder
-from petir.trainer import (
-    CHECKPOINT_DIR,
-    METRICS_FILE,
-    MODEL_DIR,
-    SUMMARY_FILE,
-    DivergedError,
-    TrainConfig,
-    Trainer,
-    read_summary,
-    read_trainer_state,
-    set_seed,
-)
+from petir.train_config import TrainConfig
+from petir.trainer import DivergedError, Trainer, set_seed
 
 WORDS = "the cat dog sat on mat a protein cell gene cancer risk increase study".split()
 CORPUS = {f"d{i}": Document(f"d{i}", "", " ".join(WORDS[i % 14 : i % 14 + 3])) for i in range(24)}
@@ -324,17 +316,6 @@ def test_two_process_torchrun_training_on_cpu(tiny_backbone, tmp_path):
     assert (tmp_path / "ddp" / CHECKPOINT_DIR).exists()
 
 
-def test_metrics_log_drops_a_record_torn_by_a_crash_and_refuses_garbage(tmp_path):
-    from petir.trainer import read_metrics
-
-    path = tmp_path / METRICS_FILE
-    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
-    assert read_metrics(path) == [{"step": 1, "loss": 0.5}]
-    path.write_text('{"step": 1}\nnot json\n')
-    with pytest.raises(PetirError, match="not a petir metrics log"):
-        read_metrics(path)
-
-
 @pytest.mark.slow  # kills and resumes subprocesses: about 20 s
 def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(tiny_backbone, tmp_path):
     """``petir.train`` killed with SIGKILL (no handler runs: mid-step, mid-log, mid-checkpoint), resumed each time,
@@ -385,7 +366,7 @@ def test_sigkill_at_random_points_then_resume_reaches_the_uninterrupted_weights(
 
 
 def last_logged_step(output: Path) -> int:
-    from petir.trainer import read_metrics
+    from petir.run_directory import read_metrics
 
     path = output / METRICS_FILE
     records = read_metrics(path) if path.exists() else []
@@ -430,7 +411,8 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_backbone,
 def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(tiny_backbone, tmp_path):
     trainer = make_trainer(tiny_backbone, tmp_path, steps=4, fp16=True, gradient_checkpointing=True, device="cpu")
     summary = trainer.train()
-    from petir.trainer import read_metrics, read_trainer_state
+    from petir.checkpoint import read_trainer_state
+    from petir.run_directory import read_metrics
 
     losses = [record["loss"] for record in read_metrics(tmp_path / METRICS_FILE) if "loss" in record]
     assert summary["steps"] == 4 and len(losses) == 4 and all(math.isfinite(loss) for loss in losses)
@@ -467,14 +449,12 @@ def test_a_non_finite_dev_check_stops_the_run_and_is_never_printed_as_a_value(ti
     assert "dev at step 4" not in capsys.readouterr().err and not (tmp_path / SUMMARY_FILE).exists()
 
 
-def test_a_saved_run_whose_dev_check_is_not_finite_is_not_a_finished_run(tmp_path):
-    summary = {"parameters": {"trainable": 1, "percent": 0.5}, "wall_time_s": 1.0, "peak_memory_mb": 1.0}
-    path = tmp_path / SUMMARY_FILE
-    path.write_text(json.dumps({**summary, "final_dev": {"ndcg@10": 0.5}}))
-    assert read_summary(path)["final_dev"] == {"ndcg@10": 0.5}
-    path.write_text(json.dumps({**summary, "final_dev": {"ndcg@10": math.nan}}))
-    with pytest.raises(PetirError, match="dev check is not finite .*diverged and is no finished run"):
-        read_summary(path)
+def test_a_ladder_rung_ends_in_its_dev_record_and_a_checkpoint_not_a_model(tiny_backbone, tmp_path):
+    record = make_trainer(tiny_backbone, tmp_path, steps=2).train_rung()
+    assert record["dev"] == {"ndcg@10": 0.5} and record["start"]["metrics"] == {"ndcg@10": 0.5}
+    assert {"train_s", "dev_s"} <= set(record)
+    assert (tmp_path / CHECKPOINT_DIR).is_dir()
+    assert not (tmp_path / MODEL_DIR).exists() and not (tmp_path / SUMMARY_FILE).exists()
 
 
 def test_resuming_a_checkpoint_past_the_steps_asked_for_is_refused(tiny_backbone, tmp_path):

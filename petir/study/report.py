@@ -16,8 +16,8 @@ from typing import Any
 from petir.data import Qrels, read_run
 from petir.evaluate import evaluate_queries
 from petir.pet import REFERENCE_METHOD
+from petir.run_directory import METRICS_FILE, read_metrics
 from petir.study.entries import split_learning_rate, study_entry, trained_entry
-from petir.trainer import METRICS_FILE, read_metrics
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 

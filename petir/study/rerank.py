@@ -11,12 +11,12 @@ from typing import Any
 from petir import cli
 from petir.batching import MAX_LENGTH
 from petir.data import read_qrels
+from petir.run_directory import MODEL_DIR
 from petir.study.entries import BM25, COSINE, NO_RERANKING, seeds_of
 from petir.study.report import DEPTH_SWEEP_NOTE, SWEEP_DEPTHS, depth_sweep
 from petir.study.retrieval import bm25_run_file
 from petir.study.runner import Command, Rows, Study, StudySettings, StudyStage
 from petir.tasks.rerank import NAME
-from petir.trainer import MODEL_DIR
 from petir.workspace import TOPICS_FILE
 
 #: The paper's figures (BERT-base, MS MARCO; ../shared/PAPER.md, Table 4), per study entry, to print beside ours;

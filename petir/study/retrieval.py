@@ -13,11 +13,11 @@ from petir.backbone import _from_pretrained, resolve_backbone
 from petir.batching import MAX_LENGTH
 from petir.card import add_test_results
 from petir.models import STATE_FILE
+from petir.run_directory import MODEL_DIR
 from petir.study.entries import BM25, ZERO_SHOT, seeds_of
 from petir.study.report import chosen_on_dev
 from petir.study.runner import TEST_RUN_FILE, Rows, Study, StudyStage
 from petir.tasks.retrieval import NAME, TEST_PASSAGE_LENGTH
-from petir.trainer import MODEL_DIR
 
 #: The paper's figures (BERT-base, MS MARCO; ../shared/PAPER.md, Table 3), per study entry, to print beside ours.
 #: The paper's "best scattered PET" rows name no method (0.5 %: MRR@10 0.304, nDCG@10 0.609; 6.7 %: 0.316, 0.616).

@@ -22,9 +22,9 @@ from petir.errors import PetirError
 from petir.evaluate import read_results
 from petir.files import check_output, foreign_entries, listing, remove_output, write_json_atomic
 from petir.models import STATE_FILE
+from petir.run_directory import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.study.entries import study_entry
 from petir.study.report import dev_curve, steps_to_fraction
-from petir.trainer import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.workspace import QRELS_FILE, TOPICS_FILE, Workspace
 
 POSITIVE = cli.Bounded(int, minimum=1)
