@@ -222,6 +222,43 @@ def test_test_picked_searches_with_each_methods_dev_picked_rate_only(tmp_path, m
     assert sorted(carded) == ["adapter-lr3e-3", "lora"]  # the searched models' cards carry their test numbers
 
 
+def test_the_rerank_stage_writes_each_rerankers_bm25_test_numbers_into_its_card(tmp_path, monkeypatch):
+    """A re-ranker's card gets the test numbers of its re-ranking of BM25 (the stage's main comparison), not of a
+    fused or dense first stage, with the depth said."""
+    from huggingface_hub import ModelCard
+
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.rerank import RerankStage
+    from petir.study.runner import Study
+
+    data = tiny_beir(tmp_path / "beir")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "study"
+    args = build_parser().parse_args(["rerank", "--data", str(data), "--output", str(root), "--rerank-depth", "20"])
+    study = Study(settings_from_args(args), STAGES, planned_runs=1)
+
+    def trained(self, task, variant, seed):
+        run_dir = root / task / variant / f"seed{seed}"
+        (run_dir / "model").mkdir(parents=True, exist_ok=True)
+        (run_dir / "model" / "README.md").write_text(
+            "---\nlicense: apache-2.0\npipeline_tag: text-ranking\n---\n# a re-ranker\n"
+        )
+        return run_dir
+
+    scores = {"bm25": 0.61, "dense": 0.65}
+    monkeypatch.setattr(Study, "train", trained)
+    monkeypatch.setattr(Study, "row", lambda self, variant, seed, run_dir: {"method": variant, "seed": seed})
+    monkeypatch.setattr(Study, "first_stages", lambda self, seed: {"bm25": root / "bm25.trec", "dense": root / "d"})
+    monkeypatch.setattr(Study, "produce", lambda self, output, *argv: output)
+    monkeypatch.setattr(RerankStage, "rerank_run", lambda self, study, run, model, directory, stage: Path(stage))
+    monkeypatch.setattr(Study, "evaluate", lambda self, run: {"ndcg@10": scores.get(run.name.split(".")[0], 0.7)})
+    RerankStage().run(study, ["adapter"], [1], [])
+    card = ModelCard.load(root / "rerank" / "adapter" / "seed1" / "model" / "README.md")
+    tested = {r.metric_type: r.metric_value for r in card.data.eval_results if r.dataset_split == "test"}
+    assert tested == {"ndcg@10": 0.61}  # BM25 re-ranked alone: neither the fused run (0.7) nor the dense one
+    assert "petir.rerank of BM25's top 20" in card.text
+
+
 def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, monkeypatch):
     """A run trained with --steps 4 is reused by the same command, refused in one line by --steps 50, and trained
     again (its test run discarded) with --overwrite; a run without a settings record (older petir) is reused."""

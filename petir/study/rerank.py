@@ -77,6 +77,9 @@ class RerankStage(StudyStage):
                         continue  # seeds are compared on the BM25 run only (CPU time)
                     reranked = self.rerank_run(study, run_file, run_dir / MODEL_DIR, run_dir, stage)
                     rows += self._rerank_rows(study, study.row(variant, seed, run_dir), stage, run_file, reranked)
+                    if stage == BM25:  # the card's test numbers: the stage's main comparison, re-ranking BM25
+                        how = f"petir.rerank of BM25's top {study.s.stages[NAME].rerank_depth}"
+                        study.record_test_results(run_dir / MODEL_DIR, rows[-2], how)
         return rows
 
     def _rerank_rows(self, study: Study, row: dict[str, Any], stage: str, first_stage: Path, reranked: Path) -> Rows:

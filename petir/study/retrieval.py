@@ -11,7 +11,6 @@ from typing import Any
 from petir import cli
 from petir.backbone import _from_pretrained, resolve_backbone
 from petir.batching import MAX_LENGTH
-from petir.card import add_test_results
 from petir.models import STATE_FILE
 from petir.run_directory import MODEL_DIR
 from petir.study.entries import BM25, ZERO_SHOT, seeds_of
@@ -86,15 +85,9 @@ class RetrievalStage(StudyStage):
                 continue
             results = study.evaluate(self.dense_run(study, str(run_dir / MODEL_DIR), run_dir))
             row.update(results)
-            if results:  # a dry run computes none
-                self._card_test_results(study, run_dir / MODEL_DIR, results)
+            how = f"stock pyserini.encode and pyserini.search.faiss, {study.s.hits} hits"
+            study.record_test_results(run_dir / MODEL_DIR, results, how)
         return rows + trained
-
-    def _card_test_results(self, study: Study, model_dir: Path, results: dict[str, Any]) -> None:
-        """The model's test numbers, as this stage computed them, into its card (the study trained the model)."""
-        how = f"stock pyserini.encode and pyserini.search.faiss, {study.s.hits} hits, trec_eval -c; petir.reproduce"
-        scores = {name: value for name, value in results.items() if isinstance(value, float)}
-        add_test_results(model_dir, study.s.data.name, scores, how)
 
     def first_stages(self, study: Study, seed: int) -> dict[str, Path]:
         """BM25, and the best trained dense run of ``seed`` (by nDCG@10) if this stage has run."""

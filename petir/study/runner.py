@@ -16,6 +16,7 @@ from typing import Any
 
 from petir import cli
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
+from petir.card import add_test_results
 from petir.data import corpus_path, read_json
 from petir.datasets import load_beir
 from petir.errors import PetirError
@@ -361,6 +362,13 @@ class Study:
         if self.s.dry_run:
             return {}
         return {**read_results(path), "run": str(run_file.relative_to(self.root))}
+
+    def record_test_results(self, model_dir: Path, results: dict[str, Any], how: str) -> None:
+        """A model's test numbers, as a stage computed them (``how``), into its card: the study trained the model,
+        so its card is the study's to complete. A dry run computes none and writes nothing."""
+        scores = {name: value for name, value in results.items() if isinstance(value, float)}
+        if scores:
+            add_test_results(model_dir, self.s.data.name, scores, f"{how}; trec_eval -c; petir.reproduce")
 
     def first_stages(self, seed: int) -> dict[str, Path]:
         """The test runs the study's stages offer a later stage to re-rank, by name (BM25; ``seed``'s best dense
