@@ -195,10 +195,14 @@ def test_resume_rewrites_the_log_by_rename_never_in_place(tiny_backbone, tmp_pat
 
     make_trainer(tiny_backbone, tmp_path, steps=4).train()
     log = tmp_path / METRICS_FILE
-    records, inode = read_metrics(log), log.stat().st_ino
+    records, before = read_metrics(log), log.read_bytes()
     assert (tmp_path / CHECKPOINT_DIR).is_dir()
+    # A second name for the old log's inode: it keeps that inode from being reused by a later file (which made an
+    # inode comparison alone flaky), and shows any write made in place.
+    os.link(log, tmp_path / "old-log")
     make_trainer(tiny_backbone, tmp_path, steps=4).train(resume=True)
-    assert log.stat().st_ino != inode  # a kill mid-rewrite leaves the old log whole
+    assert not os.path.samefile(log, tmp_path / "old-log")  # a kill mid-rewrite leaves the old log whole
+    assert (tmp_path / "old-log").read_bytes() == before
     assert read_metrics(log) == records
 
 
