@@ -255,7 +255,7 @@ def test_peers_quick_trains_every_system_on_petirs_groups(peers, tiny_backbone, 
     drawn = []
     original = GroupSampler.groups
     monkeypatch.setattr(GroupSampler, "groups", lambda self, i: drawn.append(original(self, i)) or drawn[-1])
-    spec = {"data": str(work / "data"), "seed": 1, "steps": 3, "batch_size": 4, "dev_queries": 8}
+    spec = {"data": str(work / "data"), "seed": 1, "steps": 3, "batch_size": 4, "dev_queries": 8, "threads": 1}
     train.main(
         ["--data", spec["data"], "--backbone", str(tiny_backbone), "--method", "iaa-l", "--seed", "1", "--steps", "3"]
         + ["--batch-size", "4", "--dev-queries", "8", "--eval-every", "0", "--threads", "1"]
