@@ -220,6 +220,13 @@ def parse_threads(text: str) -> int:
     return default_threads() if text == AUTO_THREADS else THREADS(text)
 
 
+def threads_option(what: str) -> Any:
+    """The ``--threads`` field of an options dataclass, ``what`` saying what the threads run: one rule, one help."""
+    return option(
+        AUTO_THREADS, f"{what}: a number >= 1, or auto: $OMP_NUM_THREADS, else the idle cores", parse=parse_threads
+    )
+
+
 #: Seeds of Python, NumPy and torch (:func:`petir.trainer.set_seed`): NumPy takes 0 to 2**32 - 1.
 SEED = Bounded(int, minimum=0, maximum=2**32 - 1)
 #: A thread count given as a number (:func:`parse_threads`).

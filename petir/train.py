@@ -139,11 +139,7 @@ class ModelOptions:
 class RunOptions:
     """How this process runs: its threads, and whether it continues an interrupted run."""
 
-    threads: int = cli.option(
-        cli.AUTO_THREADS,
-        "CPU threads: a number >= 1, or auto: $OMP_NUM_THREADS, else the cores not busy with other work",
-        parse=cli.parse_threads,
-    )
+    threads: int = cli.threads_option("CPU threads")
     resume: bool = cli.option(
         False,
         "continue the run in --output from its checkpoint (its model/ and summary.json are rewritten at the end)",

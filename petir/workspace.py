@@ -62,11 +62,7 @@ class Workspace:
 class Threads:
     """``petir.workspace``'s thread count, which it passes to Pyserini."""
 
-    threads: int = cli.option(
-        cli.AUTO_THREADS,
-        "threads Pyserini indexes with: a number >= 1, or auto: $OMP_NUM_THREADS, else the idle cores",
-        parse=cli.parse_threads,
-    )
+    threads: int = cli.threads_option("threads Pyserini indexes with")
 
 
 TOPICS_FILE = "test-topics.tsv"

@@ -108,12 +108,7 @@ class StudySettings:
     )
     dev_depth: int = cli.option(100, "rerank dev: the BM25 top-k each dev query re-ranks (as at test)", bounds=POSITIVE)
     hits: int = cli.option(1000, "retrieval depth of the test runs", bounds=POSITIVE)
-    threads: int = cli.option(
-        cli.AUTO_THREADS,
-        "CPU threads for every step, Pyserini's included: a number >= 1, or auto: $OMP_NUM_THREADS, else the idle "
-        "cores",
-        parse=cli.parse_threads,
-    )
+    threads: int = cli.threads_option("CPU threads for every step, Pyserini's included")
     patience: int = cli.option(
         0,
         "each run stops once this many dev checks in a row have not beaten its best (petir.train --patience); "
