@@ -76,10 +76,12 @@ class RerankStage(StudyStage):
                     if stage != BM25 and seed != seeds[0]:
                         continue  # seeds are compared on the BM25 run only (CPU time)
                     reranked = self.rerank_run(study, run_file, run_dir / MODEL_DIR, run_dir, stage)
-                    rows += self._rerank_rows(study, study.row(variant, seed, run_dir), stage, run_file, reranked)
+                    row = study.row(variant, seed, run_dir)
+                    alone, fused = self._rerank_rows(study, row, stage, run_file, reranked)
+                    rows += [alone, fused]
                     if stage == BM25:  # the card's test numbers: the stage's main comparison, re-ranking BM25
                         how = f"petir.rerank of BM25's top {study.s.stages[NAME].rerank_depth}"
-                        study.record_test_results(run_dir / MODEL_DIR, rows[-2], how)
+                        study.record_test_results(run_dir / MODEL_DIR, alone, how)
         return rows
 
     def _rerank_rows(self, study: Study, row: dict[str, Any], stage: str, first_stage: Path, reranked: Path) -> Rows:
