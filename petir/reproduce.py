@@ -12,7 +12,9 @@ where the settings recorded beside it are this command's: else it is refused, or
   of the retrieval stage (first seed) -> trec_eval.
 
 Results: OUTPUT/results-STAGE.{csv,md} (every run with its method's p-values, uncorrected and Holm-adjusted; then
-mean ± standard deviation over seeds per method, with the marks that hold after the correction) and
+mean ± standard deviation over seeds per method, with the marks that hold after the correction and each method's
+share of full fine-tuning's gain over the untrained model), OUTPUT/gain-share.csv (that share per stage, one line
+per method at its dev-picked rate, with its Holm-adjusted p-value against full fine-tuning) and
 OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; scattered methods dashed, the rest solid).
 """
 
@@ -30,7 +32,14 @@ from petir.files import output_lock
 from petir.pet import VARIANTS
 from petir.study import STAGES, get_stage
 from petir.study.entries import ABLATIONS, MAIN_VARIANTS, seed_list, seeds_of, study_entries
-from petir.study.report import chosen_on_dev, plot_convergence, significance, write_tables
+from petir.study.report import (
+    GAIN_SHARE_FILE,
+    chosen_on_dev,
+    plot_convergence,
+    significance,
+    write_gain_share,
+    write_tables,
+)
 from petir.study.runner import Study, StudySettings
 
 
@@ -46,7 +55,8 @@ class StudyPlan:
     seeds: list[int] = cli.option("1", "comma-separated seeds", parse=seed_list)
     seed_methods: list[str] = cli.option(
         ",".join(MAIN_VARIANTS),
-        "comma-separated: methods run with every seed (the others with the first seed only)",
+        "comma-separated: methods run with every seed, a method's name covering its -lr entries (the others with "
+        "the first seed only)",
         parse=lambda text: text.split(","),
     )
 
@@ -96,7 +106,11 @@ def _run_study(args: argparse.Namespace) -> None:
         rows = stage_runner.run(study, variants, args.seeds, args.seed_methods)
         if not args.dry_run:
             tests = significance(rows, read_qrels(study.qrels), args.output)
-            write_tables(rows, args.output / f"results-{stage}", tests, stage_runner.paper or None)
+            untrained = stage_runner.untrained
+            write_tables(rows, args.output / f"results-{stage}", tests, stage_runner.paper or None, untrained)
+            write_gain_share(
+                args.output / GAIN_SHARE_FILE, stage, rows, tests, untrained, stage_runner.main_first_stage
+            )
             chosen = set(chosen_on_dev(rows).values())  # one curve per method: the rate its dev set picked
             picked = [variant for variant in variants if variant in chosen]
             plot_convergence(args.output, stage, {v: seeds_of(v, args.seeds, args.seed_methods) for v in picked})

@@ -62,6 +62,8 @@ def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
     assert args.seeds == [1, 2, 3] and args.seed_methods == ["full", "iaa-l"]
     assert seeds_of("iaa-l", args.seeds, args.seed_methods) == [1, 2, 3]
     assert seeds_of("lora", args.seeds, args.seed_methods) == [1]
+    assert seeds_of("full-lr1e-4", args.seeds, args.seed_methods) == [1, 2, 3]  # a method's name covers its rates
+    assert seeds_of("lora-lr1e-4", args.seeds, args.seed_methods) == [1]
     for seeds, shown in (("1,a", "'a'"), ("1,-1", "-1")):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["rerank", "--output", "out", "--seeds", seeds])

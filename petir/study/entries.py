@@ -97,5 +97,6 @@ def seed_list(text: str) -> list[int]:
 
 
 def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> Sequence[int]:
-    """The seeds an entry runs with: all of them for a ``--seed-methods`` entry, else the first."""
-    return seeds if entry in seed_entries else seeds[:1]
+    """The seeds an entry runs with: all of them for a ``--seed-methods`` entry or one at another learning rate of a
+    ``--seed-methods`` name (``full`` covers ``full-lr1e-4``), else the first."""
+    return seeds if entry in seed_entries or split_learning_rate(entry)[0] in seed_entries else seeds[:1]

@@ -5,6 +5,7 @@ these."""
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import statistics
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 from petir.data import Qrels, read_run
 from petir.evaluate import evaluate_queries
+from petir.files import write_lines_atomic
 from petir.pet import REFERENCE_METHOD
 from petir.run_directory import METRICS_FILE, read_metrics
 from petir.study.entries import split_learning_rate, study_entry, trained_entry
@@ -55,6 +57,7 @@ NUMERIC = (
     "peak_mem_mb",
     "steps_to_95%",
     "steps_to_95%_gain",
+    "kept_step",
 )
 
 
@@ -96,7 +99,12 @@ COLUMNS = {  # Markdown header -> row key
     "peak mem (MB)": "peak_mem_mb",
     "steps to 95%": "steps_to_95%",
     "steps to 95% of gain": "steps_to_95%_gain",
+    "kept step": "kept_step",
+    "share of full's gain": "gain_share",
 }
+#: Columns shown only where some row has a value: a first stage (re-ranking), a kept step (--keep-best), a gain share
+#: (a table with full fine-tuning and the untrained model in it).
+OPTIONAL_COLUMNS = ("first_stage", "kept_step", "gain_share")
 
 
 def write_tables(
@@ -104,11 +112,12 @@ def write_tables(
     path_stem: Path,
     tests: Significance | None = None,
     paper: dict[str, dict[str, float]] | None = None,
+    untrained: str | None = None,
 ) -> None:
     """``STEM.csv`` with every run (and, with ``tests``, the p-values of its method's tests, uncorrected and
     Holm-adjusted), ``STEM.md`` with the per-method summary (mean ± std over seeds), nDCG@10 marked where a test of
-    :func:`significance` holds after correction, and the paper's figures (``paper``: column -> method -> value)
-    beside."""
+    :func:`significance` holds after correction, each row's share of full fine-tuning's gain over the ``untrained``
+    row (:func:`gain_shares`), and the paper's figures (``paper``: column -> method -> value) beside."""
     csv_rows = [{**row, **tests.p_values(row)} for row in rows] if tests is not None else rows
     columns = list(dict.fromkeys(key for row in csv_rows for key in row))
     with open(path_stem.with_suffix(".csv"), "w", newline="") as handle:
@@ -116,10 +125,18 @@ def write_tables(
         writer.writeheader()
         writer.writerows(csv_rows)
     table = aggregate(rows)
-    tried = [split_learning_rate(row["method"])[0] for row in table if not row["first_stage"].endswith("RRF")]
+    shares = gain_shares(rows, untrained) if untrained is not None else {}
+    for row in table:
+        row["gain_share"] = shares.get((row["method"], row["first_stage"]))
+    methods = dict.fromkeys(row["method"] for row in table)  # once each, whatever first stages it re-ranks
+    tried = [split_learning_rate(method)[0] for method in methods]
     several = {family for family in tried if tried.count(family) > 1}
     chosen = {entry for family, entry in chosen_on_dev(rows).items() if family in several}
-    headers = [h for h, key in COLUMNS.items() if key != "first_stage" or any(r["first_stage"] for r in table)]
+    headers = [
+        header
+        for header, key in COLUMNS.items()
+        if key not in OPTIONAL_COLUMNS or any(row.get(key) not in (None, "") for row in table)
+    ]
     paper = paper or {}
     lines = ["| " + " | ".join([*headers, *paper]) + " |", "|" + "---|" * (len(headers) + len(paper))]
     for row in table:
@@ -138,6 +155,72 @@ def write_tables(
     if agreement:
         lines += ["", agreement]
     path_stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def gain_shares(rows: list[dict[str, Any]], untrained: str) -> dict[tuple[str, str], float]:
+    """(method, first stage) -> its share of full fine-tuning's gain over the untrained model: (nDCG@10 - the
+    ``untrained`` row's) / (full fine-tuning's - the untrained row's), means over seeds, full fine-tuning at the rate
+    its dev set picked and both references of the same first stage. Where either is missing, or full fine-tuning
+    gains nothing over the untrained model, there is no share."""
+    means = {(row["method"], row["first_stage"]): row["ndcg@10"] for row in aggregate(rows) if "ndcg@10" in row}
+    full = chosen_on_dev(rows).get(REFERENCE_METHOD, REFERENCE_METHOD)
+    shares = {}
+    for (method, stage), value in means.items():
+        start, reference = means.get((untrained, stage)), means.get((full, stage))
+        if start is not None and reference is not None and reference > start:
+            shares[(method, stage)] = (value - start) / (reference - start)
+    return shares
+
+
+GAIN_SHARE_FILE = "gain-share.csv"
+GAIN_SHARE_COLUMNS = (
+    "stage",
+    "method",
+    "trainable_percent",
+    "seeds",
+    "ndcg10_mean",
+    "ndcg10_sd",
+    "gain_share",
+    "p_vs_full_holm",
+    "kept_step_mean",
+)
+
+
+def write_gain_share(
+    path: Path, stage: str, rows: list[dict[str, Any]], tests: Significance, untrained: str, first_stage: str = ""
+) -> None:
+    """The study's one-line-per-method summary of how much of full fine-tuning's gain each keeps (``path``, one file
+    for every stage: this ``stage``'s lines replace its old ones, the others' stay): the baselines, and each method at
+    the learning rate its dev set picked, on the stage's main ``first_stage`` (re-ranking: BM25's run), with its
+    Holm-adjusted p-value against full fine-tuning (:func:`significance`) and the mean step keep-best saved."""
+    chosen = set(chosen_on_dev(rows).values())
+    shares = gain_shares(rows, untrained)
+    p_vs_full = {(t.method, t.first_stage): t.p_holm for t in tests.tests if MARKS[t.mark] == "p_vs_full"}
+    lines = []
+    for row in aggregate(rows):
+        key = (row["method"], row["first_stage"])
+        if row["first_stage"] != first_stage or row["method"] not in chosen:
+            continue
+        values = {
+            "stage": stage,
+            "method": row["method"],
+            "trainable_percent": row.get("trainable_%"),
+            "seeds": row["seeds"],
+            "ndcg10_mean": row.get("ndcg@10"),
+            "ndcg10_sd": row.get("ndcg@10_std"),
+            "gain_share": shares.get(key),
+            "p_vs_full_holm": p_vs_full.get(key),
+            "kept_step_mean": row.get("kept_step"),
+        }
+        lines.append({name: "" if value is None else value for name, value in values.items()})
+    if path.exists():
+        with open(path, newline="") as handle:
+            lines = [line for line in csv.DictReader(handle) if line["stage"] != stage] + lines
+    text = io.StringIO()
+    writer = csv.DictWriter(text, GAIN_SHARE_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(lines)
+    write_lines_atomic(path, text.getvalue().splitlines(keepends=True))
 
 
 SIGNIFICANCE_LEVEL = 0.05
@@ -350,9 +433,11 @@ def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if value is None or value == "":
         return "–"
+    if key == "gain_share":
+        return f"{value:.0%}"
     if not isinstance(value, float):
         return str(value)
-    digits = 4 if "@" in key else 3 if key == "trainable_%" else 0 if key.startswith("steps") else 1
+    digits = 4 if "@" in key else 3 if key == "trainable_%" else 0 if "step" in key else 1
     text = f"{value:.{digits}f}"
     std = row.get(f"{key}_std")
     return f"{text} ± {std:.{digits}f}" if std is not None else text

@@ -50,6 +50,8 @@ class RerankStage(StudyStage):
     run fused with its first stage; then the depth sweep."""
 
     task = NAME
+    untrained = COSINE
+    main_first_stage = BM25
     options = RerankStudyOptions
     paper = PAPER
 

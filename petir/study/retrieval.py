@@ -51,6 +51,7 @@ class RetrievalStage(StudyStage):
     re-ranking."""
 
     task = NAME
+    untrained = ZERO_SHOT
     options = RetrievalStudyOptions
     paper = PAPER
 

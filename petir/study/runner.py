@@ -46,6 +46,10 @@ class StudyStage:
 
     #: The task the stage trains (``petir.train --task``): its name is the stage's, and its directory in the study.
     task: str
+    #: The row of the untrained model, the start full fine-tuning's gain is measured from (gain shares).
+    untrained: str
+    #: The first stage whose rows are the stage's main comparison ("" where rows have none; re-ranking: BM25).
+    main_first_stage: str = ""
     #: The paper's figures for this stage, printed beside its results table: column -> study entry -> value.
     paper: Mapping[str, Mapping[str, float]] = {}
     #: A dataclass of the stage's own flags (each field a :func:`petir.cli.option`), made from the command line into
@@ -391,6 +395,7 @@ class Study:
             "steps_to_95%": steps_to_fraction(curve, 0.95),
             "steps_to_95%_gain": steps_to_fraction(curve, 0.95, of_gain=True),
             "dev_ndcg@10": kept["dev"]["ndcg@10"] if kept else curve[-1][1] if curve else None,
+            "kept_step": kept["step"] if kept else None,  # --keep-best: the training length its dev set picked
             "dev_se": (kept or {}).get("dev_se", summary.get("final_dev_se")),
             "lr": summary.get("config", {}).get("learning_rate"),  # the rate trained at: fixed, or picked on dev
         }

@@ -287,3 +287,60 @@ def test_depth_sweep_at_full_depth_gives_the_runs_own_value_when_a_collapsed_rer
     full_depth = depth_sweep(rows, qrels, tmp_path, depths=(3,)).splitlines()[2].split("|")[3]
     assert float(full_depth) == pytest.approx(evaluate_run(qrels, collapsed)["ndcg@10"], abs=1e-4)
     assert float(full_depth) == pytest.approx(1 / math.log2(4), abs=1e-4)  # not 1.0, BM25's order
+
+
+def test_each_method_gets_its_share_of_full_fine_tunings_gain_in_the_table_and_in_gain_share_csv(tmp_path):
+    """The share is (method - untrained) / (full - untrained) on the same first stage, full at its dev-picked rate;
+    gain-share.csv keeps one line per dev-picked entry of the stage's main first stage, with the Holm-adjusted p
+    against full, and a second stage's lines join the first's without replacing them."""
+    from petir.study.report import GAIN_SHARE_COLUMNS, significance, write_gain_share
+
+    def reranked(method, seed, ndcg, dev, misses, stage="bm25", kept=None):
+        run = write_missing_run(tmp_path, f"{method}-{seed}-{stage}", misses)
+        values = {"ndcg@10": ndcg, "dev_ndcg@10": dev, "trainable_%": 0.7, "kept_step": kept, "run": run}
+        return {"method": method, "seed": seed, "first_stage": stage, **values}
+
+    rows = [
+        {"method": "cosine", "seed": "", "first_stage": "bm25", "ndcg@10": 0.60},
+        {"method": "cosine", "seed": "", "first_stage": "dense", "ndcg@10": 0.50},
+        reranked("full-lr1e-4", 1, 0.70, 0.80, 0, kept=500),
+        reranked("full-lr1e-4", 2, 0.70, 0.80, 0, kept=300),
+        reranked("full", 1, 0.90, 0.70, 0),  # higher on test, lower on dev: not the reference
+        reranked("iaa-l", 1, 0.65, 0.75, 10, kept=550),
+        reranked("iaa-l-lr1e-4", 1, 0.69, 0.60, 1),  # not picked on dev: no line
+        reranked("full-lr1e-4", 1, 0.60, 0.80, 0, stage="dense"),
+        reranked("iaa-l", 1, 0.55, 0.75, 10, stage="dense"),
+    ]
+    tests = significance(rows, THIRTY_QUERIES, tmp_path)
+    write_tables(rows, tmp_path / "results", tests, untrained="cosine")
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    share, kept = header.index("share of full's gain"), header.index("kept step")
+    rows_by_name = [line.strip("|").split("|") for line in lines[2 : lines.index("")]]
+    cells = {(line[0].split()[0], line[1].strip()): line for line in rows_by_name}
+    assert [line[0].strip() for line in rows_by_name[:2]] == ["cosine", "cosine"]  # one rate, on two first stages
+    assert cells[("iaa-l", "bm25")][share].strip() == "50%"  # (0.65 - 0.60) / (0.70 - 0.60)
+    assert cells[("iaa-l", "dense")][share].strip() == "50%"  # against the dense first stage's own references
+    assert cells[("full", "bm25")][share].strip() == "300%"
+    assert cells[("full-lr1e-4", "bm25")][kept].strip() == "400 ± 141"
+
+    path = tmp_path / "gain-share.csv"
+    write_gain_share(path, "rerank", rows, tests, "cosine", "bm25")
+    write_gain_share(path, "retrieval", [{"method": "zero-shot", "seed": "", "ndcg@10": 0.5}], tests, "zero-shot")
+    write_gain_share(path, "rerank", rows, tests, "cosine", "bm25")  # rewritten: the retrieval line stays
+    with open(path, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert tuple(table[0]) == GAIN_SHARE_COLUMNS
+    assert [(line["stage"], line["method"]) for line in table] == [
+        ("retrieval", "zero-shot"),
+        ("rerank", "cosine"),
+        ("rerank", "full-lr1e-4"),
+        ("rerank", "iaa-l"),
+    ]
+    iaa_l = table[-1]
+    assert float(iaa_l["gain_share"]) == pytest.approx(0.5) and iaa_l["seeds"] == "1"
+    assert float(iaa_l["ndcg10_mean"]) == 0.65 and iaa_l["ndcg10_sd"] == "" and float(iaa_l["kept_step_mean"]) == 550
+    p_holm = next(t.p_holm for t in tests.tests if (t.method, t.first_stage, t.mark) == ("iaa-l", "bm25", "†"))
+    assert float(iaa_l["p_vs_full_holm"]) == pytest.approx(p_holm) and p_holm < 0.05  # 10 of 30 queries missed
+    assert table[2]["gain_share"] == "1.0" and table[2]["p_vs_full_holm"] == ""  # full is its own reference
+    assert float(table[1]["gain_share"]) == 0.0
