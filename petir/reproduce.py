@@ -21,6 +21,7 @@ OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; scatt
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,14 @@ from petir.datasets import resolve_beir
 from petir.files import output_lock
 from petir.pet import VARIANTS
 from petir.study import STAGES, get_stage
-from petir.study.entries import ABLATIONS, MAIN_VARIANTS, seed_list, seeds_of, study_entries
+from petir.study.entries import (
+    ABLATIONS,
+    MAIN_VARIANTS,
+    seed_list,
+    seeds_of,
+    study_entries,
+    unmatched_seed_entries,
+)
 from petir.study.report import (
     GAIN_SHARE_FILE,
     chosen_on_dev,
@@ -55,8 +63,8 @@ class StudyPlan:
     seeds: list[int] = cli.option("1", "comma-separated seeds", parse=seed_list)
     seed_methods: list[str] = cli.option(
         ",".join(MAIN_VARIANTS),
-        "comma-separated: methods run with every seed, a method's name covering its -lr entries (the others with "
-        "the first seed only)",
+        "comma-separated: entries run with every seed, named as in --methods (full-lr1e-4, not full); the others "
+        "with the first seed only",
         parse=lambda text: text.split(","),
     )
 
@@ -96,6 +104,13 @@ def _run_study(args: argparse.Namespace) -> None:
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     runs = sum(len(seeds_of(variant, args.seeds, args.seed_methods)) for variant in variants) * len(stages)
     study = Study(settings, STAGES, planned_runs=runs, overwrite=args.overwrite)
+    for name, rates in unmatched_seed_entries(variants, args.seed_methods).items():
+        print(
+            f"petir.reproduce: note: --seed-methods {name} names no entry of --methods; {', '.join(rates)} run with "
+            "the first seed only (name them in --seed-methods as in --methods to run every seed)",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"petir.reproduce: {', '.join(stages)} on {settings.data.name}: {len(variants)} methods, seeds "
         f"{','.join(map(str, args.seeds))} ({runs} training runs; finished ones are reused), {args.threads} threads",

@@ -54,6 +54,18 @@ def test_a_study_entry_at_another_learning_rate_trains_with_it(tmp_path):
     assert settings_from_args(old).keep_best
 
 
+def test_a_seed_method_naming_only_other_rates_of_its_method_is_said(tmp_path, capsys):
+    """--seed-methods full beside --methods full-lr1e-4: that entry runs one seed; the study says so before it runs
+    (a note, not a refusal: the default --seed-methods names methods many studies leave out)."""
+    data = tiny_beir(tmp_path / "beir")
+    argv = ["rerank", "--data", str(data), "--output", str(tmp_path / "s"), "--dry-run", "--seeds", "1,2"]
+    reproduce_main([*argv, "--methods", "full-lr1e-4,full-lr3e-5,iaa-l", "--seed-methods", "full,iaa-l"])
+    err = capsys.readouterr().err
+    assert "--seed-methods full names no entry of --methods; full-lr1e-4, full-lr3e-5 run with the first seed" in err
+    reproduce_main([*argv, "--methods", "full,full-lr1e-4,iaa-l", "--seed-methods", "full,iaa-l"])
+    assert "note" not in capsys.readouterr().err
+
+
 def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
     from petir.reproduce import build_parser
     from petir.study.entries import seeds_of
@@ -62,8 +74,7 @@ def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
     assert args.seeds == [1, 2, 3] and args.seed_methods == ["full", "iaa-l"]
     assert seeds_of("iaa-l", args.seeds, args.seed_methods) == [1, 2, 3]
     assert seeds_of("lora", args.seeds, args.seed_methods) == [1]
-    assert seeds_of("full-lr1e-4", args.seeds, args.seed_methods) == [1, 2, 3]  # a method's name covers its rates
-    assert seeds_of("lora-lr1e-4", args.seeds, args.seed_methods) == [1]
+    assert seeds_of("full-lr1e-4", args.seeds, args.seed_methods) == [1]  # names match exactly, as documented
     for seeds, shown in (("1,a", "'a'"), ("1,-1", "-1")):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["rerank", "--output", "out", "--seeds", seeds])

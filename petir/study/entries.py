@@ -97,6 +97,17 @@ def seed_list(text: str) -> list[int]:
 
 
 def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> Sequence[int]:
-    """The seeds an entry runs with: all of them for a ``--seed-methods`` entry or one at another learning rate of a
-    ``--seed-methods`` name (``full`` covers ``full-lr1e-4``), else the first."""
-    return seeds if entry in seed_entries or split_learning_rate(entry)[0] in seed_entries else seeds[:1]
+    """The seeds an entry runs with: all of them for a ``--seed-methods`` entry, else the first."""
+    return seeds if entry in seed_entries else seeds[:1]
+
+
+def unmatched_seed_entries(entries: Sequence[str], seed_entries: Sequence[str]) -> dict[str, list[str]]:
+    """``--seed-methods`` names that match no entry but name the method of entries at other learning rates (``full``
+    beside ``full-lr1e-4``), with those entries: they run one seed, which their user likely did not mean. Names are
+    matched exactly (documented study commands list rates one by one), so these are said, not widened."""
+    unmatched = {}
+    for name in seed_entries:
+        rates = [entry for entry in entries if split_learning_rate(entry)[0] == name and entry != name]
+        if name not in entries and rates:
+            unmatched[name] = rates
+    return unmatched
