@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_PASSAGES, needs_pyserini_hook
+from conftest import REPO, TINY_PASSAGES, flags, needs_pyserini_hook
 from petir.pet import VARIANTS
 from petir.sampling import Group
 from petir.study import STAGES
@@ -263,3 +263,49 @@ def test_peers_quick_trains_every_system_on_petirs_groups(peers, tiny_backbone, 
     )
     # the last three draws are the full run's (the learning-rate ladder's rungs draw before it, from the same start)
     assert [group for batch in drawn[-3:] for group in batch] == peers.petir_groups(spec)
+
+
+def test_revert_parts_puts_each_part_back_and_measures_what_is_left(tiny_backbone, tmp_path):
+    """benchmarks/revert_parts.py: the model unchanged keeps 100 % of its gain and a changed part shows its change;
+    each part is restored before the next is reverted (the unchanged model scores the same after another part)."""
+    import json
+
+    from petir.data import Document, write_pyserini_collection, write_run, write_topics
+
+    spec = importlib.util.spec_from_file_location("revert_parts", REPO / "benchmarks" / "revert_parts.py")
+    revert_parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revert_parts)
+    torch.manual_seed(0)
+    model = CrossEncoder(str(tiny_backbone), "full", max_length=64)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    model.save(tmp_path / "model")
+    corpus = {f"d{i}": Document(f"d{i}", "", text) for i, text in enumerate(PASSAGES)}
+    write_pyserini_collection(corpus, tmp_path / "collection")
+    write_topics({f"q{i}": query for i, query in enumerate(QUERIES)}, tmp_path / "topics.tsv")
+    first_stage = {f"q{i}": [(f"d{(i + k) % len(PASSAGES)}", 9.0 - k) for k in range(6)] for i in range(len(QUERIES))}
+    write_run(first_stage, tmp_path / "bm25.trec", "bm25")
+    write_run(first_stage, tmp_path / "untrained.trec", "untrained")
+    (tmp_path / "qrels.txt").write_text("".join(f"q{i} 0 d{(i + 2) % len(PASSAGES)} 1\n" for i in range(len(QUERIES))))
+    files = {
+        "model": tmp_path / "model",
+        "run": tmp_path / "bm25.trec",
+        "topics": tmp_path / "topics.tsv",
+        "corpus": tmp_path / "collection" / "docs.jsonl",
+        "qrels": tmp_path / "qrels.txt",
+        "untrained": tmp_path / "untrained.trec",
+    }
+    revert_parts.main(flags(**files, depth=4, parts="none", output=tmp_path / "alone"))
+    revert_parts.main(flags(**files, depth=4, parts="attention,ffn,top_half,bottom_half,none", output=tmp_path / "r"))
+    alone = json.loads((tmp_path / "alone.json").read_text())["parts"]["none"]
+    parts = json.loads((tmp_path / "r.json").read_text())["parts"]
+    assert parts["none"] == alone  # restored after three parts were reverted and put back
+    assert parts["none"]["parameters"] == 0 and parts["none"]["relative_change"] == 0
+    if parts["none"]["share_of_gain_left"] is not None:  # the tiny model may gain nothing over the first stage
+        assert parts["none"]["share_of_gain_left"] == pytest.approx(1.0)
+    assert parts["attention"]["parameters"] + parts["ffn"]["parameters"] == (
+        parts["top_half"]["parameters"] + parts["bottom_half"]["parameters"]
+    )
+    assert 0.1 < parts["attention"]["relative_change"] < 10  # noise of sd 0.5 over weights of sd about 0.02-1
+    assert "| attention |" in (tmp_path / "r.md").read_text() and (tmp_path / "r.png").stat().st_size > 0
