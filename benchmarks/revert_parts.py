@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 from pathlib import Path
 
 import torch
@@ -104,13 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for name in parts:
         reverted = sorted(names[p] for p in part_parameters(encoder, name))
-        with torch.no_grad():
+        # rerank()'s partial scores carry no key of the weights that made them: a fresh file per part, never
+        # one an interrupted run (another part, another model) left behind
+        with torch.no_grad(), tempfile.TemporaryDirectory() as scratch:
             for key in reverted:
                 parameters[key].copy_(untrained[key])
-            scorer = model.pair_scorer(32)
-            partial = args.output.with_name(f".{args.output.name}.{name}.partial.jsonl")
-            values = per_query(rerank(run, queries, passage, scorer, args.depth, partial))
-            partial.unlink(missing_ok=True)
+            partial = Path(scratch) / "scores.partial.jsonl"
+            values = per_query(rerank(run, queries, passage, model.pair_scorer(32), args.depth, partial))
             for key in reverted:
                 parameters[key].copy_(tuned[key])
         results[name] = {

@@ -215,7 +215,7 @@ def write_gain_share(
         lines.append({name: "" if value is None else value for name, value in values.items()})
     if path.exists():
         with open(path, newline="") as handle:
-            lines = [line for line in csv.DictReader(handle) if line["stage"] != stage] + lines
+            lines = [line for line in csv.DictReader(handle) if line.get("stage") != stage] + lines
     text = io.StringIO()
     writer = csv.DictWriter(text, GAIN_SHARE_COLUMNS, extrasaction="ignore")
     writer.writeheader()
