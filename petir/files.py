@@ -19,6 +19,7 @@ import gzip
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -82,22 +83,51 @@ def output_lock(path: str | os.PathLike, *, directory: bool, flag: str = "--outp
     and one silently replacing the other. The lock is an ``flock`` on a hidden file beside ``path``: the OS releases
     it when its holder dies, so a killed run never blocks the next one. Re-entrant within a process."""
     path = check_output(path, directory=directory, flag=flag)
-    lock = _lock_file(Path(os.path.realpath(path)))
+
+    def refuse(holder: str) -> None:
+        raise PetirError(
+            f"{flag} {path} is being written by another petir process (pid {holder}); wait for it to end, or "
+            f"pick another {flag}"
+        )
+
+    with _holding(_lock_file(Path(os.path.realpath(path))), path, flag, on_busy=refuse):
+        yield path
+
+
+@contextlib.contextmanager
+def cache_lock(directory: Path) -> Iterator[Path]:
+    """Hold the lock of a cache ``directory`` that any number of runs share, waiting while another process holds
+    it: two runs started together then build the cached artifact once (the second waits, then reuses it) instead of
+    both building it and the slower one failing on the other's files. Re-entrant within a process."""
+
+    def wait(holder: str) -> None:
+        print(f"petir: waiting for petir process {holder}, which is filling the cache {directory}", file=sys.stderr)
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with _holding(_lock_file(directory), directory, "cache", on_busy=wait):
+        yield directory
+
+
+@contextlib.contextmanager
+def _holding(lock: Path, path: Path, flag: str, on_busy: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``lock`` for the block; ``on_busy(holder pid)`` runs if another process holds it, and the lock is then
+    waited for unless it raises. The lock file is removed on release while still held, so a process waiting on it
+    finds it gone and opens the new one."""
     if lock in _held:
         _held[lock][1] += 1
     else:
-        _held[lock] = [_take_lock(lock, path, flag), 1]
+        _held[lock] = [_take_lock(lock, path, flag, on_busy), 1]
     try:
-        yield path
+        yield
     finally:
         _held[lock][1] -= 1
         if not _held[lock][1]:
             descriptor = _held.pop(lock)[0]
-            lock.unlink(missing_ok=True)  # while still held: a writer waiting on it finds it gone and opens anew
+            lock.unlink(missing_ok=True)
             os.close(descriptor)
 
 
-def _take_lock(lock: Path, path: Path, flag: str) -> int:
+def _take_lock(lock: Path, path: Path, flag: str, on_busy: Callable[[str], None]) -> int:
     while True:
         try:
             descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
@@ -108,11 +138,12 @@ def _take_lock(lock: Path, path: Path, flag: str) -> int:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(descriptor)
-            raise PetirError(
-                f"{flag} {path} is being written by another petir process (pid {holder}); wait for it to end, or "
-                f"pick another {flag}"
-            ) from None
+            try:
+                on_busy(holder)
+            except BaseException:
+                os.close(descriptor)
+                raise
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
             current = os.stat(lock).st_ino == os.fstat(descriptor).st_ino
         except FileNotFoundError:

@@ -3,7 +3,8 @@ BM25 runs for topic sets.
 
 Kept under ``$PETIR_CACHE`` (default ``~/.cache/petir``), in a folder per corpus keyed by the corpus file's path,
 size and modification time, so a changed corpus never reuses a stale index. Every artifact is written
-atomically by the function that builds it, so an interrupted build is redone, not reused half-finished.
+atomically by the function that builds it, so an interrupted build is redone, not reused half-finished, and under
+the folder's lock, so runs started together build it once: the others wait for it and reuse it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import argparse
 import dataclasses
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from petir import cli
 from petir.bm25 import bm25_search, build_lucene_index
 from petir.data import Corpus, Queries, Run, corpus_path, read_run, write_pyserini_collection, write_qrels, write_topics
 from petir.datasets import cache_root, load_beir, resolve_beir, writable_cache
-from petir.files import check_output, write_file_unless_different
+from petir.files import cache_lock, check_output, write_file_unless_different
 
 
 class Workspace:
@@ -38,24 +39,35 @@ class Workspace:
     def collection(self) -> Path:
         """Directory holding ``docs.jsonl`` ({"id", "contents"}): what Pyserini indexes and encodes."""
         directory = self.root / "collection"
-        if not (directory / "docs.jsonl").exists():
-            write_pyserini_collection(self.corpus, directory)
+        self._fill(directory / "docs.jsonl", lambda: write_pyserini_collection(self.corpus, directory))
         return directory
 
     @property
     def lucene_index(self) -> Path:
-        return build_lucene_index(self.collection, self.root / "lucene-index", self.threads)
+        index = self.root / "lucene-index"
+        return self._fill(index, lambda: build_lucene_index(self.collection, index, self.threads))
 
     def bm25(self, queries: Queries, hits: int) -> Run:
         """BM25 run (Pyserini defaults k1=0.9, b=0.4) for ``queries``, cached by their ids and texts."""
         digest = hashlib.sha256(repr(sorted(queries.items())).encode()).hexdigest()[:12]
         run_path = self.root / "bm25" / f"{digest}-top{hits}.trec"
-        if not run_path.exists():
+
+        def search() -> None:
             topics = self.root / "bm25" / f"{digest}.topics.tsv"
             topics.parent.mkdir(parents=True, exist_ok=True)
             write_topics(queries, topics)
             bm25_search(self.lucene_index, topics, run_path, self.threads, hits=hits)
-        return read_run(run_path)
+
+        return read_run(self._fill(run_path, search))
+
+    def _fill(self, artifact: Path, build: Callable[[], object]) -> Path:
+        """``artifact``, built by ``build`` (which writes it atomically) unless there: under the cache's lock, checked
+        again after any wait, so runs started together build it once."""
+        if not artifact.exists():
+            with cache_lock(self.root):
+                if not artifact.exists():
+                    build()
+        return artifact
 
 
 @dataclasses.dataclass

@@ -101,6 +101,44 @@ def test_a_killed_holder_never_blocks_the_next_writer(in_tmp):
         pass
 
 
+#: Holds the cache lock of the workspace of corpus argv[1], writes its collection (one line, argv[2]) after a
+#: second, then lets go: another run filling the cache while we start.
+FILL_CACHE = """
+import sys, time
+from petir.files import cache_lock
+from petir.workspace import Workspace
+workspace = Workspace(sys.argv[1], {}, threads=1)
+with cache_lock(workspace.root):
+    print("held", flush=True)
+    time.sleep(1)
+    (workspace.root / "collection").mkdir(parents=True)
+    (workspace.root / "collection" / "docs.jsonl").write_text(sys.argv[2] + "\\n")
+"""
+
+
+def test_runs_started_together_build_the_cache_once(tmp_path, monkeypatch, capsys):
+    """Two lanes of a study started at once both found the collection missing; the second failed on the first's
+    temporary file. Now it waits for the lock, then reuses what the first built."""
+    from petir.workspace import Workspace
+
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "d1", "text": "a cat"}\n')
+    other = subprocess.Popen(
+        [sys.executable, "-c", FILL_CACHE, str(corpus), '{"id": "d1", "contents": "theirs"}'],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PETIR_CACHE": str(tmp_path / "cache")},
+    )
+    assert other.stdout.readline() == "held\n"
+    collection = Workspace(corpus, {}, threads=1).collection
+    assert other.wait() == 0
+    other.stdout.close()
+    assert (collection / "docs.jsonl").read_text() == '{"id": "d1", "contents": "theirs"}\n'  # reused, not rebuilt
+    assert f"waiting for petir process {other.pid}" in capsys.readouterr().err
+    assert not list((tmp_path / "cache").glob(".*petir-lock"))  # released and removed
+
+
 # -- --overwrite never replaces an input -----------------------------------------------------------------------
 def test_rerank_overwrite_never_replaces_its_own_run(rerank_inputs, tmp_path):
     from petir.rerank import main
