@@ -313,9 +313,10 @@ def chosen_on_dev(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> Significance:
-    """The tests behind the marks of :func:`write_tables`: ``†`` where the method's per-query nDCG@10 differs from
-    full fine-tuning's, ``‡`` where it differs from the best scattered method's at the same budget (the one with the
-    highest mean), each reference at its learning rate chosen on dev (:func:`chosen_on_dev`); ``§`` where a
+    """The tests behind the marks of :func:`write_tables`: ``†`` where a trained entry's per-query nDCG@10 differs
+    from full fine-tuning's (every entry but full's own rates: the ablations and petir's entries too), ``‡`` where an
+    entry at a budget preset differs from the best scattered method's at that preset (the one with the highest
+    mean), each reference at its learning rate chosen on dev (:func:`chosen_on_dev`); ``§`` where a
     re-ranked run's differs from its first stage's; each by a two-tailed paired t-test, Holm-adjusted over all of
     them (:func:`holm`). A row identical to its reference is not tested. Rows name their run file in ``run`` and a
     re-ranked one its first stage's in ``first_stage_run``."""
@@ -344,8 +345,10 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> Signif
     found: list[tuple[str, str, str, float]] = []
     for (method, stage), values in means.items():
         references: dict[str, list[float] | None] = {"§": first_stages.get((method, stage))}
+        if entries[method] is not None and split_learning_rate(method)[0] != REFERENCE_METHOD:
+            references["†"] = means.get((full, stage))  # every trained entry, ablations and petir's own included
         budget = entries[method].preset if entries[method] is not None else None
-        if budget is not None:
+        if budget is not None:  # ‡ needs a budget preset: the scattered methods are compared at the same one
             scattered = [
                 k
                 for k in means
@@ -356,7 +359,7 @@ def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> Signif
                 and entry.preset == budget
             ]
             best = max(scattered, key=lambda k: statistics.fmean(means[k]), default=None)
-            references |= {"†": means.get((full, stage)), "‡": means[best] if best is not None else None}
+            references["‡"] = means[best] if best is not None else None
         for mark in MARKS:  # in †‡§ order, as the marks are printed
             other = references.get(mark)
             if other is not None and other != values:

@@ -130,6 +130,27 @@ def test_significance_marks_follow_a_paired_t_test_against_full_and_the_best_sca
     assert "| iaa-l | 1 | 0.5000 ‡ |" in table and "| 0.314 |" in table and "two-tailed paired t-test" in table
 
 
+def test_every_trained_entry_off_a_preset_is_tested_against_full_but_against_no_scattered_method(tmp_path):
+    """Issue 35's diagnosis asks each full-fine-tuning ablation's paired test against full, and petir's lora-ffn
+    replaces LoRA's preset rank: neither has a budget preset, so ‡ has nothing to compare them with, but † does."""
+    from petir.study.report import significance
+
+    rows = [
+        {"method": "full-lr1e-4", "seed": 1, "run": write_missing_run(tmp_path, "full", 0)},
+        {"method": "full", "seed": 1, "run": write_missing_run(tmp_path, "full-2e-5", 3)},  # full's own: no test
+        {"method": "partial-ffn", "seed": 1, "run": write_missing_run(tmp_path, "partial-ffn", 15)},
+        {"method": "lora-ffn", "seed": 1, "run": write_missing_run(tmp_path, "lora-ffn", 1)},
+        {"method": "lora", "seed": 1, "run": write_missing_run(tmp_path, "lora", 20)},
+    ]
+    tests = significance(rows, THIRTY_QUERIES, tmp_path)
+    assert sorted((t.method, t.mark) for t in tests.tests) == [
+        ("lora", "†"),
+        ("lora-ffn", "†"),
+        ("partial-ffn", "†"),
+    ]  # lora is the only scattered entry at 0.5 %: nothing to ‡ it against
+    assert tests.marks == {("partial-ffn", ""): "†", ("lora", ""): "†"}  # lora-ffn is one query from full
+
+
 def test_holm_multiplies_the_ith_smallest_p_value_by_m_minus_i_plus_1_and_keeps_the_order():
     from petir.study.report import holm
 
