@@ -128,7 +128,8 @@ def _run_study(args: argparse.Namespace) -> None:
             )
             chosen = set(chosen_on_dev(rows).values())  # one curve per method: the rate its dev set picked
             picked = [variant for variant in variants if variant in chosen]
-            plot_convergence(args.output, stage, {v: seeds_of(v, args.seeds, args.seed_methods) for v in picked})
+            reported = {v: [row["seed"] for row in rows if row["method"] == v and not row.get("fused")] for v in picked}
+            plot_convergence(args.output, stage, {v: sorted(set(seeds)) for v, seeds in reported.items()})
             stage_runner.report(study, rows)
             print((args.output / f"results-{stage}.md").read_text())
     print(study.timing_summary())

@@ -82,9 +82,10 @@ def test_seeds_and_seed_methods_are_parsed_once_by_the_study_parser(capsys):
 
 
 @pytest.mark.slow  # runs Pyserini (Java) a dozen times: about two minutes
-def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monkeypatch):
+def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monkeypatch, capsys):
     """A study on a tiny BEIR set, then its commands.sh in a new output directory with a new cache: the same
-    runs and the same metrics come out."""
+    runs and the same metrics come out. A --report-only of more seeds between the two reports the seed there and
+    leaves the study as it was."""
     data = tiny_beir(tmp_path / "beir")
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache-a"))
     first = tmp_path / "study"
@@ -100,6 +101,25 @@ def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monke
     tested = {r.metric_type: r.metric_value for r in card.data.eval_results if r.dataset_split == "test"}
     assert tested == json.loads((first / adapter).read_text())  # the study's test numbers, in the model's card
     assert {r.dataset_name for r in card.data.eval_results} == {"beir"} and "\n## Test\n\nbeir, test split" in card.text
+    commands = (first / "commands.sh").read_text()
+    more_seeds = [
+        "retrieval",
+        "--data",
+        str(data),
+        *study,
+        "--report-only",
+        "--seeds",
+        "1,2",
+        "--seed-methods",
+        "adapter",
+    ]
+    capsys.readouterr()
+    assert run_cli(reproduce_main, more_seeds) is None
+    assert (
+        "adapter seed 2 left out: --report-only: retrieval/adapter/seed2 is not trained yet" in capsys.readouterr().err
+    )
+    assert (first / "commands.sh").read_text() == commands and not (first / "retrieval" / "adapter" / "seed2").exists()
+    assert "| adapter | 1 |" in (first / "results-retrieval.md").read_text()  # seed 1's row, reported again
 
     replay = tmp_path / "replay"
     env = {**os.environ, "OUT": str(replay), "PETIR_CACHE": str(tmp_path / "cache-b")}
@@ -270,6 +290,51 @@ def test_the_rerank_stage_writes_each_rerankers_bm25_test_numbers_into_its_card(
     tested = {r.metric_type: r.metric_value for r in card.data.eval_results if r.dataset_split == "test"}
     assert tested == {"ndcg@10": 0.61}  # BM25 re-ranked alone: neither the fused run (0.7) nor the dense one
     assert "petir.rerank of BM25's top 20" in card.text
+
+
+def test_report_only_tables_what_the_study_holds_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    """--report-only (a study's lanes trained in other directories and copied in): a finished run with its test
+    results is reported, one trained but not re-ranked or not trained at all is left out and named, and nothing is
+    run or written for them."""
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.rerank import RerankStage
+    from petir.study.runner import Study
+    from petir.workspace import QRELS_FILE, Workspace
+
+    data = tiny_beir(tmp_path / "beir")
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "study"
+    root.mkdir()
+    for name in (QRELS_FILE, "commands.sh"):  # the study's files, as an earlier command left them
+        (root / name).write_text("")
+    for seed in (1, 2):  # seed 1 trained and re-ranked; seed 2 trained only; seed 3 not trained
+        (root / "rerank" / "adapter" / f"seed{seed}" / "model").mkdir(parents=True)
+        (root / "rerank" / "adapter" / f"seed{seed}" / "summary.json").write_text("{}")
+    seed1 = root / "rerank" / "adapter" / "seed1"
+    (seed1 / "model" / "README.md").write_text("---\nlicense: apache-2.0\npipeline_tag: text-ranking\n---\n# a model\n")
+    for name in ("test.rerank-bm25.trec", "test.rerank-bm25.rrf.trec"):
+        (seed1 / name).write_text("")
+    before = sorted(root.rglob("*"))
+    monkeypatch.setattr(Study, "run", lambda self, *argv, **kwargs: pytest.fail(f"ran {argv[0]}"))
+    monkeypatch.setattr(Workspace, "lucene_index", property(lambda self: tmp_path / "index"))
+    monkeypatch.setattr(Study, "first_stages", lambda self, seed: {"bm25": root / "bm25.trec"})
+    monkeypatch.setattr(Study, "row", lambda self, variant, seed, run_dir: {"method": variant, "seed": seed})
+    monkeypatch.setattr(Study, "evaluate", lambda self, run: {"ndcg@10": 0.5})
+    args = build_parser().parse_args(["rerank", "--data", str(data), "--output", str(root), "--report-only"])
+    rows = RerankStage().run(
+        Study(settings_from_args(args), STAGES, planned_runs=3), ["adapter"], [1, 2, 3], ["adapter"]
+    )
+    assert [(row["method"], row["seed"], row["first_stage"]) for row in rows] == [
+        ("no re-ranking", "", "bm25"),
+        ("adapter", 1, "bm25"),
+        ("adapter", 1, "bm25 + RRF"),
+    ]
+    err = capsys.readouterr().err
+    assert "cosine re-ranking bm25 left out: --report-only: rerank/cosine/test.rerank-bm25.trec is not made yet" in err
+    assert "adapter seed 2 re-ranking bm25 left out: --report-only: rerank/adapter/seed2/test.rerank-bm25" in err
+    assert "adapter seed 3 left out: --report-only: rerank/adapter/seed3 is not trained yet" in err
+    assert sorted(root.rglob("*")) == before  # no file or folder made for the runs left out
+    assert "## Test" in (seed1 / "model" / "README.md").read_text()  # the reported run's card has its numbers
 
 
 def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, monkeypatch):

@@ -69,22 +69,32 @@ class RerankStage(StudyStage):
             for stage, run_file in first_stages.items()
         ]
         for stage, run_file in first_stages.items():  # the baseline a user tries first: the backbone's own cosine
-            reranked = self.rerank_run(study, run_file, Path(study.backbone_dir()), study.root / NAME / COSINE, stage)
-            rows += self._rerank_rows(study, {"method": COSINE, "seed": ""}, stage, run_file, reranked)
+            with study.left_out_if_not_made(f"{COSINE} re-ranking {stage}"):
+                cosine = study.root / NAME / COSINE
+                reranked = self.rerank_run(study, run_file, Path(study.backbone_dir()), cosine, stage)
+                rows += self._rerank_rows(study, {"method": COSINE, "seed": ""}, stage, run_file, reranked)
         for variant in variants:
             for seed in seeds_of(variant, seeds, seed_variants):
-                run_dir = study.train(NAME, variant, seed)
-                for stage, run_file in first_stages.items():
-                    if stage != BM25 and seed != seeds[0]:
-                        continue  # seeds are compared on the BM25 run only (CPU time)
-                    reranked = self.rerank_run(study, run_file, run_dir / MODEL_DIR, run_dir, stage)
-                    row = study.row(variant, seed, run_dir)
-                    alone, fused = self._rerank_rows(study, row, stage, run_file, reranked)
-                    rows += [alone, fused]
-                    if stage == BM25:  # the card's test numbers: the stage's main comparison, re-ranking BM25
-                        how = f"petir.rerank of BM25's top {study.s.stages[NAME].rerank_depth}"
-                        study.record_test_results(run_dir / MODEL_DIR, alone, how)
+                with study.left_out_if_not_made(f"{variant} seed {seed}"):
+                    run_dir = study.train(NAME, variant, seed)
+                    for stage, run_file in first_stages.items():
+                        if stage != BM25 and seed != seeds[0]:
+                            continue  # seeds are compared on the BM25 run only (CPU time)
+                        with study.left_out_if_not_made(f"{variant} seed {seed} re-ranking {stage}"):
+                            rows += self._trained_rows(
+                                study, study.row(variant, seed, run_dir), run_dir, stage, run_file
+                            )
         return rows
+
+    def _trained_rows(self, study: Study, row: dict[str, Any], run_dir: Path, stage: str, run_file: Path) -> Rows:
+        """A trained run's re-ranking of one first stage, alone and fused; re-ranking BM25, the stage's main
+        comparison, also goes into the model's card."""
+        reranked = self.rerank_run(study, run_file, run_dir / MODEL_DIR, run_dir, stage)
+        alone, fused = self._rerank_rows(study, row, stage, run_file, reranked)
+        if stage == BM25:
+            how = f"petir.rerank of BM25's top {study.s.stages[NAME].rerank_depth}"
+            study.record_test_results(run_dir / MODEL_DIR, alone, how)
+        return [alone, fused]
 
     def _rerank_rows(self, study: Study, row: dict[str, Any], stage: str, first_stage: Path, reranked: Path) -> Rows:
         """The re-ranked run's row, and the row of its reciprocal-rank fusion with the first stage (the stock

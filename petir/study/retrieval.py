@@ -63,12 +63,14 @@ class RetrievalStage(StudyStage):
         }
 
     def run(self, study: Study, variants: Sequence[str], seeds: Sequence[int], seed_variants: Sequence[str]) -> Rows:
-        rows = [self._bm25_row(study), self._zero_shot_row(study)]
-        runs = [
-            (variant, seed, study.train(NAME, variant, seed))
-            for variant in variants
-            for seed in seeds_of(variant, seeds, seed_variants)
-        ]
+        rows = [self._bm25_row(study)]
+        with study.left_out_if_not_made(ZERO_SHOT):
+            rows.append(self._zero_shot_row(study))
+        runs = []
+        for variant in variants:
+            for seed in seeds_of(variant, seeds, seed_variants):
+                with study.left_out_if_not_made(f"{variant} seed {seed}"):
+                    runs.append((variant, seed, study.train(NAME, variant, seed)))
         trained = [study.row(variant, seed, run_dir) for variant, seed, run_dir in runs]
         picked = study.s.stages[NAME].test_picked and not study.s.dry_run
         tested = set(chosen_on_dev(trained).values()) if picked else set(variants)
@@ -84,10 +86,11 @@ class RetrievalStage(StudyStage):
                     flush=True,
                 )
                 continue
-            results = study.evaluate(self.dense_run(study, str(run_dir / MODEL_DIR), run_dir))
-            row.update(results)
-            how = f"stock pyserini.encode and pyserini.search.faiss, {study.s.hits} hits"
-            study.record_test_results(run_dir / MODEL_DIR, results, how)
+            with study.left_out_if_not_made(f"{variant} seed {seed}'s test run (its dev values are kept)"):
+                results = study.evaluate(self.dense_run(study, str(run_dir / MODEL_DIR), run_dir))
+                row.update(results)
+                how = f"stock pyserini.encode and pyserini.search.faiss, {study.s.hits} hits"
+                study.record_test_results(run_dir / MODEL_DIR, results, how)
         return rows + trained
 
     def first_stages(self, study: Study, seed: int) -> dict[str, Path]:

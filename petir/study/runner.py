@@ -4,12 +4,13 @@ each documented command once, logs it to a replayable ``commands.sh`` and report
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ Rows = list[dict[str, Any]]
 TEST_RUN_FILE = "test.run.trec"
 #: A command of the study: ``python -m`` arguments, with ``"OUTPUT"`` where it writes its output.
 Command = list[object]
+
+
+class NotMade(PetirError):
+    """A step ``--report-only`` would have had to run: its output is not in the study directory."""
 
 
 class StudyStage:
@@ -120,6 +125,12 @@ class StudySettings:
         bounds=cli.Bounded(int, minimum=0),
     )
     dry_run: bool = cli.option(False, "print the commands without running them")
+    report_only: bool = cli.option(
+        False,
+        "run nothing: write the tables from the runs and test results already in --output; a run or result not "
+        "there is left out, each named on stderr (a study stopped early, or lanes run in other directories and "
+        "copied in)",
+    )
     stages: dict[str, Any] = field(default_factory=dict)
 
 
@@ -212,6 +223,7 @@ class Study:
         self.paths = {str(settings.data): "$DATA", str(self.root.resolve()): "$OUT", self.backbone_dir(): "$BACKBONE"}
         self.paths[str(self.workspace.root)] = "$CACHE"
         if not self.qrels.exists():  # logged above as the line that sets $CACHE
+            self._refuse_in_report_only(self.qrels, "made")
             workspace = cli.flags(data=settings.data.resolve(), output=self.root.resolve(), threads=settings.threads)
             self.run("petir.workspace", *workspace, log=False)
 
@@ -307,6 +319,7 @@ class Study:
         redo = self._settings_changed(run_dir, command)
         if (run_dir / SUMMARY_FILE).exists() and not redo:
             return run_dir
+        self._refuse_in_report_only(run_dir, "trained")
         if redo:
             for pattern in DERIVED_OUTPUTS:
                 for path in run_dir.glob(pattern):
@@ -341,12 +354,26 @@ class Study:
         path first and rename it when the command succeeds, so an interrupted command is redone, not trusted."""
         if output.exists():
             return output
+        self._refuse_in_report_only(output, "made")
         partial = self._partial(output)
         shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
         self.run(*argv, output=output)
         if not self.s.dry_run:
             partial.rename(output)
         return output
+
+    def _refuse_in_report_only(self, output: Path, what: str) -> None:
+        if self.s.report_only:
+            raise NotMade(f"--report-only: {output.relative_to(self.root)} is not {what} yet; run the study without it")
+
+    @contextlib.contextmanager
+    def left_out_if_not_made(self, what: str) -> Iterator[None]:
+        """Around one run's steps: under ``--report-only``, a run whose training or test result is not there is
+        left out of the tables (named in one line on stderr) instead of ending the report."""
+        try:
+            yield
+        except NotMade as missing:
+            print(f"petir.reproduce: {what} left out: {missing}", file=sys.stderr, flush=True)
 
     def evaluate(self, run_file: Path) -> dict[str, float]:
         """trec_eval of a test run (``python -m petir.evaluate``), cached beside it."""
