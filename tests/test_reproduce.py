@@ -116,7 +116,7 @@ def test_commands_sh_replays_a_study_from_scratch(tiny_backbone, tmp_path, monke
     capsys.readouterr()
     assert run_cli(reproduce_main, more_seeds) is None
     assert (
-        "adapter seed 2 left out: --report-only: retrieval/adapter/seed2 is not trained yet" in capsys.readouterr().err
+        "adapter seed 2 left out (--report-only): retrieval/adapter/seed2 is not trained yet" in capsys.readouterr().err
     )
     assert (first / "commands.sh").read_text() == commands and not (first / "retrieval" / "adapter" / "seed2").exists()
     assert "| adapter | 1 |" in (first / "results-retrieval.md").read_text()  # seed 1's row, reported again
@@ -330,11 +330,16 @@ def test_report_only_tables_what_the_study_holds_and_runs_nothing(tmp_path, monk
         ("adapter", 1, "bm25 + RRF"),
     ]
     err = capsys.readouterr().err
-    assert "cosine re-ranking bm25 left out: --report-only: rerank/cosine/test.rerank-bm25.trec is not made yet" in err
-    assert "adapter seed 2 re-ranking bm25 left out: --report-only: rerank/adapter/seed2/test.rerank-bm25" in err
-    assert "adapter seed 3 left out: --report-only: rerank/adapter/seed3 is not trained yet" in err
+    assert "cosine re-ranking bm25 left out (--report-only): rerank/cosine/test.rerank-bm25.trec is not made yet" in err
+    assert "adapter seed 2 re-ranking bm25 left out (--report-only): rerank/adapter/seed2/test.rerank-bm25" in err
+    assert "adapter seed 3 left out (--report-only): rerank/adapter/seed3 is not trained yet" in err
     assert sorted(root.rglob("*")) == before  # no file or folder made for the runs left out
     assert "## Test" in (seed1 / "model" / "README.md").read_text()  # the reported run's card has its numbers
+    empty = ["rerank", "--data", str(data), "--output", str(tmp_path / "new"), "--report-only"]
+    assert run_cli(reproduce_main, empty).endswith(
+        ": --report-only: test-qrels.txt is not made yet; run the study without --report-only to make it"
+    )
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, monkeypatch):

@@ -42,6 +42,10 @@ Command = list[object]
 class NotMade(PetirError):
     """A step ``--report-only`` would have had to run: its output is not in the study directory."""
 
+    def __init__(self, missing: str):
+        self.missing = missing  # "rerank/iaa-l/seed3 is not trained yet"
+        super().__init__(f"--report-only: {missing}; run the study without --report-only to make it")
+
 
 class StudyStage:
     """A task's stage of the study (``python -m petir.reproduce STAGE``, and ``benchmarks/gpu_study.py``): what its
@@ -208,9 +212,11 @@ class Study:
         self.overwrite = overwrite
         self.stages = stages  # every stage of the study, by name (those this invocation runs, and the others)
         self.root = check_study_directory(settings.output, list(stages))
-        self.root.mkdir(parents=True, exist_ok=True)
         self.topics = self.root / TOPICS_FILE
         self.qrels = self.root / QRELS_FILE
+        if not self.qrels.exists():  # a new study: nothing to report
+            self._refuse_in_report_only(self.qrels, "made")
+        self.root.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         self.timings: list[tuple[str, float]] = []  # (command, seconds) of every command this invocation ran
         self.planned_runs, self.done_runs, self.run_seconds = planned_runs, 0, 0.0
@@ -223,7 +229,6 @@ class Study:
         self.paths = {str(settings.data): "$DATA", str(self.root.resolve()): "$OUT", self.backbone_dir(): "$BACKBONE"}
         self.paths[str(self.workspace.root)] = "$CACHE"
         if not self.qrels.exists():  # logged above as the line that sets $CACHE
-            self._refuse_in_report_only(self.qrels, "made")
             workspace = cli.flags(data=settings.data.resolve(), output=self.root.resolve(), threads=settings.threads)
             self.run("petir.workspace", *workspace, log=False)
 
@@ -364,7 +369,7 @@ class Study:
 
     def _refuse_in_report_only(self, output: Path, what: str) -> None:
         if self.s.report_only:
-            raise NotMade(f"--report-only: {output.relative_to(self.root)} is not {what} yet; run the study without it")
+            raise NotMade(f"{output.relative_to(self.root)} is not {what} yet")
 
     @contextlib.contextmanager
     def left_out_if_not_made(self, what: str) -> Iterator[None]:
@@ -372,8 +377,8 @@ class Study:
         left out of the tables (named in one line on stderr) instead of ending the report."""
         try:
             yield
-        except NotMade as missing:
-            print(f"petir.reproduce: {what} left out: {missing}", file=sys.stderr, flush=True)
+        except NotMade as not_made:
+            print(f"petir.reproduce: {what} left out (--report-only): {not_made.missing}", file=sys.stderr, flush=True)
 
     def evaluate(self, run_file: Path) -> dict[str, float]:
         """trec_eval of a test run (``python -m petir.evaluate``), cached beside it."""
