@@ -145,6 +145,18 @@ def tiny_beir(root: Path) -> Path:
     return root
 
 
+def begun_study(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A tiny BEIR directory and a study directory holding the files an earlier command of the study left."""
+    from petir.workspace import QRELS_FILE
+
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "study"
+    root.mkdir()
+    for name in (QRELS_FILE, "commands.sh"):
+        (root / name).write_text("")
+    return tiny_beir(tmp_path / "beir"), root
+
+
 def load_gpu_study():
     """benchmarks/gpu_study.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("gpu_study", REPO / "benchmarks" / "gpu_study.py")
@@ -299,14 +311,9 @@ def test_report_only_tables_what_the_study_holds_and_runs_nothing(tmp_path, monk
     from petir.reproduce import build_parser, settings_from_args
     from petir.study.rerank import RerankStage
     from petir.study.runner import Study
-    from petir.workspace import QRELS_FILE, Workspace
+    from petir.workspace import Workspace
 
-    data = tiny_beir(tmp_path / "beir")
-    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "study"
-    root.mkdir()
-    for name in (QRELS_FILE, "commands.sh"):  # the study's files, as an earlier command left them
-        (root / name).write_text("")
+    data, root = begun_study(tmp_path, monkeypatch)
     for seed in (1, 2):  # seed 1 trained and re-ranked; seed 2 trained only; seed 3 not trained
         (root / "rerank" / "adapter" / f"seed{seed}" / "model").mkdir(parents=True)
         (root / "rerank" / "adapter" / f"seed{seed}" / "summary.json").write_text("{}")
@@ -347,14 +354,8 @@ def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, 
     again (its test run discarded) with --overwrite; a run without a settings record (older petir) is reused."""
     from petir.reproduce import build_parser, settings_from_args
     from petir.study.runner import Study
-    from petir.workspace import QRELS_FILE
 
-    data = tiny_beir(tmp_path / "beir")
-    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "study"
-    root.mkdir()
-    for name in (QRELS_FILE, "commands.sh"):  # the study's files, as an earlier command left them
-        (root / name).write_text("")
+    data, root = begun_study(tmp_path, monkeypatch)
     ran: list[list[str]] = []
     monkeypatch.setattr(Study, "run", lambda self, *argv, **kwargs: ran.append(list(map(str, argv))))
 
