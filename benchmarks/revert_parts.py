@@ -9,6 +9,12 @@ gain is where full fine-tuning's change matters; one whose reversal costs nothin
 not need, which a PET method at 0.5 % can leave alone. Parts are petir's partial-fine-tuning parts
 (:mod:`petir.pet.partial`), plus ``bottom_half`` and ``encoder`` (every backbone weight: only the head stays trained).
 
+``lowrank-R`` asks whether a PET budget could hold the change at all: every layer matrix keeps only the top R
+singular directions of its fine-tuning change (what a rank-R LoRA on every matrix could store), every other
+backbone weight (embeddings, LayerNorms, biases) goes back to the untrained one; its "weights" are what the
+rank-R change takes to store, R x (rows + columns) a matrix (rank 4 on MiniLM: 165,888, IAA-L's budget). If a rank
+within the budget keeps the gain, the budget is not what PET lacks: training is.
+
     python benchmarks/revert_parts.py --model runs/study/rerank/full-lr1e-4/seed1/model \\
         --run runs/study/retrieval/bm25/test.run.trec --topics runs/study/test-topics.tsv \\
         --corpus ../shared/data/scifact/corpus.jsonl.gz --qrels runs/study/test-qrels.txt \\
@@ -21,9 +27,11 @@ left, the paired t-test against the model unchanged), OUTPUT.md and OUTPUT.png (
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -42,6 +50,46 @@ PARTS = (
     *("none", "word_embeddings", "embeddings", "layer_norms"),
     *("attention", "ffn", "bottom_half", "top_half", "encoder"),
 )
+
+
+LOW_RANK = re.compile(r"lowrank-(?P<rank>[1-9][0-9]*)")
+
+
+def check_part(name: str) -> None:
+    if not LOW_RANK.fullmatch(name):
+        check_choice("--parts", name, (*PARTS, "lowrank-R (R a positive integer)"))
+
+
+def low_rank(change: torch.Tensor, rank: int) -> torch.Tensor:
+    """``change`` truncated to its top ``rank`` singular directions (itself where its rank is lower)."""
+    u, s, vh = torch.linalg.svd(change, full_matrices=False)
+    return (u[:, :rank] * s[:rank]) @ vh[:rank]
+
+
+class Replacement(NamedTuple):
+    """What one row of the report sets in the encoder, and what it measures."""
+
+    values: dict[str, torch.Tensor]  # by parameter name: the weights set for the re-ranking
+    numbers: int  # how many numbers the row's weights are: reverted ones, or the low-rank change stored
+    changed: dict[str, torch.Tensor]  # weights whose change from the untrained ones the row reports
+
+
+def part_values(
+    encoder: torch.nn.Module, name: str, tuned: dict[str, torch.Tensor], untrained: dict[str, torch.Tensor]
+) -> Replacement:
+    """A part's weights reverted (its reported change: the one taken away), or ``lowrank-R``'s layer matrices with
+    their change cut to rank R and every other weight reverted (its reported change: the one kept)."""
+    names = {parameter: key for key, parameter in encoder.named_parameters()}
+    match = LOW_RANK.fullmatch(name)
+    if match is None:
+        keys = sorted(names[p] for p in part_parameters(encoder, name))
+        reverted = {key: untrained[key] for key in keys}
+        return Replacement(reverted, sum(tuned[key].numel() for key in keys), {key: tuned[key] for key in keys})
+    rank = int(match["rank"])
+    matrices = {names[p] for layer in encoder_layers(encoder) for p in layer.parameters() if p.ndim == 2}
+    kept = {key: untrained[key] + low_rank(tuned[key] - untrained[key], rank) for key in sorted(matrices)}
+    values = {key: untrained[key] for key in names.values() if key not in matrices} | kept
+    return Replacement(values, sum(rank * sum(tuned[key].shape) for key in matrices), kept)
 
 
 def part_parameters(encoder: torch.nn.Module, name: str) -> set[torch.nn.Parameter]:
@@ -73,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--qrels", type=Path, required=True, help="test qrels (TREC)")
     parser.add_argument("--untrained", type=Path, required=True, help="the untrained cosine's re-ranking of --run")
     parser.add_argument("--depth", type=cli.Bounded(int, minimum=1), default=20, help="passages re-scored per query")
-    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated, from: " + ", ".join(PARTS))
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help="comma-separated, from: " + ", ".join(PARTS) + ", lowrank-R"
+    )
     parser.add_argument("--output", type=Path, required=True, help="stem of OUTPUT.json, OUTPUT.md, OUTPUT.png")
     cli.add_overwrite_flag(parser, "the outputs of an earlier run")
     return parser
@@ -85,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     parts = [name.strip() for name in args.parts.split(",") if name.strip()]
     for name in parts:
-        check_choice("--parts", name, PARTS)
+        check_part(name)
     for suffix in (".json", ".md", ".png"):
         check_new_file(args.output.with_suffix(suffix), args.overwrite)
     qrels, run, queries = read_qrels(args.qrels), read_run(args.run), read_queries(args.topics)
@@ -94,7 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     encoder = model.encoder
     untrained = {name: p.detach() for name, p in load_backbone(model.backbone)[0].named_parameters()}
     parameters = dict(encoder.named_parameters())
-    names = {parameter: name for name, parameter in parameters.items()}
     tuned = {name: parameter.detach().clone() for name, parameter in parameters.items()}
 
     def per_query(scores_run: dict) -> dict[str, float]:
@@ -104,19 +153,23 @@ def main(argv: list[str] | None = None) -> None:
     start = per_query(read_run(args.untrained))
     results = {}
     for name in parts:
-        reverted = sorted(names[p] for p in part_parameters(encoder, name))
+        with torch.no_grad():
+            replacement = part_values(encoder, name, tuned, untrained)
         # rerank()'s partial scores carry no key of the weights that made them: a fresh file per part, never
         # one an interrupted run (another part, another model) left behind
         with torch.no_grad(), tempfile.TemporaryDirectory() as scratch:
-            for key in reverted:
-                parameters[key].copy_(untrained[key])
+            for key, value in replacement.values.items():
+                parameters[key].copy_(value)
             partial = Path(scratch) / "scores.partial.jsonl"
             values = per_query(rerank(run, queries, passage, model.pair_scorer(32), args.depth, partial))
-            for key in reverted:
+            for key in replacement.values:
                 parameters[key].copy_(tuned[key])
+        changed = sorted(replacement.changed)
         results[name] = {
-            "parameters": sum(tuned[key].numel() for key in reverted),
-            "relative_change": relative_change([tuned[k] for k in reverted], [untrained[k] for k in reverted]),
+            "parameters": replacement.numbers,
+            "relative_change": relative_change(
+                [replacement.changed[k] for k in changed], [untrained[k] for k in changed]
+            ),
             "per_query": values,
         }
     write_report(args.output, results, start)
@@ -155,6 +208,12 @@ def write_report(output: Path, results: dict[str, dict], start: dict[str, float]
         lines.append(
             f"| {name} | {row['parameters']:,} | {row['relative_change']:.4f} | {row['ndcg@10']:.4f} | {share} | {p} |"
         )
+    if any(LOW_RANK.fullmatch(name) for name in rows):
+        lines += [
+            "",
+            "lowrank-R: every layer matrix keeps its fine-tuning change cut to rank R (weights: what that takes to "
+            "store; relative change: the change kept), every other backbone weight is put back.",
+        ]
     write_lines_atomic(output.with_suffix(".md"), [line + "\n" for line in lines])
     import matplotlib
 

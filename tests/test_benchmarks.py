@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_PASSAGES, flags, needs_pyserini_hook
+from conftest import REPO, TINY_PASSAGES, flags, needs_pyserini_hook, run_cli
 from petir.pet import VARIANTS
 from petir.sampling import Group
 from petir.study import STAGES
@@ -309,3 +309,11 @@ def test_revert_parts_puts_each_part_back_and_measures_what_is_left(tiny_backbon
     )
     assert 0.1 < parts["attention"]["relative_change"] < 10  # noise of sd 0.5 over weights of sd about 0.02-1
     assert "| attention |" in (tmp_path / "r.md").read_text() and (tmp_path / "r.png").stat().st_size > 0
+    revert_parts.main(flags(**files, depth=4, parts="lowrank-1,lowrank-4096", output=tmp_path / "low"))
+    low = json.loads((tmp_path / "low.json").read_text())["parts"]
+    assert low["lowrank-1"]["parameters"] * 4096 == low["lowrank-4096"]["parameters"]  # R x (rows + columns)
+    assert 0 < low["lowrank-1"]["relative_change"] < low["lowrank-4096"]["relative_change"]  # the change kept
+    change = torch.randn(6, 4)
+    assert torch.linalg.matrix_rank(revert_parts.low_rank(change, 2)) == 2
+    assert torch.allclose(revert_parts.low_rank(change, 4), change, atol=1e-5)  # rank 4 of a 6 x 4 change: all
+    assert "lowrank-0" in run_cli(revert_parts.main, flags(**files, parts="lowrank-0", output=tmp_path / "bad"))
