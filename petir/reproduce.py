@@ -92,7 +92,11 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.report_only and (args.overwrite or args.dry_run):
+        other = "--overwrite" if args.overwrite else "--dry-run"
+        parser.error(f"--report-only runs nothing, so {other} has nothing to do; drop one of them")
     with output_lock(args.output, directory=True):  # one study per directory; each training run locks its own
         _run_study(args)
 

@@ -347,6 +347,9 @@ def test_report_only_tables_what_the_study_holds_and_runs_nothing(tmp_path, monk
         ": --report-only: test-qrels.txt is not made yet; run the study without --report-only to make it"
     )
     assert not (tmp_path / "new").exists()
+    assert "--report-only runs nothing, so --overwrite has nothing to do" in run_cli(
+        reproduce_main, [*empty, "--overwrite"]
+    )
 
 
 def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(tmp_path, monkeypatch):
