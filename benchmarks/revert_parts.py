@@ -153,11 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     start = per_query(read_run(args.untrained))
     results = {}
     for name in parts:
-        with torch.no_grad():
-            replacement = part_values(encoder, name, tuned, untrained)
         # rerank()'s partial scores carry no key of the weights that made them: a fresh file per part, never
         # one an interrupted run (another part, another model) left behind
         with torch.no_grad(), tempfile.TemporaryDirectory() as scratch:
+            replacement = part_values(encoder, name, tuned, untrained)
             for key, value in replacement.values.items():
                 parameters[key].copy_(value)
             partial = Path(scratch) / "scores.partial.jsonl"

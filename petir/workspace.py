@@ -45,7 +45,12 @@ class Workspace:
     @property
     def lucene_index(self) -> Path:
         index = self.root / "lucene-index"
-        return self._fill(index, lambda: build_lucene_index(self.collection, index, self.threads))
+
+        def build() -> Path:  # a finished index is returned as it is; anything else there is refused in one line
+            return build_lucene_index(self.collection, index, self.threads)
+
+        self._fill(index, build)
+        return build()
 
     def bm25(self, queries: Queries, hits: int) -> Run:
         """BM25 run (Pyserini defaults k1=0.9, b=0.4) for ``queries``, cached by their ids and texts."""

@@ -28,6 +28,7 @@ from test_nothing_lost import (  # noqa: F401  (its fixtures, used here as argum
 )
 
 from conftest import run_cli
+from petir.errors import PetirError
 from petir.files import MANIFEST, output_lock
 from petir.run_directory import BOARD_DIR, CHECKPOINT_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_metrics
 
@@ -137,6 +138,9 @@ def test_runs_started_together_build_the_cache_once(tmp_path, monkeypatch, capsy
     assert (collection / "docs.jsonl").read_text() == '{"id": "d1", "contents": "theirs"}\n'  # reused, not rebuilt
     assert f"waiting for petir process {other.pid}" in capsys.readouterr().err
     assert not list((tmp_path / "cache").glob(".*petir-lock"))  # released and removed
+    (workspace := Workspace(corpus, {}, threads=1)).root.joinpath("lucene-index").mkdir()  # not petir's index
+    with pytest.raises(PetirError, match="lucene-index exists but holds no Lucene index; remove it"):
+        workspace.lucene_index  # noqa: B018  (refused under the lock as before it, not passed on to Pyserini)
 
 
 # -- --overwrite never replaces an input -----------------------------------------------------------------------
