@@ -14,8 +14,9 @@ where the settings recorded beside it are this command's: else it is refused, or
 Results: OUTPUT/results-STAGE.{csv,md} (every run with its method's p-values, uncorrected and Holm-adjusted; then
 mean ± standard deviation over seeds per method, with the marks that hold after the correction and each method's
 share of full fine-tuning's gain over the untrained model), OUTPUT/gain-share.csv (that share per stage, one line
-per method at its dev-picked rate, with its Holm-adjusted p-value against full fine-tuning) and
-OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against steps; scattered methods dashed, the rest solid).
+per method at its dev-picked rate, with its Holm-adjusted p-value against full fine-tuning), OUTPUT/gain-share-STAGE.png
+(those shares as bars, each seed a dot) and OUTPUT/convergence-STAGE.png (dev nDCG@10 and training loss against
+steps; scattered methods dashed, the rest solid).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from petir.study.report import (
     GAIN_SHARE_FILE,
     chosen_on_dev,
     plot_convergence,
+    plot_gain_share,
     significance,
     write_gain_share,
     write_tables,
@@ -127,9 +129,9 @@ def _run_study(args: argparse.Namespace) -> None:
             tests = significance(rows, read_qrels(study.qrels), args.output)
             untrained = stage_runner.untrained
             write_tables(rows, args.output / f"results-{stage}", tests, stage_runner.paper or None, untrained)
-            write_gain_share(
-                args.output / GAIN_SHARE_FILE, stage, rows, tests, untrained, stage_runner.main_first_stage
-            )
+            main_first_stage = stage_runner.main_first_stage
+            write_gain_share(args.output / GAIN_SHARE_FILE, stage, rows, tests, untrained, main_first_stage)
+            plot_gain_share(args.output, stage, rows, untrained, main_first_stage)
             chosen = set(chosen_on_dev(rows).values())  # one curve per method: the rate its dev set picked
             picked = [variant for variant in variants if variant in chosen]
             reported = {v: [row["seed"] for row in rows if row["method"] == v and not row.get("fused")] for v in picked}

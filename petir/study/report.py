@@ -162,14 +162,32 @@ def gain_shares(rows: list[dict[str, Any]], untrained: str) -> dict[tuple[str, s
     ``untrained`` row's) / (full fine-tuning's - the untrained row's), means over seeds, full fine-tuning at the rate
     its dev set picked and both references of the same first stage. Where either is missing, or full fine-tuning
     gains nothing over the untrained model, there is no share."""
-    means = {(row["method"], row["first_stage"]): row["ndcg@10"] for row in aggregate(rows) if "ndcg@10" in row}
+    means = _ndcg_means(rows)
+    spans = _gain_spans(means, rows, untrained)
+    return {(method, stage): _share(value, spans[stage]) for (method, stage), value in means.items() if stage in spans}
+
+
+def _ndcg_means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    return {(row["method"], row["first_stage"]): row["ndcg@10"] for row in aggregate(rows) if "ndcg@10" in row}
+
+
+def _gain_spans(
+    means: dict[tuple[str, str], float], rows: list[dict[str, Any]], untrained: str
+) -> dict[str, tuple[float, float]]:
+    """First stage -> (the untrained row's mean nDCG@10, full fine-tuning's at its dev-picked rate), where full
+    fine-tuning gains over the untrained model: the 0 % and 100 % of a gain share."""
     full = chosen_on_dev(rows).get(REFERENCE_METHOD, REFERENCE_METHOD)
-    shares = {}
-    for (method, stage), value in means.items():
+    spans = {}
+    for stage in dict.fromkeys(stage for _, stage in means):
         start, reference = means.get((untrained, stage)), means.get((full, stage))
         if start is not None and reference is not None and reference > start:
-            shares[(method, stage)] = (value - start) / (reference - start)
-    return shares
+            spans[stage] = (start, reference)
+    return spans
+
+
+def _share(value: float, span: tuple[float, float]) -> float:
+    start, reference = span
+    return (value - start) / (reference - start)
 
 
 GAIN_SHARE_FILE = "gain-share.csv"
@@ -193,14 +211,11 @@ def write_gain_share(
     for every stage: this ``stage``'s lines replace its old ones, the others' stay): the baselines, and each method at
     the learning rate its dev set picked, on the stage's main ``first_stage`` (re-ranking: BM25's run), with its
     Holm-adjusted p-value against full fine-tuning (:func:`significance`) and the mean step keep-best saved."""
-    chosen = set(chosen_on_dev(rows).values())
     shares = gain_shares(rows, untrained)
     p_vs_full = {(t.method, t.first_stage): t.p_holm for t in tests.tests if MARKS[t.mark] == "p_vs_full"}
     lines = []
-    for row in aggregate(rows):
+    for row in _picked_on_dev(rows, first_stage):
         key = (row["method"], row["first_stage"])
-        if row["first_stage"] != first_stage or row["method"] not in chosen:
-            continue
         values = {
             "stage": stage,
             "method": row["method"],
@@ -221,6 +236,60 @@ def write_gain_share(
     writer.writeheader()
     writer.writerows(lines)
     write_lines_atomic(path, text.getvalue().splitlines(keepends=True))
+
+
+def _picked_on_dev(rows: list[dict[str, Any]], first_stage: str) -> list[dict[str, Any]]:
+    """The per-method summary rows (:func:`aggregate`) of ``first_stage``: the baselines, and each method at the
+    learning rate its dev set picked."""
+    chosen = set(chosen_on_dev(rows).values())
+    return [row for row in aggregate(rows) if row["first_stage"] == first_stage and row["method"] in chosen]
+
+
+def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untrained: str, first_stage: str = "") -> Path:
+    """``gain-share-STAGE.png``: each method's share of full fine-tuning's gain (the lines of
+    :func:`write_gain_share`) as a bar, its seeds as dots, each against the same means of the untrained model (0 %)
+    and full fine-tuning (100 %); connected methods and full fine-tuning in one colour, scattered ones in another,
+    baselines grey. Where the stage has no gain to share (no full fine-tuning or no untrained row), the figure says
+    so instead of drawing bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    means = _ndcg_means(rows)
+    span = _gain_spans(means, rows, untrained).get(first_stage)
+    picked = _picked_on_dev(rows, first_stage) if span else []
+    figure, axis = plt.subplots(figsize=(8, 0.5 * len(picked) + 1.8))
+    colors = {"full fine-tuning, connected": "tab:blue", "scattered": "tab:orange", "baseline": "0.6"}
+    for y, row in enumerate(reversed(picked)):
+        method = row["method"]
+        if not row["seeds"]:
+            kind = "baseline"
+        elif study_entry(method).method.scattered:
+            kind = "scattered"
+        else:
+            kind = "full fine-tuning, connected"
+        axis.barh(y, 100 * _share(means[(method, first_stage)], span), color=colors[kind], alpha=0.8)
+        seeds = [r["ndcg@10"] for r in rows if (r["method"], r["first_stage"]) == (method, first_stage) and r["seed"]]
+        if seeds:
+            axis.plot([100 * _share(value, span) for value in seeds], [y] * len(seeds), "k.", markersize=6)
+    axis.set_yticks(
+        range(len(picked)),
+        [f"{row['method']} ({row['trainable_%']:.3g} %)" if row["seeds"] else row["method"] for row in picked][::-1],
+    )
+    handles = [Patch(color=color, alpha=0.8, label=kind) for kind, color in colors.items()]
+    axis.legend(handles=handles, fontsize=8, loc="lower right")
+    for share in (0, 100):
+        axis.axvline(share, color="0.3", linewidth=0.8, linestyle=":" if share else "-")
+    where = f" (first stage {first_stage})" if first_stage else ""
+    axis.set(xlabel=f"share of full fine-tuning's gain over {untrained}, % (bars: mean; dots: seeds)")
+    axis.set_title(f"{stage}{where}" + ("" if span else ": no full fine-tuning gain to share"), fontsize=10)
+    figure.tight_layout()
+    path = root / f"gain-share-{stage}.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 SIGNIFICANCE_LEVEL = 0.05

@@ -365,3 +365,48 @@ def test_each_method_gets_its_share_of_full_fine_tunings_gain_in_the_table_and_i
     assert float(iaa_l["p_vs_full_holm"]) == pytest.approx(p_holm) and p_holm < 0.05  # 10 of 30 queries missed
     assert table[2]["gain_share"] == "1.0" and table[2]["p_vs_full_holm"] == ""  # full is its own reference
     assert float(table[1]["gain_share"]) == 0.0
+
+
+def test_gain_share_plot_draws_each_gain_share_line_as_a_bar_with_its_seeds_as_dots(tmp_path, monkeypatch):
+    """The bars are gain-share.csv's shares (baselines and dev-picked rates of the main first stage, in its order);
+    the dots are each seed against the same means; a stage without full fine-tuning says so and draws no bar."""
+    import matplotlib.figure
+
+    from petir.study.report import plot_gain_share
+
+    def row(method, seed, ndcg, dev=0.5, stage="bm25"):
+        return {"method": method, "seed": seed, "first_stage": stage, "ndcg@10": ndcg, "dev_ndcg@10": dev}
+
+    rows = [
+        row("no re-ranking", "", 0.55),
+        row("cosine", "", 0.60),
+        *(row("full-lr1e-4", seed, ndcg, dev=0.8) for seed, ndcg in ((1, 0.68), (2, 0.72))),
+        row("full", 1, 0.90, dev=0.7),  # not picked on dev: no bar
+        *(row("lora", seed, ndcg) for seed, ndcg in ((1, 0.62), (2, 0.66))),
+        row("lora", 1, 0.0, stage="bm25 + RRF"),  # another first stage: not drawn
+    ]
+    for row_ in rows:
+        row_["trainable_%"] = 0.7 if row_["seed"] else None
+    drawn = {}
+
+    def keep_drawing(figure, path, **_):
+        (axis,) = figure.axes
+        labels = [label.get_text() for label in axis.get_yticklabels()]
+        drawn["bars"] = {labels[round(p.get_y() + p.get_height() / 2)]: p.get_width() for p in axis.patches}
+        dots = [line for line in axis.get_lines() if line.get_marker() == "."]
+        drawn["dots"] = {labels[int(line.get_ydata()[0])]: list(line.get_xdata()) for line in dots}
+        drawn["title"] = axis.get_title()
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_drawing)
+    path = plot_gain_share(tmp_path, "rerank", rows, "cosine", "bm25")
+    assert path == tmp_path / "gain-share-rerank.png"
+    assert drawn["bars"] == pytest.approx(
+        {"no re-ranking": -50, "cosine": 0, "full-lr1e-4 (0.7 %)": 100, "lora (0.7 %)": 40}
+    )
+    assert list(drawn["dots"]) == ["lora (0.7 %)", "full-lr1e-4 (0.7 %)"]  # drawn bottom up
+    assert drawn["dots"]["full-lr1e-4 (0.7 %)"] == pytest.approx([80, 120])
+    assert drawn["dots"]["lora (0.7 %)"] == pytest.approx([20, 60])
+    assert drawn["title"] == "rerank (first stage bm25)"
+
+    plot_gain_share(tmp_path, "rerank", [r for r in rows if not r["method"].startswith("full")], "cosine", "bm25")
+    assert drawn["bars"] == {} and drawn["title"].endswith("no full fine-tuning gain to share")
