@@ -41,15 +41,8 @@ from petir.study.entries import (
     study_entries,
     unmatched_seed_entries,
 )
-from petir.study.report import (
-    GAIN_SHARE_FILE,
-    chosen_on_dev,
-    plot_convergence,
-    plot_gain_share,
-    significance,
-    write_gain_share,
-    write_tables,
-)
+from petir.study.plots import plot_convergence, plot_gain_share
+from petir.study.report import GAIN_SHARE_FILE, chosen_on_dev, significance, write_gain_share, write_tables
 from petir.study.runner import Study, StudySettings
 
 

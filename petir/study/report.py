@@ -1,12 +1,11 @@
 """The study's reporting: one reader of ``metrics.jsonl`` curves, the results tables (every run in CSV, mean ± sd
-per method in Markdown) and the convergence plots. The runner (:mod:`petir.study.runner`) and the stages call
-these."""
+per method in Markdown), each method's share of full fine-tuning's gain and the paired tests behind the tables' marks.
+The runner (:mod:`petir.study.runner`), the stages and the plots (:mod:`petir.study.plots`) call these."""
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from petir.data import Qrels, read_run
 from petir.evaluate import evaluate_queries
 from petir.files import write_lines_atomic
 from petir.pet import REFERENCE_METHOD
-from petir.run_directory import METRICS_FILE, read_metrics
-from petir.study.entries import split_learning_rate, study_entry, trained_entry
+from petir.run_directory import read_metrics
+from petir.study.entries import split_learning_rate, trained_entry
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 
@@ -162,16 +161,21 @@ def gain_shares(rows: list[dict[str, Any]], untrained: str) -> dict[tuple[str, s
     ``untrained`` row's) / (full fine-tuning's - the untrained row's), means over seeds, full fine-tuning at the rate
     its dev set picked and both references of the same first stage. Where either is missing, or full fine-tuning
     gains nothing over the untrained model, there is no share."""
-    means = _ndcg_means(rows)
-    spans = _gain_spans(means, rows, untrained)
-    return {(method, stage): _share(value, spans[stage]) for (method, stage), value in means.items() if stage in spans}
+    means = ndcg_means(rows)
+    spans = gain_spans(means, rows, untrained)
+    return {
+        (method, stage): share_of_gain(value, spans[stage])
+        for (method, stage), value in means.items()
+        if stage in spans
+    }
 
 
-def _ndcg_means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+def ndcg_means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """(method, first stage) -> its mean test nDCG@10 over seeds."""
     return {(row["method"], row["first_stage"]): row["ndcg@10"] for row in aggregate(rows) if "ndcg@10" in row}
 
 
-def _gain_spans(
+def gain_spans(
     means: dict[tuple[str, str], float], rows: list[dict[str, Any]], untrained: str
 ) -> dict[str, tuple[float, float]]:
     """First stage -> (the untrained row's mean nDCG@10, full fine-tuning's at its dev-picked rate), where full
@@ -185,7 +189,8 @@ def _gain_spans(
     return spans
 
 
-def _share(value: float, span: tuple[float, float]) -> float:
+def share_of_gain(value: float, span: tuple[float, float]) -> float:
+    """Where ``value`` lies on a :func:`gain_spans` span: 0 at the untrained model, 1 at full fine-tuning."""
     start, reference = span
     return (value - start) / (reference - start)
 
@@ -214,7 +219,7 @@ def write_gain_share(
     shares = gain_shares(rows, untrained)
     p_vs_full = {(t.method, t.first_stage): t.p_holm for t in tests.tests if MARKS[t.mark] == "p_vs_full"}
     lines = []
-    for row in _picked_on_dev(rows, first_stage):
+    for row in picked_on_dev(rows, first_stage):
         key = (row["method"], row["first_stage"])
         values = {
             "stage": stage,
@@ -238,58 +243,11 @@ def write_gain_share(
     write_lines_atomic(path, text.getvalue().splitlines(keepends=True))
 
 
-def _picked_on_dev(rows: list[dict[str, Any]], first_stage: str) -> list[dict[str, Any]]:
+def picked_on_dev(rows: list[dict[str, Any]], first_stage: str) -> list[dict[str, Any]]:
     """The per-method summary rows (:func:`aggregate`) of ``first_stage``: the baselines, and each method at the
     learning rate its dev set picked."""
     chosen = set(chosen_on_dev(rows).values())
     return [row for row in aggregate(rows) if row["first_stage"] == first_stage and row["method"] in chosen]
-
-
-def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untrained: str, first_stage: str = "") -> Path:
-    """``gain-share-STAGE.png``: each method's share of full fine-tuning's gain (the lines of
-    :func:`write_gain_share`) as a bar, its seeds as dots, each against the same means of the untrained model (0 %)
-    and full fine-tuning (100 %); connected methods and full fine-tuning in one colour, scattered ones in another,
-    baselines grey. Where the stage has no gain to share (no full fine-tuning or no untrained row), the figure says
-    so instead of drawing bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    means = _ndcg_means(rows)
-    span = _gain_spans(means, rows, untrained).get(first_stage)
-    picked = _picked_on_dev(rows, first_stage) if span else []
-    figure, axis = plt.subplots(figsize=(8, 0.5 * len(picked) + 1.8))
-    colors = {"full fine-tuning, connected": "tab:blue", "scattered": "tab:orange", "baseline": "0.6"}
-    for y, row in enumerate(reversed(picked)):
-        method = row["method"]
-        if not row["seeds"]:
-            kind = "baseline"
-        elif study_entry(method).method.scattered:
-            kind = "scattered"
-        else:
-            kind = "full fine-tuning, connected"
-        axis.barh(y, 100 * _share(means[(method, first_stage)], span), color=colors[kind], alpha=0.8)
-        seeds = [r["ndcg@10"] for r in rows if (r["method"], r["first_stage"]) == (method, first_stage) and r["seed"]]
-        if seeds:
-            axis.plot([100 * _share(value, span) for value in seeds], [y] * len(seeds), "k.", markersize=6)
-    axis.set_yticks(
-        range(len(picked)),
-        [f"{row['method']} ({row['trainable_%']:.3g} %)" if row["seeds"] else row["method"] for row in picked][::-1],
-    )
-    handles = [Patch(color=color, alpha=0.8, label=kind) for kind, color in colors.items()]
-    axis.legend(handles=handles, fontsize=8, loc="lower right")
-    for share in (0, 100):
-        axis.axvline(share, color="0.3", linewidth=0.8, linestyle=":" if share else "-")
-    where = f" (first stage {first_stage})" if first_stage else ""
-    axis.set(xlabel=f"share of full fine-tuning's gain over {untrained}, % (bars: mean; dots: seeds)")
-    axis.set_title(f"{stage}{where}" + ("" if span else ": no full fine-tuning gain to share"), fontsize=10)
-    figure.tight_layout()
-    path = root / f"gain-share-{stage}.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
 
 
 SIGNIFICANCE_LEVEL = 0.05
@@ -513,45 +471,3 @@ def _cell(row: dict[str, Any], key: str) -> str:
     text = f"{value:.{digits}f}"
     std = row.get(f"{key}_std")
     return f"{text} ± {std:.{digits}f}" if std is not None else text
-
-
-def loss_curve(metrics_file: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in read_metrics(metrics_file) if "loss" in r]
-
-
-def plot_convergence(root: Path, stage: str, variants: Mapping[str, Sequence[int]]) -> Path:
-    """Dev nDCG@10 and training loss against steps; mean over each variant's seeds (those its table row uses, not
-    every seed found on disk) with the min-max band. Connected variants (and full fine-tuning) are drawn solid,
-    scattered ones dashed; the legend sits beside the plots, so a long list of methods hides no curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    figure, (dev_axis, loss_axis) = plt.subplots(1, 2, figsize=(14, 4.5))
-    palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20").colors  # no two methods share a colour
-    for (variant, seeds), color in zip(variants.items(), itertools.cycle(palette), strict=False):
-        files = [path for seed in seeds if (path := root / stage / variant / f"seed{seed}" / METRICS_FILE).exists()]
-        if not files:
-            continue
-        style = "--" if study_entry(variant).method.scattered else "-"
-        for axis, read in ((dev_axis, dev_curve), (loss_axis, loss_curve)):
-            curves = [read(path) for path in files]
-            length = min(len(curve) for curve in curves)
-            if length == 0:
-                continue
-            steps = [step for step, _ in curves[0][:length]]
-            values = np.array([[value for _, value in curve[:length]] for curve in curves])
-            label = f"{variant} ({len(files)} seed{'s' if len(files) > 1 else ''})"
-            axis.plot(steps, values.mean(0), style, color=color, label=label)
-            if len(files) > 1:
-                axis.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
-    dev_axis.set(title=f"{stage}: dev nDCG@10", xlabel="step", ylabel="nDCG@10")
-    loss_axis.set(title=f"{stage}: training loss", xlabel="step", ylabel="loss (mean per logged window)")
-    loss_axis.legend(*dev_axis.get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
-    figure.tight_layout()
-    path = root / f"convergence-{stage}.png"
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path

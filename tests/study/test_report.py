@@ -1,5 +1,5 @@
-"""The study's reporting (petir/study/report.py): convergence steps, results tables, significance marks, the depth
-sweep."""
+"""The study's reporting (petir/study/report.py, petir/study/plots.py): convergence steps, results tables,
+significance marks, the depth sweep, the plots."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from petir.study.entries import study_entry
-from petir.study.report import plot_convergence, steps_to_fraction, write_tables
+from petir.study.plots import plot_convergence
+from petir.study.report import steps_to_fraction, write_tables
 
 CURVE = [(0, 0.80), (10, 0.82), (20, 0.90), (30, 0.84)]
 
@@ -372,7 +373,7 @@ def test_gain_share_plot_draws_each_gain_share_line_as_a_bar_with_its_seeds_as_d
     the dots are each seed against the same means; a stage without full fine-tuning says so and draws no bar."""
     import matplotlib.figure
 
-    from petir.study.report import plot_gain_share
+    from petir.study.plots import plot_gain_share
 
     def row(method, seed, ndcg, dev=0.5, stage="bm25"):
         return {"method": method, "seed": seed, "first_stage": stage, "ndcg@10": ndcg, "dev_ndcg@10": dev}
