@@ -59,8 +59,8 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
     """``gain-share-STAGE.png``: each method's share of full fine-tuning's gain (the lines of
     :func:`write_gain_share`) as a bar, its seeds as dots, each against the same means of the untrained model (0 %)
     and full fine-tuning (100 %); connected methods and full fine-tuning in one colour, scattered ones in another,
-    baselines grey. Where the stage has no gain to share (no full fine-tuning or no untrained row), the figure says
-    so instead of drawing bars."""
+    baselines grey; the legend sits beside the bars, so it hides no seed. Where the stage has no gain to share (no
+    full fine-tuning or no untrained row), the figure says so instead of drawing bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +89,7 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
         [f"{row['method']} ({row['trainable_%']:.3g} %)" if row["seeds"] else row["method"] for row in picked][::-1],
     )
     handles = [Patch(color=color, alpha=0.8, label=kind) for kind, color in colors.items()]
-    axis.legend(handles=handles, fontsize=8, loc="lower right")
+    axis.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     for share in (0, 100):
         axis.axvline(share, color="0.3", linewidth=0.8, linestyle=":" if share else "-")
     where = f" (first stage {first_stage})" if first_stage else ""
@@ -97,6 +97,6 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
     axis.set_title(f"{stage}{where}" + ("" if span else ": no full fine-tuning gain to share"), fontsize=10)
     figure.tight_layout()
     path = root / f"gain-share-{stage}.png"
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
