@@ -28,6 +28,8 @@ def test_study_entries_are_registry_variants_at_a_budget():
     assert study_entry("full-lr1e-4") == StudyEntry("full", learning_rate=1e-4)
     assert study_entry("adapter-lr3e-3@6.7") == StudyEntry("adapter", "6.7", learning_rate=3e-3)
     assert study_entry("iaa-l-near-identity-lr0.002") == StudyEntry("iaa-l", None, {"init": "near-identity"}, 0.002)
+    bert_base_count = study_entry("iaa-l-bert-base-count")  # its widths replace the preset: the model records none
+    assert (bert_base_count.variant, bert_base_count.preset) == ("iaa-l", None)
     assert set(MAIN_VARIANTS) <= set(VARIANTS)
     with pytest.raises(PetirError, match="unknown method 'connected-bottleneck'"):
         study_entry("connected-bottleneck")
