@@ -45,6 +45,9 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "iaa-l-bert-base-count": ("iaa-l", {"r": "49", "ar": "49"}),
     # Between the two counts: widths 24/24 hold twice the 0.5 % preset's count on MiniLM (339,120 of 346,032).
     "iaa-l-2x-count": ("iaa-l", {"r": "24", "ar": "24"}),
+    # Within the 0.5 % preset's count: inside width 6 and aside width 24 are exactly its 173,016 weights on MiniLM,
+    # to ask whether the 24/24 widths' gain over 12/12 comes from the aside pathway's width alone.
+    "iaa-l-wide-aside": ("iaa-l", {"r": "6", "ar": "24"}),
 }
 
 
@@ -78,6 +81,9 @@ def study_entry(name: str) -> StudyEntry:
             "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
         )
     resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
+    if budget and resolved_budget(variant, options, budget) is None:
+        widths = [f"{key}={value}" for key, value in options.items() if key in VARIANTS[variant][1].budgets[budget]]
+        raise PetirError(f"{base} sets its own widths ({', '.join(widths)}), so @{budget} would not apply; drop it")
     return StudyEntry(variant, budget or None, options, learning_rate)
 
 
