@@ -31,6 +31,7 @@ def test_study_entries_are_registry_variants_at_a_budget():
     bert_base_count = study_entry("iaa-l-bert-base-count")  # its widths replace the preset: the model records none
     assert (bert_base_count.variant, bert_base_count.preset) == ("iaa-l", None)
     assert study_entry("iaa-l-wide-aside").options == {"r": "6", "ar": "24"}
+    assert study_entry("iaa-l-wide-inside").options == {"r": "17", "ar": "2"}
     assert study_entry("iaa-l-near-identity@6.7").preset == "6.7"  # its option is no width: the preset holds
     with pytest.raises(PetirError, match=r"sets its own widths \(r=24, ar=24\), so @6.7 would not"):
         study_entry("iaa-l-2x-count-lr1e-3@6.7")  # the preset would be silently ignored

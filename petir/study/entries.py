@@ -48,6 +48,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     # Within the 0.5 % preset's count: inside width 6 and aside width 24 are exactly its 173,016 weights on MiniLM,
     # to ask whether the 24/24 widths' gain over 12/12 comes from the aside pathway's width alone.
     "iaa-l-wide-aside": ("iaa-l", {"r": "6", "ar": "24"}),
+    # Its mirror at the same count (IAA-L's count depends on 2r + ar alone): most of it in the two inside adapters.
+    "iaa-l-wide-inside": ("iaa-l", {"r": "17", "ar": "2"}),
 }
 
 
