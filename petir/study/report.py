@@ -318,24 +318,32 @@ class Significance:
 CHOSEN_MARK = "◆"
 CHOSEN_LEGEND = (
     f"{CHOSEN_MARK} the learning rate the dev set chose for its method, of those tried (highest dev nDCG@10, mean "
-    "over seeds); † and ‡ compare with the chosen rates."
+    "over the seeds every rate ran); † and ‡ compare with the chosen rates."
 )
 
 
 def chosen_on_dev(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """For each method tried at several learning rates, the entry with the highest mean dev nDCG@10 (the study's
-    rule for picking a learning rate, the same for every method); a method tried at one rate is its own choice."""
-    dev: dict[str, list[float]] = {}
+    """For each method tried at several learning rates, the entry with the highest mean dev nDCG@10 over the seeds
+    all of its rates ran (the study's rule for picking a learning rate, the same for every method: the picked rate's
+    later seeds do not move the pick); a method tried at one rate is its own choice."""
+    dev: dict[str, dict[Any, float]] = {}
     for row in rows:
         if not row.get("fused"):
-            values = dev.setdefault(row["method"], [])
-            values += [row["dev_ndcg@10"]] if row.get("dev_ndcg@10") is not None else []
-    mean = {entry: statistics.fmean(values) if values else float("-inf") for entry, values in dev.items()}
-    chosen: dict[str, str] = {}
+            values = dev.setdefault(row["method"], {})
+            if row.get("dev_ndcg@10") is not None:
+                values[row.get("seed")] = row["dev_ndcg@10"]
+    families: dict[str, list[str]] = {}
     for entry in dev:
-        family = split_learning_rate(entry)[0]
-        if family not in chosen or mean[entry] > mean[chosen[family]]:
-            chosen[family] = entry
+        families.setdefault(split_learning_rate(entry)[0], []).append(entry)
+    chosen: dict[str, str] = {}
+    for family, entries in families.items():
+        shared = set.intersection(*(set(dev[entry]) for entry in entries)) or None  # None: no seed all ran
+
+        def mean_dev(entry: str) -> float:
+            values = [value for seed, value in dev[entry].items() if shared is None or seed in shared]
+            return statistics.fmean(values) if values else float("-inf")
+
+        chosen[family] = max(entries, key=mean_dev)  # the first of equals, in the rows' order
     return chosen
 
 

@@ -265,7 +265,13 @@ def test_the_dev_set_chooses_each_methods_learning_rate_and_marks_compare_with_t
         {"method": "full-lr1e-4", "seed": 2, "run": run_file("full-lr", 0), "dev_ndcg@10": 0.6, "ndcg@10": 0.9},
         {"method": "iaa-l", "seed": 1, "run": run_file("iaa-l", 1), "dev_ndcg@10": 0.6, "ndcg@10": 0.9},
     ]
-    assert chosen_on_dev(rows) == {"full": "full-lr1e-4", "iaa-l": "iaa-l"}  # mean dev 0.65 > 0.5
+    assert chosen_on_dev(rows) == {"full": "full-lr1e-4", "iaa-l": "iaa-l"}  # seed 1's dev 0.7 > 0.5
+    later = [  # the picked rate's later, worse seed does not hand the pick to a rate that ran seed 1 alone
+        {"method": "adapter-lr1e-3", "seed": 1, "dev_ndcg@10": 0.70},
+        {"method": "adapter-lr3e-3", "seed": 1, "dev_ndcg@10": 0.68},
+        {"method": "adapter-lr1e-3", "seed": 2, "dev_ndcg@10": 0.60},
+    ]
+    assert chosen_on_dev(later) == {"adapter": "adapter-lr1e-3"}  # over every seed it would be 0.65 < 0.68
     tests = significance(rows, qrels, tmp_path)
     assert tests.marks == {}  # iaa-l is one query from full-lr1e-4 (against full at 2e-5 it would be marked †)
     write_tables(rows, tmp_path / "t", tests)
