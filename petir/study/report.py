@@ -338,12 +338,12 @@ def chosen_on_dev(rows: list[dict[str, Any]]) -> dict[str, str]:
     chosen: dict[str, str] = {}
     for family, entries in families.items():
         shared = set.intersection(*(set(dev[entry]) for entry in entries)) or None  # None: no seed all ran
-
-        def mean_dev(entry: str) -> float:
-            values = [value for seed, value in dev[entry].items() if shared is None or seed in shared]
-            return statistics.fmean(values) if values else float("-inf")
-
-        chosen[family] = max(entries, key=mean_dev)  # the first of equals, in the rows' order
+        means = {
+            entry: statistics.fmean(values) if values else float("-inf")
+            for entry in entries
+            for values in [[value for seed, value in dev[entry].items() if shared is None or seed in shared]]
+        }
+        chosen[family] = max(entries, key=means.__getitem__)  # the first of equals, in the rows' order
     return chosen
 
 
