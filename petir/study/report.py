@@ -338,13 +338,15 @@ def chosen_on_dev(rows: list[dict[str, Any]]) -> dict[str, str]:
     chosen: dict[str, str] = {}
     for family, entries in families.items():
         shared = set.intersection(*(set(dev[entry]) for entry in entries)) or None  # None: no seed all ran
-        means = {
-            entry: statistics.fmean(values) if values else float("-inf")
-            for entry in entries
-            for values in [[value for seed, value in dev[entry].items() if shared is None or seed in shared]]
-        }
+        means = {entry: _mean_over(dev[entry], shared) for entry in entries}
         chosen[family] = max(entries, key=means.__getitem__)  # the first of equals, in the rows' order
     return chosen
+
+
+def _mean_over(by_seed: dict[Any, float], seeds: set[Any] | None) -> float:
+    """The mean of ``by_seed``'s values over ``seeds`` (None: all of them); -inf where there is none."""
+    values = [value for seed, value in by_seed.items() if seeds is None or seed in seeds]
+    return statistics.fmean(values) if values else float("-inf")
 
 
 def significance(rows: list[dict[str, Any]], qrels: Qrels, root: Path) -> Significance:
