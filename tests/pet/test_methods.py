@@ -434,3 +434,18 @@ def test_a_low_rank_embedding_update_folds_into_the_embedding_matrix():
     merge_additions(model)
     assert not any("low_rank" in name or "lora" in name for name, _ in model.named_parameters())
     torch.testing.assert_close(model(**inputs()).last_hidden_state, trained, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config", [BertConfig(), BertConfig(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)]
+)
+def test_iaa_ls_count_depends_on_two_inside_widths_plus_the_aside_width(config):
+    """Why the study's iaa-l-wide-aside (6/24) and iaa-l-wide-inside (17/2) hold the 0.5 % preset's own count: per
+    layer IAA-L has two inside adapters of width r and one aside of width ar, so pairs with equal 2r + ar match."""
+    counts = {
+        (r, ar): count_on_config(config, "iaa", make_config(*resolve("iaa-l", {"r": r, "ar": ar})))[0]
+        for r, ar in ((12, 12), (6, 24), (17, 2))
+    }
+    assert len(set(counts.values())) == 1, counts
+    if config.hidden_size == 384:
+        assert counts[(12, 12)] == 173_016
