@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from petir import cli
 from petir.errors import PetirError
-from petir.pet import VARIANTS, PetMethod, resolve, resolved_budget
+from petir.pet import VARIANTS, PetMethod, resolved_budget
 
 #: ``NAME-lrVALUE`` (``full-lr1e-4``): a study entry trained at a learning rate other than its method's default.
 LEARNING_RATE_SUFFIX = re.compile(r"(?P<name>.+)-lr(?P<lr>\d+(?:\.\d+)?(?:e-?\d+)?)")
@@ -82,8 +82,8 @@ def study_entry(name: str) -> StudyEntry:
             f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} "
             "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
         )
-    resolve(variant, options, budget or None)  # refuses a budget the variant has no preset for
-    if budget and resolved_budget(variant, options, budget) is None:
+    recorded = resolved_budget(variant, options, budget or None)  # refuses a budget the variant has no preset for
+    if budget and recorded is None:
         widths = [f"{key}={value}" for key, value in options.items() if key in VARIANTS[variant][1].budgets[budget]]
         raise PetirError(f"{base} sets its own widths ({', '.join(widths)}), so @{budget} would not apply; drop it")
     return StudyEntry(variant, budget or None, options, learning_rate)
