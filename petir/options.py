@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from petir.errors import PetirError, check_choice, check_type
@@ -27,6 +28,18 @@ def make_options(options_class: type, values: dict[str, Any], what: str = "", st
     hints = typing.get_type_hints(options_class)
     made = {name: _value(fields[name], hints[name], value, what, strings) for name, value in values.items()}
     return options_class(**made)
+
+
+def key_values(pairs: Sequence[str], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` texts (``--pet r=8``, a study entry's ``+r=8``) as strings by key, for :func:`make_options` with
+    ``strings``; a text without a key and ``=`` is one line naming ``what``."""
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PetirError(f"{what} expects KEY=VALUE, got {pair!r}")
+        values[key.strip()] = value.strip()
+    return values
 
 
 def _value(field: dataclasses.Field, hint: Any, value: Any, what: str, strings: bool) -> Any:

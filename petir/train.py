@@ -19,6 +19,7 @@ from petir.distributed import main_process_first
 from petir.errors import PetirError
 from petir.files import output_lock, remove_written
 from petir.ladder import describe_ladder, pick_learning_rate
+from petir.options import key_values
 from petir.pet import (
     BUDGETS,
     DEFAULT_BUDGET,
@@ -190,16 +191,6 @@ def _peek(argv: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def parse_pet_options(pairs: Sequence[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise PetirError(f"--pet expects KEY=VALUE, got {pair!r}")
-        options[key.strip()] = value.strip()
-    return options
-
-
 #: Flags that --triples makes meaningless (the triples bring passages and negatives; and a task's own data flags
 #: shape the dev pools of a BM25 search, which triples have none of).
 NOT_WITH_TRIPLES = (*("data", "qrels", "dev_qrels"), *("negatives_run", "negative_depth", "dev_depth"))
@@ -305,7 +296,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, An
     check, so a second writer (or a --resume of this live run) is refused at once."""
     check_run_directory(args.output, args.resume, args.overwrite)  # before minutes of data loading
     check_patience(cli.from_args(TrainConfig, args, output_dir=args.output))  # likewise
-    resolved = resolve_method(args.method, parse_pet_options(args.pet), args.budget)  # a bad --pet fails here
+    resolved = resolve_method(args.method, key_values(args.pet, "--pet"), args.budget)  # a bad --pet fails here
     method, pet_options, variant, budget = resolved.method, resolved.options, resolved.variant, resolved.budget
     threads = cli.use_threads(args.threads)
     task = get_task(args.task)

@@ -42,6 +42,29 @@ def test_study_entries_are_registry_variants_at_a_budget():
         study_entry("bitfit@6.7")
 
 
+def test_a_study_entry_carries_pet_options_as_petir_train_takes_them(tmp_path):
+    """``iaa-l+r=17+ar=2`` is the named ``iaa-l-wide-inside`` without a name: a width point of a sweep needs no
+    ablation entry. Its options are checked when the entry is read, before any run starts."""
+    assert study_entry("iaa-l+r=17+ar=2") == study_entry("iaa-l-wide-inside")
+    assert study_entry("iaa-l+r=17+ar=2-lr3e-3") == StudyEntry("iaa-l", None, {"r": "17", "ar": "2"}, 3e-3)
+    assert study_entry("lora-ffn+r=8").options == {"target_modules": "intermediate.dense", "r": "8"}  # over it
+    assert study_entry("iaa-l+init=near-identity@6.7").preset == "6.7"  # no width: the preset holds
+    with pytest.raises(PetirError, match=r"iaa-l\+ar=2 sets its own widths \(ar=2\), so @6.7 would not apply"):
+        study_entry("iaa-l+ar=2@6.7")
+    with pytest.raises(PetirError, match=r"iaa-l\+r's \+option expects KEY=VALUE, got 'r'"):
+        study_entry("iaa-l+r")
+    with pytest.raises(PetirError, match="has no option widths"):
+        study_entry("iaa-l+widths=3")
+    with pytest.raises(PetirError, match="r must be an integer"):
+        study_entry("iaa-l+r=wide")
+    from petir.reproduce import build_parser, settings_from_args
+    from petir.study.runner import train_command
+
+    settings = settings_from_args(build_parser().parse_args(["rerank", "--output", "out"]))
+    argv = [str(arg) for arg in train_command(settings, get_stage("rerank"), "iaa-l+r=17+ar=2", 1, tmp_path / "run")]
+    assert [argv[i + 1] for i, arg in enumerate(argv) if arg == "--pet"] == ["r=17", "ar=2"]
+
+
 def test_a_study_entry_at_another_learning_rate_trains_with_it(tmp_path):
     from petir.reproduce import build_parser, settings_from_args
     from petir.study.runner import train_command

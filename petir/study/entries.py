@@ -1,6 +1,6 @@
 """The study's entry language: what ``--methods`` names (a registry variant, ``NAME@6.7``, an ablation,
-``NAME-lr1e-4``), the baselines a results table lists beside the trained entries, and which seeds each entry runs
-with."""
+``NAME+KEY=VALUE``, ``NAME-lr1e-4``), the baselines a results table lists beside the trained entries, and which
+seeds each entry runs with."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from petir import cli
 from petir.errors import PetirError
-from petir.pet import VARIANTS, PetMethod, resolved_budget
+from petir.options import key_values
+from petir.pet import VARIANTS, PetMethod, resolve_method, resolved_budget
 
 #: ``NAME-lrVALUE`` (``full-lr1e-4``): a study entry trained at a learning rate other than its method's default.
 LEARNING_RATE_SUFFIX = re.compile(r"(?P<name>.+)-lr(?P<lr>\d+(?:\.\d+)?(?:e-?\d+)?)")
@@ -51,6 +52,9 @@ ABLATIONS: dict[str, tuple[str, dict[str, str]]] = {
     # Its mirror at the same count (IAA-L's count depends on 2r + ar alone): most of it in the two inside adapters.
     "iaa-l-wide-inside": ("iaa-l", {"r": "17", "ar": "2"}),
 }
+#: ``NAME+KEY=VALUE`` (``iaa-l+r=17+ar=2``): PET options over a variant's or an ablation's, as ``petir.train --pet``
+#: takes them, so a point of a sweep needs no named ablation. One value each: a comma would split ``--methods``.
+OPTION_SEPARATOR = "+"
 
 
 @dataclass(frozen=True)
@@ -72,20 +76,23 @@ class StudyEntry:
 
 def study_entry(name: str) -> StudyEntry:
     """A study entry: a registry variant (``iaa-l``, at the 0.5 % preset), ``VARIANT@BUDGET`` (``adapter@6.7``),
-    an ablation, each optionally at another learning rate (``full-lr1e-4``, ``adapter-lr3e-3@6.7``), checked
-    against the registry."""
+    an ablation, each optionally with PET options (``iaa-l+r=17+ar=2``) and at another learning rate (``full-lr1e-4``,
+    ``adapter-lr3e-3@6.7``), checked against the registry and the method's options."""
     name, learning_rate = split_learning_rate(name)
-    base, _, budget = name.partition("@")
+    named, _, budget = name.partition("@")
+    base, *pairs = named.split(OPTION_SEPARATOR)
     variant, options = ABLATIONS.get(base, (base, {}))
     if variant not in VARIANTS:
         raise PetirError(
             f"unknown method {base!r}; choose from {', '.join([*VARIANTS, *ABLATIONS])} "
-            "(NAME@6.7: 6.7 %; NAME-lr1e-4: another learning rate)"
+            "(NAME@6.7: 6.7 %; NAME+r=8: a PET option; NAME-lr1e-4: another learning rate)"
         )
-    recorded = resolved_budget(variant, options, budget or None)  # refuses a budget the variant has no preset for
+    options = {**options, **key_values(pairs, f"{named}'s +option")}
+    # Checks every option as petir.train will, and refuses a budget the variant has no preset for.
+    recorded = resolve_method(variant, options, budget or None).budget
     if budget and recorded is None:
         widths = [f"{key}={value}" for key, value in options.items() if key in VARIANTS[variant][1].budgets[budget]]
-        raise PetirError(f"{base} sets its own widths ({', '.join(widths)}), so @{budget} would not apply; drop it")
+        raise PetirError(f"{named} sets its own widths ({', '.join(widths)}), so @{budget} would not apply; drop it")
     return StudyEntry(variant, budget or None, options, learning_rate)
 
 
