@@ -38,6 +38,7 @@ def test_train_help_lists_every_method_with_its_options():
         (["--method", "connected"], "is now called 'linked'"),
         (["--method", "bitfit", "--budget", "6.7"], "bitfit has no 6.7 % budget preset; its presets: 0.5"),
         (["--method", "iaa-m", "--pet", "placement=layer"], "iaa-m fixes placement=model"),
+        (["--method", "iaa-l", "--pet", "r"], "--pet expects KEY=VALUE, got 'r'"),
     ],
 )
 def test_method_and_budget_mistakes_are_one_line_errors(tmp_path, argv, error):
