@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from petir import cli
+from petir.allocator import keep_freed_memory
 from petir.data import read_qrels
 from petir.datasets import resolve_beir
 from petir.files import output_lock
@@ -101,6 +102,7 @@ def _run_study(args: argparse.Namespace) -> None:
     variants = study_entries(args.methods)
     settings = settings_from_args(args)
     cli.use_threads(args.threads)
+    keep_freed_memory()  # and the settings reach every petir.train it starts
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     runs = sum(len(seeds_of(variant, args.seeds, args.seed_methods)) for variant in variants) * len(stages)
     study = Study(settings, STAGES, planned_runs=runs, overwrite=args.overwrite)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from petir import cli
+from petir.allocator import keep_freed_memory
 from petir.backbone import DEFAULT_BACKBONE, resolve_backbone
 from petir.dev_check import describe_noise
 from petir.distributed import main_process_first
@@ -299,6 +300,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, An
     resolved = resolve_method(args.method, key_values(args.pet, "--pet"), args.budget)  # a bad --pet fails here
     method, pet_options, variant, budget = resolved.method, resolved.options, resolved.variant, resolved.budget
     threads = cli.use_threads(args.threads)
+    keep_freed_memory()  # about a third faster CPU steps (petir.allocator)
     task = get_task(args.task)
     task_data = cli.from_args(task.data_options, args) if task.data_options is not None else None
     with main_process_first(args.device):  # under torchrun, rank 0 builds the shared BM25 cache first

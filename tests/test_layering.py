@@ -20,6 +20,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": (
         "petir",
         "petir.errors",
+        "petir.allocator",
         "petir.cli",
         "petir.options",
         "petir.files",
