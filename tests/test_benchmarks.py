@@ -317,3 +317,16 @@ def test_revert_parts_puts_each_part_back_and_measures_what_is_left(tiny_backbon
     assert torch.linalg.matrix_rank(revert_parts.low_rank(change, 2)) == 2
     assert torch.allclose(revert_parts.low_rank(change, 4), change, atol=1e-5)  # rank 4 of a 6 x 4 change: all
     assert "lowrank-0" in run_cli(revert_parts.main, flags(**files, parts="lowrank-0", output=tmp_path / "bad"))
+
+
+def test_the_allocator_benchmark_tables_medians_and_the_kernels_share():
+    spec = importlib.util.spec_from_file_location("allocator_benchmark", REPO / "benchmarks" / "allocator.py")
+    allocator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(allocator)
+
+    def run(step: float, kernel: float) -> dict[str, float]:
+        return {"step_s": step, "user_s": 90.0, "kernel_s": kernel, "peak_rss_mb": 1000.0}
+
+    text = allocator.table({"runs": {"glibc default": [run(4.0, 10.0), run(5.0, 30.0)], "petir": [run(3.0, 1.0)]}})
+    assert "| glibc default | 2 | 4.50 | 90 | 20 | 18% | 1000 |" in text  # medians; 20 / (90 + 20) in the kernel
+    assert "| petir | 1 | 3.00 | 90 | 1 | 1% | 1000 |" in text
