@@ -3,7 +3,7 @@
 glibc serves every block above its mmap threshold with a fresh ``mmap`` and unmaps it on free, and gives the top of
 its heap back to the kernel past a small trim threshold; a training step allocates and frees its activations (one to
 tens of MB each on MiniLM) every step, so the kernel page-faults and zeroes them again each time. Measured here on
-2 cores, a re-ranker's training process spent up to a sixth of its CPU time in the kernel, and its steps took 12 %
+2 cores, a re-ranker's training process spent up to a sixth of its CPU time in the kernel, and its steps took 9-12 %
 longer than with the settings below (``benchmarks/allocator.py``, docs/results/allocator.md). PyTorch's CPU tuning
 guide suggests another allocator (jemalloc, tcmalloc) through ``LD_PRELOAD`` for the same reason; these settings
 need nothing installed.
