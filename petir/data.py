@@ -66,11 +66,24 @@ def _open_text(path: Path) -> IO[str]:
     return open(path, encoding="utf-8-sig", newline="\n")
 
 
+def require_file(path: PathLike, what: str = "file", remedy: str = "") -> Path:
+    """``path`` if it is a regular file; else one line saying what it is instead (missing, a directory, a device
+    such as /dev/null), so the user is not told a path that exists is missing."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        problem = f"a directory, not a {what}"
+    elif path.exists():
+        problem = "not a regular file"
+    else:
+        problem = f"no such {what}"
+    raise DataError(f"{path}: {problem}" + (f"; {remedy}" if remedy else ""))
+
+
 def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """Yield ``(line number, line)`` without line ending, skipping blank lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = require_file(path)
     lineno = 0
     try:
         with _open_text(path) as f:
@@ -86,9 +99,7 @@ def read_json(path: PathLike, what: str, remedy: str, fields: Mapping[str, objec
     """The object in a JSON file petir wrote (a run's summary.json, an ONNX export's onnx_config.json, a model's
     config.json), with ``fields`` (name -> type, see :func:`~petir.errors.check_type`) present and of their types.
     Anything else is one line naming the file, saying it is not a valid ``what``, and ``remedy``: what to do."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; {remedy}")
+    path = require_file(path, remedy=remedy)
     try:
         record = json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

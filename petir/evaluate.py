@@ -32,8 +32,8 @@ from pathlib import Path
 import pytrec_eval
 
 from petir import cli
-from petir.data import PathLike, Qrels, Run, read_json, read_qrels, read_run, write_qrels
-from petir.errors import DataError, PetirError
+from petir.data import PathLike, Qrels, Run, read_json, read_qrels, read_run, require_file, write_qrels
+from petir.errors import PetirError
 from petir.files import check_new_file, check_not_input, output_lock, write_lines_atomic
 from petir.java import run_pyserini
 
@@ -77,7 +77,7 @@ def trec_eval(qrels_path: PathLike, run_path: PathLike, metrics: Sequence[str] =
     """
     if not metrics:
         raise PetirError("trec_eval: no metrics asked for")
-    _check_run(run_path)
+    require_file(run_path, "run file")
     # petir's reader first, as petir.rerank's: it names the file and line of a malformed line, and of a NaN score,
     # which trec_eval would rank somewhere without a word
     read_run(run_path)
@@ -110,7 +110,7 @@ def evaluate_files(
             f"unknown trec_eval measure {unknown[0]!r}; trec_eval's measures: {', '.join(MEASURES)} "
             "(parameters after a dot, e.g. ndcg_cut.10, recall.100,1000, P.5)"
         )
-    _check_run(run_path)
+    require_file(run_path, "run file")
     qrels, run = read_qrels(qrels_path), read_run(run_path)
     results = {}
     others = [m for m in metrics if m != "recip_rank"]
@@ -120,11 +120,6 @@ def evaluate_files(
         top = {qid: hits_in_order(hits)[:MRR_DEPTH] for qid, hits in run.items()}
         results |= _pytrec_eval(qrels, top, ["recip_rank"])
     return results
-
-
-def _check_run(run_path: PathLike) -> None:
-    if not Path(run_path).is_file():
-        raise DataError(f"{run_path}: no such run file")
 
 
 def _pytrec_eval(qrels: Qrels, run: Run, measures: Sequence[str]) -> dict[str, float]:

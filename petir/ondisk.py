@@ -33,6 +33,7 @@ from petir.data import (
     corpus_path,
     corpus_record,
     query_record,
+    require_file,
 )
 from petir.errors import DataError
 
@@ -107,9 +108,7 @@ class LineFile(Sequence[str]):
     def __init__(self, path: PathLike, what: str = "data", check: Callable[[str, str], object] | None = None):
         """``check(line, "file:line")`` runs over every line once, when the index is built (a file that fails it
         gets no index), so a malformed line is reported before training rather than when it is drawn."""
-        self.source = Path(path)
-        if not self.source.is_file():
-            raise DataError(f"{self.source}: no such file")
+        self.source = require_file(path)
         self.what = what
         self.check = check
         self.path = _plain(self.source)

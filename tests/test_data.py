@@ -14,6 +14,7 @@ from petir.data import (
     Document,
     check_qrels,
     read_corpus,
+    read_json,
     read_qrels,
     read_queries,
     read_run,
@@ -240,6 +241,12 @@ def test_corpus_errors_name_file_and_line(tmp_path):
     assert re.search(r"collection\.tsv:2: .*'pid<TAB>text'", error(read_corpus, tsv))
     assert re.search(r"empty\.jsonl: empty corpus file", error(read_corpus, write(tmp_path / "empty.jsonl", "\n\n")))
     assert re.search(r"missing\.jsonl: no such file", error(read_corpus, tmp_path / "missing.jsonl"))
+
+
+def test_a_path_that_exists_is_not_called_missing(tmp_path):
+    assert error(read_run, tmp_path) == f"{tmp_path}: a directory, not a file"
+    assert error(read_corpus, "/dev/null") == "/dev/null: not a regular file"
+    assert error(read_json, tmp_path, "run summary", "train again").endswith("a directory, not a file; train again")
 
 
 def test_truncated_gzip_is_a_data_error(tmp_path):
