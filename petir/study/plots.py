@@ -81,7 +81,9 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
         else:
             kind = "full fine-tuning, connected"
         axis.barh(y, 100 * share_of_gain(means[(method, first_stage)], span), color=colors[kind], alpha=0.8)
-        seeds = [r["ndcg@10"] for r in rows if (r["method"], r["first_stage"]) == (method, first_stage) and r["seed"]]
+        seeds = [
+            r["ndcg@10"] for r in rows if (r["method"], r.get("first_stage", "")) == (method, first_stage) and r["seed"]
+        ]
         if seeds:
             axis.plot([100 * share_of_gain(value, span) for value in seeds], [y] * len(seeds), "k.", markersize=6)
     axis.set_yticks(

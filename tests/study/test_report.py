@@ -417,3 +417,9 @@ def test_gain_share_plot_draws_each_gain_share_line_as_a_bar_with_its_seeds_as_d
 
     plot_gain_share(tmp_path, "rerank", [r for r in rows if not r["method"].startswith("full")], "cosine", "bm25")
     assert drawn["bars"] == {} and drawn["title"].endswith("no full fine-tuning gain to share")
+
+    # retrieval rows have no first stage at all: the same bars and dots
+    dense = [{k: v for k, v in r.items() if k != "first_stage"} for r in rows if r["first_stage"] == "bm25"]
+    plot_gain_share(tmp_path, "retrieval", [r for r in dense if r["method"] != "no re-ranking"], "cosine")
+    assert drawn["bars"] == pytest.approx({"cosine": 0, "full-lr1e-4 (0.7 %)": 100, "lora (0.7 %)": 40})
+    assert drawn["dots"]["lora (0.7 %)"] == pytest.approx([20, 60]) and drawn["title"] == "retrieval"
