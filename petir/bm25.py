@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from petir.data import PathLike, Qrels, Run, relevant
+from petir.data import PathLike, Qrels, Run, relevant, require_file
 from petir.errors import DataError, PetirError
 from petir.files import staged_directory
 from petir.java import run_pyserini
@@ -105,8 +105,7 @@ def bm25_search(
     index_dir, topics_tsv, output_run = Path(index_dir), Path(topics_tsv), Path(output_run)
     if not _is_lucene_index(index_dir):
         raise PetirError(f"{index_dir}: not a Lucene index; build one with petir.bm25.build_lucene_index")
-    if not topics_tsv.is_file():
-        raise DataError(f"{topics_tsv}: topics file not found")
+    require_file(topics_tsv, "topics file")
     qids = _topic_ids(topics_tsv)
     output_run.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_run.with_name(f".{output_run.name}.{os.getpid()}.tmp")

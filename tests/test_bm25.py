@@ -52,6 +52,12 @@ def test_index_and_search_refuse_bad_paths(tmp_path):
         bm25.build_lucene_index(tmp_path / "coll", tmp_path / "not-an-index", threads=1)
     with pytest.raises(PetirError, match="not a Lucene index"):
         bm25.bm25_search(tmp_path / "not-an-index", tmp_path / "topics.tsv", tmp_path / "run.txt", threads=1)
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "segments_1").touch()
+    with pytest.raises(DataError, match=r"topics\.tsv: no such topics file$"):
+        bm25.bm25_search(tmp_path / "index", tmp_path / "topics.tsv", tmp_path / "run.txt", threads=1)
+    with pytest.raises(DataError, match="coll: a directory, not a topics file$"):
+        bm25.bm25_search(tmp_path / "index", tmp_path / "coll", tmp_path / "run.txt", threads=1)
 
 
 def test_index_and_search_run_on_the_threads_a_cli_was_told(tmp_path, monkeypatch):
