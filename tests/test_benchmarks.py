@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_PASSAGES, flags, needs_pyserini_hook, run_cli
+from petir.data import split_dev
 from petir.pet import VARIANTS
 from petir.sampling import Group
 from petir.study import STAGES
@@ -21,13 +22,21 @@ QUERIES = ["the cat sat", "cancer risk increase", "protein gene cell", "a dog on
 PASSAGES = TINY_PASSAGES
 
 
-@pytest.fixture(scope="module")
-def efficiency():
-    """benchmarks/efficiency.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("efficiency", REPO / "benchmarks" / "efficiency.py")
+def load_benchmark(name: str, register: pytest.MonkeyPatch | None = None) -> types.ModuleType:
+    """benchmarks/NAME.py as a module (benchmarks/ is not a package); ``register``: put it in sys.modules first,
+    for a module whose dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    if register is not None:
+        register.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def efficiency():
+    """benchmarks/efficiency.py as a module."""
+    return load_benchmark("efficiency")
 
 
 @pytest.fixture(autouse=True)
@@ -171,11 +180,7 @@ def test_gpu_check_trains_a_task_the_study_has_no_stage_for(tmp_path):
 @pytest.fixture(scope="module")
 def peers(monkeypatch_module):
     """benchmarks/peers.py as a module, registered under its name (its dataclasses look their module up)."""
-    spec = importlib.util.spec_from_file_location("peers", REPO / "benchmarks" / "peers.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch_module.setitem(sys.modules, "peers", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("peers", register=monkeypatch_module)
 
 
 @pytest.fixture(scope="module")
@@ -272,9 +277,7 @@ def test_revert_parts_puts_each_part_back_and_measures_what_is_left(tiny_backbon
 
     from petir.data import Document, write_pyserini_collection, write_run, write_topics
 
-    spec = importlib.util.spec_from_file_location("revert_parts", REPO / "benchmarks" / "revert_parts.py")
-    revert_parts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(revert_parts)
+    revert_parts = load_benchmark("revert_parts")
     torch.manual_seed(0)
     model = CrossEncoder(str(tiny_backbone), "full", max_length=64)
     with torch.no_grad():
@@ -320,9 +323,7 @@ def test_revert_parts_puts_each_part_back_and_measures_what_is_left(tiny_backbon
 
 
 def test_the_allocator_benchmark_tables_medians_and_the_kernels_share():
-    spec = importlib.util.spec_from_file_location("allocator_benchmark", REPO / "benchmarks" / "allocator.py")
-    allocator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(allocator)
+    allocator = load_benchmark("allocator")
 
     def run(step: float, kernel: float) -> dict[str, float]:
         return {"step_s": step, "user_s": 90.0, "kernel_s": kernel, "peak_rss_mb": 1000.0}
@@ -330,3 +331,36 @@ def test_the_allocator_benchmark_tables_medians_and_the_kernels_share():
     text = allocator.table({"runs": {"glibc default": [run(4.0, 10.0), run(5.0, 30.0)], "petir": [run(3.0, 1.0)]}})
     assert "| glibc default | 2 | 4.50 | 90 | 20 | 18% | 1000 |" in text  # medians; 20 / (90 + 20) in the kernel
     assert "| petir | 1 | 3.00 | 90 | 1 | 1% | 1000 |" in text
+
+
+def test_seen_passages_splits_test_queries_by_the_training_passages_and_measures_each_groups_gain(tmp_path):
+    """benchmarks/seen_passages.py: a test query is "seen" when a relevant passage of it was relevant to a query
+    the model trained on (the dev queries petir.train held out do not count), and each group's gain is its own."""
+    import json
+
+    seen_passages = load_benchmark("seen_passages")
+    train = {f"t{i}": {f"p{i}": 1} for i in range(10)}
+    lines = "".join(f"t{i}\tp{i}\t1\n" for i in range(10))
+    (tmp_path / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
+    trained_on, _ = split_dev(train, 2, seed=0)  # petir.train's dev split: the held-out passages are not training's
+    assert seen_passages.training_passages(train, 2) == {f"p{qid[1:]}" for qid in trained_on} and len(trained_on) == 8
+    test = {"a": {"p0": 1, "x": 1}, "b": {"y": 1}, "c": {"z": 1}, "d": {"p1": 0}}  # d: judged, nothing relevant
+    groups = seen_passages.split_queries(test, {"p0", "p1"})
+    assert groups == {"all": ["a", "b", "c", "d"], "seen": ["a"], "unseen": ["b", "c", "d"]}
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {r}\n" for q, j in test.items() for d, r in j.items()))
+    base = {"a": ["n", "p0"], "b": ["n", "y"], "c": ["z"]}
+    tuned = {"a": ["p0", "x"], "b": ["n", "y"], "c": ["n", "z"]}  # gains on a, loses on c
+    for name, run in (("base", base), ("tuned", tuned)):
+        (tmp_path / f"{name}.trec").write_text(
+            "".join(f"{q} Q0 {d} {r + 1} {9 - r} {name}\n" for q, docs in run.items() for r, d in enumerate(docs))
+        )
+    runs = [f"{name}={tmp_path / name}.trec" for name in ("base", "tuned")]
+    common = flags(qrels=tmp_path / "qrels.txt", train_qrels=tmp_path / "train.tsv", dev_queries=0)
+    seen_passages.main([*runs, *common, *flags(reference="base", output=tmp_path / "s")])
+    rows = json.loads((tmp_path / "s.json").read_text())["runs"]
+    assert rows["base"]["seen"]["gain"] == 0 and rows["tuned"]["seen"]["gain"] > 0
+    assert rows["tuned"]["unseen"]["gain"] < 0 and rows["tuned"]["unseen"]["queries"] == 3
+    assert (tmp_path / "s.md").read_text().count("\n| ") == 3 and (tmp_path / "s.png").stat().st_size > 0
+    bad = flags(reference="base", output=tmp_path / "e")
+    assert "NAME=PATH" in run_cli(seen_passages.main, [str(tmp_path / "base.trec"), *common, *bad])
+    assert "--reference" in run_cli(seen_passages.main, [*runs, *common, *flags(reference="x", output=tmp_path / "e")])

@@ -1,0 +1,160 @@
+"""How much of a fine-tuned retriever's test gain is its training passages found again?
+
+In a BEIR set whose train and test queries cite the same passages (SciFact: 187 of its 300 test claims cite an
+abstract a training claim cites), a model can gain on test by learning where its training passages sit, which a
+corpus whose test queries ask for other passages would not reward. This splits the test queries in two, those with
+a relevant passage that was a relevant passage of a training query ("seen") and the rest ("unseen"), and gives each
+run's nDCG@10 on both, its gain over a reference run (the untrained model) and the paired t-test of that gain. The
+training queries are the train qrels less the dev queries petir.train held out (the same seeded split, so
+``--dev-queries`` is the value the runs were trained with; left out, petir's default share).
+
+    python benchmarks/seen_passages.py --train-qrels ../shared/data/scifact/qrels/train.tsv --dev-queries 50 \\
+        --qrels runs/study/test-qrels.txt --reference zero-shot \\
+        zero-shot=runs/study/retrieval/zero-shot/test.run.trec full=runs/study/retrieval/full/seed1/test.run.trec \\
+        iaa-l=runs/study/retrieval/iaa-l/seed1/test.run.trec --output docs/results/seen-passages
+
+Writes OUTPUT.json (each run: nDCG@10 on all, seen and unseen queries, gains and p-values), OUTPUT.md and OUTPUT.png
+(each run's nDCG@10 on the two groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from petir import cli
+from petir.data import read_qrels, read_run, relevant, split_dev
+from petir.errors import PetirError
+from petir.evaluate import evaluate_queries
+from petir.files import check_new_file, write_json_atomic, write_lines_atomic
+from petir.training_data import dev_size
+
+GROUPS = ("all", "seen", "unseen")
+
+
+def training_passages(train_qrels: dict, dev_queries: int | None) -> set[str]:
+    """The passages judged relevant to the queries petir.train trained on (its dev split held out)."""
+    size = dev_size(dev_queries, len(train_qrels))
+    if size:
+        train_qrels, _ = split_dev(train_qrels, size, seed=0)
+    return {docid for qid in train_qrels for docid in relevant(train_qrels, qid)}
+
+
+def split_queries(qrels: dict, seen: set[str]) -> dict[str, list[str]]:
+    """The test queries (every one of ``qrels``, as petir.evaluate averages them), all of them and split by whether
+    a relevant passage of theirs was a training one."""
+    hit = {qid for qid in qrels if relevant(qrels, qid) & seen}
+    return {
+        "all": sorted(qrels),
+        "seen": sorted(hit),
+        "unseen": sorted(qid for qid in qrels if qid not in hit),
+    }
+
+
+def parse_run(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise PetirError(f"run {spec!r}: give NAME=PATH (a name for the table, then a TREC run file)")
+    return name, Path(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python benchmarks/seen_passages.py", description=__doc__)
+    parser.add_argument("runs", nargs="+", metavar="NAME=RUN", help="test runs (TREC), each with a name")
+    parser.add_argument("--qrels", type=Path, required=True, help="test qrels (TREC)")
+    parser.add_argument("--train-qrels", type=Path, required=True, help="the training qrels the models trained on")
+    parser.add_argument(
+        "--dev-queries",
+        type=cli.Bounded(int, minimum=0),
+        default=None,
+        help="the --dev-queries the models were trained with (default: petir.train's, 15 %% within 50-200)",
+    )
+    parser.add_argument("--reference", required=True, help="the NAME of the run gains are measured from")
+    parser.add_argument("--output", type=Path, required=True, help="stem of OUTPUT.json, OUTPUT.md, OUTPUT.png")
+    cli.add_overwrite_flag(parser, "the outputs of an earlier run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    runs = dict(parse_run(spec) for spec in args.runs)
+    if args.reference not in runs:
+        raise PetirError(f"--reference {args.reference!r} is not one of the runs' names ({', '.join(runs)})")
+    for suffix in (".json", ".md", ".png"):
+        check_new_file(args.output.with_suffix(suffix), args.overwrite)
+    qrels = read_qrels(args.qrels)
+    groups = split_queries(qrels, training_passages(read_qrels(args.train_qrels), args.dev_queries))
+    scores = {}
+    for name, path in runs.items():
+        per_query = evaluate_queries(qrels, read_run(path))
+        scores[name] = {qid: per_query[qid]["ndcg@10"] for qid in groups["all"]}
+    write_report(args.output, measure(scores, groups, args.reference), groups, args.reference)
+
+
+def measure(scores: dict[str, dict[str, float]], groups: dict[str, list[str]], reference: str) -> dict[str, dict]:
+    """Each run's nDCG@10 on each group, its gain over ``reference`` and the gain's paired t-test."""
+    from scipy.stats import ttest_rel
+
+    rows = {}
+    for name, per_query in scores.items():
+        row = rows[name] = {}
+        for group, qids in groups.items():
+            values = [per_query[q] for q in qids]
+            base = [scores[reference][q] for q in qids]
+            differs = name != reference and len(qids) > 1 and values != base
+            row[group] = {
+                "queries": len(qids),
+                "ndcg@10": statistics.fmean(values) if qids else None,
+                "gain": statistics.fmean(values) - statistics.fmean(base) if qids else None,
+                "p_vs_reference": float(ttest_rel(values, base).pvalue) if differs else None,
+            }
+    return rows
+
+
+def write_report(output: Path, rows: dict[str, dict], groups: dict[str, list[str]], reference: str) -> None:
+    """The JSON, Markdown and bar chart of :func:`measure`'s rows."""
+    write_json_atomic(output.with_suffix(".json"), {"reference": reference, "runs": rows})
+    sizes = {group: len(qids) for group, qids in groups.items()}
+    lines = [
+        f"Test queries: {sizes['all']}; seen (a relevant passage was a training query's): {sizes['seen']}; "
+        f"unseen: {sizes['unseen']}. Gains over `{reference}`, p: paired t-test over the group's queries.",
+        "",
+        "| run | nDCG@10 | seen | gain on seen | p | unseen | gain on unseen | p |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def cell(value: float | None, form: str) -> str:
+        return "–" if value is None else format(value, form)
+
+    for name, row in rows.items():
+        cells = [cell(row["all"]["ndcg@10"], ".4f")]
+        for group in ("seen", "unseen"):
+            v = row[group]
+            cells += [cell(v["ndcg@10"], ".4f"), cell(v["gain"], "+.4f"), cell(v["p_vs_reference"], ".2g")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    write_lines_atomic(output.with_suffix(".md"), [line + "\n" for line in lines])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
+    for offset, group, colour in ((-0.2, "seen", "tab:orange"), (0.2, "unseen", "tab:blue")):
+        values = [rows[name][group]["ndcg@10"] or 0.0 for name in names]
+        label = f"{group} ({sizes[group]})"
+        axis.bar([i + offset for i in range(len(names))], values, width=0.4, color=colour, label=label)
+    for group, style in (("seen", ":"), ("unseen", "--")):
+        if rows[reference][group]["ndcg@10"] is not None:
+            axis.axhline(rows[reference][group]["ndcg@10"], color="grey", linestyle=style, linewidth=0.8)
+    axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axis.set(ylabel="test nDCG@10", title="test queries whose relevant passage was seen in training, or not")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(output.with_suffix(".png"), dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    cli.run(main)
