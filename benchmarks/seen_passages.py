@@ -14,7 +14,7 @@ training queries are the train qrels less the dev queries petir.train held out (
         iaa-l=runs/study/retrieval/iaa-l/seed1/test.run.trec --output docs/results/seen-passages
 
 Writes OUTPUT.json (each run: nDCG@10 on all, seen and unseen queries, gains and p-values), OUTPUT.md and OUTPUT.png
-(each run's nDCG@10 on the two groups).
+(each run's gain on the two groups).
 """
 
 from __future__ import annotations
@@ -142,15 +142,16 @@ def write_report(output: Path, rows: dict[str, dict], groups: dict[str, list[str
     names = list(rows)
     figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
     for offset, group, colour in ((-0.2, "seen", "tab:orange"), (0.2, "unseen", "tab:blue")):
-        values = [rows[name][group]["ndcg@10"] or 0.0 for name in names]
+        values = [rows[name][group]["gain"] or 0.0 for name in names]
         label = f"{group} ({sizes[group]})"
         axis.bar([i + offset for i in range(len(names))], values, width=0.4, color=colour, label=label)
-    for group, style in (("seen", ":"), ("unseen", "--")):
-        if rows[reference][group]["ndcg@10"] is not None:
-            axis.axhline(rows[reference][group]["ndcg@10"], color="grey", linestyle=style, linewidth=0.8)
+    axis.axhline(0, color="black", linewidth=0.8)
     axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    axis.set(ylabel="test nDCG@10", title="test queries whose relevant passage was seen in training, or not")
-    axis.legend(loc="lower right")
+    axis.set(
+        ylabel=f"test nDCG@10 gain over {reference}",
+        title="on test queries whose relevant passage a training query had (seen), and on the others",
+    )
+    axis.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(output.with_suffix(".png"), dpi=120)
     plt.close(figure)
