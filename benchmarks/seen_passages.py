@@ -36,6 +36,11 @@ GROUPS = ("all", "seen", "unseen")
 def training_passages(train_qrels: dict, dev_queries: int | None) -> set[str]:
     """The passages judged relevant to the queries petir.train trained on (its dev split held out)."""
     size = dev_size(dev_queries, len(train_qrels))
+    if size >= len(train_qrels):
+        raise PetirError(
+            f"--dev-queries {size} leaves no training query (the train qrels have {len(train_qrels)}); give the "
+            "value the runs were trained with"
+        )
     if size:
         train_qrels, _ = split_dev(train_qrels, size, seed=0)
     return {docid for qid in train_qrels for docid in relevant(train_qrels, qid)}

@@ -361,6 +361,10 @@ def test_seen_passages_splits_test_queries_by_the_training_passages_and_measures
     assert rows["base"]["seen"]["gain"] == 0 and rows["tuned"]["seen"]["gain"] > 0
     assert rows["tuned"]["unseen"]["gain"] < 0 and rows["tuned"]["unseen"]["queries"] == 3
     assert (tmp_path / "s.md").read_text().count("\n| ") == 3 and (tmp_path / "s.png").stat().st_size > 0
+    too_many = flags(qrels=tmp_path / "qrels.txt", train_qrels=tmp_path / "train.tsv", dev_queries=10)
+    assert "--dev-queries 10" in run_cli(
+        seen_passages.main, [*runs, *too_many, *flags(reference="base", output=tmp_path / "e")]
+    )
     bad = flags(reference="base", output=tmp_path / "e")
     assert "NAME=PATH" in run_cli(seen_passages.main, [str(tmp_path / "base.trec"), *common, *bad])
     assert "--reference" in run_cli(seen_passages.main, [*runs, *common, *flags(reference="x", output=tmp_path / "e")])
