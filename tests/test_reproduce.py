@@ -60,7 +60,8 @@ def test_a_study_entry_carries_pet_options_as_petir_train_takes_them(tmp_path):
     from petir.reproduce import build_parser, settings_from_args
     from petir.study.runner import train_command
 
-    settings = settings_from_args(build_parser().parse_args(["rerank", "--output", "out"]))
+    data = tiny_beir(tmp_path / "beir")  # the default --data (scifact) would need ../shared/data or a download
+    settings = settings_from_args(build_parser().parse_args(["rerank", "--data", str(data), "--output", "out"]))
     argv = [str(arg) for arg in train_command(settings, get_stage("rerank"), "iaa-l+r=17+ar=2", 1, tmp_path / "run")]
     assert [argv[i + 1] for i, arg in enumerate(argv) if arg == "--pet"] == ["r=17", "ar=2"]
 
