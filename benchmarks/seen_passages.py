@@ -30,8 +30,6 @@ from petir.evaluate import evaluate_queries
 from petir.files import check_new_file, write_json_atomic, write_lines_atomic
 from petir.training_data import dev_size
 
-GROUPS = ("all", "seen", "unseen")
-
 
 def training_passages(train_qrels: dict, dev_queries: int | None) -> set[str]:
     """The passages judged relevant to the queries petir.train trained on (its dev split held out)."""
@@ -107,11 +105,12 @@ def measure(scores: dict[str, dict[str, float]], groups: dict[str, list[str]], r
         for group, qids in groups.items():
             values = [per_query[q] for q in qids]
             base = [scores[reference][q] for q in qids]
+            mean = statistics.fmean(values) if qids else None
             differs = name != reference and len(qids) > 1 and values != base
             row[group] = {
                 "queries": len(qids),
-                "ndcg@10": statistics.fmean(values) if qids else None,
-                "gain": statistics.fmean(values) - statistics.fmean(base) if qids else None,
+                "ndcg@10": mean,
+                "gain": mean - statistics.fmean(base) if qids else None,
                 "p_vs_reference": float(ttest_rel(values, base).pvalue) if differs else None,
             }
     return rows

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_PASSAGES, flags, needs_pyserini_hook, run_cli
-from petir.data import split_dev
+from petir.data import split_dev, write_qrels, write_run
 from petir.pet import VARIANTS
 from petir.sampling import Group
 from petir.study import STAGES
@@ -275,7 +275,7 @@ def test_revert_parts_puts_each_part_back_and_measures_what_is_left(tiny_backbon
     each part is restored before the next is reverted (the unchanged model scores the same after another part)."""
     import json
 
-    from petir.data import Document, write_pyserini_collection, write_run, write_topics
+    from petir.data import Document, write_pyserini_collection, write_topics
 
     revert_parts = load_benchmark("revert_parts")
     torch.manual_seed(0)
@@ -340,19 +340,18 @@ def test_seen_passages_splits_test_queries_by_the_training_passages_and_measures
 
     seen_passages = load_benchmark("seen_passages")
     train = {f"t{i}": {f"p{i}": 1} for i in range(10)}
-    lines = "".join(f"t{i}\tp{i}\t1\n" for i in range(10))
-    (tmp_path / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
+    write_qrels(train, tmp_path / "train.tsv")
     trained_on, _ = split_dev(train, 2, seed=0)  # petir.train's dev split: the held-out passages are not training's
     assert seen_passages.training_passages(train, 2) == {f"p{qid[1:]}" for qid in trained_on} and len(trained_on) == 8
     test = {"a": {"p0": 1, "x": 1}, "b": {"y": 1}, "c": {"z": 1}, "d": {"p1": 0}}  # d: judged, nothing relevant
     groups = seen_passages.split_queries(test, {"p0", "p1"})
     assert groups == {"all": ["a", "b", "c", "d"], "seen": ["a"], "unseen": ["b", "c", "d"]}
-    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {r}\n" for q, j in test.items() for d, r in j.items()))
+    write_qrels(test, tmp_path / "qrels.txt")
     base = {"a": ["n", "p0"], "b": ["n", "y"], "c": ["z"]}
     tuned = {"a": ["p0", "x"], "b": ["n", "y"], "c": ["n", "z"]}  # gains on a, loses on c
     for name, run in (("base", base), ("tuned", tuned)):
-        (tmp_path / f"{name}.trec").write_text(
-            "".join(f"{q} Q0 {d} {r + 1} {9 - r} {name}\n" for q, docs in run.items() for r, d in enumerate(docs))
+        write_run(
+            {q: [(d, 9.0 - r) for r, d in enumerate(docs)] for q, docs in run.items()}, tmp_path / f"{name}.trec", name
         )
     runs = [f"{name}={tmp_path / name}.trec" for name in ("base", "tuned")]
     common = flags(qrels=tmp_path / "qrels.txt", train_qrels=tmp_path / "train.tsv", dev_queries=0)
