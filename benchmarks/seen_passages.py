@@ -1,12 +1,13 @@
-"""How much of a fine-tuned retriever's test gain is its training passages found again?
+"""How much of a fine-tuned retriever's or re-ranker's test gain is its training passages found again?
 
 In a BEIR set whose train and test queries cite the same passages (SciFact: 187 of its 300 test claims cite an
 abstract a training claim cites), a model can gain on test by learning where its training passages sit, which a
 corpus whose test queries ask for other passages would not reward. This splits the test queries in two, those with
 a relevant passage that was a relevant passage of a training query ("seen") and the rest ("unseen"), and gives each
-run's nDCG@10 on both, its gain over a reference run (the untrained model) and the paired t-test of that gain. The
-training queries are the train qrels less the dev queries petir.train held out (the same seeded split, so
-``--dev-queries`` is the value the runs were trained with; left out, petir's default share).
+run's nDCG@10 on both, its gain over a reference run (the untrained model) and the paired t-test of that gain. A run
+is any TREC run: a retriever's, or a re-ranker's (then the reference is the untrained re-ranking of the same
+candidates). The training queries are the train qrels less the dev queries petir.train held out (the same seeded
+split, so ``--dev-queries`` is the value the runs were trained with; left out, petir's default share).
 
     python benchmarks/seen_passages.py --train-qrels ../shared/data/scifact/qrels/train.tsv --dev-queries 50 \\
         --qrels runs/study/test-qrels.txt --reference zero-shot \\
