@@ -154,7 +154,7 @@ def write_report(output: Path, rows: dict[str, dict], groups: dict[str, list[str
     axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axis.set(
         ylabel=f"test nDCG@10 gain over {reference}",
-        title="on test queries whose relevant passage a training query had (seen), and on the others",
+        title="on test queries whose relevant passage a training query had (seen),\nand on the others",
     )
     axis.legend(loc="upper left")
     figure.tight_layout()
