@@ -18,6 +18,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import random
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+import petir
 from petir.checkpoint import read_trainer_state, restore_states, rng_state, write_checkpoint
 from petir.cli import StopRequest, progress, resolve_device, say
 from petir.dev_check import DevCheck, describe_noise, dev_noise
@@ -60,6 +62,22 @@ from petir.run_directory import (
 )
 from petir.sampling import GroupSampler
 from petir.train_config import TENSORBOARD_MISSING, TrainConfig, check_patience
+
+#: The libraries whose versions a run's numbers depend on (kernels, tokenization, module init), recorded in
+#: summary.json: the same seed on other versions, or on a CPU whose kernels differ, can take another path.
+RECORDED_LIBRARIES = ("torch", "transformers", "tokenizers", "peft")
+
+
+def environment() -> dict[str, str | None]:
+    """What a run ran with: petir's and :data:`RECORDED_LIBRARIES`' versions (``None``: not installed) and the
+    vector instructions torch's CPU kernels use (``AVX2``, ``AVX512``; they choose the kernels, so the rounding)."""
+    versions: dict[str, str | None] = {"petir": petir.__version__}
+    for name in RECORDED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {**versions, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 class DivergedError(PetirError):
@@ -359,6 +377,7 @@ class Trainer:
             "peak_memory_mb": round(peak_memory_mb(self.device), 1),
             "device": str(self.device),
             "world_size": self.world_size,
+            "environment": environment(),
             "parameters": self.model.parameter_report(),
             "final_dev": final_dev or (dev_records[-1]["dev"] if dev_records else None),
             # --keep-best: the dev check whose state was saved, with its noise (None: the last step's state was)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import petir
 from conftest import PET_IDS, PET_VARIANTS, TASK_IDS, TASK_MODELS, perturb
 from petir import tasks
 from petir.checkpoint import read_trainer_state
@@ -93,7 +95,11 @@ def test_run_writes_model_log_and_summary(tiny_backbone, tmp_path):
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records if "dev" in r] == [0, 3, 6]
     assert summary["steps"] == 6 and summary["final_dev"] == {"ndcg@10": 0.5}
-    assert json.loads((tmp_path / SUMMARY_FILE).read_text())["parameters"]["trainable"] > 0
+    written = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    assert written["parameters"]["trainable"] > 0
+    # what the numbers depend on beyond the seed: the versions that ran, and the CPU kernels' instruction set
+    assert written["environment"]["torch"] == importlib.metadata.version("torch")
+    assert written["environment"]["petir"] == petir.__version__ and written["environment"]["torch_cpu_capability"]
     card = (tmp_path / MODEL_DIR / "README.md").read_text()  # the model card says what the directory holds
     for text in ("# petir retrieval model: iaa-l", "Ma et al., CIKM 2022", "6 optimizer steps", "ndcg@10 0.5"):
         assert text in card, text
