@@ -14,8 +14,11 @@ split, so ``--dev-queries`` is the value the runs were trained with; left out, p
         zero-shot=runs/study/retrieval/zero-shot/test.run.trec full=runs/study/retrieval/full/seed1/test.run.trec \\
         iaa-l=runs/study/retrieval/iaa-l/seed1/test.run.trec --output docs/results/seen-passages
 
-Writes OUTPUT.json (each run: nDCG@10 on all, seen and unseen queries, gains and p-values), OUTPUT.md and OUTPUT.png
-(each run's gain on the two groups).
+A NAME given more than once names the seeds of one row: the row is their mean (± their standard deviation), and its
+gain is tested query by query on the seeds' mean score.
+
+Writes OUTPUT.json (each row: nDCG@10 on all, seen and unseen queries, each seed's, gains and p-values), OUTPUT.md
+and OUTPUT.png (each row's mean gain on the two groups, each seed a dot).
 """
 
 from __future__ import annotations
@@ -82,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    runs = dict(parse_run(spec) for spec in args.runs)
+    runs: dict[str, list[Path]] = {}
+    for name, path in map(parse_run, args.runs):
+        runs.setdefault(name, []).append(path)
     if args.reference not in runs:
         raise PetirError(f"--reference {args.reference!r} is not one of the runs' names ({', '.join(runs)})")
     for suffix in (".json", ".md", ".png"):
@@ -90,28 +95,33 @@ def main(argv: list[str] | None = None) -> None:
     qrels = read_qrels(args.qrels)
     groups = split_queries(qrels, training_passages(read_qrels(args.train_qrels), args.dev_queries))
     scores = {}
-    for name, path in runs.items():
-        per_query = evaluate_queries(qrels, read_run(path))
-        scores[name] = {qid: per_query[qid]["ndcg@10"] for qid in groups["all"]}
+    for name, paths in runs.items():
+        seeds = [evaluate_queries(qrels, read_run(path)) for path in paths]
+        scores[name] = [{qid: per_query[qid]["ndcg@10"] for qid in groups["all"]} for per_query in seeds]
     write_report(args.output, measure(scores, groups, args.reference), groups, args.reference)
 
 
-def measure(scores: dict[str, dict[str, float]], groups: dict[str, list[str]], reference: str) -> dict[str, dict]:
-    """Each run's nDCG@10 on each group, its gain over ``reference`` and the gain's paired t-test."""
+def measure(scores: dict[str, list[dict[str, float]]], groups: dict[str, list[str]], reference: str) -> dict[str, dict]:
+    """Each row's nDCG@10 on each group (the mean of its seeds, each seed's, their standard deviation), its gain over
+    ``reference`` and the gain's paired t-test over the group's queries, on each query's mean over the seeds."""
     from scipy.stats import ttest_rel
 
+    def per_query_mean(seeds: list[dict[str, float]], qids: list[str]) -> list[float]:
+        return [statistics.fmean(seed[q] for seed in seeds) for q in qids]
+
     rows = {}
-    for name, per_query in scores.items():
+    for name, seeds in scores.items():
         row = rows[name] = {}
         for group, qids in groups.items():
-            values = [per_query[q] for q in qids]
-            base = [scores[reference][q] for q in qids]
-            mean = statistics.fmean(values) if qids else None
+            values, base = per_query_mean(seeds, qids), per_query_mean(scores[reference], qids)
+            each = [statistics.fmean(seed[q] for q in qids) for seed in seeds] if qids else []
             differs = name != reference and len(qids) > 1 and values != base
             row[group] = {
                 "queries": len(qids),
-                "ndcg@10": mean,
-                "gain": mean - statistics.fmean(base) if qids else None,
+                "ndcg@10": statistics.fmean(values) if qids else None,
+                "seeds": each,
+                "sd": statistics.stdev(each) if len(each) > 1 else None,
+                "gain": statistics.fmean(values) - statistics.fmean(base) if qids else None,
                 "p_vs_reference": float(ttest_rel(values, base).pvalue) if differs else None,
             }
     return rows
@@ -123,20 +133,24 @@ def write_report(output: Path, rows: dict[str, dict], groups: dict[str, list[str
     sizes = {group: len(qids) for group, qids in groups.items()}
     lines = [
         f"Test queries: {sizes['all']}; seen (a relevant passage was a training query's): {sizes['seen']}; "
-        f"unseen: {sizes['unseen']}. Gains over `{reference}`, p: paired t-test over the group's queries.",
+        f"unseen: {sizes['unseen']}. Gains over `{reference}`, p: paired t-test over the group's queries (on each "
+        "query's mean over the seeds). nDCG@10: the seeds' mean ± standard deviation.",
         "",
-        "| run | nDCG@10 | seen | gain on seen | p | unseen | gain on unseen | p |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | seeds | nDCG@10 | seen | gain on seen | p | unseen | gain on unseen | p |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def cell(value: float | None, form: str) -> str:
         return "–" if value is None else format(value, form)
 
+    def score(v: dict) -> str:
+        return cell(v["ndcg@10"], ".4f") + ("" if v["sd"] is None else f" ± {v['sd']:.4f}")
+
     for name, row in rows.items():
-        cells = [cell(row["all"]["ndcg@10"], ".4f")]
+        cells = [str(len(row["all"]["seeds"])), score(row["all"])]
         for group in ("seen", "unseen"):
             v = row[group]
-            cells += [cell(v["ndcg@10"], ".4f"), cell(v["gain"], "+.4f"), cell(v["p_vs_reference"], ".2g")]
+            cells += [score(v), cell(v["gain"], "+.4f"), cell(v["p_vs_reference"], ".2g")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     write_lines_atomic(output.with_suffix(".md"), [line + "\n" for line in lines])
     import matplotlib
@@ -150,6 +164,11 @@ def write_report(output: Path, rows: dict[str, dict], groups: dict[str, list[str
         values = [rows[name][group]["gain"] or 0.0 for name in names]
         label = f"{group} ({sizes[group]})"
         axis.bar([i + offset for i in range(len(names))], values, width=0.4, color=colour, label=label)
+        base = rows[reference][group]["ndcg@10"] or 0.0
+        for i, name in enumerate(names):
+            if len(seeds := rows[name][group]["seeds"]) > 1:  # each seed's gain over the reference's mean
+                dots = "each seed" if not axis.get_legend_handles_labels()[1].count("each seed") else None
+                axis.plot([i + offset] * len(seeds), [v - base for v in seeds], "k.", markersize=4, label=dots)
     axis.axhline(0, color="black", linewidth=0.8)
     axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axis.set(

@@ -360,6 +360,13 @@ def test_seen_passages_splits_test_queries_by_the_training_passages_and_measures
     assert rows["base"]["seen"]["gain"] == 0 and rows["tuned"]["seen"]["gain"] > 0
     assert rows["tuned"]["unseen"]["gain"] < 0 and rows["tuned"]["unseen"]["queries"] == 3
     assert (tmp_path / "s.md").read_text().count("\n| ") == 3 and (tmp_path / "s.png").stat().st_size > 0
+    # a name given twice is one row of two seeds: their mean, each seed's score, and the test on the per-query mean
+    seeds = [*runs, f"tuned={tmp_path / 'base'}.trec"]
+    seen_passages.main([*seeds, *common, *flags(reference="base", output=tmp_path / "m")])
+    two = json.loads((tmp_path / "m.json").read_text())["runs"]["tuned"]["seen"]
+    assert two["seeds"] == [rows["tuned"]["seen"]["ndcg@10"], rows["base"]["seen"]["ndcg@10"]]
+    assert two["gain"] == pytest.approx(rows["tuned"]["seen"]["gain"] / 2) and two["sd"] > 0
+    assert "| tuned | 2 | " in (tmp_path / "m.md").read_text()
     too_many = flags(qrels=tmp_path / "qrels.txt", train_qrels=tmp_path / "train.tsv", dev_queries=10)
     assert "--dev-queries 10" in run_cli(
         seen_passages.main, [*runs, *too_many, *flags(reference="base", output=tmp_path / "e")]
