@@ -1,4 +1,5 @@
-"""A run directory: its layout, what may start a run in it, and the readers of the files the trainer writes there.
+"""A run directory: its layout, what may start a run in it, the readers of the files the trainer writes there, and
+the environment its summary.json records.
 
 ``OUTPUT/`` holds ``model/`` (the trained model), ``checkpoint/`` (the state ``--resume`` continues), ``metrics.jsonl``
 (loss, learning rate and dev checks), ``summary.json`` (written when the run finishes), ``tensorboard/`` and, while
@@ -8,11 +9,13 @@ the learning-rate ladder runs, ``ladder/`` and ``ladder.json``. The trainer (:mo
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from petir import __version__
 from petir.data import read_json, require_fields
 from petir.errors import PetirError
 from petir.files import check_output, foreign_entries, listing, recover_directory, unrecorded
@@ -121,3 +124,22 @@ def read_summary(path: Path) -> dict[str, Any]:
             f"{remedy} with a lower --lr and --overwrite"
         )
     return summary
+
+
+#: The libraries whose versions a run's numbers depend on (kernels, tokenization, module init), recorded in
+#: summary.json: the same seed on other versions, or on a CPU whose kernels differ, can take another path.
+RECORDED_LIBRARIES = ("torch", "transformers", "tokenizers", "peft")
+
+
+def environment() -> dict[str, str | None]:
+    """What a run ran with: petir's and :data:`RECORDED_LIBRARIES`' versions (``None``: not installed) and the
+    vector instructions torch's CPU kernels use (``AVX2``, ``AVX512``; they choose the kernels, so the rounding)."""
+    versions: dict[str, str | None] = {"petir": __version__}
+    for name in RECORDED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    import torch  # here, not at the top: the readers above (petir.reproduce's tables) never load torch for this
+
+    return {**versions, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}

@@ -18,7 +18,6 @@ What it guarantees:
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import random
@@ -35,7 +34,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import petir
 from petir.checkpoint import read_trainer_state, restore_states, rng_state, write_checkpoint
 from petir.cli import StopRequest, progress, resolve_device, say
 from petir.dev_check import DevCheck, describe_noise, dev_noise
@@ -58,26 +56,11 @@ from petir.run_directory import (
     MODEL_DIR,
     SUMMARY_FILE,
     check_run_directory,
+    environment,
     read_metrics,
 )
 from petir.sampling import GroupSampler
 from petir.train_config import TENSORBOARD_MISSING, TrainConfig, check_patience
-
-#: The libraries whose versions a run's numbers depend on (kernels, tokenization, module init), recorded in
-#: summary.json: the same seed on other versions, or on a CPU whose kernels differ, can take another path.
-RECORDED_LIBRARIES = ("torch", "transformers", "tokenizers", "peft")
-
-
-def environment() -> dict[str, str | None]:
-    """What a run ran with: petir's and :data:`RECORDED_LIBRARIES`' versions (``None``: not installed) and the
-    vector instructions torch's CPU kernels use (``AVX2``, ``AVX512``; they choose the kernels, so the rounding)."""
-    versions: dict[str, str | None] = {"petir": petir.__version__}
-    for name in RECORDED_LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return {**versions, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 class DivergedError(PetirError):
