@@ -160,6 +160,7 @@ def write_report(output: Path, rows: dict[str, dict], groups: dict[str, list[str
 
     names = list(rows)
     figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
+    dotted = False  # the seeds' dots are labelled once
     for offset, group, colour in ((-0.2, "seen", "tab:orange"), (0.2, "unseen", "tab:blue")):
         values = [rows[name][group]["gain"] or 0.0 for name in names]
         label = f"{group} ({sizes[group]})"
@@ -167,8 +168,9 @@ def write_report(output: Path, rows: dict[str, dict], groups: dict[str, list[str
         base = rows[reference][group]["ndcg@10"] or 0.0
         for i, name in enumerate(names):
             if len(seeds := rows[name][group]["seeds"]) > 1:  # each seed's gain over the reference's mean
-                dots = "each seed" if not axis.get_legend_handles_labels()[1].count("each seed") else None
-                axis.plot([i + offset] * len(seeds), [v - base for v in seeds], "k.", markersize=4, label=dots)
+                dot_label = None if dotted else "each seed"
+                axis.plot([i + offset] * len(seeds), [v - base for v in seeds], "k.", markersize=4, label=dot_label)
+                dotted = True
     axis.axhline(0, color="black", linewidth=0.8)
     axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axis.set(
