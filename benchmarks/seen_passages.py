@@ -114,14 +114,15 @@ def measure(scores: dict[str, list[dict[str, float]]], groups: dict[str, list[st
         row = rows[name] = {}
         for group, qids in groups.items():
             values, base = per_query_mean(seeds, qids), per_query_mean(scores[reference], qids)
+            mean = statistics.fmean(values) if qids else None
             each = [statistics.fmean(seed[q] for q in qids) for seed in seeds] if qids else []
             differs = name != reference and len(qids) > 1 and values != base
             row[group] = {
                 "queries": len(qids),
-                "ndcg@10": statistics.fmean(values) if qids else None,
+                "ndcg@10": mean,
                 "seeds": each,
                 "sd": statistics.stdev(each) if len(each) > 1 else None,
-                "gain": statistics.fmean(values) - statistics.fmean(base) if qids else None,
+                "gain": mean - statistics.fmean(base) if qids else None,
                 "p_vs_reference": float(ttest_rel(values, base).pvalue) if differs else None,
             }
     return rows
