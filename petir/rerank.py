@@ -11,10 +11,10 @@ topics never get stale scores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -116,8 +116,11 @@ def rerank(
     score: Callable[[list[str], list[str]], Sequence[float]],
     depth: int,
     partial: Path,
+    key: dict[str, str] | None = None,
 ) -> Run:
-    """Re-score the top ``depth`` of each query; the tail keeps its order, scored below every re-scored passage."""
+    """Re-score the top ``depth`` of each query; the tail keeps its order, scored below every re-scored passage.
+    ``partial`` (and its ``key``, :func:`partial_key`) is written with the first score, so a re-ranking that stops
+    on its inputs before scoring leaves no file behind."""
     missing = [qid for qid in run if qid not in queries]
     if missing:
         raise DataError(f"{len(missing)} queries of the run are not in the topics (e.g. {missing[0]!r})")
@@ -127,7 +130,8 @@ def rerank(
             raise DataError(f"{partial}: scores of query {qid!r} do not fit the run; remove it to start over")
     total = sum(min(depth, len(hits)) for qid, hits in run.items() if qid not in done)
     bar = cli.progress(total=total, desc="re-ranking", unit="pair")
-    with space_checked(partial), open(partial, "a") as log:
+    with space_checked(partial), contextlib.ExitStack() as stack:
+        log = None
         for qid, hits in run.items():
             head = [docid for docid, _ in hits[:depth]]
             if qid not in done:
@@ -138,6 +142,10 @@ def rerank(
                         raise DataError(f"docid {docid!r} (query {qid!r}) is not in the index or corpus")
                     texts.append(text)
                 done[qid] = [float(s) for s in score([queries[qid]] * len(texts), texts)]
+                if log is None:
+                    if key is not None:
+                        write_lines_atomic(_key_file(partial), [json.dumps(key) + "\n"])
+                    log = stack.enter_context(open(partial, "a"))
                 log.write(json.dumps({"qid": qid, "scores": done[qid]}) + "\n")
                 log.flush()
                 bar.update(len(head))
@@ -183,9 +191,9 @@ def _rerank(args: argparse.Namespace) -> None:
     passage = passage_lookup(args.index, args.corpus)
 
     model = load_scorer(args.model, args.backend, args.device)
-    reranked = rerank(run, queries, passage, model.pair_scorer(args.batch_size), args.depth, partial)
+    reranked = rerank(run, queries, passage, model.pair_scorer(args.batch_size), args.depth, partial, key)
     write_run(reranked, args.output, args.tag)
-    os.remove(partial)
+    partial.unlink(missing_ok=True)  # absent when the run had nothing to re-rank
     _key_file(partial).unlink(missing_ok=True)
     print(f"petir: re-ranked {len(reranked)} queries (top {args.depth}) -> {args.output}")
 
@@ -268,7 +276,6 @@ def _check_partial_key(partial: Path, key: dict[str, str], overwrite: bool) -> N
             partial.unlink()
         else:
             print(f"petir: continuing from {partial}")
-    write_lines_atomic(key_file, [json.dumps(key) + "\n"])
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ def test_bad_inputs_end_with_one_line_errors(files, tmp_path, mutate, message):
     error = run_cli(main, [*argv, *flags(output=tmp_path / "out.trec")])
     assert error is not None and "\n" not in error and ": error: " in error
     assert __import__("re").search(message, error), error
+    assert not list(tmp_path.glob("out.trec*"))  # stopped before the first score: no partial scores, no key
 
 
 @pytest.mark.slow  # builds a Lucene index (Java): about 11 s
