@@ -277,9 +277,21 @@ def _from_pretrained(auto_class: type, location: str | os.PathLike, what: str, *
         return auto_class.from_pretrained(location, trust_remote_code=False, **kwargs)
     except Exception as error:  # transformers and tokenizers raise anything from OSError to a bare Exception here
         local = Path(location).exists()
+        if not local and _names_a_path(location):  # transformers would call it a malformed hub id
+            raise PetirError(
+                f"cannot load {what} (no such directory: {location}); pass an existing model directory or a "
+                "Hugging Face model id ('namespace/name')"
+            ) from None
         remedy = f"check or replace the files in {location}" if local else "no network? pass a local model directory"
         detail = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
         raise PetirError(f"cannot load {what} ({type(error).__name__}: {detail}); {remedy}") from None
+
+
+def _names_a_path(location: str | os.PathLike) -> bool:
+    """Whether ``location`` can only be a path: a hub id is ``name`` or ``namespace/name``, never absolute or
+    relative to ``.``, ``..`` or ``~``, and never of more than two parts."""
+    text = os.fspath(location)
+    return text.startswith(("/", "./", "../", "~")) or text in (".", "..") or text.count("/") > 1
 
 
 def fingerprint(model: nn.Module) -> str:

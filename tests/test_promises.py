@@ -824,6 +824,15 @@ def test_a_pickled_backbone_is_refused_without_running_its_code(pickled_backbone
     assert "\n" not in str(error.value) and not (tmp_path / "ran").exists()
 
 
+@pytest.mark.parametrize("name", ["/nonexistent/model", "./models/mine", "a/b/c"])
+def test_a_backbone_path_that_does_not_exist_is_named_as_a_path_not_a_hub_id(name):
+    from petir.backbone import load_backbone
+
+    with pytest.raises(PetirError, match=f"cannot load backbone .*no such directory: {name}") as error:
+        load_backbone(name)
+    assert "\n" not in str(error.value) and "Repo id" not in str(error.value)
+
+
 def test_a_model_directory_naming_a_pickled_backbone_runs_no_code(saved, pickled_backbone, tmp_path):
     """config.json's backbone decides what is loaded: a received model directory may name any path or hub model."""
     model = shutil.copytree(saved["reranker"], tmp_path / "model")
