@@ -7,7 +7,9 @@ These tests run Pyserini in subprocesses, as a user would; they rely on petir be
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,13 +51,14 @@ def collection(tmp_path_factory) -> Path:
     return root
 
 
-def pyserini(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run a stock Pyserini CLI in a fresh interpreter with no JAVA_HOME: the hook must pick Java itself."""
+def pyserini(module: str, *args: str, cwd: Path, status: int = 0) -> subprocess.CompletedProcess:
+    """Run a stock Pyserini CLI in a fresh interpreter with no JAVA_HOME (the hook must pick Java itself); it must
+    end with exit ``status``."""
     env = {key: value for key, value in os.environ.items() if key != "JAVA_HOME"}
     result = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == status, result.stderr[-3000:]
     return result
 
 
@@ -114,6 +117,22 @@ def test_an_encoder_outside_the_layer_map_trains_and_encodes_through_stock_pyser
     model_dir = tmp_path / "run" / "model"
     index = encode(model_dir, collection, tmp_path / "faiss-index")
     assert_scores_are_petirs(search(index, model_dir, collection, tmp_path / "run.trec"), model_dir)
+
+
+def test_a_petir_error_under_a_stock_pyserini_command_is_one_line(exported, collection, tmp_path):
+    """A directory petir refuses (here a re-ranker's, which encodes no passages) ends ``python -m pyserini.encode``
+    as petir's own commands end: one line, exit status 2, no traceback."""
+    model = shutil.copytree(exported, tmp_path / "reranker")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "task": "rerank"}))
+    corpus = ["input", "--corpus", str(collection / "docs")]
+    encoder = ["encoder", "--encoder", str(model), "--device", "cpu"]
+    result = pyserini("pyserini.encode", *corpus, "output", "--embeddings", "index", *encoder, cwd=tmp_path, status=2)
+    assert "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    refusal = f"{model} holds a rerank model; passage encoding needs a bi-encoder"
+    assert error == f"python -m pyserini.encode: error: {refusal}"
+    assert not (tmp_path / "index").exists()
 
 
 def test_python_api_with_faiss_searcher(exported, dense_index, tmp_path):
