@@ -94,7 +94,7 @@ def resolve_beir(spec: PathLike) -> Path:
         raise DataError(
             f"{spec}: no such dataset directory, and not a BEIR dataset name to download ({', '.join(BEIR_DATASETS)})"
         )
-    return _download_beir(path.name, cache_root() / "datasets")
+    return _download_beir(path.name, writable_cache(cache_root() / "datasets"))
 
 
 def _download_beir(name: str, root: Path) -> Path:

