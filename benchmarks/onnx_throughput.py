@@ -57,6 +57,7 @@ from petir.cli import HelpFormatter
 from petir.datasets import load_beir
 from petir.models import PetModel
 from petir.onnx import export
+from petir.run_directory import package_versions
 from petir.tasks import TASKS, Task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,10 +159,7 @@ def measure(
 
 def machine(threads: int, packages: Sequence[str], **settings: Any) -> dict[str, Any]:
     """The machine a benchmark ran on (every benchmark's, in its results): the CPU, the threads, OpenMP's wait
-    policy, the benchmark's own ``settings``, Python and the versions of ``packages`` (a package already imported
-    reports its ``__version__``, any other its installed distribution's)."""
-    from importlib.metadata import version
-
+    policy, the benchmark's own ``settings``, Python and the installed versions of ``packages``."""
     cpuinfo = Path("/proc/cpuinfo")
     names = [
         line.split(":", 1)[1].strip()
@@ -175,7 +173,7 @@ def machine(threads: int, packages: Sequence[str], **settings: Any) -> dict[str,
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
         **settings,
         "python": platform.python_version(),
-        **{name: getattr(sys.modules.get(name), "__version__", None) or version(name) for name in packages},
+        **package_versions(packages),
     }
 
 

@@ -64,6 +64,7 @@ from petir.data import read_json
 from petir.datasets import load_beir, resolve_beir
 from petir.evaluate import evaluate_queries
 from petir.files import write_json_atomic, write_lines_atomic
+from petir.run_directory import package_versions
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -135,12 +136,6 @@ def evaluate_vectors(
     run = {qid: [(docids[j], float(scores[i, j])) for j in top[i]] for i, qid in enumerate(qids)}
     per_query = evaluate_queries(qrels, run, k_recall=())
     return {qid: values["ndcg@10"] for qid, values in per_query.items()}
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("petir", "sentence-transformers", "transformers", "peft", "torch")}
 
 
 def peak_memory_mb(device: str) -> dict[str, float]:
@@ -484,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seeds": seeds,
             "test_passages": results[systems[0]][0]["test_passages"],
             "lora": LORA,
-            "versions": versions(),
+            "versions": package_versions(("petir", "sentence-transformers", "transformers", "peft", "torch")),
         },
         **summarize(results),
     }

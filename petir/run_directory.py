@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,15 +132,25 @@ def read_summary(path: Path) -> dict[str, Any]:
 RECORDED_LIBRARIES = ("torch", "transformers", "tokenizers", "peft")
 
 
-def environment() -> dict[str, str | None]:
-    """What a run ran with: petir's and :data:`RECORDED_LIBRARIES`' versions (``None``: not installed) and the
-    vector instructions torch's CPU kernels use (``AVX2``, ``AVX512``; they choose the kernels, so the rounding)."""
-    versions: dict[str, str | None] = {"petir": __version__}
-    for name in RECORDED_LIBRARIES:
+def package_versions(names: Sequence[str]) -> dict[str, str | None]:
+    """The installed versions of distributions ``names`` (``None``: not installed): what a run or a benchmark
+    records beside its numbers."""
+    versions: dict[str, str | None] = {}
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    return versions
+
+
+def environment() -> dict[str, str | None]:
+    """What a run ran with: petir's and :data:`RECORDED_LIBRARIES`' versions (``None``: not installed) and the
+    vector instructions torch's CPU kernels use (``AVX2``, ``AVX512``; they choose the kernels, so the rounding)."""
     import torch  # here, not at the top: the readers above (petir.reproduce's tables) never load torch for this
 
-    return {**versions, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "petir": __version__,
+        **package_versions(RECORDED_LIBRARIES),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
