@@ -4,6 +4,7 @@ GPU study, and a replayable commands.sh; its reporting is tested in study/test_r
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -345,13 +346,16 @@ def test_report_only_tables_what_the_study_holds_and_runs_nothing(tmp_path, monk
     from petir.workspace import Workspace
 
     data, root = begun_study(tmp_path, monkeypatch)
-    for seed in (1, 2):  # seed 1 trained and re-ranked; seed 2 trained only; seed 3 not trained
-        (root / "rerank" / "adapter" / f"seed{seed}" / "model").mkdir(parents=True)
+    # seed 1 trained and re-ranked; seed 2 trained only; seed 3 not trained; seed 4 re-ranked, copied without model/
+    for seed in (1, 2, 4):
+        (root / "rerank" / "adapter" / f"seed{seed}").mkdir(parents=True)
         (root / "rerank" / "adapter" / f"seed{seed}" / "summary.json").write_text("{}")
+    for seed in (1, 2):
+        (root / "rerank" / "adapter" / f"seed{seed}" / "model").mkdir()
     seed1 = root / "rerank" / "adapter" / "seed1"
     (seed1 / "model" / "README.md").write_text("---\nlicense: apache-2.0\npipeline_tag: text-ranking\n---\n# a model\n")
-    for name in ("test.rerank-bm25.trec", "test.rerank-bm25.rrf.trec"):
-        (seed1 / name).write_text("")
+    for seed, name in itertools.product((1, 4), ("test.rerank-bm25.trec", "test.rerank-bm25.rrf.trec")):
+        (root / "rerank" / "adapter" / f"seed{seed}" / name).write_text("")
     before = sorted(root.rglob("*"))
     monkeypatch.setattr(Study, "run", lambda self, *argv, **kwargs: pytest.fail(f"ran {argv[0]}"))
     monkeypatch.setattr(Workspace, "lucene_index", property(lambda self: tmp_path / "index"))
@@ -360,12 +364,14 @@ def test_report_only_tables_what_the_study_holds_and_runs_nothing(tmp_path, monk
     monkeypatch.setattr(Study, "evaluate", lambda self, run: {"ndcg@10": 0.5})
     args = build_parser().parse_args(["rerank", "--data", str(data), "--output", str(root), "--report-only"])
     rows = RerankStage().run(
-        Study(settings_from_args(args), STAGES, planned_runs=3), ["adapter"], [1, 2, 3], ["adapter"]
+        Study(settings_from_args(args), STAGES, planned_runs=4), ["adapter"], [1, 2, 3, 4], ["adapter"]
     )
     assert [(row["method"], row["seed"], row["first_stage"]) for row in rows] == [
         ("no re-ranking", "", "bm25"),
         ("adapter", 1, "bm25"),
         ("adapter", 1, "bm25 + RRF"),
+        ("adapter", 4, "bm25"),
+        ("adapter", 4, "bm25 + RRF"),
     ]
     err = capsys.readouterr().err
     assert "cosine re-ranking bm25 left out (--report-only): rerank/cosine/test.rerank-bm25.trec is not made yet" in err

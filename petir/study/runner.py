@@ -396,9 +396,10 @@ class Study:
 
     def record_test_results(self, model_dir: Path, results: dict[str, Any], how: str) -> None:
         """A model's test numbers, as a stage computed them (``how``), into its card: the study trained the model,
-        so its card is the study's to complete. A dry run computes none and writes nothing."""
+        so its card is the study's to complete. A dry run computes none and writes nothing; a run copied in without
+        its model directory (``--report-only`` over lanes kept small) has no card to complete."""
         scores = {name: value for name, value in results.items() if isinstance(value, float)}
-        if scores:
+        if scores and (model_dir / "README.md").is_file():
             add_test_results(model_dir, self.s.data.name, scores, f"{how}; trec_eval -c; petir.reproduce")
 
     def first_stages(self, seed: int) -> dict[str, Path]:
