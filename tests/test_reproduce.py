@@ -43,6 +43,16 @@ def test_study_entries_are_registry_variants_at_a_budget():
         study_entry("bitfit@6.7")
 
 
+def test_a_seed_or_method_given_twice_is_refused_before_anything_runs(tmp_path):
+    """A repeated seed or entry would be one run counted twice in its row's mean (and a standard deviation of 0)."""
+    argv = ["rerank", "--output", str(tmp_path / "s"), "--dry-run"]
+    assert "seed 2 is given twice" in run_cli(reproduce_main, [*argv, "--seeds", "1,2,2"])
+    assert run_cli(reproduce_main, [*argv, "--methods", "full-lr1e-4,iaa-l, full-lr1e-4"]).endswith(
+        "--methods names full-lr1e-4 twice: its runs would count twice in the tables; name it once"
+    )
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_study_entry_carries_pet_options_as_petir_train_takes_them(tmp_path):
     """``iaa-l+r=17+ar=2`` is the named ``iaa-l-wide-inside`` without a name: a width point of a sweep needs no
     ablation entry. Its options are checked when the entry is read, before any run starts."""

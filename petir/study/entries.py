@@ -110,15 +110,25 @@ def study_entries(methods: str) -> list[str]:
     entries = [name.strip() for name in methods.split(",") if name.strip()]
     for name in entries:
         study_entry(name)
+    if twice := _repeated(entries):
+        raise PetirError(f"--methods names {twice} twice: its runs would count twice in the tables; name it once")
     return entries
 
 
 def seed_list(text: str) -> list[int]:
     """``--seeds`` as integers, parsed once for every command that takes a study's flags."""
     try:
-        return [cli.SEED.parse(seed) for seed in text.split(",")]
+        seeds = [cli.SEED.parse(seed) for seed in text.split(",")]
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected comma-separated seeds, each of which {error}") from None
+    if twice := _repeated(seeds):
+        raise argparse.ArgumentTypeError(f"seed {twice} is given twice: a run would count twice in its row's mean")
+    return seeds
+
+
+def _repeated(items: Sequence[object]) -> object | None:
+    """The first item ``items`` holds twice, or None."""
+    return next((item for index, item in enumerate(items) if item in items[:index]), None)
 
 
 def seeds_of(entry: str, seeds: Sequence[int], seed_entries: Sequence[str]) -> Sequence[int]:
