@@ -9,15 +9,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petir.cli import Bounded, option
-from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
+from petir.cli import option
+from petir.pet.base import WIDTH, Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
 
 
 @dataclass
 class AdapterConfig(PetConfig):
     """The adapter's options (``--pet KEY=VALUE``)."""
 
-    bottleneck: int = option(16, "adapter width r", bounds=Bounded(int, minimum=1))
+    bottleneck: int = option(16, "adapter width r", bounds=WIDTH)
     activation: str = option("relu", "nonlinearity between the down- and up-projection")
     positions: tuple[str, ...] = option(("attention", "ffn"), "sub-layers that get an adapter (attention, ffn)")
 

@@ -21,6 +21,10 @@ from petir.cli import Bounded, option
 from petir.errors import PetirError, check_choice
 from petir.options import make_options
 
+#: A PET module's width (a bottleneck, a rank, a prefix length): at most 4,096, wider than any BERT-family hidden size,
+#: so a typo (``r=10000000``) is one line where it would otherwise allocate tens of GB before any other check.
+WIDTH = Bounded(int, minimum=1, maximum=4096)
+
 
 @dataclass
 class PetConfig:
@@ -32,7 +36,7 @@ class PetConfig:
     embedding_rank: int = option(
         0,
         "rank of a low-rank update of the word embeddings (0: none; petir's addition)",
-        bounds=Bounded(int, minimum=0),
+        bounds=Bounded(int, minimum=0, maximum=WIDTH.maximum),
     )
     layer_norms: bool = option(False, "also train the LayerNorms (petir's addition)")
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from petir.anatomy import anatomy_of
-from petir.cli import Bounded, option
+from petir.cli import option
 from petir.errors import check_choice
 from petir.pet.base import (
     SUBLAYERS,
+    WIDTH,
     BesideBlock,
     Bottleneck,
     PetConfig,
@@ -50,8 +51,8 @@ class IaaConfig(PetConfig):
     placement: str = option(
         "layer", "blocks the aside modules sit beside (sublayer | layer | model: IAA-S / IAA-L / IAA-M)"
     )
-    r: int = option(12, "inside adapter width", bounds=Bounded(int, minimum=1))
-    ar: int = option(12, "aside module width", bounds=Bounded(int, minimum=1))
+    r: int = option(12, "inside adapter width", bounds=WIDTH)
+    ar: int = option(12, "aside module width", bounds=WIDTH)
     activation: str = option("relu", "nonlinearity of both")
     init: str = option("zero", "up-projections at zero (start as the backbone) or near-identity (N(0, 0.01^2))")
 

@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from petir.anatomy import anatomy_of
-from petir.cli import Bounded, option
+from petir.cli import option
 from petir.errors import check_choice
 from petir.pet.base import (
+    WIDTH,
     Bottleneck,
     PetConfig,
     PetMethod,
@@ -52,7 +53,7 @@ class LinkedConfig(PetConfig):
     :func:`resolve_link_init`."""
 
     topology: str = option("bottleneck", "how the modules are linked (bottleneck | hidden | side)")
-    bottleneck: int = option(16, "module width r", bounds=Bounded(int, minimum=1))
+    bottleneck: int = option(16, "module width r", bounds=WIDTH)
     activation: str = option("relu", "nonlinearity of each module")
     positions: tuple[str, ...] = option(("attention", "ffn"), "sub-layers that get a module (attention, ffn)")
     link_init: str = option(

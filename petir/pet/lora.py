@@ -20,14 +20,14 @@ from torch import nn
 from petir.anatomy import ANATOMIES
 from petir.cli import Bounded, option
 from petir.errors import PetirError
-from petir.pet.base import PetConfig, PetMethod, Variant, freeze
+from petir.pet.base import WIDTH, PetConfig, PetMethod, Variant, freeze
 
 
 @dataclass
 class LoraConfig(PetConfig):
     """LoRA's options (``--pet KEY=VALUE``)."""
 
-    r: int = option(16, "rank", bounds=Bounded(int, minimum=1))
+    r: int = option(16, "rank", bounds=WIDTH)
     alpha: int = option(16, "scaling numerator (the update is scaled by alpha / r)", bounds=Bounded(int, minimum=1))
     # 1 would drop every input of the update
     dropout: float = option(0.1, "dropout on the update's input", bounds=Bounded(float, minimum=0, below=1))

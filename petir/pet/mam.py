@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from petir.cli import Bounded, option
-from petir.pet.base import Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
+from petir.pet.base import WIDTH, Bottleneck, PetConfig, PetMethod, Variant, freeze, wrap_sublayer_outputs
 from petir.pet.prefix import insert_prefixes
 
 
@@ -22,8 +22,8 @@ from petir.pet.prefix import insert_prefixes
 class MamConfig(PetConfig):
     """The MAM adapter's options (``--pet KEY=VALUE``)."""
 
-    num_prefix: int = option(16, "prefix length per layer (l)", bounds=Bounded(int, minimum=1))
-    bottleneck: int = option(16, "parallel adapter width (r)", bounds=Bounded(int, minimum=1))
+    num_prefix: int = option(16, "prefix length per layer (l)", bounds=WIDTH)
+    bottleneck: int = option(16, "parallel adapter width (r)", bounds=WIDTH)
     scaling: float = option(4.0, "the parallel adapter's output scale (s)", bounds=Bounded(float, above=0))
     activation: str = option("relu", "the parallel adapter's nonlinearity")
     prefix_init_std: float = option(0.02, "std of the initial prefix keys and values", bounds=Bounded(float, minimum=0))

@@ -19,14 +19,14 @@ from torch import nn
 from petir.anatomy import anatomy_of
 from petir.cli import Bounded, option
 from petir.errors import PetirError
-from petir.pet.base import PetConfig, PetMethod, Variant, encoder_layers, freeze, replace_block
+from petir.pet.base import WIDTH, PetConfig, PetMethod, Variant, encoder_layers, freeze, replace_block
 
 
 @dataclass
 class PrefixConfig(PetConfig):
     """Prefix-tuning's options (``--pet KEY=VALUE``)."""
 
-    num_prefix: int = option(32, "prefix length per layer", bounds=Bounded(int, minimum=1))
+    num_prefix: int = option(32, "prefix length per layer", bounds=WIDTH)
     init_std: float = option(0.02, "std of the initial prefix keys and values", bounds=Bounded(float, minimum=0))
 
 

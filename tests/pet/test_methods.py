@@ -184,7 +184,7 @@ def test_configs_coerce_cli_strings_and_refuse_unknown_options():
         PetirError, match="has no option rank; options: alpha, dropout, embedding_rank, layer_norms, r, target_modules"
     ):
         make_config("lora", {"rank": "4"})
-    with pytest.raises(PetirError, match="PET option bottleneck must be an integer >= 1, got 'big'"):
+    with pytest.raises(PetirError, match="PET option bottleneck must be an integer from 1 to 4096, got 'big'"):
         make_config("adapter", {"bottleneck": "big"})
     with pytest.raises(PetirError, match="unknown PET method 'ia3'"):
         make_config("ia3")
