@@ -272,6 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_runnable(module: str) -> None:
+    """Refuse, as one line, a MODULE that ``python -m`` could not run (runpy's ImportError is a traceback). Looked up
+    once Java is chosen: finding ``pyserini.search.lucene`` imports ``pyserini.search``, which starts the JVM."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        runnable = spec is not None and (
+            spec.submodule_search_locations is None or importlib.util.find_spec(f"{module}.__main__") is not None
+        )
+    except (ImportError, ValueError, TypeError):  # a missing parent package, an empty or a relative name
+        runnable = False
+    if not runnable:
+        raise PetirError(
+            f"no module {module!r} that `python -m` can run; give one, e.g. pyserini.search.lucene (see --help)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import runpy
 
@@ -280,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.module is None:
         print(description)
         return
+    _check_runnable(options.module)
     sys.argv = [options.module, *options.args]
     runpy.run_module(options.module, run_name="__main__", alter_sys=True)
 

@@ -229,5 +229,19 @@ def test_subprocess_failure_reports_last_stderr_line(restore_java_env):
 
     with pytest.raises(PetirError) as error:
         run_pyserini("petir.no_such_module", ["--x"], what="a test step")
-    assert str(error.value).startswith("a test step failed (python -m petir.no_such_module exited with status 1)")
-    assert str(error.value).endswith("No module named petir.no_such_module")
+    assert str(error.value).startswith("a test step failed (python -m petir.no_such_module exited with status 2)")
+    assert str(error.value).endswith(
+        "no module 'petir.no_such_module' that `python -m` can run; give one, e.g. pyserini.search.lucene (see --help)"
+    )
+
+
+@pytest.mark.parametrize("module", ["nosuch.module", "json.nosuch", "os;import os", "", ".relative", "email"])
+def test_a_module_python_cannot_run_is_one_line_before_anything_runs(machine, module):
+    """``python -m petir.java MODULE``: a missing module, a bad name or a package without ``__main__`` (``email``)
+    is one line, where runpy's ImportError was a traceback."""
+    from conftest import run_cli
+
+    make_jdk(machine.jvm, "temurin-25", "25.0.1")
+    assert run_cli(java.main, [module, "--help"]).endswith(
+        f"no module {module!r} that `python -m` can run; give one, e.g. pyserini.search.lucene (see --help)"
+    )
