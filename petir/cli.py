@@ -48,10 +48,15 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
 
 
 def _prog_name() -> str:
+    """The command as the user typed it, which every error line starts with: ``python -m petir.train``, ``python
+    benchmarks/seen_passages.py`` or the ``petir-train`` console script."""
     import __main__
 
     spec = getattr(__main__, "__spec__", None)
-    return f"python -m {spec.name}" if spec is not None else "petir"
+    if spec is not None:
+        return f"python -m {spec.name}"
+    script = sys.argv[0] if sys.argv else ""
+    return f"python {script}" if script.endswith(".py") else Path(script).name or "petir"
 
 
 def add_overwrite_flag(parser: argparse.ArgumentParser, replaces: str) -> None:

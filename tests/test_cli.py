@@ -8,12 +8,14 @@ import itertools
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
 import petir
 from conftest import cli_modules, run_cli
 from petir import cli
+from petir.errors import PetirError
 
 CLIS = cli_modules()
 
@@ -162,3 +164,26 @@ def test_device_strings_are_checked_as_the_command_line_is_read(capsys, monkeypa
         train_parser().parse_args(["--device", "gpu0"])
     assert "gpu0 is no device" in capsys.readouterr().err
     assert cli.resolve_device("cpu") == "cpu" and cli.resolve_device("auto") == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("spec", "script", "prog"),
+    [
+        ("petir.train", "/x/petir/train.py", "python -m petir.train"),
+        (None, "benchmarks/seen_passages.py", "python benchmarks/seen_passages.py"),
+        (None, "/venv/bin/petir-train", "petir-train"),
+    ],
+)
+def test_an_error_line_starts_with_the_command_as_typed(spec, script, prog, monkeypatch, capsys):
+    """``python -m``, a script and a console script each name themselves, as argparse's own errors do."""
+    import __main__
+
+    monkeypatch.setattr(__main__, "__spec__", types.SimpleNamespace(name=spec) if spec else None, raising=False)
+    monkeypatch.setattr(sys, "argv", [script])
+
+    def fails(argv):
+        raise PetirError("--x is bad")
+
+    with pytest.raises(cli.UsageError):
+        cli.run(fails)
+    assert capsys.readouterr().err == f"{prog}: error: --x is bad\n"
