@@ -23,7 +23,7 @@ from petir.datasets import load_beir
 from petir.errors import PetirError
 from petir.evaluate import read_results
 from petir.files import check_output, foreign_entries, listing, remove_output, write_json_atomic
-from petir.models import STATE_FILE
+from petir.models import CARD_FILE, STATE_FILE
 from petir.run_directory import METRICS_FILE, MODEL_DIR, SUMMARY_FILE, read_summary, resumable
 from petir.study.entries import study_entry
 from petir.study.report import dev_curve, steps_to_fraction
@@ -399,7 +399,7 @@ class Study:
         so its card is the study's to complete. A dry run computes none and writes nothing; a run copied in without
         its model directory (``--report-only`` over lanes kept small) has no card to complete."""
         scores = {name: value for name, value in results.items() if isinstance(value, float)}
-        if scores and (model_dir / "README.md").is_file():
+        if scores and (model_dir / CARD_FILE).is_file():
             add_test_results(model_dir, self.s.data.name, scores, f"{how}; trec_eval -c; petir.reproduce")
 
     def first_stages(self, seed: int) -> dict[str, Path]:
