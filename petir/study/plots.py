@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from petir.pet import REFERENCE_METHOD
+from petir.pet.partial import METHOD as PARTIAL
 from petir.run_directory import METRICS_FILE, read_metrics
 from petir.study.entries import study_entry
 from petir.study.report import dev_curve, gain_spans, ndcg_means, picked_on_dev, share_of_gain
@@ -58,9 +60,10 @@ def plot_convergence(root: Path, stage: str, variants: Mapping[str, Sequence[int
 def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untrained: str, first_stage: str = "") -> Path:
     """``gain-share-STAGE.png``: each method's share of full fine-tuning's gain (the lines of
     :func:`write_gain_share`) as a bar, its seeds as dots, each against the same means of the untrained model (0 %)
-    and full fine-tuning (100 %); connected methods and full fine-tuning in one colour, scattered ones in another,
-    baselines grey; the legend sits beside the bars, so it hides no seed. Where the stage has no gain to share (no
-    full fine-tuning or no untrained row), the figure says so instead of drawing bars."""
+    and full fine-tuning (100 %); full fine-tuning, its ablations (``partial``), connected and scattered methods each
+    in a colour, baselines grey; the legend (the kinds drawn) sits beside the bars, so it hides no seed. Where the
+    stage has no gain to share (no full fine-tuning or no untrained row), the figure says so instead of drawing
+    bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,15 +74,16 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
     span = gain_spans(means, rows, untrained).get(first_stage)
     picked = picked_on_dev(rows, first_stage) if span else []
     figure, axis = plt.subplots(figsize=(8, 0.5 * len(picked) + 1.8))
-    colors = {"full fine-tuning, connected": "tab:blue", "scattered": "tab:orange", "baseline": "0.6"}
+    colors = {
+        "full fine-tuning": "tab:blue",
+        "full fine-tuning, parts frozen": "tab:cyan",
+        "connected": "tab:green",
+        "scattered": "tab:orange",
+        "baseline": "0.6",
+    }
     for y, row in enumerate(reversed(picked)):
         method = row["method"]
-        if not row["seeds"]:
-            kind = "baseline"
-        elif study_entry(method).method.scattered:
-            kind = "scattered"
-        else:
-            kind = "full fine-tuning, connected"
+        kind = _bar_kind(method) if row["seeds"] else "baseline"
         axis.barh(y, 100 * share_of_gain(means[(method, first_stage)], span), color=colors[kind], alpha=0.8)
         seeds = [
             r["ndcg@10"] for r in rows if (r["method"], r.get("first_stage", "")) == (method, first_stage) and r["seed"]
@@ -90,7 +94,8 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
         range(len(picked)),
         [f"{row['method']} ({row['trainable_%']:.3g} %)" if row["seeds"] else row["method"] for row in picked][::-1],
     )
-    handles = [Patch(color=color, alpha=0.8, label=kind) for kind, color in colors.items()]
+    shown = {_bar_kind(row["method"]) if row["seeds"] else "baseline" for row in picked}
+    handles = [Patch(color=color, alpha=0.8, label=kind) for kind, color in colors.items() if kind in shown]
     axis.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     for share in (0, 100):
         axis.axvline(share, color="0.3", linewidth=0.8, linestyle=":" if share else "-")
@@ -102,3 +107,14 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
     figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def _bar_kind(method: str) -> str:
+    """The legend entry a trained row's bar is filed under: an ablation of full fine-tuning (``partial``) trains the
+    backbone's own weights, so it is neither a connected nor a scattered PET method."""
+    entry = study_entry(method).method
+    if entry.name == REFERENCE_METHOD:
+        return "full fine-tuning"
+    if entry is PARTIAL:
+        return "full fine-tuning, parts frozen"
+    return "scattered" if entry.scattered else "connected"

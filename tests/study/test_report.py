@@ -81,6 +81,39 @@ def test_convergence_plot_draws_the_seeds_a_table_uses_not_every_seed_on_disk(tm
     assert legends == ["lora (1 seed)"]
 
 
+def test_gain_share_legend_files_each_bar_under_its_kind_and_lists_only_the_kinds_drawn(tmp_path, monkeypatch):
+    """Full fine-tuning's ablations (``partial``) train the backbone's own weights: filed apart from connected PET."""
+    import matplotlib.figure
+
+    from petir.study.plots import plot_gain_share
+
+    rows = [{"method": "cosine", "seed": "", "ndcg@10": 0.6, "trainable_%": None}]
+    for method, ndcg in (("full", 0.7), ("partial-ffn", 0.68), ("iaa-l", 0.64), ("lora", 0.62)):
+        rows += [{"method": method, "seed": 1, "ndcg@10": ndcg, "dev_ndcg@10": 0.5, "trainable_%": 1.0}]
+    drawn = {}
+
+    def keep_drawing(figure, path, **_):
+        (axis,) = figure.axes
+        labels = [label.get_text().split(" (")[0] for label in axis.get_yticklabels()]
+        kinds = {tuple(patch.get_facecolor()): patch.get_label() for patch in axis.get_legend().get_patches()}
+        drawn["kinds"] = {
+            labels[round(p.get_y() + p.get_height() / 2)]: kinds[tuple(p.get_facecolor())] for p in axis.patches
+        }
+        drawn["legend"] = list(kinds.values())
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_drawing)
+    plot_gain_share(tmp_path, "retrieval", rows, "cosine")
+    assert drawn["kinds"] == {
+        "cosine": "baseline",
+        "full": "full fine-tuning",
+        "partial-ffn": "full fine-tuning, parts frozen",
+        "iaa-l": "connected",
+        "lora": "scattered",
+    }
+    plot_gain_share(tmp_path, "retrieval", [r for r in rows if r["method"] in ("cosine", "full", "lora")], "cosine")
+    assert drawn["legend"] == ["full fine-tuning", "scattered", "baseline"]
+
+
 #: Thirty queries, each with one relevant passage "rel" (the significance tests' judgments).
 THIRTY_QUERIES = {f"q{i}": {"rel": 1} for i in range(30)}
 
