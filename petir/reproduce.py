@@ -55,7 +55,8 @@ class StudyPlan:
         ",".join(VARIANTS),
         f"comma-separated, from: {', '.join([*VARIANTS, *ABLATIONS])}; each at the 0.5 %% preset, or NAME@6.7; "
         "NAME+r=8 sets a PET option (as petir.train's --pet; repeatable: iaa-l+r=17+ar=2); "
-        "NAME-lr1e-4 trains at that learning rate (with several rates of a method, the tables mark the one dev picks)",
+        "NAME-lr1e-4 trains at that learning rate (with several rates of a method, the tables mark the one dev picks); "
+        '"" runs the baselines only',
     )
     seeds: list[int] = cli.option("1", "comma-separated seeds", parse=seed_list)
     seed_methods: list[str] = cli.option(
