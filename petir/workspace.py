@@ -20,6 +20,7 @@ from petir import cli
 from petir.bm25 import bm25_search, build_lucene_index
 from petir.data import Corpus, Queries, Run, corpus_path, read_run, write_pyserini_collection, write_qrels, write_topics
 from petir.datasets import cache_root, load_beir, resolve_beir, writable_cache
+from petir.errors import DataError
 from petir.files import cache_lock, check_output, write_file_unless_different
 
 
@@ -32,6 +33,7 @@ class Workspace:
         stat = source.stat()
         key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         self.root = writable_cache(cache_root() / f"{source.parent.name}-{source.stem.split('.')[0]}-{key}")
+        self.source = source
         self.corpus = corpus
         self.threads = threads
 
@@ -63,7 +65,12 @@ class Workspace:
             write_topics(queries, topics)
             bm25_search(self.lucene_index, topics, run_path, self.threads, hits=hits)
 
-        return read_run(self._fill(run_path, search))
+        if self._fill(run_path, search).stat().st_size == 0:
+            raise DataError(
+                f"BM25 finds no passage of {self.source} for any of the {len(queries):,} queries (no query word is in "
+                "the corpus); give the queries and the corpus of one dataset"
+            )
+        return read_run(run_path)
 
     def _fill(self, artifact: Path, build: Callable[[], object]) -> Path:
         """``artifact``, built by ``build`` (which writes it atomically) unless there: under the cache's lock, checked

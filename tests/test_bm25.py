@@ -60,22 +60,28 @@ def test_index_and_search_refuse_bad_paths(tmp_path):
         bm25.bm25_search(tmp_path / "index", tmp_path / "coll", tmp_path / "run.txt", threads=1)
 
 
+def pyserini_writing(run_text: str, threads: list[int]):
+    """A stand-in for Java's Pyserini: leaves what the real commands would (an index, a run holding ``run_text``) and
+    notes each command's ``--threads`` in ``threads``."""
+
+    def pyserini(module, args, what):
+        args = [str(arg) for arg in args]
+        threads.append(int(args[args.index("--threads") + 1]))
+        if module == "pyserini.index.lucene":
+            (Path(args[args.index("--index") + 1]) / "segments_1").touch()
+        else:
+            Path(args[args.index("--output") + 1]).write_text(run_text)
+
+    return pyserini
+
+
 def test_index_and_search_run_on_the_threads_a_cli_was_told(tmp_path, monkeypatch):
     """``--threads`` of petir.train, petir.reproduce and petir.workspace reaches the Pyserini commands petir runs,
     passed down through the workspace (not read back from $OMP_NUM_THREADS, which says otherwise here)."""
     from petir.workspace import Workspace
 
     threads = []
-
-    def pyserini(module, args, what):  # stands in for Java: leaves what the real command would
-        args = [str(arg) for arg in args]
-        threads.append(int(args[args.index("--threads") + 1]))
-        if module == "pyserini.index.lucene":
-            (Path(args[args.index("--index") + 1]) / "segments_1").touch()
-        else:
-            Path(args[args.index("--output") + 1]).write_text("q1 Q0 d 1 1.0 Anserini\n")
-
-    monkeypatch.setattr(bm25, "run_pyserini", pyserini)
+    monkeypatch.setattr(bm25, "run_pyserini", pyserini_writing("q1 Q0 d 1 1.0 Anserini\n", threads))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
     asked = (os.cpu_count() or 1) + 1  # not every core: what was asked
@@ -85,6 +91,20 @@ def test_index_and_search_run_on_the_threads_a_cli_was_told(tmp_path, monkeypatc
     (tmp_path / "topics.tsv").write_text("q1\tx\n")
     bm25.bm25_search(workspace.lucene_index, tmp_path / "topics.tsv", tmp_path / "run.txt", threads=2)
     assert threads == [asked, asked, 2]
+
+
+def test_bm25_finding_nothing_for_every_query_says_the_queries_and_corpus_do_not_match(tmp_path, monkeypatch):
+    """Pyserini writes an empty run when no query word is in the corpus: one line naming the corpus, not 'empty run
+    file' about a file in petir's cache."""
+
+    from petir.workspace import Workspace
+
+    monkeypatch.setattr(bm25, "run_pyserini", pyserini_writing("", []))
+    monkeypatch.setenv("PETIR_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d", "text": "x"}\n')
+    workspace = Workspace(tmp_path / "corpus.jsonl", {"d": data.Document("d", "", "x")}, threads=1)
+    with pytest.raises(DataError, match=r"BM25 finds no passage of .*corpus.jsonl for any of the 1 queries"):
+        workspace.bm25({"q1": "y"}, hits=10)
 
 
 # --- the published BM25 numbers on SciFact ----------------------------------------------------------------------------
