@@ -37,6 +37,7 @@ from petir.study import STAGES, get_stage
 from petir.study.entries import (
     ABLATIONS,
     MAIN_VARIANTS,
+    seed_entry_list,
     seed_list,
     seeds_of,
     study_entries,
@@ -63,7 +64,7 @@ class StudyPlan:
         ",".join(MAIN_VARIANTS),
         "comma-separated: entries run with every seed, named as in --methods (full-lr1e-4, not full); the others "
         "with the first seed only",
-        parse=lambda text: text.split(","),
+        parse=seed_entry_list,
     )
 
 

@@ -17,6 +17,7 @@ from conftest import REPO, TINY_PASSAGES, flags, run_cli
 from petir.data import read_run
 from petir.errors import PetirError
 from petir.pet import VARIANTS
+from petir.reproduce import build_parser
 from petir.reproduce import main as reproduce_main
 from petir.study import STAGES, get_stage
 from petir.study.entries import MAIN_VARIANTS, StudyEntry, study_entry
@@ -51,6 +52,20 @@ def test_a_seed_or_method_given_twice_is_refused_before_anything_runs(tmp_path):
         "--methods names full-lr1e-4 twice: its runs would count twice in the tables; name it once"
     )
     assert not (tmp_path / "s").exists()
+
+
+def test_a_misspelt_seed_method_or_a_zero_rate_is_refused_before_anything_runs(tmp_path):
+    """A --seed-methods name matching no method would leave the runs it meant on one seed, unnoticed; a rate of 0
+    would train nothing. Spaces after the commas are allowed, as in --methods."""
+    argv = ["rerank", "--output", str(tmp_path / "s"), "--dry-run"]
+    error = run_cli(reproduce_main, [*argv, "--methods", "iaa-l", "--seed-methods", "iaa-l,iaa_l"])
+    assert "error: argument --seed-methods: unknown method 'iaa_l'; choose from full," in error
+    assert run_cli(reproduce_main, [*argv, "--methods", "iaa-l-lr0.0"]).endswith(
+        ": iaa-l-lr0.0 trains at learning rate 0, which changes nothing; give a rate above 0"
+    )
+    assert not (tmp_path / "s").exists()
+    args = build_parser().parse_args(["rerank", "--output", "out", "--seed-methods", "full-lr1e-4, iaa-l,"])
+    assert args.seed_methods == ["full-lr1e-4", "iaa-l"]
 
 
 def test_a_study_entry_carries_pet_options_as_petir_train_takes_them(tmp_path):

@@ -78,7 +78,9 @@ def study_entry(name: str) -> StudyEntry:
     """A study entry: a registry variant (``iaa-l``, at the 0.5 % preset), ``VARIANT@BUDGET`` (``adapter@6.7``),
     an ablation, each optionally with PET options (``iaa-l+r=17+ar=2``) and at another learning rate (``full-lr1e-4``,
     ``adapter-lr3e-3@6.7``), checked against the registry and the method's options."""
-    name, learning_rate = split_learning_rate(name)
+    entry, (name, learning_rate) = name, split_learning_rate(name)
+    if learning_rate == 0:
+        raise PetirError(f"{entry} trains at learning rate 0, which changes nothing; give a rate above 0")
     named, _, budget = name.partition("@")
     base, *pairs = named.split(OPTION_SEPARATOR)
     variant, options = ABLATIONS.get(base, (base, {}))
@@ -124,6 +126,18 @@ def seed_list(text: str) -> list[int]:
     if twice := _repeated(seeds):
         raise argparse.ArgumentTypeError(f"seed {twice} is given twice: a run would count twice in its row's mean")
     return seeds
+
+
+def seed_entry_list(text: str) -> list[str]:
+    """``--seed-methods`` as entries, each checked (:func:`study_entry`): a misspelt name would match no entry of
+    ``--methods`` and leave the runs it meant on one seed, unnoticed."""
+    entries = [name.strip() for name in text.split(",") if name.strip()]
+    try:
+        for name in entries:
+            study_entry(name)
+    except PetirError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return entries
 
 
 def _repeated(items: Sequence[object]) -> object | None:
