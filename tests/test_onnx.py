@@ -180,3 +180,12 @@ def test_an_export_of_a_model_with_missing_or_garbage_tokenizer_files_fails_at_e
     with pytest.raises(PetirError, match=r"the tokenizer saved in .*model"):
         export(model_dir)
     assert not (model_dir / "onnx").exists()
+
+
+def test_a_model_path_that_is_a_file_is_said_to_be_no_model_before_its_output_is_checked(tmp_path):
+    """The default output lies inside the model directory; a file given as the model is named as no model, not as
+    an output that cannot be made in it."""
+    (tmp_path / "run.trec").write_text("q1 Q0 d1 1 1.0 x\n")
+    with pytest.raises(PetirError, match=r"run\.trec is not a petir model directory \(no config\.json\)$"):
+        export(tmp_path / "run.trec")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run.trec"]
