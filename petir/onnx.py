@@ -98,16 +98,16 @@ def export(
     if importlib.util.find_spec("onnx") is None:  # torch's exporter imports it only after tracing the model
         raise PetirError("ONNX export needs the onnx package next to torch: pip install 'onnx>=1.16'")
     model_dir = Path(model_dir)
-    config = read_config(model_dir)  # a path that is no model is said as such, before its output is looked at
+    if output is None:  # the default output lies inside the model: a path that is no model is said as such first
+        read_config(model_dir)
     target = Path(output) if output is not None else model_dir / ONNX_DIR
     with output_lock(target, directory=True):  # one writer, from the check to the swap
-        return _export(model_dir, config, target, opset, backbone, overwrite)
+        return _export(model_dir, target, opset, backbone, overwrite)
 
 
-def _export(
-    model_dir: Path, config: dict[str, Any], target: Path, opset: int, backbone: str | None, overwrite: bool
-) -> tuple[Path, float]:
+def _export(model_dir: Path, target: Path, opset: int, backbone: str | None, overwrite: bool) -> tuple[Path, float]:
     check_new_directory(target, overwrite, source=model_dir, inside_source=True)
+    config = read_config(model_dir)
     saved_tokenizer(model_dir)  # the export is served with it: missing or damaged files fail the export
     model = get_task(config["task"]).model.load(model_dir, backbone, "cpu", config=config)
     output = model.graph_output
