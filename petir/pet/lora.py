@@ -12,6 +12,7 @@ An export (``python -m petir.export``) also holds the adapter alone, as PEFT sav
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> None:
     import peft  # seconds to import: deferred so that the CLIs' --help and start-up do not pay for it
 
     targets = lora_targets(model, config.target_modules)
+    _check_targets_exist(model, targets)
     freeze(model)
     peft_config = peft.LoraConfig(
         r=config.r,
@@ -87,6 +89,21 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> None:
     peft.inject_adapter_in_model(peft_config, model)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_("lora_" in name)
+
+
+def _check_targets_exist(model: nn.Module, targets: list[str]) -> None:
+    """Each target names a module of ``model`` as PEFT matches names (the whole path, or its end after a dot): PEFT
+    raises a traceback on a list that matches nothing and silently drops a name that matches nothing beside others."""
+    paths = [path for path, _ in model.named_modules()]
+    missing = [t for t in targets if not any(path == t or path.endswith("." + t) for path in paths)]
+    if missing:
+        # each linear layer named from its layer on (attention.self.query), as a target may name it
+        linear = (path for path, module in model.named_modules() if isinstance(module, nn.Linear))
+        names = dict.fromkeys(re.sub(r"^(.*\.)?\d+\.", "", path) for path in linear)
+        raise PetirError(
+            f"LoRA target_modules {', '.join(map(repr, missing))} name no module of this "
+            f"{model.config.model_type!r} encoder; its linear layers: {', '.join(names)}"
+        )
 
 
 def merge_lora(model: nn.Module) -> None:

@@ -398,6 +398,21 @@ def test_partial_parts_combine_and_unknown_ones_are_refused():
         with_method(tiny_bert(), "partial", {"train": []})  # an empty list in a config.json
 
 
+def test_lora_targets_that_name_no_module_are_refused_in_one_line_naming_them():
+    """PEFT raises a traceback where no target matches, and drops a target that matches nothing beside others."""
+    expected = (
+        "LoRA target_modules 'nosuch' name no module of this 'bert' encoder; its linear layers: attention.self.query, "
+        "attention.self.key, attention.self.value, attention.output.dense, intermediate.dense, output.dense"
+    )
+    for targets in ("nosuch", "intermediate.dense,nosuch"):
+        with pytest.raises(PetirError) as refused:
+            with_method(tiny_bert(), "lora", {"target_modules": targets})
+        assert str(refused.value) == expected
+    model = with_method(tiny_bert(), "lora", {"target_modules": "dense,word_embeddings"})  # PEFT's name matching
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert any("word_embeddings.lora" in name for name in trained) and any(".output.dense.lora" in n for n in trained)
+
+
 def test_additions_count_in_any_methods_trainable_weights():
     """petir's additions: a rank-k embedding update costs k x (vocabulary + hidden), the LayerNorms 2 x hidden each,
     on top of the method's own modules, for any method (BitFit trains the LayerNorms' biases already)."""
