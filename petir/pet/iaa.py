@@ -49,7 +49,7 @@ class IaaConfig(PetConfig):
     """IAA's options (``--pet KEY=VALUE``)."""
 
     placement: str = option(
-        "layer", "blocks the aside modules sit beside (sublayer | layer | model: IAA-S / IAA-L / IAA-M)"
+        "layer", "blocks the aside modules sit beside (sublayer | layer | model: IAA-S / IAA-L / IAA-M)", PLACEMENTS
     )
     r: int = option(12, "inside adapter width", bounds=WIDTH)
     ar: int = option(12, "aside module width", bounds=WIDTH)
@@ -58,7 +58,6 @@ class IaaConfig(PetConfig):
 
 
 def apply_iaa(model: nn.Module, config: IaaConfig) -> None:
-    check_choice("placement", config.placement, PLACEMENTS)
     check_choice("init", config.init, INITS)
     freeze(model)
     up_std = INITS[config.init]

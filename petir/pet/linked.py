@@ -52,7 +52,7 @@ class LinkedConfig(PetConfig):
     """The linked adapters' options (``--pet KEY=VALUE``); ``link_init`` ``auto`` picks
     :func:`resolve_link_init`."""
 
-    topology: str = option("bottleneck", "how the modules are linked (bottleneck | hidden | side)")
+    topology: str = option("bottleneck", "how the modules are linked (bottleneck | hidden | side)", TOPOLOGIES)
     bottleneck: int = option(16, "module width r", bounds=WIDTH)
     activation: str = option("relu", "nonlinearity of each module")
     positions: tuple[str, ...] = option(("attention", "ffn"), "sub-layers that get a module (attention, ffn)")
@@ -197,7 +197,6 @@ class EncoderWithSideReadout(nn.Module):
 
 
 def apply_linked(model: nn.Module, config: LinkedConfig) -> None:
-    check_choice("topology", config.topology, TOPOLOGIES)
     check_choice("link_init", config.link_init, LINK_INITS)
     freeze(model)
     chain = Chain()

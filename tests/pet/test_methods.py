@@ -19,6 +19,7 @@ from petir.pet import (
     count_parameters,
     make_config,
     resolve,
+    resolve_method,
     resolved_budget,
     saved_budget,
     saved_method_name,
@@ -192,6 +193,10 @@ def test_configs_coerce_cli_strings_and_refuse_unknown_options():
         with_method(tiny_bert(), "linked", {"topology": "ring"})
     with pytest.raises(PetirError, match="unknown placement 'stack'"):
         with_method(tiny_bert(), "iaa", {"placement": "stack"})
+    # as petir.train resolves --method iaa --pet placement=stack: the choice is named, not "none of the variants"
+    for method, key in (("iaa", "placement"), ("linked", "topology")):
+        with pytest.raises(PetirError, match=f"^unknown {key} 'stack'; choose from "):
+            resolve_method(method, {key: "stack"}, None)
 
 
 def test_non_transformers_modules_are_refused_with_a_clear_message():
