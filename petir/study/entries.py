@@ -109,9 +109,7 @@ MAIN_VARIANTS = ("full", "adapter", "iaa-l")
 
 def study_entries(methods: str) -> list[str]:
     """The entries of a comma-separated ``--methods``, each checked (:func:`study_entry`) before any run starts."""
-    entries = [name.strip() for name in methods.split(",") if name.strip()]
-    for name in entries:
-        study_entry(name)
+    entries = _checked_entries(methods)
     if twice := _repeated(entries):
         raise PetirError(f"--methods names {twice} twice: its runs would count twice in the tables; name it once")
     return entries
@@ -131,12 +129,17 @@ def seed_list(text: str) -> list[int]:
 def seed_entry_list(text: str) -> list[str]:
     """``--seed-methods`` as entries, each checked (:func:`study_entry`): a misspelt name would match no entry of
     ``--methods`` and leave the runs it meant on one seed, unnoticed."""
-    entries = [name.strip() for name in text.split(",") if name.strip()]
     try:
-        for name in entries:
-            study_entry(name)
+        return _checked_entries(text)
     except PetirError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _checked_entries(text: str) -> list[str]:
+    """The entries of a comma-separated list (spaces around names allowed), each checked by :func:`study_entry`."""
+    entries = [name.strip() for name in text.split(",") if name.strip()]
+    for name in entries:
+        study_entry(name)
     return entries
 
 

@@ -81,9 +81,9 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
         "scattered": "tab:orange",
         "baseline": "0.6",
     }
-    for y, row in enumerate(reversed(picked)):
+    kinds = [_bar_kind(row["method"]) if row["seeds"] else "baseline" for row in picked]
+    for y, (row, kind) in enumerate(zip(reversed(picked), reversed(kinds), strict=True)):
         method = row["method"]
-        kind = _bar_kind(method) if row["seeds"] else "baseline"
         axis.barh(y, 100 * share_of_gain(means[(method, first_stage)], span), color=colors[kind], alpha=0.8)
         seeds = [
             r["ndcg@10"] for r in rows if (r["method"], r.get("first_stage", "")) == (method, first_stage) and r["seed"]
@@ -94,8 +94,7 @@ def plot_gain_share(root: Path, stage: str, rows: list[dict[str, Any]], untraine
         range(len(picked)),
         [f"{row['method']} ({row['trainable_%']:.3g} %)" if row["seeds"] else row["method"] for row in picked][::-1],
     )
-    shown = {_bar_kind(row["method"]) if row["seeds"] else "baseline" for row in picked}
-    handles = [Patch(color=color, alpha=0.8, label=kind) for kind, color in colors.items() if kind in shown]
+    handles = [Patch(color=color, alpha=0.8, label=kind) for kind, color in colors.items() if kind in kinds]
     axis.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     for share in (0, 100):
         axis.axvline(share, color="0.3", linewidth=0.8, linestyle=":" if share else "-")
